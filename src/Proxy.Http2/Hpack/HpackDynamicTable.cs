@@ -1,0 +1,215 @@
+namespace Proxy.Http2.Hpack;
+
+/// <summary>
+/// The dynamic table of RFC 7541 §2.3.2 and §4. Entries are stored back to back in one byte array; when the
+/// newest entry does not fit at the end, the live entries are moved to the front (amortised: the array is
+/// twice the table's maximum size), so inserting and evicting never allocate.
+/// </summary>
+public sealed class HpackDynamicTable
+{
+    /// <summary>RFC 7541 §4.1: an entry's size is its name and value lengths plus 32.</summary>
+    public const int EntryOverhead = 32;
+
+    private struct Entry
+    {
+        public int Offset;
+        public int NameLength;
+        public int ValueLength;
+    }
+
+    private readonly int _capacityLimit;
+    private Entry[] _entries = [];
+    private byte[] _bytes = [];
+    private int _oldest;          // ring index of the oldest entry
+    private int _count;
+    private int _end;             // first free byte after the newest entry
+
+    /// <param name="capacityLimit">The largest maximum size this table will ever be set to; storage is allocated lazily up to it.</param>
+    public HpackDynamicTable(int maxSize, int capacityLimit)
+    {
+        _capacityLimit = Math.Max(maxSize, capacityLimit);
+        MaxSize = maxSize;
+    }
+
+    public int Count => _count;
+    public int CapacityLimit => _capacityLimit;
+    /// <summary>Sum of entry sizes (RFC 7541 §4.1).</summary>
+    public int Size { get; private set; }
+    public int MaxSize { get; private set; }
+
+    public ReadOnlySpan<byte> Name(int index)
+    {
+        ref Entry e = ref At(index);
+        return _bytes.AsSpan(e.Offset, e.NameLength);
+    }
+
+    public ReadOnlySpan<byte> Value(int index)
+    {
+        ref Entry e = ref At(index);
+        return _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
+    }
+
+    /// <summary>Entry <paramref name="index"/> (1 = newest), as RFC 7541 §2.3.3 numbers the dynamic part.</summary>
+    private ref Entry At(int index)
+    {
+        if ((uint)(index - 1) >= (uint)_count)
+        {
+            throw new HpackException($"dynamic table index {index} out of range (table has {_count} entries)");
+        }
+        int ring = _oldest + _count - index;
+        if (ring >= _entries.Length)
+        {
+            ring -= _entries.Length;
+        }
+        return ref _entries[ring];
+    }
+
+    /// <summary>RFC 7541 §4.3: a smaller maximum evicts from the oldest end until the table fits.</summary>
+    public void SetMaxSize(int maxSize)
+    {
+        if ((uint)maxSize > (uint)_capacityLimit)
+        {
+            throw new HpackException($"dynamic table size {maxSize} exceeds the limit {_capacityLimit}");
+        }
+        MaxSize = maxSize;
+        while (Size > MaxSize)
+        {
+            EvictOldest();
+        }
+    }
+
+    /// <summary>
+    /// RFC 7541 §4.4: evicts until the entry fits, then inserts it; an entry larger than the maximum size
+    /// empties the table and is not inserted. <paramref name="name"/> and <paramref name="value"/> must not
+    /// point into this table's storage.
+    /// </summary>
+    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        int entrySize = name.Length + value.Length + EntryOverhead;
+        if (entrySize > MaxSize)
+        {
+            Clear();
+            return;
+        }
+        while (Size + entrySize > MaxSize)
+        {
+            EvictOldest();
+        }
+
+        int bytes = name.Length + value.Length;
+        if (_end + bytes > _bytes.Length)
+        {
+            MakeRoom(bytes);
+        }
+        if (_count == _entries.Length)
+        {
+            GrowEntries();
+        }
+
+        int ring = _oldest + _count;
+        if (ring >= _entries.Length)
+        {
+            ring -= _entries.Length;
+        }
+        _entries[ring] = new Entry { Offset = _end, NameLength = name.Length, ValueLength = value.Length };
+        name.CopyTo(_bytes.AsSpan(_end));
+        value.CopyTo(_bytes.AsSpan(_end + name.Length));
+        _end += bytes;
+        _count++;
+        Size += entrySize;
+    }
+
+    /// <summary>
+    /// Finds the newest entry equal to (<paramref name="name"/>, <paramref name="value"/>): returns its
+    /// index with <paramref name="fullMatch"/> set, else the newest index with that name, else 0.
+    /// </summary>
+    public int Find(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, out bool fullMatch)
+    {
+        fullMatch = false;
+        int nameIndex = 0;
+        byte[] bytes = _bytes;
+        for (int index = 1; index <= _count; index++)
+        {
+            ref Entry e = ref At(index);
+            if (e.NameLength != name.Length || !bytes.AsSpan(e.Offset, e.NameLength).SequenceEqual(name))
+            {
+                continue;
+            }
+            if (e.ValueLength == value.Length && bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength).SequenceEqual(value))
+            {
+                fullMatch = true;
+                return index;
+            }
+            if (nameIndex == 0)
+            {
+                nameIndex = index;
+            }
+        }
+        return nameIndex;
+    }
+
+    public void Clear()
+    {
+        _count = 0;
+        _oldest = 0;
+        _end = 0;
+        Size = 0;
+    }
+
+    private void EvictOldest()
+    {
+        ref Entry e = ref _entries[_oldest];
+        Size -= e.NameLength + e.ValueLength + EntryOverhead;
+        _count--;
+        _oldest = _oldest + 1 == _entries.Length ? 0 : _oldest + 1;
+        if (_count == 0)
+        {
+            _oldest = 0;
+            _end = 0;
+        }
+    }
+
+    private void MakeRoom(int bytes)
+    {
+        int start = _count == 0 ? _end : _entries[_oldest].Offset;
+        int live = _end - start;
+        if (live + bytes > _bytes.Length - (_bytes.Length / 2) || _bytes.Length == 0)
+        {
+            // First use, or a larger maximum: size the store at twice the largest possible content.
+            int size = Math.Max(2 * MaxSize, 256);
+            if (size > _bytes.Length)
+            {
+                var grown = new byte[size];
+                _bytes.AsSpan(start, live).CopyTo(grown);
+                _bytes = grown;
+                Rebase(start);
+                return;
+            }
+        }
+        _bytes.AsSpan(start, live).CopyTo(_bytes);
+        Rebase(start);
+    }
+
+    private void Rebase(int start)
+    {
+        for (int i = 0, ring = _oldest; i < _count; i++)
+        {
+            _entries[ring].Offset -= start;
+            ring = ring + 1 == _entries.Length ? 0 : ring + 1;
+        }
+        _end -= start;
+    }
+
+    private void GrowEntries()
+    {
+        int size = Math.Max(16, Math.Min(_entries.Length * 2, _capacityLimit / EntryOverhead + 1));
+        var grown = new Entry[size];
+        for (int i = 0, ring = _oldest; i < _count; i++)
+        {
+            grown[i] = _entries[ring];
+            ring = ring + 1 == _entries.Length ? 0 : ring + 1;
+        }
+        _entries = grown;
+        _oldest = 0;
+    }
+}

@@ -1,0 +1,167 @@
+using System.Buffers;
+
+namespace Proxy.Http2.Hpack;
+
+/// <summary>How a field may be entered in the dynamic table (RFC 7541 §6.2).</summary>
+public enum HeaderIndexing : byte
+{
+    /// <summary>The encoder decides: frequent, stable fields are indexed; volatile or secret ones are not.</summary>
+    Auto,
+    WithoutIndexing,
+    /// <summary>RFC 7541 §6.2.3: never indexed, and re-encoded the same way by every intermediary.</summary>
+    NeverIndexed,
+}
+
+/// <summary>
+/// Encodes header fields (RFC 7541 §6) into an <see cref="IBufferWriter{T}"/>: full matches become
+/// indexed fields, strings are Huffman-coded when that is shorter. One instance per connection direction;
+/// not thread-safe (the connection's write lock covers it).
+/// </summary>
+public sealed class HpackEncoder
+{
+    private readonly HpackDynamicTable _table;
+    private readonly int _maxTableSizeLimit;
+    private int _pendingMinSize = -1;   // smallest size set since the last block (§4.2: signal it first)
+    private int _pendingSize = -1;
+
+    /// <param name="maxTableSizeLimit">The most memory this encoder spends on its table, whatever the peer allows.</param>
+    public HpackEncoder(int maxTableSizeLimit = Http2Settings.DefaultHeaderTableSize)
+    {
+        _maxTableSizeLimit = maxTableSizeLimit;
+        int initial = Math.Min(Http2Settings.DefaultHeaderTableSize, maxTableSizeLimit);
+        _table = new HpackDynamicTable(Http2Settings.DefaultHeaderTableSize, Math.Max(initial, maxTableSizeLimit));
+        if (initial != Http2Settings.DefaultHeaderTableSize)
+        {
+            SetTableSize(initial);
+        }
+    }
+
+    public HpackDynamicTable Table => _table;
+
+    /// <summary>Applies the peer's SETTINGS_HEADER_TABLE_SIZE; the change is signalled at the start of the next block.</summary>
+    public void SetPeerMaxTableSize(uint peerSetting) => SetTableSize((int)Math.Min(peerSetting, (uint)_maxTableSizeLimit));
+
+    private void SetTableSize(int size)
+    {
+        int current = _pendingSize >= 0 ? _pendingSize : _table.MaxSize;
+        if (size == current)
+        {
+            return;
+        }
+        _pendingMinSize = _pendingMinSize < 0 ? Math.Min(size, _table.MaxSize) : Math.Min(_pendingMinSize, size);
+        _pendingSize = size;
+    }
+
+    /// <summary>Starts a field block: emits any pending dynamic table size updates (RFC 7541 §4.2, §6.3).</summary>
+    public void BeginBlock(IBufferWriter<byte> output)
+    {
+        if (_pendingSize < 0)
+        {
+            return;
+        }
+        Span<byte> span = output.GetSpan(12);
+        int pos = 0;
+        if (_pendingMinSize < _pendingSize)
+        {
+            pos += HpackInteger.Encode(_pendingMinSize, 5, 0x20, span);
+            _table.SetMaxSize(_pendingMinSize);
+        }
+        pos += HpackInteger.Encode(_pendingSize, 5, 0x20, span.Slice(pos));
+        _table.SetMaxSize(_pendingSize);
+        output.Advance(pos);
+        _pendingSize = -1;
+        _pendingMinSize = -1;
+    }
+
+    public void Encode(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto)
+    {
+        if (indexing == HeaderIndexing.Auto)
+        {
+            indexing = ChooseIndexing(name, value);
+        }
+
+        int staticIndex = HpackStaticTable.Find(name, value, out bool staticFull);
+        if (staticFull && indexing != HeaderIndexing.NeverIndexed)
+        {
+            Span<byte> one = output.GetSpan(6);
+            output.Advance(HpackInteger.Encode(staticIndex, 7, 0x80, one));
+            return;
+        }
+
+        int dynamicIndex = _table.Find(name, value, out bool dynamicFull);
+        if (dynamicFull && indexing != HeaderIndexing.NeverIndexed)
+        {
+            Span<byte> one = output.GetSpan(6);
+            output.Advance(HpackInteger.Encode(dynamicIndex + HpackStaticTable.Count, 7, 0x80, one));
+            return;
+        }
+
+        int nameIndex = staticIndex != 0 ? staticIndex : dynamicIndex != 0 ? dynamicIndex + HpackStaticTable.Count : 0;
+        bool addToTable = indexing == HeaderIndexing.Auto
+                          // An entry that would flush most of the table is not worth it.
+                          && name.Length + value.Length + HpackDynamicTable.EntryOverhead <= _table.MaxSize * 3 / 4;
+
+        Span<byte> span = output.GetSpan(6 + 6 + name.Length + 6 + value.Length);
+        int pos;
+        if (addToTable)
+        {
+            pos = HpackInteger.Encode(nameIndex, 6, 0x40, span);
+        }
+        else
+        {
+            pos = HpackInteger.Encode(nameIndex, 4, indexing == HeaderIndexing.NeverIndexed ? (byte)0x10 : (byte)0x00, span);
+        }
+        if (nameIndex == 0)
+        {
+            pos += WriteString(name, span.Slice(pos));
+        }
+        pos += WriteString(value, span.Slice(pos));
+        output.Advance(pos);
+
+        if (addToTable)
+        {
+            _table.Add(name, value);
+        }
+    }
+
+    /// <summary>RFC 7541 §5.2: Huffman when it is strictly shorter.</summary>
+    private static int WriteString(ReadOnlySpan<byte> value, Span<byte> destination)
+    {
+        int huffmanLength = Huffman.GetEncodedLength(value);
+        if (huffmanLength < value.Length)
+        {
+            int pos = HpackInteger.Encode(huffmanLength, 7, 0x80, destination);
+            return pos + Huffman.Encode(value, destination.Slice(pos));
+        }
+        int p = HpackInteger.Encode(value.Length, 7, 0x00, destination);
+        value.CopyTo(destination.Slice(p));
+        return p + value.Length;
+    }
+
+    /// <summary>
+    /// Secrets are never indexed (RFC 7541 §7.1.3: authorization, and short cookies that could be guessed);
+    /// values that change with every request are not indexed, so they do not churn the table.
+    /// </summary>
+    private static HeaderIndexing ChooseIndexing(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        switch (name.Length)
+        {
+            case 4 when name.SequenceEqual("date"u8):
+            case 4 when name.SequenceEqual("etag"u8):
+            case 12 when name.SequenceEqual("grpc-timeout"u8):
+            case 14 when name.SequenceEqual("content-length"u8):
+            case 17 when name.SequenceEqual("if-modified-since"u8):
+            case 13 when name.SequenceEqual("last-modified"u8):
+                return HeaderIndexing.WithoutIndexing;
+            case 12 when name.SequenceEqual("x-request-id"u8):
+                return HeaderIndexing.WithoutIndexing;
+            case 13 when name.SequenceEqual("authorization"u8):
+            case 19 when name.SequenceEqual("proxy-authorization"u8):
+                return HeaderIndexing.NeverIndexed;
+            case 6 when name.SequenceEqual("cookie"u8) && value.Length < 20:
+                return HeaderIndexing.NeverIndexed;
+            default:
+                return HeaderIndexing.Auto;
+        }
+    }
+}

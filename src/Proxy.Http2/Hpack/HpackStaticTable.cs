@@ -1,0 +1,97 @@
+using System.Text;
+
+namespace Proxy.Http2.Hpack;
+
+/// <summary>The static table of RFC 7541 Appendix A (indices 1..61).</summary>
+public static class HpackStaticTable
+{
+    public const int Count = 61;
+
+    // Well-known indices, named for readability at call sites.
+    public const int Authority = 1;
+    public const int MethodGet = 2;
+    public const int MethodPost = 3;
+    public const int PathSlash = 4;
+    public const int SchemeHttp = 6;
+    public const int SchemeHttps = 7;
+    public const int Status200 = 8;
+    public const int ContentLength = 28;
+    public const int ContentType = 31;
+    public const int Cookie = 32;
+    public const int Host = 38;
+    public const int TransferEncoding = 57;
+    public const int UserAgent = 58;
+
+    private static readonly (string Name, string Value)[] s_entries =
+    [
+        (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
+        (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
+        (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
+        ("accept-encoding", "gzip, deflate"), ("accept-language", ""), ("accept-ranges", ""), ("accept", ""),
+        ("access-control-allow-origin", ""), ("age", ""), ("allow", ""), ("authorization", ""), ("cache-control", ""),
+        ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""), ("content-length", ""),
+        ("content-location", ""), ("content-range", ""), ("content-type", ""), ("cookie", ""), ("date", ""),
+        ("etag", ""), ("expect", ""), ("expires", ""), ("from", ""), ("host", ""), ("if-match", ""),
+        ("if-modified-since", ""), ("if-none-match", ""), ("if-range", ""), ("if-unmodified-since", ""),
+        ("last-modified", ""), ("link", ""), ("location", ""), ("max-forwards", ""), ("proxy-authenticate", ""),
+        ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""), ("retry-after", ""),
+        ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""), ("transfer-encoding", ""),
+        ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
+    ];
+
+    private static readonly byte[][] s_names = new byte[Count + 1][];
+    private static readonly byte[][] s_values = new byte[Count + 1][];
+    // Name lookup for the encoder: indices grouped by name length, in table order (lowest index first).
+    private static readonly int[][] s_byLength;
+
+    static HpackStaticTable()
+    {
+        var groups = new List<int>[32];
+        for (int i = 1; i <= Count; i++)
+        {
+            s_names[i] = Encoding.ASCII.GetBytes(s_entries[i - 1].Name);
+            s_values[i] = Encoding.ASCII.GetBytes(s_entries[i - 1].Value);
+            int len = s_names[i].Length;
+            (groups[len] ??= []).Add(i);
+        }
+        s_byLength = new int[groups.Length][];
+        for (int i = 0; i < groups.Length; i++)
+        {
+            s_byLength[i] = groups[i]?.ToArray() ?? [];
+        }
+    }
+
+    public static ReadOnlySpan<byte> Name(int index) => s_names[index];
+    public static ReadOnlySpan<byte> Value(int index) => s_values[index];
+
+    /// <summary>
+    /// Finds <paramref name="name"/> (and ideally <paramref name="value"/>). Returns the index of a full
+    /// match with <paramref name="fullMatch"/> set, else the first index with that name, else 0.
+    /// </summary>
+    public static int Find(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, out bool fullMatch)
+    {
+        fullMatch = false;
+        if ((uint)name.Length >= (uint)s_byLength.Length)
+        {
+            return 0;
+        }
+        int nameIndex = 0;
+        foreach (int i in s_byLength[name.Length])
+        {
+            if (!name.SequenceEqual(s_names[i]))
+            {
+                continue;
+            }
+            if (nameIndex == 0)
+            {
+                nameIndex = i;
+            }
+            if (value.SequenceEqual(s_values[i]))
+            {
+                fullMatch = true;
+                return i;
+            }
+        }
+        return nameIndex;
+    }
+}
