@@ -1,0 +1,104 @@
+using Proxy.Http2.Hpack;
+
+namespace Proxy.Http2;
+
+/// <summary>
+/// A reusable list of header fields whose bytes live in one growable arena. Filling it from HPACK
+/// callbacks copies each field once; clearing and refilling it allocates nothing once it has grown to
+/// the working size. Not thread-safe.
+/// </summary>
+public sealed class HeaderList
+{
+    private struct Field
+    {
+        public int NameOffset;
+        public int NameLength;
+        public int ValueOffset;
+        public int ValueLength;
+        public HeaderIndexing Indexing;
+    }
+
+    private byte[] _arena;
+    private int _used;
+    private Field[] _fields;
+
+    public HeaderList(int initialBytes = 512, int initialFields = 16)
+    {
+        _arena = new byte[initialBytes];
+        _fields = new Field[initialFields];
+    }
+
+    public int Count { get; private set; }
+
+    /// <summary>Octets of names and values, plus 32 per field: the size RFC 9113 §6.5.2 limits.</summary>
+    public long ListSize { get; private set; }
+
+    public void Clear()
+    {
+        Count = 0;
+        _used = 0;
+        ListSize = 0;
+    }
+
+    public ReadOnlySpan<byte> Name(int index)
+    {
+        ref Field f = ref FieldAt(index);
+        return _arena.AsSpan(f.NameOffset, f.NameLength);
+    }
+
+    public ReadOnlySpan<byte> Value(int index)
+    {
+        ref Field f = ref FieldAt(index);
+        return _arena.AsSpan(f.ValueOffset, f.ValueLength);
+    }
+
+    public HeaderIndexing Indexing(int index) => FieldAt(index).Indexing;
+
+    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto)
+    {
+        if (Count == _fields.Length)
+        {
+            Array.Resize(ref _fields, _fields.Length * 2);
+        }
+        int needed = _used + name.Length + value.Length;
+        if (needed > _arena.Length)
+        {
+            Array.Resize(ref _arena, Math.Max(needed, _arena.Length * 2));
+        }
+        name.CopyTo(_arena.AsSpan(_used));
+        value.CopyTo(_arena.AsSpan(_used + name.Length));
+        _fields[Count++] = new Field
+        {
+            NameOffset = _used,
+            NameLength = name.Length,
+            ValueOffset = _used + name.Length,
+            ValueLength = value.Length,
+            Indexing = indexing,
+        };
+        _used = needed;
+        ListSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
+    }
+
+    /// <summary>The index of the first field named <paramref name="name"/>, or -1.</summary>
+    public int IndexOf(ReadOnlySpan<byte> name)
+    {
+        for (int i = 0; i < Count; i++)
+        {
+            ref Field f = ref _fields[i];
+            if (f.NameLength == name.Length && _arena.AsSpan(f.NameOffset, f.NameLength).SequenceEqual(name))
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private ref Field FieldAt(int index)
+    {
+        if ((uint)index >= (uint)Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index));
+        }
+        return ref _fields[index];
+    }
+}

@@ -1,0 +1,44 @@
+namespace Proxy.Http2;
+
+/// <summary>Local limits of one connection; the advertised ones go out in the first SETTINGS frame.</summary>
+public sealed class Http2ConnectionOptions
+{
+    /// <summary>SETTINGS_MAX_CONCURRENT_STREAMS we advertise (Envoy's default is 2147483647; 100 is the RFC's recommended floor and nghttp2's default).</summary>
+    public int MaxConcurrentStreams { get; init; } = 100;
+
+    /// <summary>SETTINGS_INITIAL_WINDOW_SIZE we advertise: how much one stream may send before we consume it. At least 65535.</summary>
+    public int InitialStreamWindowSize { get; init; } = 1 << 20;
+
+    /// <summary>Our connection-level receive window, raised by WINDOW_UPDATE at start. At least 65535.</summary>
+    public int ConnectionWindowSize { get; init; } = 4 << 20;
+
+    /// <summary>SETTINGS_MAX_FRAME_SIZE we advertise and enforce.</summary>
+    public int MaxFrameSize { get; init; } = Http2Settings.MinMaxFrameSize;
+
+    /// <summary>SETTINGS_MAX_HEADER_LIST_SIZE we advertise and enforce on decoded header blocks (Envoy: 60 KiB).</summary>
+    public int MaxHeaderListSize { get; init; } = 64 * 1024;
+
+    /// <summary>SETTINGS_HEADER_TABLE_SIZE we advertise: the peer's encoder may use this much of our memory.</summary>
+    public int HeaderTableSize { get; init; } = Http2Settings.DefaultHeaderTableSize;
+
+    /// <summary>The most our encoder keeps in its dynamic table, whatever the peer allows.</summary>
+    public int EncoderTableSizeLimit { get; init; } = Http2Settings.DefaultHeaderTableSize;
+
+    public static Http2ConnectionOptions Default { get; } = new();
+
+    internal void Validate()
+    {
+        if (InitialStreamWindowSize < Http2Settings.DefaultInitialWindowSize || ConnectionWindowSize < Http2Settings.DefaultInitialWindowSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(InitialStreamWindowSize), "windows must be at least 65535 (RFC 9113 §6.9.2)");
+        }
+        if (MaxFrameSize < Http2Settings.MinMaxFrameSize || MaxFrameSize > Http2Settings.MaxMaxFrameSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxFrameSize), "must be within [16384, 16777215] (RFC 9113 §6.5.2)");
+        }
+        if (MaxConcurrentStreams < 1 || MaxHeaderListSize < 1024 || HeaderTableSize < 0 || EncoderTableSizeLimit < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxConcurrentStreams), "limits must be positive");
+        }
+    }
+}
