@@ -1,0 +1,134 @@
+namespace Proxy.Http2.Tests;
+
+/// <summary>RFC 9113 §8.1–8.3: malformed messages are stream errors of type PROTOCOL_ERROR; well-formed ones pass.</summary>
+public sealed class MessageValidationTests
+{
+    private static Http2TestPeer Server() => new Http2TestPeer().Handshake();
+
+    public static TheoryData<string, (string, string)[]> MalformedRequests() => new()
+    {
+        { "uppercase name", [.. Http2TestPeer.Get(), ("X-Upper", "1")] },
+        { "space in name", [.. Http2TestPeer.Get(), ("bad name", "1")] },
+        { "colon inside name", [.. Http2TestPeer.Get(), ("x:y", "1")] },
+        { "connection header", [.. Http2TestPeer.Get(), ("connection", "keep-alive")] },
+        { "keep-alive header", [.. Http2TestPeer.Get(), ("keep-alive", "5")] },
+        { "proxy-connection header", [.. Http2TestPeer.Get(), ("proxy-connection", "close")] },
+        { "transfer-encoding header", [.. Http2TestPeer.Get(), ("transfer-encoding", "chunked")] },
+        { "upgrade header", [.. Http2TestPeer.Get(), ("upgrade", "h2c")] },
+        { "te other than trailers", [.. Http2TestPeer.Get(), ("te", "gzip")] },
+        { "pseudo after regular", [(":method", "GET"), (":scheme", "http"), ("x-a", "1"), (":path", "/")] },
+        { "unknown pseudo", [.. Http2TestPeer.Get(), (":foo", "bar")] },
+        { ":status in request", [.. Http2TestPeer.Get(), (":status", "200")] },
+        { "duplicate :method", [(":method", "GET"), (":method", "GET"), (":scheme", "http"), (":path", "/")] },
+        { "missing :method", [(":scheme", "http"), (":path", "/")] },
+        { "missing :path", [(":method", "GET"), (":scheme", "http")] },
+        { "missing :scheme", [(":method", "GET"), (":path", "/")] },
+        { "empty :path", [(":method", "GET"), (":scheme", "http"), (":path", "")] },
+        { "CONNECT with :path", [(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")] },
+        { "CONNECT without :authority", [(":method", "CONNECT")] },
+        { "CR in value", [.. Http2TestPeer.Get(), ("x-a", "a\rb")] },
+        { "LF in value", [.. Http2TestPeer.Get(), ("x-a", "a\nb")] },
+        { "NUL in value", [.. Http2TestPeer.Get(), ("x-a", "a\0b")] },
+        { "leading space in value", [.. Http2TestPeer.Get(), ("x-a", " a")] },
+        { "trailing tab in value", [.. Http2TestPeer.Get(), ("x-a", "a\t")] },
+        { "non-numeric content-length", [.. Http2TestPeer.Get(), ("content-length", "12a")] },
+        { "conflicting content-length", [.. Http2TestPeer.Get(), ("content-length", "1"), ("content-length", "2")] },
+    };
+
+    [Theory]
+    [MemberData(nameof(MalformedRequests))]
+    public void MalformedRequest_IsStreamProtocolError(string why, (string, string)[] headers)
+    {
+        Assert.NotNull(why);
+        var peer = Server();
+        peer.SendHeaders(1, true, headers);
+        peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+        Assert.DoesNotContain("end 1 True", peer.Handler.Events);
+        // The connection and its compression context go on.
+        peer.SendHeaders(3, true, Http2TestPeer.Get("/next"));
+        Assert.Contains((":path", "/next"), peer.Handler.Headers[3]);
+    }
+
+    [Fact]
+    public void TeTrailers_IsAccepted()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, true, [.. Http2TestPeer.Post("/pkg.Svc/M"), ("te", "trailers"), ("content-type", "application/grpc")]);
+        Assert.Contains(1, peer.Handler.Ended);
+        Assert.Contains(("te", "trailers"), peer.Handler.Headers[1]);
+    }
+
+    [Fact]
+    public void ConnectWithAuthorityOnly_IsAccepted()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, [(":method", "CONNECT"), (":authority", "example.com:443")]);
+        Assert.Contains("end 1 False", peer.Handler.Events);
+    }
+
+    [Fact]
+    public void TrailersWithoutEndStream_IsStreamProtocolError()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, Http2TestPeer.Post("/"));
+        peer.SendHeaders(1, false, ("x-trailer", "1"));
+        peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+    }
+
+    [Fact]
+    public void TrailersWithPseudoHeader_IsStreamProtocolError()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, Http2TestPeer.Post("/"));
+        peer.SendHeaders(1, true, (":path", "/x"));
+        peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+    }
+
+    [Fact]
+    public void RequestTrailers_AreDelivered()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, Http2TestPeer.Post("/"));
+        peer.SendData(1, [1, 2, 3], endStream: false);
+        peer.SendHeaders(1, true, ("grpc-status", "0"), ("x-meta", "v"));
+        Assert.Equal([("grpc-status", "0"), ("x-meta", "v")], peer.Handler.Trailers[1]);
+        Assert.Contains(1, peer.Handler.Ended);
+    }
+
+    [Fact]
+    public void DataBeyondContentLength_IsStreamProtocolError()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, Http2TestPeer.Post("/", ("content-length", "2")));
+        peer.SendData(1, [1, 2, 3], endStream: true);
+        peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+    }
+
+    [Fact]
+    public void DataShortOfContentLength_IsStreamProtocolError()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, Http2TestPeer.Post("/", ("content-length", "5")));
+        peer.SendData(1, [1, 2, 3], endStream: true);
+        peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+    }
+
+    [Fact]
+    public void EndStreamOnHeadersWithPositiveContentLength_IsStreamProtocolError()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, true, Http2TestPeer.Post("/", ("content-length", "5")));
+        peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+    }
+
+    [Fact]
+    public void ExactContentLength_IsAccepted()
+    {
+        var peer = Server();
+        peer.SendHeaders(1, false, Http2TestPeer.Post("/", ("content-length", "3")));
+        peer.SendData(1, [1, 2], endStream: false);
+        peer.SendData(1, [3], endStream: true);
+        Assert.Empty(peer.TakeFrames());
+        Assert.Equal(3, peer.Handler.Bodies[1].Length);
+    }
+}
