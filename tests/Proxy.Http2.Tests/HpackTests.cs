@@ -1,0 +1,233 @@
+using System.Buffers;
+using System.Text;
+using Proxy.Http2.Hpack;
+
+namespace Proxy.Http2.Tests;
+
+/// <summary>RFC 7541 primitives and the decoder's error cases.</summary>
+public sealed class HpackTests
+{
+    [Theory]
+    [InlineData(10, 5, "0a")]          // C.1.1
+    [InlineData(1337, 5, "1f9a0a")]    // C.1.2
+    [InlineData(42, 8, "2a")]          // C.1.3
+    [InlineData(31, 5, "1f00")]
+    [InlineData(int.MaxValue, 7, "7f80ffffff07")]
+    public void Integer_EncodesAndDecodesAsRfcExamples(int value, int prefix, string hex)
+    {
+        var buffer = new byte[8];
+        int written = HpackInteger.Encode(value, prefix, 0, buffer);
+        Assert.Equal(hex, Convert.ToHexStringLower(buffer.AsSpan(0, written)));
+        int pos = 0;
+        Assert.Equal(value, HpackInteger.Decode(buffer.AsSpan(0, written), ref pos, prefix));
+        Assert.Equal(written, pos);
+    }
+
+    [Theory]
+    [InlineData("7f80808080808001")] // too many continuation octets
+    [InlineData("7fffffffff0f")]     // above 2^31-1
+    [InlineData("7f80")]             // truncated
+    public void Integer_Invalid_Throws(string hex)
+    {
+        byte[] bytes = Convert.FromHexString(hex);
+        Assert.Throws<HpackException>(() =>
+        {
+            int pos = 0;
+            HpackInteger.Decode(bytes, ref pos, 7);
+        });
+    }
+
+    [Theory]
+    [InlineData("www.example.com", "f1e3c2e5f23a6ba0ab90f4ff")] // C.4.1
+    [InlineData("no-cache", "a8eb10649cbf")]                     // C.4.2
+    [InlineData("custom-key", "25a849e95ba97d7f")]               // C.4.3
+    [InlineData("custom-value", "25a849e95bb8e8b4bf")]
+    [InlineData("302", "6402")]                                  // C.6.1
+    [InlineData("Mon, 21 Oct 2013 20:13:21 GMT", "d07abe941054d444a8200595040b8166e082a62d1bff")]
+    public void Huffman_MatchesRfcExamples(string text, string hex)
+    {
+        byte[] input = Encoding.ASCII.GetBytes(text);
+        var encoded = new byte[Huffman.GetEncodedLength(input)];
+        Assert.Equal(encoded.Length, Huffman.Encode(input, encoded));
+        Assert.Equal(hex, Convert.ToHexStringLower(encoded));
+        var decoded = new byte[64];
+        int n = Huffman.Decode(encoded, decoded);
+        Assert.Equal(text, Encoding.ASCII.GetString(decoded, 0, n));
+    }
+
+    [Fact]
+    public void Huffman_CanonicalCodesMatchAppendixB()
+    {
+        Assert.Equal((0x1ff8u, 13), (Huffman.Code(0), Huffman.CodeLength(0)));
+        Assert.Equal((0x3u, 5), (Huffman.Code('a'), Huffman.CodeLength('a')));
+        Assert.Equal((0x14u, 6), (Huffman.Code(' '), Huffman.CodeLength(' ')));
+        Assert.Equal((0x3ffffffcu, 30), (Huffman.Code(10), Huffman.CodeLength(10)));
+        Assert.Equal((0x3fffffffu, 30), (Huffman.Code(256), Huffman.CodeLength(256)));
+        Assert.Equal((0x3ffffeeu, 26), (Huffman.Code(255), Huffman.CodeLength(255)));
+    }
+
+    [Fact]
+    public void Huffman_AllOctets_RoundTrip()
+    {
+        byte[] all = Enumerable.Range(0, 256).Select(i => (byte)i).ToArray();
+        var encoded = new byte[Huffman.GetEncodedLength(all)];
+        Huffman.Encode(all, encoded);
+        var decoded = new byte[512];
+        Assert.Equal(all, decoded.AsSpan(0, Huffman.Decode(encoded, decoded)).ToArray());
+    }
+
+    [Theory]
+    [InlineData("ffffffff")] // 32 one-bits: contains EOS (30 bits)
+    [InlineData("ff")]       // 8 bits of padding: longer than 7 bits
+    [InlineData("00")]       // '0' (00000), then padding 000 that is not the EOS prefix
+    public void Huffman_InvalidInput_Throws(string hex)
+    {
+        Assert.Throws<HpackException>(() => Huffman.Decode(Convert.FromHexString(hex), new byte[16]));
+    }
+
+    [Fact]
+    public void Huffman_ValidPadding_IsAccepted()
+    {
+        var output = new byte[4];
+        // 00011 is 'a', then 111: the EOS prefix as padding.
+        Assert.Equal("a", Encoding.ASCII.GetString(output, 0, Huffman.Decode([0x1f], output)));
+    }
+
+    [Fact]
+    public void Decoder_RfcC3_RequestsWithoutHuffman_MaintainTable()
+    {
+        var decoder = new HpackDecoder();
+        var sink = new HpackVectorTests.CollectingHandler();
+        decoder.Decode(Convert.FromHexString("828684410f7777772e6578616d706c652e636f6d"), sink);
+        Assert.Equal(57, decoder.Table.Size);
+        decoder.Decode(Convert.FromHexString("828684be58086e6f2d6361636865"), sink);
+        Assert.Equal(110, decoder.Table.Size);
+        sink.Headers.Clear();
+        decoder.Decode(Convert.FromHexString("828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"), sink);
+        Assert.Equal(164, decoder.Table.Size);
+        Assert.Equal([(":method", "GET"), (":scheme", "https"), (":path", "/index.html"), (":authority", "www.example.com"), ("custom-key", "custom-value")], sink.Headers);
+    }
+
+    [Fact]
+    public void Decoder_RfcC5_ResponsesEvictWithSmallTable()
+    {
+        var decoder = new HpackDecoder();
+        var encoderSide = new HpackEncoder();
+        var sink = new HpackVectorTests.CollectingHandler();
+        // C.5 uses a 256-octet table: signalled by a size update at the start of the first block.
+        decoder.Decode(Convert.FromHexString("3fe101" + "4803333032580770726976617465611d4d6f6e2c203231204f637420323031332032303a31333a323120474d546e1768747470733a2f2f7777772e6578616d706c652e636f6d"), sink);
+        Assert.Equal(222, decoder.Table.Size);
+        decoder.Decode(Convert.FromHexString("4803333037c1c0bf"), sink);
+        Assert.Equal(222, decoder.Table.Size);
+        Assert.Equal(4, decoder.Table.Count);
+        Assert.NotNull(encoderSide);
+    }
+
+    [Fact]
+    public void Decoder_NeverIndexedFlag_IsReported()
+    {
+        var decoder = new HpackDecoder();
+        var sink = new HpackVectorTests.CollectingHandler();
+        // C.2.3: literal never indexed, new name "password" = "secret".
+        decoder.Decode(Convert.FromHexString("100870617373776f726406736563726574"), sink);
+        Assert.Equal([("password", "secret")], sink.Headers);
+        Assert.Equal([true], sink.NeverIndexed);
+        Assert.Equal(0, decoder.Table.Count);
+    }
+
+    [Theory]
+    [InlineData("82" + "3f0100", "size update after a field")]
+    [InlineData("3fe21f", "size update above the setting (4096)")]
+    [InlineData("be", "dynamic index beyond the table")]
+    [InlineData("80", "index 0")]
+    [InlineData("4085", "truncated string")]
+    [InlineData("0f2f", "truncated integer of name index")]
+    public void Decoder_InvalidBlock_Throws(string hex, string why)
+    {
+        var decoder = new HpackDecoder();
+        Assert.Throws<HpackException>(() => decoder.Decode(Convert.FromHexString(hex), new HpackVectorTests.CollectingHandler()));
+        Assert.NotNull(why);
+    }
+
+    [Fact]
+    public void Decoder_RequiresSizeUpdateAfterSettingShrinks()
+    {
+        var decoder = new HpackDecoder();
+        decoder.SetMaxTableSize(1024);
+        Assert.Throws<HpackException>(() => decoder.Decode(Convert.FromHexString("82"), new HpackVectorTests.CollectingHandler()));
+        var ok = new HpackDecoder();
+        ok.SetMaxTableSize(1024);
+        Assert.True(ok.Decode(Convert.FromHexString("3fe10782"), new HpackVectorTests.CollectingHandler()));
+        Assert.Equal(1024, ok.Table.MaxSize);
+    }
+
+    [Fact]
+    public void Decoder_ListTooLarge_ReturnsFalseButKeepsTableInStep()
+    {
+        var encoder = new HpackEncoder();
+        var w = new ArrayBufferWriter<byte>();
+        encoder.Encode(w, "x-a"u8, Encoding.ASCII.GetBytes(new string('a', 300)));
+        encoder.Encode(w, "x-b"u8, "b"u8);
+        var decoder = new HpackDecoder(maxHeaderListSize: 200);
+        var sink = new HpackVectorTests.CollectingHandler();
+        Assert.False(decoder.Decode(w.WrittenSpan, sink));
+        Assert.Empty(sink.Headers);
+        Assert.Equal(encoder.Table.Size, decoder.Table.Size);
+        // The next block refers to the entry by index and decodes.
+        w.ResetWrittenCount();
+        encoder.Encode(w, "x-b"u8, "b"u8);
+        Assert.True(decoder.Decode(w.WrittenSpan, sink));
+        Assert.Equal([("x-b", "b")], sink.Headers);
+    }
+
+    [Fact]
+    public void Decoder_HugeHuffmanString_IsBoundedAndEvictsTable()
+    {
+        // A 1 MiB Huffman literal with incremental indexing: too large to decode, so the table is emptied (RFC 7541 §4.4).
+        var encoded = new byte[1 << 20];
+        Array.Fill(encoded, (byte)0x18); // '0' = 00000: never the EOS prefix
+        var decoder = new HpackDecoder(maxHeaderListSize: 64 * 1024);
+        var tiny = new ArrayBufferWriter<byte>();
+        var enc = new HpackEncoder();
+        enc.Encode(tiny, "x-keep"u8, "v"u8);
+        decoder.Decode(tiny.WrittenSpan, new HpackVectorTests.CollectingHandler());
+        Assert.Equal(1, decoder.Table.Count);
+
+        var hostile = new ArrayBufferWriter<byte>();
+        Span<byte> head = hostile.GetSpan(16);
+        head[0] = 0x40 | 1; // literal with indexing, name = static 1
+        int len = 1 + HpackInteger.Encode(encoded.Length, 7, 0x80, head.Slice(1));
+        hostile.Advance(len);
+        hostile.Write(encoded);
+        Assert.False(decoder.Decode(hostile.WrittenSpan, new HpackVectorTests.CollectingHandler()));
+        Assert.Equal(0, decoder.Table.Count);
+    }
+
+    [Fact]
+    public void Encoder_IndexesRepeatedFields_AndNeverIndexesSecrets()
+    {
+        var encoder = new HpackEncoder();
+        var w = new ArrayBufferWriter<byte>();
+        encoder.Encode(w, "content-type"u8, "application/grpc"u8);
+        int first = w.WrittenCount;
+        encoder.Encode(w, "content-type"u8, "application/grpc"u8);
+        Assert.Equal(1, w.WrittenCount - first); // the second time it is one indexed octet
+        w.ResetWrittenCount();
+        encoder.Encode(w, "authorization"u8, "Bearer x"u8);
+        Assert.Equal(0x10, w.WrittenSpan[0] & 0xF0); // literal never indexed
+        var decoder = new HpackDecoder();
+        var sink = new HpackVectorTests.CollectingHandler();
+        decoder.Decode(w.WrittenSpan, sink);
+        Assert.Equal([true], sink.NeverIndexed);
+    }
+
+    [Fact]
+    public void Encoder_StaticFullMatch_IsOneOctet()
+    {
+        var encoder = new HpackEncoder();
+        var w = new ArrayBufferWriter<byte>();
+        encoder.Encode(w, ":method"u8, "POST"u8);
+        encoder.Encode(w, ":status"u8, "200"u8);
+        Assert.Equal([0x83, 0x88], w.WrittenSpan.ToArray());
+    }
+}
