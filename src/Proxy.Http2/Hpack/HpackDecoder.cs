@@ -16,6 +16,8 @@ public sealed class HpackDecoder
     private int _maxTableSize;           // SETTINGS_HEADER_TABLE_SIZE in force: the largest size update allowed
     private bool _sizeUpdateRequired;
     private byte[]? _scratch;
+    private byte[]? _smallScratch;       // owned, for the common short Huffman strings
+    private bool _scratchRented;
     private int _scratchUsed;
 
     /// <param name="maxTableSizeLimit">The largest SETTINGS_HEADER_TABLE_SIZE this decoder will be given.
@@ -64,11 +66,12 @@ public sealed class HpackDecoder
         }
         finally
         {
-            if (_scratch != null)
+            if (_scratchRented)
             {
-                ArrayPool<byte>.Shared.Return(_scratch);
-                _scratch = null;
+                ArrayPool<byte>.Shared.Return(_scratch!);
+                _scratchRented = false;
             }
+            _scratch = null;
         }
     }
 
@@ -90,8 +93,16 @@ public sealed class HpackDecoder
             _scratchUsed = 0;
             if ((b & 0x80) != 0)
             {
-                // §6.1 Indexed Header Field.
-                int index = HpackInteger.Decode(block, ref pos, 7);
+                // §6.1 Indexed Header Field; one-octet indices (all but the largest) skip the integer decoder.
+                int index = b & 0x7F;
+                if (index == 0x7F)
+                {
+                    index = HpackInteger.Decode(block, ref pos, 7);
+                }
+                else
+                {
+                    pos++;
+                }
                 fieldSeen = true;
                 if (index == 0)
                 {
@@ -108,8 +119,7 @@ public sealed class HpackDecoder
                 }
                 else
                 {
-                    name = _table.Name(index - HpackStaticTable.Count);
-                    value = _table.Value(index - HpackStaticTable.Count);
+                    _table.Get(index - HpackStaticTable.Count, out name, out value);
                 }
                 listSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
                 withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, false);
@@ -229,6 +239,8 @@ public sealed class HpackDecoder
         return destination.Slice(0, written);
     }
 
+    private const int SmallScratchSize = 256;
+
     private int ScratchLimit => Math.Max(MaxHeaderListSize, _table.MaxSize) + 64;
 
     private ReadOnlySpan<byte> CopyToScratch(ReadOnlySpan<byte> source)
@@ -241,9 +253,17 @@ public sealed class HpackDecoder
 
     private Span<byte> Reserve(int length)
     {
-        // One buffer per block, large enough for a name and a value of the largest size we decode, so a
-        // span handed out earlier in the same field is never moved.
-        _scratch ??= ArrayPool<byte>.Shared.Rent(2 * ScratchLimit);
+        _scratch ??= _smallScratch ??= new byte[SmallScratchSize];
+        if (_scratchUsed + length > _scratch.Length)
+        {
+            // One pooled buffer for the rest of the block, large enough for a name and a value of the
+            // largest size we decode. Spans already handed out keep pointing into the small buffer,
+            // which is owned and not written again during this field.
+            byte[] large = ArrayPool<byte>.Shared.Rent(2 * ScratchLimit);
+            _scratch.AsSpan(0, _scratchUsed).CopyTo(large);
+            _scratch = large;
+            _scratchRented = true;
+        }
         return _scratch.AsSpan(_scratchUsed, length);
     }
 }

@@ -49,6 +49,13 @@ public sealed class HpackDynamicTable
         return _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
     }
 
+    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
+    {
+        ref Entry e = ref At(index);
+        name = _bytes.AsSpan(e.Offset, e.NameLength);
+        value = _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
+    }
+
     /// <summary>Entry <paramref name="index"/> (1 = newest), as RFC 7541 §2.3.3 numbers the dynamic part.</summary>
     private ref Entry At(int index)
     {
@@ -128,9 +135,17 @@ public sealed class HpackDynamicTable
         fullMatch = false;
         int nameIndex = 0;
         byte[] bytes = _bytes;
+        Entry[] entries = _entries;
+        int ring = _oldest + _count - 1;
+        if (ring >= entries.Length)
+        {
+            ring -= entries.Length;
+        }
+        // Newest first, walking the ring backwards.
         for (int index = 1; index <= _count; index++)
         {
-            ref Entry e = ref At(index);
+            ref Entry e = ref entries[ring];
+            ring = ring == 0 ? entries.Length - 1 : ring - 1;
             if (e.NameLength != name.Length || !bytes.AsSpan(e.Offset, e.NameLength).SequenceEqual(name))
             {
                 continue;

@@ -97,9 +97,10 @@ public sealed class HpackEncoder
         }
 
         int nameIndex = staticIndex != 0 ? staticIndex : dynamicIndex != 0 ? dynamicIndex + HpackStaticTable.Count : 0;
-        bool addToTable = indexing == HeaderIndexing.Auto
-                          // An entry that would flush most of the table is not worth it.
-                          && name.Length + value.Length + HpackDynamicTable.EntryOverhead <= _table.MaxSize * 3 / 4;
+        // An entry that would flush most of the table is not worth it. A volatile field whose name is in
+        // no table is indexed once all the same, so that later values can refer to its name.
+        bool fits = name.Length + value.Length + HpackDynamicTable.EntryOverhead <= _table.MaxSize * 3 / 4;
+        bool addToTable = fits && (indexing == HeaderIndexing.Auto || (indexing == HeaderIndexing.WithoutIndexing && nameIndex == 0));
 
         Span<byte> span = output.GetSpan(6 + 6 + name.Length + 6 + value.Length);
         int pos;
