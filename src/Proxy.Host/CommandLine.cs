@@ -1,0 +1,184 @@
+using System.Diagnostics.CodeAnalysis;
+
+namespace Proxy.Host;
+
+/// <summary>
+/// The command line: Envoy's flags where they mean the same (so that Istio's pilot-agent can launch us
+/// with Envoy's command line), plus flags for standalone use.
+/// </summary>
+public sealed class CommandLine
+{
+    public string? ConfigPath { get; private set; }
+    public string? ConfigYaml { get; private set; }
+    public string Mode { get; private set; } = "serve";
+    public string? Listen { get; private set; }
+    public string? Upstream { get; private set; }
+    public string UpstreamProtocol { get; private set; } = "h1";
+    public int Concurrency { get; private set; } = Environment.ProcessorCount;
+    public string LogLevel { get; private set; } = "info";
+    public string? ServiceCluster { get; private set; }
+    public string? ServiceNode { get; private set; }
+    public int DrainTimeSeconds { get; private set; } = 5;
+    public bool ShowHelp { get; private set; }
+    public bool ShowVersion { get; private set; }
+
+    public const string Usage = """
+        Usage: layotto-fast [options]
+
+        A sidecar L7 proxy for HTTP/1.1, HTTP/2 and gRPC, configured by an Envoy bootstrap or by flags.
+
+        Configuration (Envoy-compatible):
+          -c, --config-path FILE        Envoy v3 bootstrap, YAML or JSON
+              --config-yaml YAML        bootstrap given inline (merged over --config-path)
+              --mode serve|validate     serve (default), or check the configuration and exit
+              --concurrency N           worker event loops (default: number of cores)
+          -l, --log-level LEVEL         trace|debug|info|warning|error|critical|off (default: info)
+              --service-cluster NAME    local cluster name (node.cluster)
+              --service-node NAME       local node id (node.id)
+              --drain-time-s N          seconds to drain connections on shutdown (default: 5)
+
+        Standalone use (no bootstrap file):
+              --listen HOST:PORT        accept HTTP/1.1 and h2c here
+              --upstream HOST:PORT      forward everything to this endpoint
+              --upstream-protocol h1|h2 protocol towards the upstream (default: h1)
+
+        Envoy flags accepted for compatibility and ignored: --disable-hot-restart,
+        --allow-unknown-static-fields, --local-address-ip-version, --drain-strategy,
+        --parent-shutdown-time-s, --file-flush-interval-msec, --log-format, --component-log-level,
+        --base-id, --restart-epoch.
+
+          -h, --help                    this text
+              --version                 print the version and exit
+
+        """;
+
+    private static readonly HashSet<string> s_takesValue =
+    [
+        "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
+        "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s",
+    ];
+    private static readonly HashSet<string> s_ignoredFlags = ["--disable-hot-restart", "--allow-unknown-static-fields"];
+    private static readonly HashSet<string> s_ignoredWithValue =
+    [
+        "--local-address-ip-version", "--drain-strategy", "--parent-shutdown-time-s", "--file-flush-interval-msec",
+        "--log-format", "--component-log-level", "--base-id", "--restart-epoch", "--log-path",
+    ];
+
+    public static bool TryParse(string[] args, [NotNullWhen(true)] out CommandLine? result, [NotNullWhen(false)] out string? error)
+    {
+        var c = new CommandLine();
+        result = null;
+        error = null;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            string? inline = null;
+            int eq = arg.IndexOf('=');
+            if (arg.StartsWith("--", StringComparison.Ordinal) && eq > 0)
+            {
+                inline = arg[(eq + 1)..];
+                arg = arg[..eq];
+            }
+
+            string? value = null;
+            if (s_takesValue.Contains(arg) || s_ignoredWithValue.Contains(arg))
+            {
+                value = inline ?? (i + 1 < args.Length ? args[++i] : null);
+                if (value == null)
+                {
+                    error = $"{arg} needs a value";
+                    return false;
+                }
+            }
+            else if (inline != null)
+            {
+                error = $"{arg} takes no value";
+                return false;
+            }
+
+            switch (arg)
+            {
+                case "-h":
+                case "--help":
+                    c.ShowHelp = true;
+                    break;
+                case "--version":
+                    c.ShowVersion = true;
+                    break;
+                case "-c":
+                case "--config-path":
+                    c.ConfigPath = value;
+                    break;
+                case "--config-yaml":
+                    c.ConfigYaml = value;
+                    break;
+                case "--mode":
+                    c.Mode = value!;
+                    if (c.Mode is not ("serve" or "validate"))
+                    {
+                        error = $"--mode must be serve or validate, not '{c.Mode}'";
+                        return false;
+                    }
+                    break;
+                case "--listen":
+                    c.Listen = value;
+                    break;
+                case "--upstream":
+                    c.Upstream = value;
+                    break;
+                case "--upstream-protocol":
+                    c.UpstreamProtocol = value!;
+                    if (c.UpstreamProtocol is not ("h1" or "h2"))
+                    {
+                        error = $"--upstream-protocol must be h1 or h2, not '{c.UpstreamProtocol}'";
+                        return false;
+                    }
+                    break;
+                case "--concurrency":
+                    if (!int.TryParse(value, out int n) || n < 0 || n > 1024)
+                    {
+                        error = "--concurrency takes a number from 0 to 1024 (0 = number of cores)";
+                        return false;
+                    }
+                    c.Concurrency = n == 0 ? Environment.ProcessorCount : n;
+                    break;
+                case "-l":
+                case "--log-level":
+                    c.LogLevel = value!;
+                    if (c.LogLevel is not ("trace" or "debug" or "info" or "warning" or "warn" or "error" or "critical" or "off"))
+                    {
+                        error = $"unknown log level '{c.LogLevel}'";
+                        return false;
+                    }
+                    break;
+                case "--service-cluster":
+                    c.ServiceCluster = value;
+                    break;
+                case "--service-node":
+                    c.ServiceNode = value;
+                    break;
+                case "--drain-time-s":
+                    if (!int.TryParse(value, out int drain) || drain < 0)
+                    {
+                        error = "--drain-time-s takes a number of seconds";
+                        return false;
+                    }
+                    c.DrainTimeSeconds = drain;
+                    break;
+                default:
+                    if (s_ignoredFlags.Contains(arg))
+                    {
+                        break;
+                    }
+                    if (s_ignoredWithValue.Contains(arg))
+                    {
+                        break;
+                    }
+                    error = $"unknown option '{args[i]}'";
+                    return false;
+            }
+        }
+        result = c;
+        return true;
+    }
+}
