@@ -9,7 +9,7 @@ public sealed partial class Http2Connection
     /// Client side: opens a stream by sending its request header block. Returns the new stream's id, or 0
     /// when no stream can be opened now (closed, GOAWAY, or the peer's SETTINGS_MAX_CONCURRENT_STREAMS).
     /// </summary>
-    public int OpenStream(HeaderList headers, bool endStream, object? userState = null)
+    public int OpenStream(HeaderList headers, bool endStream, object? userState = null, int userTag = 0)
     {
         lock (_sync)
         {
@@ -22,6 +22,7 @@ public sealed partial class Http2Connection
             _nextLocalStreamId = streamId > int.MaxValue - 2 ? -1 : streamId + 2;
             Http2Stream stream = RentStream(streamId, Http2StreamState.Open);
             stream.UserState = userState;
+            stream.UserTag = userTag;
             int method = headers.IndexOf(":method"u8);
             stream.BodylessResponse = method >= 0 && headers.Value(method).SequenceEqual("HEAD"u8);
             _activeLocalStreams++;

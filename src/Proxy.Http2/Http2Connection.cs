@@ -22,7 +22,7 @@ public sealed partial class Http2Connection
     private const int MaxRememberedResets = 64;
     private const int MaxGoAwayDebugBytes = 256;
 
-    private readonly object _sync = new();
+    private readonly object _sync;
     private readonly bool _isServer;
     private readonly Http2ConnectionOptions _options;
     private readonly IHttp2ConnectionHandler _handler;
@@ -64,8 +64,10 @@ public sealed partial class Http2Connection
     private byte[]? _headerBlock;
     private int _headerBlockLength;
 
-    public Http2Connection(bool isServer, IHttp2ConnectionHandler handler, IBufferWriter<byte> output, Http2ConnectionOptions? options = null)
+    /// <param name="syncRoot">The lock to write the output under; pass the transport's when it drains the output under its own lock.</param>
+    public Http2Connection(bool isServer, IHttp2ConnectionHandler handler, IBufferWriter<byte> output, Http2ConnectionOptions? options = null, object? syncRoot = null)
     {
+        _sync = syncRoot ?? new object();
         _isServer = isServer;
         _handler = handler;
         _output = output;

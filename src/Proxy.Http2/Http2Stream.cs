@@ -20,6 +20,8 @@ public sealed class Http2Stream
     public Http2StreamState State { get; internal set; }
     /// <summary>The application's per-stream state, set when the stream is opened.</summary>
     public object? UserState { get; set; }
+    /// <summary>A number the application keeps with <see cref="UserState"/> (for example the generation of a pooled object).</summary>
+    public int UserTag { get; set; }
 
     internal int SendWindow;
     internal int ReceiveWindow;
@@ -37,6 +39,7 @@ public sealed class Http2Stream
         Id = id;
         State = state;
         UserState = null;
+        UserTag = 0;
         SendWindow = sendWindow;
         ReceiveWindow = receiveWindow;
         UnannouncedConsumed = 0;

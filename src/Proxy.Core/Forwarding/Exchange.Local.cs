@@ -1,0 +1,101 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Text;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+public sealed partial class Exchange
+{
+    private int _authorityIndex = -1;
+    private int _pathIndex = -1;
+
+    /// <summary>One pass over the request's fields: where :authority/host and :path are, and whether it is gRPC or HEAD.</summary>
+    private void ScanRequest()
+    {
+        _authorityIndex = _pathIndex = -1;
+        int host = -1;
+        for (int i = 0; i < RequestHeaders.Count; i++)
+        {
+            ReadOnlySpan<byte> name = RequestHeaders.Name(i);
+            switch (name.Length)
+            {
+                case 4 when name.SequenceEqual("host"u8):
+                    host = i;
+                    break;
+                case 5 when name.SequenceEqual(":path"u8):
+                    _pathIndex = i;
+                    break;
+                case 7 when name.SequenceEqual(":method"u8):
+                    _isHead = RequestHeaders.Value(i).SequenceEqual("HEAD"u8);
+                    break;
+                case 10 when name.SequenceEqual(":authority"u8):
+                    _authorityIndex = i;
+                    break;
+                case 12 when name.SequenceEqual("content-type"u8):
+                    _isGrpc = RequestHeaders.Value(i).StartsWith("application/grpc"u8);
+                    break;
+            }
+        }
+        if (_authorityIndex < 0)
+        {
+            _authorityIndex = host;
+        }
+    }
+
+    private ReadOnlySpan<byte> RequestAuthority() => _authorityIndex >= 0 ? RequestHeaders.Value(_authorityIndex) : default;
+
+    private ReadOnlySpan<byte> RequestPath() => _pathIndex >= 0 ? RequestHeaders.Value(_pathIndex) : "/"u8;
+
+    /// <summary>
+    /// A response made by the proxy itself. For gRPC it follows gRPC's HTTP mapping: HTTP 200 with a
+    /// trailers-only response carrying grpc-status and grpc-message; otherwise the HTTP status with a
+    /// short text body. If response bytes already went downstream, the stream is reset instead.
+    /// </summary>
+    private void SendLocalReply(int httpStatus, int grpcStatus, string message)
+    {
+        if (_responseStarted || _downstreamClosed)
+        {
+            if (!_downstreamClosed)
+            {
+                _down!.Reset(_downId, Http2ErrorCode.InternalError);
+                _down.ScheduleFlush();
+                _downstreamClosed = true;
+            }
+            Finish();
+            return;
+        }
+        _responseStarted = true;
+        HeaderList headers = ResponseHeaders;
+        headers.Clear();
+        Span<byte> number = stackalloc byte[11];
+        if (_isGrpc)
+        {
+            headers.Add(":status"u8, "200"u8);
+            headers.Add("content-type"u8, "application/grpc"u8);
+            Utf8Formatter.TryFormat(grpcStatus, number, out int n);
+            headers.Add("grpc-status"u8, number.Slice(0, n));
+            headers.Add("grpc-message"u8, Encoding.ASCII.GetBytes(message));
+            _down!.SendHeaders(_downId, headers, endStream: true);
+        }
+        else
+        {
+            Utf8Formatter.TryFormat(httpStatus, number, out int n);
+            headers.Add(":status"u8, number.Slice(0, n));
+            headers.Add("content-type"u8, "text/plain"u8);
+            byte[] body = Encoding.ASCII.GetBytes(message + "\n");
+            Utf8Formatter.TryFormat(body.Length, number, out n);
+            headers.Add("content-length"u8, number.Slice(0, n));
+            bool bodyless = _isHead;
+            _down!.SendHeaders(_downId, headers, endStream: bodyless);
+            if (!bodyless)
+            {
+                // A few octets: they fit any window a peer may open with (RFC 9113's initial 65535).
+                _down.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
+            }
+        }
+        _down.ScheduleFlush();
+        _responseComplete = true;
+        Finish();
+    }
+}

@@ -1,0 +1,513 @@
+using System.Buffers;
+using Microsoft.Extensions.ObjectPool;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// One request and its response as they cross the proxy: the downstream stream it arrived on, the route
+/// it matched, the upstream stream it went out on, and the body octets waiting for flow control in
+/// either direction. Events come from both connections' threads; the exchange's lock orders them.
+/// Pooled: every field is reset between requests.
+/// </summary>
+public sealed partial class Exchange
+{
+    private static readonly ObjectPool<Exchange> s_pool = new DefaultObjectPool<Exchange>(new ExchangePolicy(), 4096);
+
+    public HeaderList RequestHeaders = new();
+    public HeaderList RequestTrailers = new(128, 4);
+    public HeaderList ResponseHeaders = new();
+    public HeaderList ResponseTrailers = new(128, 4);
+
+    private IExchangePeer? _down;
+    private int _downId;
+    private IExchangePeer? _up;
+    private int _upId;
+    private UpstreamPool? _pool;
+    private Route? _route;
+    private PendingData _requestPending;
+    private PendingData _responsePending;
+    private bool _requestComplete;        // downstream sent END_STREAM
+    private bool _requestEndSent;         // END_STREAM went upstream
+    private bool _requestTrailersWaiting;
+    private bool _responseStarted;
+    private bool _responseComplete;       // END_STREAM went downstream
+    private bool _responseTrailersWaiting;
+    private bool _upstreamClosed;         // the upstream stream ended (END_STREAM received, or reset)
+    private bool _downstreamClosed;       // the downstream stream was reset
+    private bool _finished;
+    private int _generation;
+    private bool _isGrpc;
+    private bool _isHead;
+
+    /// <summary>
+    /// Takes an exchange from the pool. Holders keep the returned generation with the reference and pass
+    /// it to every event: once the exchange finishes, its generation moves on and late events from any
+    /// thread are ignored, so the object can be reused at once.
+    /// </summary>
+    public static Exchange Rent(IExchangePeer downstream, int downstreamStreamId, out int generation)
+    {
+        Exchange exchange = s_pool.Get();
+        lock (exchange)
+        {
+            exchange._down = downstream;
+            exchange._downId = downstreamStreamId;
+            generation = exchange._generation;
+        }
+        return exchange;
+    }
+
+    public bool IsGrpc => _isGrpc;
+    public Route? Route => _route;
+
+    // ---- downstream events -------------------------------------------------------------------
+
+    /// <summary>The request header block is complete: route it and find an upstream.</summary>
+    public void OnRequestHeaders(int generation, ref HeaderList headers, RouteConfiguration routes, bool endStream)
+    {
+        UpstreamEndpoint? endpoint;
+        UpstreamPool pool;
+        TimeSpan connectTimeout;
+        lock (this)
+        {
+            if (generation != _generation)
+            {
+                return;
+            }
+            (RequestHeaders, headers) = (headers, RequestHeaders);
+            _requestComplete = endStream;
+            ScanRequest();
+            VirtualHost? host = routes.FindVirtualHost(RequestAuthority());
+            _route = host?.FindRoute(RequestPath());
+            if (_route == null)
+            {
+                // gRPC's HTTP mapping: no route is UNIMPLEMENTED.
+                SendLocalReply(404, GrpcStatus.Unimplemented, "no route");
+                return;
+            }
+            endpoint = _route.Cluster.PickEndpoint();
+            if (endpoint == null)
+            {
+                SendLocalReply(503, GrpcStatus.Unavailable, "no healthy upstream");
+                return;
+            }
+            pool = _pool = endpoint.Pool;
+            connectTimeout = _route.Cluster.ConnectTimeout;
+        }
+        pool.Acquire(this, generation, connectTimeout);
+    }
+
+    public void OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            _requestComplete |= endStream;
+            int length = (int)data.Length;
+            if (_up == null || _requestPending.Count > 0 || _upstreamClosed)
+            {
+                if (_upstreamClosed)
+                {
+                    _down!.Consume(_downId, length); // the upstream is gone: drain and drop
+                    return;
+                }
+                _requestPending.Append(data);
+                _requestPending.EndStream |= endStream;
+                return;
+            }
+            int sent = _up.SendData(_upId, data, endStream);
+            if (sent < 0)
+            {
+                _down!.Consume(_downId, length);
+                return;
+            }
+            _up.ScheduleFlush();
+            if (sent > 0)
+            {
+                _down!.Consume(_downId, sent);
+            }
+            if (sent == length)
+            {
+                _requestEndSent |= endStream;
+                return;
+            }
+            _requestPending.Append(data.Slice(sent));
+            _requestPending.EndStream = endStream;
+            _up.AddBlocked(this, _generation);
+        }
+    }
+
+    public void OnRequestTrailers(int generation, ref HeaderList trailers)
+    {
+        lock (this)
+        {
+            if (generation != _generation)
+            {
+                return;
+            }
+            (RequestTrailers, trailers) = (trailers, RequestTrailers);
+            _requestComplete = true;
+            if (_finished || _upstreamClosed)
+            {
+                return;
+            }
+            if (_up == null || _requestPending.Count > 0)
+            {
+                _requestTrailersWaiting = true;
+                return;
+            }
+            _up.SendHeaders(_upId, RequestTrailers, endStream: true);
+            _requestEndSent = true;
+            _up.ScheduleFlush();
+        }
+    }
+
+    /// <summary>The client reset its stream, or its connection closed.</summary>
+    public void OnDownstreamReset(int generation)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            _downstreamClosed = true;
+            if (_up != null && !_upstreamClosed)
+            {
+                // Cancellation travels upstream (gRPC: the server sees CANCELLED).
+                _up.Reset(_upId, Http2ErrorCode.Cancel);
+                _up.ScheduleFlush();
+                _upstreamClosed = true;
+            }
+            Finish();
+        }
+    }
+
+    // ---- upstream events ---------------------------------------------------------------------
+
+    /// <summary>The pool has a connection for us: open the upstream stream.</summary>
+    public void OnUpstreamReady(int generation, IUpstreamConnection connection)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            bool endStream = _requestComplete && _requestPending.Count == 0 && !_requestTrailersWaiting;
+            int id = connection.OpenStream(RequestHeaders, endStream, this, generation);
+            if (id <= 0)
+            {
+                // Lost a race for the last stream slot: ask again.
+                UpstreamPool pool = _pool!;
+                TimeSpan timeout = _route!.Cluster.ConnectTimeout;
+                ThreadPool.UnsafeQueueUserWorkItem(static state => state.pool.Acquire(state.exchange, state.generation, state.timeout),
+                    (pool, exchange: this, generation, timeout), preferLocal: true);
+                return;
+            }
+            _up = connection;
+            _upId = id;
+            _requestEndSent = endStream;
+            connection.ScheduleFlush();
+            FlushRequest();
+        }
+    }
+
+    public void OnUpstreamFailed(int generation, string reason)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            _upstreamClosed = true;
+            SendLocalReply(503, GrpcStatus.Unavailable, reason);
+        }
+    }
+
+    /// <summary>A response header block (1xx or final), swapped in from the upstream connection's scratch list.</summary>
+    public void OnResponseHeaders(int generation, ref HeaderList headers, bool endStream)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            (ResponseHeaders, headers) = (headers, ResponseHeaders);
+            _upstreamClosed |= endStream;
+            _responseStarted = true;
+            _down!.SendHeaders(_downId, ResponseHeaders, endStream);
+            _down.ScheduleFlush();
+            if (endStream)
+            {
+                _responseComplete = true;
+                Finish();
+            }
+        }
+    }
+
+    public void OnResponseData(int generation, in ReadOnlySequence<byte> data, bool endStream)
+    {
+        lock (this)
+        {
+            if (generation != _generation)
+            {
+                return;
+            }
+            _upstreamClosed |= endStream;
+            int length = (int)data.Length;
+            if (_finished || _downstreamClosed)
+            {
+                _up?.Consume(_upId, length);
+                return;
+            }
+            if (_responsePending.Count > 0)
+            {
+                _responsePending.Append(data);
+                _responsePending.EndStream |= endStream;
+                return;
+            }
+            int sent = _down!.SendData(_downId, data, endStream);
+            if (sent < 0)
+            {
+                _up!.Consume(_upId, length);
+                return;
+            }
+            _down.ScheduleFlush();
+            if (sent > 0)
+            {
+                _up!.Consume(_upId, sent);
+            }
+            if (sent == length)
+            {
+                if (endStream)
+                {
+                    _responseComplete = true;
+                    Finish();
+                }
+                return;
+            }
+            _responsePending.Append(data.Slice(sent));
+            _responsePending.EndStream = endStream;
+            _down.AddBlocked(this, _generation);
+        }
+    }
+
+    public void OnResponseTrailers(int generation, ref HeaderList trailers)
+    {
+        lock (this)
+        {
+            if (generation != _generation)
+            {
+                return;
+            }
+            (ResponseTrailers, trailers) = (trailers, ResponseTrailers);
+            _upstreamClosed = true;
+            if (_finished || _downstreamClosed)
+            {
+                return;
+            }
+            if (_responsePending.Count > 0)
+            {
+                _responseTrailersWaiting = true;
+                return;
+            }
+            _down!.SendHeaders(_downId, ResponseTrailers, endStream: true);
+            _down.ScheduleFlush();
+            _responseComplete = true;
+            Finish();
+        }
+    }
+
+    /// <summary>The upstream reset the stream, or its connection was lost.</summary>
+    public void OnUpstreamReset(int generation, Http2ErrorCode errorCode)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            _upstreamClosed = true;
+            if (!_responseStarted)
+            {
+                SendLocalReply(503, GrpcStatus.Unavailable, errorCode == Http2ErrorCode.RefusedStream ? "upstream refused the stream" : "upstream reset before response");
+                return;
+            }
+            // Response bytes already went downstream: the reset travels on.
+            _down!.Reset(_downId, errorCode == Http2ErrorCode.NoError ? Http2ErrorCode.InternalError : errorCode);
+            _down.ScheduleFlush();
+            _downstreamClosed = true;
+            Finish();
+        }
+    }
+
+    /// <summary>A connection this exchange waits on can take more data (WINDOW_UPDATE, or its send queue drained).</summary>
+    public void OnWritable(int generation)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            if (_requestPending.Count > 0 || _requestTrailersWaiting)
+            {
+                FlushRequest();
+            }
+            if (_responsePending.Count > 0 || _responseTrailersWaiting)
+            {
+                FlushResponse();
+            }
+        }
+    }
+
+    private void FlushRequest()
+    {
+        if (_up == null || _upstreamClosed)
+        {
+            return;
+        }
+        if (_requestPending.Count > 0 || (_requestPending.EndStream && !_requestEndSent))
+        {
+            bool end = _requestPending.EndStream && !_requestTrailersWaiting;
+            int count = _requestPending.Count;
+            int sent = _up.SendData(_upId, _requestPending.Data, end);
+            if (sent < 0)
+            {
+                _down!.Consume(_downId, count);
+                _requestPending.Release();
+                return;
+            }
+            _up.ScheduleFlush();
+            _down!.Consume(_downId, sent);
+            _requestPending.Consume(sent);
+            if (sent < count)
+            {
+                _up.AddBlocked(this, _generation);
+                return;
+            }
+            _requestEndSent |= end;
+            _requestPending.EndStream = false;
+        }
+        if (_requestTrailersWaiting)
+        {
+            _requestTrailersWaiting = false;
+            _up.SendHeaders(_upId, RequestTrailers, endStream: true);
+            _requestEndSent = true;
+            _up.ScheduleFlush();
+        }
+        _up.RemoveBlocked(this);
+    }
+
+    private void FlushResponse()
+    {
+        if (_responsePending.Count > 0 || (_responsePending.EndStream && !_responseComplete))
+        {
+            bool end = _responsePending.EndStream && !_responseTrailersWaiting;
+            int count = _responsePending.Count;
+            int sent = _down!.SendData(_downId, _responsePending.Data, end);
+            if (sent < 0)
+            {
+                _up?.Consume(_upId, count);
+                _responsePending.Release();
+                _downstreamClosed = true;
+                Finish();
+                return;
+            }
+            _down.ScheduleFlush();
+            _up?.Consume(_upId, sent);
+            _responsePending.Consume(sent);
+            if (sent < count)
+            {
+                _down.AddBlocked(this, _generation);
+                return;
+            }
+            if (end)
+            {
+                _responsePending.EndStream = false;
+                _responseComplete = true;
+            }
+        }
+        if (_responseTrailersWaiting)
+        {
+            _responseTrailersWaiting = false;
+            _down!.SendHeaders(_downId, ResponseTrailers, endStream: true);
+            _down.ScheduleFlush();
+            _responseComplete = true;
+        }
+        _down!.RemoveBlocked(this);
+        if (_responseComplete)
+        {
+            Finish();
+        }
+    }
+
+    /// <summary>
+    /// Ends the exchange once the response is complete (or a side reset): whatever is still open is reset —
+    /// a request body the client is still sending gets RST_STREAM(NO_ERROR) (RFC 9113 §8.1) — and the
+    /// exchange goes back to the pool.
+    /// </summary>
+    private void Finish()
+    {
+        if (_finished || !(_responseComplete || _downstreamClosed))
+        {
+            return;
+        }
+        if (!_upstreamClosed && _up != null)
+        {
+            _up.Reset(_upId, Http2ErrorCode.Cancel);
+            _up.ScheduleFlush();
+        }
+        if (!_downstreamClosed && !_requestComplete)
+        {
+            _down!.Reset(_downId, Http2ErrorCode.NoError);
+            _down.ScheduleFlush();
+        }
+        _finished = true;
+        _up?.RemoveBlocked(this);
+        _down?.RemoveBlocked(this);
+        _requestPending.Release();
+        _responsePending.Release();
+        // Late events from either connection carry the old generation and are ignored from here on.
+        _generation++;
+        s_pool.Return(this);
+    }
+
+    private void Reset()
+    {
+        RequestHeaders.Clear();
+        RequestTrailers.Clear();
+        ResponseHeaders.Clear();
+        ResponseTrailers.Clear();
+        _requestPending.Release();
+        _responsePending.Release();
+        _down = null;
+        _up = null;
+        _pool = null;
+        _route = null;
+        _downId = _upId = 0;
+        _requestComplete = _requestEndSent = _requestTrailersWaiting = false;
+        _responseStarted = _responseComplete = _responseTrailersWaiting = false;
+        _upstreamClosed = _downstreamClosed = _isGrpc = _isHead = false;
+        _finished = false;
+    }
+
+    private sealed class ExchangePolicy : IPooledObjectPolicy<Exchange>
+    {
+        public Exchange Create() => new();
+
+        public bool Return(Exchange obj)
+        {
+            obj.Reset();
+            return true;
+        }
+    }
+}

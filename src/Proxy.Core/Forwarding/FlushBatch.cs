@@ -1,0 +1,55 @@
+using Proxy.Core.Transport;
+
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// Coalesces socket sends: frames written while handling one batch of input (to any connection) are
+/// flushed once at the end of that batch, so a response's HEADERS, DATA and trailers that arrive
+/// together leave in one send. One list per thread: each event loop thread flushes its own.
+/// </summary>
+internal static class FlushBatch
+{
+    [ThreadStatic]
+    private static List<SocketOutput>? t_dirty;
+    [ThreadStatic]
+    private static int t_depth;
+
+    /// <summary>Marks <paramref name="output"/> to be flushed when the current batch ends (at once outside a batch).</summary>
+    public static void Add(SocketOutput output)
+    {
+        if (t_depth == 0)
+        {
+            output.Flush();
+            return;
+        }
+        List<SocketOutput> dirty = t_dirty ??= new List<SocketOutput>(8);
+        foreach (SocketOutput o in dirty)
+        {
+            if (ReferenceEquals(o, output))
+            {
+                return;
+            }
+        }
+        dirty.Add(output);
+    }
+
+    public static void Begin() => t_depth++;
+
+    public static void End()
+    {
+        if (--t_depth > 0)
+        {
+            return;
+        }
+        List<SocketOutput>? dirty = t_dirty;
+        if (dirty == null)
+        {
+            return;
+        }
+        for (int i = 0; i < dirty.Count; i++)
+        {
+            dirty[i].Flush();
+        }
+        dirty.Clear();
+    }
+}

@@ -1,0 +1,144 @@
+using System.Buffers;
+using Proxy.Core.Transport;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// An HTTP/2 connection of the proxy, either side: the socket, the protocol engine, and the exchanges
+/// waiting for its flow-control windows to open. Subclasses turn protocol events into exchange events.
+/// </summary>
+public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2ConnectionHandler, IExchangePeer
+{
+    private readonly List<(Exchange Exchange, int Generation)> _blocked = [];
+    private (Exchange Exchange, int Generation)[] _wakeScratch = new (Exchange, int)[8];
+    /// <summary>Fields of the header block being decoded; handed to the exchange by swapping lists.</summary>
+    protected HeaderList Scratch = new();
+
+    protected Http2ProxyConnection(SocketConnection connection, bool isServer, Http2ConnectionOptions options)
+    {
+        Connection = connection;
+        Protocol = new Http2Connection(isServer, this, connection.Output, options, connection.Output.SyncRoot);
+    }
+
+    public SocketConnection Connection { get; }
+    public Http2Connection Protocol { get; }
+
+    // ---- IConnectionProtocol ------------------------------------------------------------------
+
+    public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)
+    {
+        FlushBatch.Begin();
+        bool open;
+        try
+        {
+            open = Protocol.ProcessInput(ref buffer);
+            // SETTINGS ACKs, PING answers and WINDOW_UPDATEs written while processing.
+            FlushBatch.Add(Connection.Output);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+        if (!open)
+        {
+            Connection.CloseAfterFlush();
+            return InputStatus.Close;
+        }
+        return InputStatus.Continue;
+    }
+
+    public virtual void OnClosed() => Protocol.OnTransportClosed();
+
+    // ---- IExchangePeer ------------------------------------------------------------------------
+
+    public bool SendHeaders(int streamId, HeaderList headers, bool endStream) => Protocol.SendHeaders(streamId, headers, endStream);
+
+    public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream) => Protocol.SendData(streamId, data, endStream);
+
+    public void Reset(int streamId, Http2ErrorCode errorCode) => Protocol.ResetStream(streamId, errorCode);
+
+    public void Consume(int streamId, int bytes) => Protocol.ConsumeData(streamId, bytes);
+
+    public void ScheduleFlush() => FlushBatch.Add(Connection.Output);
+
+    public void AddBlocked(Exchange exchange, int generation)
+    {
+        lock (_blocked)
+        {
+            foreach (var entry in _blocked)
+            {
+                if (ReferenceEquals(entry.Exchange, exchange) && entry.Generation == generation)
+                {
+                    return;
+                }
+            }
+            _blocked.Add((exchange, generation));
+        }
+    }
+
+    public void RemoveBlocked(Exchange exchange)
+    {
+        lock (_blocked)
+        {
+            for (int i = _blocked.Count - 1; i >= 0; i--)
+            {
+                if (ReferenceEquals(_blocked[i].Exchange, exchange))
+                {
+                    _blocked.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    // ---- IHttp2ConnectionHandler --------------------------------------------------------------
+
+    public abstract void OnHeadersBegin(Http2Stream stream, Http2HeaderBlockKind kind);
+
+    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed) =>
+        Scratch.Add(name, value, neverIndexed ? Http2.Hpack.HeaderIndexing.NeverIndexed : Http2.Hpack.HeaderIndexing.Auto);
+
+    public abstract void OnHeadersEnd(Http2Stream stream, bool endStream);
+
+    public abstract void OnData(Http2Stream stream, in ReadOnlySequence<byte> data, bool endStream);
+
+    public abstract void OnStreamReset(Http2Stream stream, Http2ErrorCode errorCode, bool remote);
+
+    /// <summary>Windows opened: every exchange waiting on this connection tries again.</summary>
+    public virtual void OnWindowUpdate(int streamId)
+    {
+        int count;
+        lock (_blocked)
+        {
+            count = _blocked.Count;
+            if (count == 0)
+            {
+                return;
+            }
+            if (_wakeScratch.Length < count)
+            {
+                _wakeScratch = new (Exchange, int)[Math.Max(count, _wakeScratch.Length * 2)];
+            }
+            _blocked.CopyTo(_wakeScratch);
+        }
+        for (int i = 0; i < count; i++)
+        {
+            var (exchange, generation) = _wakeScratch[i];
+            _wakeScratch[i] = default;
+            exchange.OnWritable(generation);
+        }
+    }
+
+    public virtual void OnSettings(in Http2Settings peerSettings)
+    {
+    }
+
+    public virtual void OnGoAway(int lastStreamId, Http2ErrorCode errorCode)
+    {
+    }
+
+    public virtual void OnConnectionClosed(Http2ErrorCode errorCode, bool remote, string reason)
+    {
+        Connection.CloseAfterFlush();
+    }
+}

@@ -1,0 +1,30 @@
+using System.Buffers;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// One side of an <see cref="Exchange"/>: the downstream connection the request came in on, or the
+/// upstream connection it was sent out on. HTTP/2 and HTTP/1.1 connections both implement it; for
+/// HTTP/1.1 the stream id is ignored.
+/// </summary>
+public interface IExchangePeer
+{
+    bool SendHeaders(int streamId, HeaderList headers, bool endStream);
+
+    /// <summary>Sends what flow control allows now; returns the octets taken, or -1 when the stream is gone.</summary>
+    int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream);
+
+    void Reset(int streamId, Http2ErrorCode errorCode);
+
+    /// <summary>The exchange has passed on <paramref name="bytes"/> received octets: the sender may send more.</summary>
+    void Consume(int streamId, int bytes);
+
+    /// <summary>Calls <see cref="Exchange.OnWritable"/> when this connection can take more data.</summary>
+    void AddBlocked(Exchange exchange, int generation);
+
+    void RemoveBlocked(Exchange exchange);
+
+    /// <summary>Schedules a flush of what was written at the end of the current input batch.</summary>
+    void ScheduleFlush();
+}

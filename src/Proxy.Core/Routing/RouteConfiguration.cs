@@ -1,0 +1,115 @@
+using System.Collections.Frozen;
+
+namespace Proxy.Core.Routing;
+
+/// <summary>
+/// Envoy's RouteConfiguration: virtual hosts selected by the request's authority. Domains are searched
+/// as Envoy does: exact names, then "*.suffix" wildcards (longest first), then "prefix.*" wildcards
+/// (longest first), then "*". Lookups take the authority as octets and allocate nothing.
+/// </summary>
+public sealed class RouteConfiguration
+{
+    private const int MaxAuthorityLength = 255 + 6;
+
+    private readonly FrozenDictionary<string, VirtualHost> _exact;
+    private readonly FrozenDictionary<string, VirtualHost>.AlternateLookup<ReadOnlySpan<char>> _exactLookup;
+    private readonly (string Suffix, VirtualHost Host)[] _suffixes;
+    private readonly (string Prefix, VirtualHost Host)[] _prefixes;
+    private readonly VirtualHost? _any;
+
+    public RouteConfiguration(string name, IReadOnlyList<VirtualHost> virtualHosts, bool ignorePortInHostMatching = false)
+    {
+        Name = name;
+        VirtualHosts = virtualHosts;
+        IgnorePortInHostMatching = ignorePortInHostMatching;
+        var exact = new Dictionary<string, VirtualHost>(StringComparer.OrdinalIgnoreCase);
+        var suffixes = new List<(string, VirtualHost)>();
+        var prefixes = new List<(string, VirtualHost)>();
+        foreach (VirtualHost host in virtualHosts)
+        {
+            foreach (string domain in host.Domains)
+            {
+                if (domain == "*")
+                {
+                    if (_any != null)
+                    {
+                        throw new ConfigException($"route configuration '{name}': domain '*' appears in more than one virtual host");
+                    }
+                    _any = host;
+                }
+                else if (domain.StartsWith('*'))
+                {
+                    suffixes.Add((domain[1..].ToLowerInvariant(), host));
+                }
+                else if (domain.EndsWith('*'))
+                {
+                    prefixes.Add((domain[..^1].ToLowerInvariant(), host));
+                }
+                else if (!exact.TryAdd(domain, host))
+                {
+                    // Envoy rejects a route configuration whose virtual hosts share a domain.
+                    throw new ConfigException($"route configuration '{name}': domain '{domain}' appears in more than one virtual host");
+                }
+            }
+        }
+        _exact = exact.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+        _exactLookup = _exact.GetAlternateLookup<ReadOnlySpan<char>>();
+        _suffixes = [.. suffixes.OrderByDescending(static s => s.Item1.Length)];
+        _prefixes = [.. prefixes.OrderByDescending(static p => p.Item1.Length)];
+    }
+
+    /// <summary>No virtual hosts: every request gets "no route".</summary>
+    public static RouteConfiguration Empty { get; } = new("", []);
+
+    public string Name { get; }
+    public IReadOnlyList<VirtualHost> VirtualHosts { get; }
+    public bool IgnorePortInHostMatching { get; }
+
+    public VirtualHost? FindVirtualHost(ReadOnlySpan<byte> authority)
+    {
+        if (authority.Length > MaxAuthorityLength)
+        {
+            return _any;
+        }
+        if (IgnorePortInHostMatching)
+        {
+            authority = StripPort(authority);
+        }
+        Span<char> chars = stackalloc char[authority.Length];
+        for (int i = 0; i < authority.Length; i++)
+        {
+            chars[i] = (char)authority[i];
+        }
+        if (_exactLookup.TryGetValue(chars, out VirtualHost? host))
+        {
+            return host;
+        }
+        foreach (var (suffix, candidate) in _suffixes)
+        {
+            // "*.example.com" needs at least one character before the suffix (Envoy's rule).
+            if (chars.Length > suffix.Length && chars.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+            {
+                return candidate;
+            }
+        }
+        foreach (var (prefix, candidate) in _prefixes)
+        {
+            if (chars.Length > prefix.Length && chars.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+            {
+                return candidate;
+            }
+        }
+        return _any;
+    }
+
+    /// <summary>"host:port" → "host"; an IPv6 literal keeps its brackets.</summary>
+    private static ReadOnlySpan<byte> StripPort(ReadOnlySpan<byte> authority)
+    {
+        int colon = authority.LastIndexOf((byte)':');
+        if (colon < 0 || authority.LastIndexOf((byte)']') > colon)
+        {
+            return authority;
+        }
+        return authority.Slice(0, colon);
+    }
+}

@@ -1,0 +1,21 @@
+namespace Proxy.Core.Routing;
+
+/// <summary>Envoy's VirtualHost: a set of domains and routes tried in order, first match wins.</summary>
+public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IReadOnlyList<Route> routes)
+{
+    public string Name { get; } = name;
+    public IReadOnlyList<string> Domains { get; } = domains;
+    public Route[] Routes { get; } = [.. routes];
+
+    public Route? FindRoute(ReadOnlySpan<byte> path)
+    {
+        foreach (Route route in Routes)
+        {
+            if (route.Matches(path))
+            {
+                return route;
+            }
+        }
+        return null;
+    }
+}

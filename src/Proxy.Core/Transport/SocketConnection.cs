@@ -1,0 +1,173 @@
+using System.Buffers;
+using System.Net.Sockets;
+
+namespace Proxy.Core.Transport;
+
+/// <summary>What a protocol tells the receive loop after consuming input.</summary>
+public enum InputStatus : byte
+{
+    Continue,
+    /// <summary>Stop reading until <see cref="SocketConnection.ResumeInput"/>: back-pressure from the other side.</summary>
+    Pause,
+    Close,
+}
+
+/// <summary>The protocol that runs on a connection (HTTP/1.1 or HTTP/2, either side).</summary>
+public interface IConnectionProtocol
+{
+    /// <summary>Consumes what it can from the front of <paramref name="buffer"/>; what is left is offered again with more bytes.</summary>
+    InputStatus OnInput(ref ReadOnlySequence<byte> buffer);
+
+    /// <summary>The peer closed or reset the connection, or the protocol asked to close; called once.</summary>
+    void OnClosed();
+}
+
+/// <summary>
+/// A connected socket: a receive loop that feeds an <see cref="IConnectionProtocol"/> and a
+/// <see cref="SocketOutput"/> for the way back. The receive buffer is pooled, kept small while the
+/// connection is idle (so ten thousand idle connections stay cheap) and grown only for a large frame.
+/// </summary>
+#pragma warning disable CA1001 // the event args live as long as the socket; see Close
+public sealed class SocketConnection
+{
+    /// <summary>The receive buffer an idle connection keeps.</summary>
+    public const int InitialBufferSize = 8 * 1024;
+    /// <summary>Receive size while data is flowing.</summary>
+    public const int ActiveBufferSize = 64 * 1024;
+
+    private readonly Socket _socket;
+    private readonly SocketAwaitableEventArgs _receiveArgs = new();
+    private readonly AsyncSignal _resume = new();
+    private IConnectionProtocol? _protocol;
+    private int _closed;
+
+    public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024)
+    {
+        _socket = socket;
+        socket.NoDelay = true;
+        Output = new SocketOutput(socket, syncRoot);
+        MaxBufferSize = maxBufferSize;
+    }
+
+    public SocketOutput Output { get; }
+    public Socket Socket => _socket;
+    /// <summary>The most a protocol may leave unconsumed (one frame, one header section) before the connection is closed.</summary>
+    public int MaxBufferSize { get; }
+    public bool IsClosed => Volatile.Read(ref _closed) != 0;
+
+    /// <summary>Runs the receive loop until the connection closes.</summary>
+    public async Task RunAsync(IConnectionProtocol protocol)
+    {
+        _protocol = protocol;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+        int start = 0;
+        int end = 0;
+        try
+        {
+            while (true)
+            {
+                if (start == end)
+                {
+                    start = end = 0;
+                    if (buffer.Length > InitialBufferSize)
+                    {
+                        // Drained after a burst: give the large buffer back.
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+                    }
+                }
+                else if (end == buffer.Length)
+                {
+                    int used = end - start;
+                    if (start > 0 && used < buffer.Length / 2)
+                    {
+                        Buffer.BlockCopy(buffer, start, buffer, 0, used);
+                    }
+                    else
+                    {
+                        if (buffer.Length >= MaxBufferSize)
+                        {
+                            break; // the protocol could not make progress within its limit
+                        }
+                        byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(Math.Max(buffer.Length * 2, ActiveBufferSize), MaxBufferSize));
+                        Buffer.BlockCopy(buffer, start, grown, 0, used);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = grown;
+                    }
+                    start = 0;
+                    end = used;
+                }
+
+                int received = await _receiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
+                if (received <= 0)
+                {
+                    break; // 0: the peer closed its side; negative: a socket error
+                }
+                end += received;
+
+                InputStatus status;
+                while (true)
+                {
+                    var sequence = new ReadOnlySequence<byte>(buffer, start, end - start);
+                    status = protocol.OnInput(ref sequence);
+                    start = end - (int)sequence.Length;
+                    if (status != InputStatus.Pause)
+                    {
+                        break;
+                    }
+                    await _resume.WaitAsync();
+                    if (IsClosed)
+                    {
+                        status = InputStatus.Close;
+                        break;
+                    }
+                }
+                if (status == InputStatus.Close)
+                {
+                    break;
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            Close();
+        }
+    }
+
+    /// <summary>Lets a paused receive loop go on.</summary>
+    public void ResumeInput() => _resume.Set();
+
+    /// <summary>Closes both directions once; the protocol's <see cref="IConnectionProtocol.OnClosed"/> runs once.</summary>
+    public void Close()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return;
+        }
+        Output.Close();
+        _resume.Set();
+        try
+        {
+            _socket.Dispose();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        _protocol?.OnClosed();
+    }
+
+    /// <summary>Flushes what is queued, then closes (for a GOAWAY or a final HTTP/1.1 response).</summary>
+    public void CloseAfterFlush()
+    {
+        Output.OnDrained(Close);
+        Output.Flush();
+        if (Output.PendingBytes == 0)
+        {
+            Close();
+        }
+    }
+}

@@ -1,0 +1,192 @@
+using System.Buffers;
+using System.Net.Sockets;
+
+namespace Proxy.Core.Transport;
+
+/// <summary>
+/// The send side of a connection: an <see cref="IBufferWriter{T}"/> over pooled segments, written under
+/// the owner's lock, and drained to the socket by whichever thread calls <see cref="Flush"/> first while
+/// no send is running. Sends that complete synchronously never leave that thread; a send that must wait
+/// for the socket continues on the socket engine's thread. Nothing is allocated in steady state.
+/// </summary>
+#pragma warning disable CA1001 // the event args live as long as the socket; disposing them under a pending send would race it
+public sealed class SocketOutput : IBufferWriter<byte>
+{
+    private const int SegmentSize = 16 * 1024;
+
+    private readonly object _lock;
+    private readonly Socket _socket;
+    private readonly SocketAwaitableEventArgs _args = new();
+    private readonly Queue<(byte[] Buffer, int Count)> _filled = new();
+    private byte[]? _current;
+    private int _currentCount;
+    private long _pending;
+    private bool _sending;
+    private bool _closed;
+    private Action? _drained;
+
+    /// <param name="syncRoot">The lock that every writer holds while writing (for HTTP/2, the connection's).</param>
+    public SocketOutput(Socket socket, object syncRoot)
+    {
+        _socket = socket;
+        _lock = syncRoot;
+    }
+
+    /// <summary>The lock writers hold.</summary>
+    public object SyncRoot => _lock;
+
+    /// <summary>Octets written but not yet handed to the socket (a back-pressure signal for forwarders).</summary>
+    public long PendingBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _pending + _currentCount;
+            }
+        }
+    }
+
+    /// <summary>Called (outside the lock) whenever the queue has been fully handed to the socket.</summary>
+    public void OnDrained(Action callback) => _drained = callback;
+
+    public void Advance(int count)
+    {
+        _currentCount += count;
+    }
+
+    public Memory<byte> GetMemory(int sizeHint = 0) => Reserve(sizeHint);
+
+    public Span<byte> GetSpan(int sizeHint = 0) => Reserve(sizeHint).Span;
+
+    private Memory<byte> Reserve(int sizeHint)
+    {
+        sizeHint = Math.Max(sizeHint, 1);
+        if (_closed)
+        {
+            // Writes after close go nowhere; one scratch buffer absorbs them.
+            if (_current == null || _current.Length < sizeHint)
+            {
+                _current = new byte[Math.Max(sizeHint, 256)];
+            }
+            _currentCount = 0;
+            return _current;
+        }
+        if (_current == null || _current.Length - _currentCount < sizeHint)
+        {
+            if (_current != null && _currentCount > 0)
+            {
+                _filled.Enqueue((_current, _currentCount));
+                _pending += _currentCount;
+            }
+            else if (_current != null)
+            {
+                ArrayPool<byte>.Shared.Return(_current);
+            }
+            _current = ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, SegmentSize));
+            _currentCount = 0;
+        }
+        return _current.AsMemory(_currentCount);
+    }
+
+    /// <summary>Hands what was written to the socket. Safe from any thread, with or without the lock held.</summary>
+    public void Flush()
+    {
+        lock (_lock)
+        {
+            if (_sending || _closed || (_currentCount == 0 && _filled.Count == 0))
+            {
+                return;
+            }
+            _sending = true;
+        }
+        _ = SendLoopAsync();
+    }
+
+    private async Task SendLoopAsync()
+    {
+        while (true)
+        {
+            byte[] buffer;
+            int count;
+            lock (_lock)
+            {
+                if (_filled.Count == 0)
+                {
+                    if (_currentCount == 0 || _closed)
+                    {
+                        _sending = false;
+                        break;
+                    }
+                    // Take the partly filled segment; the next write starts a new one.
+                    _filled.Enqueue((_current!, _currentCount));
+                    _pending += _currentCount;
+                    _current = null;
+                    _currentCount = 0;
+                }
+                (buffer, count) = _filled.Dequeue();
+            }
+
+            int offset = 0;
+            while (offset < count)
+            {
+                int sent = await _args.SendAsync(_socket, buffer.AsMemory(offset, count - offset));
+                if (sent <= 0)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    Close();
+                    return;
+                }
+                offset += sent;
+            }
+            ArrayPool<byte>.Shared.Return(buffer);
+            lock (_lock)
+            {
+                _pending -= count;
+            }
+        }
+        _drained?.Invoke();
+    }
+
+    /// <summary>Stops sending and returns every buffer; later writes are dropped.</summary>
+    public void Close()
+    {
+        lock (_lock)
+        {
+            _closed = true;
+            _sending = false;
+            while (_filled.Count > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_filled.Dequeue().Buffer);
+            }
+            _pending = 0;
+            if (_current != null)
+            {
+                ArrayPool<byte>.Shared.Return(_current);
+                _current = null;
+                _currentCount = 0;
+            }
+        }
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (SocketException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    public bool IsClosed
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _closed;
+            }
+        }
+    }
+}
