@@ -40,7 +40,7 @@ public sealed class CommandLine
         Standalone use (no bootstrap file):
               --listen HOST:PORT        accept HTTP/1.1 and h2c here
               --upstream HOST:PORT      forward everything to this endpoint
-              --upstream-protocol h1|h2 protocol towards the upstream (default: h1)
+              --upstream-protocol h1|h2 protocol towards the upstream (default: h1; grpc = h2)
 
         Envoy flags accepted for compatibility and ignored: --disable-hot-restart,
         --allow-unknown-static-fields, --local-address-ip-version, --drain-strategy,
@@ -128,9 +128,9 @@ public sealed class CommandLine
                     break;
                 case "--upstream-protocol":
                     c.UpstreamProtocol = value!;
-                    if (c.UpstreamProtocol is not ("h1" or "h2"))
+                    if (c.UpstreamProtocol is not ("h1" or "h2" or "grpc"))
                     {
-                        error = $"--upstream-protocol must be h1 or h2, not '{c.UpstreamProtocol}'";
+                        error = $"--upstream-protocol must be h1 or h2 (grpc = h2), not '{c.UpstreamProtocol}'";
                         return false;
                     }
                     break;

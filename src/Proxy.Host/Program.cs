@@ -1,4 +1,7 @@
 using System.Reflection;
+using Proxy.Core;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
 
 namespace Proxy.Host;
 
@@ -22,8 +25,66 @@ public static class Program
             Console.Out.WriteLine($"layotto-fast {Version} (.NET {Environment.Version}, {(System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported ? "JIT" : "Native AOT")})");
             return 0;
         }
-        Console.Error.WriteLine("layotto-fast: nothing to serve: give -c FILE or --listen and --upstream (see --help)");
-        return 2;
+        try
+        {
+            return Serve(options);
+        }
+        catch (ConfigException e)
+        {
+            Console.Error.WriteLine($"layotto-fast: configuration error: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static int Serve(CommandLine options)
+    {
+        // One event loop per --concurrency: the socket engines run our continuations inline, so a
+        // connection's work stays on its engine's thread (no thread-pool hop per read). Read by the
+        // runtime at the first socket operation, which comes after this.
+        Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+        Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", options.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+        var pools = new UpstreamPools();
+        ProxySnapshot snapshot;
+        if (options.Listen != null && options.Upstream != null)
+        {
+            snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools);
+        }
+        else if (options.Listen != null || options.Upstream != null)
+        {
+            throw new ConfigException("--listen and --upstream go together");
+        }
+        else
+        {
+            Console.Error.WriteLine("layotto-fast: nothing to serve: give -c FILE or --listen and --upstream (see --help)");
+            return 2;
+        }
+        if (options.Mode == "validate")
+        {
+            Console.Out.WriteLine("configuration OK");
+            return 0;
+        }
+
+        var server = new ProxyServer(snapshot, pools);
+        try
+        {
+            server.Start();
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            Console.Error.WriteLine($"layotto-fast: cannot listen: {e.Message}");
+            return 1;
+        }
+        foreach (var listener in server.Listeners)
+        {
+            Console.Error.WriteLine($"layotto-fast: listening on {listener.LocalEndPoint}");
+        }
+        using var stop = new ManualResetEventSlim();
+        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+        using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+        stop.Wait();
+        server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(options.DrainTimeSeconds));
+        return 0;
     }
 
     public static string Version =>

@@ -79,6 +79,37 @@ public sealed class HeaderList
         ListSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
     }
 
+    /// <summary>Replaces the value of field <paramref name="index"/>.</summary>
+    public void SetValue(int index, ReadOnlySpan<byte> value)
+    {
+        ref Field f = ref FieldAt(index);
+        ListSize += value.Length - f.ValueLength;
+        if (value.Length <= f.ValueLength)
+        {
+            value.CopyTo(_arena.AsSpan(f.ValueOffset));
+            f.ValueLength = value.Length;
+            return;
+        }
+        int needed = _used + value.Length;
+        if (needed > _arena.Length)
+        {
+            Array.Resize(ref _arena, Math.Max(needed, _arena.Length * 2));
+        }
+        value.CopyTo(_arena.AsSpan(_used));
+        f = ref FieldAt(index);
+        f.ValueOffset = _used;
+        f.ValueLength = value.Length;
+        _used = needed;
+    }
+
+    public void RemoveAt(int index)
+    {
+        ref Field f = ref FieldAt(index);
+        ListSize -= f.NameLength + f.ValueLength + HpackDynamicTable.EntryOverhead;
+        Array.Copy(_fields, index + 1, _fields, index, Count - index - 1);
+        Count--;
+    }
+
     /// <summary>The index of the first field named <paramref name="name"/>, or -1.</summary>
     public int IndexOf(ReadOnlySpan<byte> name)
     {

@@ -58,7 +58,12 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void Reset(int streamId, Http2ErrorCode errorCode) => Protocol.ResetStream(streamId, errorCode);
 
-    public void Consume(int streamId, int bytes) => Protocol.ConsumeData(streamId, bytes);
+    public void Consume(int streamId, int bytes)
+    {
+        Protocol.ConsumeData(streamId, bytes);
+        // A WINDOW_UPDATE may have been written.
+        FlushBatch.Add(Connection.Output);
+    }
 
     public void ScheduleFlush() => FlushBatch.Add(Connection.Output);
 

@@ -46,7 +46,23 @@ public sealed class SocketConnection
         _socket = socket;
         socket.NoDelay = true;
         Output = new SocketOutput(socket, syncRoot);
+        Output.OnDrained(OnOutputDrained);
         MaxBufferSize = maxBufferSize;
+    }
+
+    private volatile bool _closeWhenDrained;
+
+    /// <summary>Called (outside the lock) each time the output queue has been fully handed to the socket.</summary>
+    public Action? Drained { get; set; }
+
+    private void OnOutputDrained()
+    {
+        if (_closeWhenDrained)
+        {
+            Close();
+            return;
+        }
+        Drained?.Invoke();
     }
 
     public SocketOutput Output { get; }
@@ -163,7 +179,7 @@ public sealed class SocketConnection
     /// <summary>Flushes what is queued, then closes (for a GOAWAY or a final HTTP/1.1 response).</summary>
     public void CloseAfterFlush()
     {
-        Output.OnDrained(Close);
+        _closeWhenDrained = true;
         Output.Flush();
         if (Output.PendingBytes == 0)
         {

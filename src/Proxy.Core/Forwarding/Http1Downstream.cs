@@ -1,0 +1,510 @@
+using System.Buffers;
+using System.Text;
+using Proxy.Core.Http1;
+using Proxy.Core.Routing;
+using Proxy.Core.Transport;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// A client's HTTP/1.1 connection: keep-alive, pipelining (one exchange at a time, the next request waits
+/// in the buffer), content-length and chunked bodies, Expect: 100-continue (answered here, as Envoy
+/// does), and responses framed by content-length, chunked coding or close.
+/// </summary>
+public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
+{
+    /// <summary>Request body octets held for a slow upstream before reading stops.</summary>
+    public const int MaxUnconsumed = 1024 * 1024;
+
+    private enum State : byte
+    {
+        Head,
+        Body,
+        /// <summary>The request is read; the next one is not parsed until this response is done.</summary>
+        AwaitingResponse,
+        Closed,
+    }
+
+    private readonly SocketConnection _connection;
+    private readonly Func<RouteConfiguration?> _routes;
+    private readonly object _lock;
+    private HeaderList _fields = new();
+    private HeaderList _trailers = new(128, 4);
+    private ChunkedDecoder _chunked;
+    private State _state;
+    private Exchange? _exchange;
+    private int _generation;
+    private BodyFraming _requestFraming;
+    private long _requestRemaining;
+    private bool _keepAlive;
+    private bool _http10;
+    private bool _isHead;
+    private long _unconsumed;
+    private (Exchange Exchange, int Generation)? _blocked;
+
+    // Response state, under _lock.
+    private bool _responseStarted;
+    private bool _responseDone;
+    private BodyFraming _responseFraming;
+
+    public Http1Downstream(SocketConnection connection, Func<RouteConfiguration?> routes)
+    {
+        _connection = connection;
+        _routes = routes;
+        _lock = connection.Output.SyncRoot;
+        connection.Drained = OnDrained;
+    }
+
+    public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)
+    {
+        FlushBatch.Begin();
+        try
+        {
+            return Process(ref buffer);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+
+    private InputStatus Process(ref ReadOnlySequence<byte> buffer)
+    {
+        ReadOnlySequence<byte> input = buffer;
+        ReadOnlySpan<byte> span = input.IsSingleSegment ? input.FirstSpan : input.ToArray();
+        int consumed = 0;
+        try
+        {
+            while (true)
+            {
+                State state;
+                lock (_lock)
+                {
+                    state = _state;
+                }
+                switch (state)
+                {
+                    case State.Head:
+                    {
+                        ReadOnlySpan<byte> rest = span.Slice(consumed);
+                        if (rest.IsEmpty)
+                        {
+                            return InputStatus.Continue;
+                        }
+                        int end = Http1Parser.FindHeadEnd(rest);
+                        if (end < 0)
+                        {
+                            if (rest.Length > Http1Parser.DefaultMaxHeadSize)
+                            {
+                                return Reject(431, "request header section too large");
+                            }
+                            return InputStatus.Continue;
+                        }
+                        if (end > Http1Parser.DefaultMaxHeadSize)
+                        {
+                            return Reject(431, "request header section too large");
+                        }
+                        var head = new Http1Parser.RequestHead();
+                        Http1Error? error = Http1Parser.ParseRequest(rest.Slice(0, end), _fields, ref head);
+                        if (error is Http1Error e)
+                        {
+                            return Reject(e.Status, e.Reason);
+                        }
+                        consumed += end;
+                        StartExchange(ref head);
+                        continue;
+                    }
+                    case State.Body:
+                    {
+                        if (consumed == span.Length)
+                        {
+                            return InputStatus.Continue;
+                        }
+                        InputStatus? status = ReadBody(input, span, ref consumed);
+                        if (status != null)
+                        {
+                            return status.Value;
+                        }
+                        continue;
+                    }
+                    case State.AwaitingResponse:
+                        return InputStatus.Pause;
+                    default:
+                        return InputStatus.Close;
+                }
+            }
+        }
+        finally
+        {
+            buffer = buffer.Slice(consumed);
+        }
+    }
+
+    private void StartExchange(ref Http1Parser.RequestHead head)
+    {
+        _requestFraming = head.Framing;
+        _requestRemaining = head.ContentLength;
+        _keepAlive = head.KeepAlive;
+        _http10 = head.Http10;
+        _isHead = head.IsHead;
+        _chunked.Reset();
+        bool endStream = head.Framing == BodyFraming.None;
+        lock (_lock)
+        {
+            _responseStarted = false;
+            _responseDone = false;
+            _state = endStream ? State.AwaitingResponse : State.Body;
+            if (head.ExpectContinue && !endStream)
+            {
+                Http1Writer.Write(_connection.Output, "HTTP/1.1 100 Continue\r\n\r\n"u8);
+                FlushBatch.Add(_connection.Output);
+            }
+        }
+        Exchange exchange = Exchange.Rent(this, 1, out int generation);
+        _exchange = exchange;
+        _generation = generation;
+        exchange.OnRequestHeaders(generation, ref _fields, _routes() ?? RouteConfiguration.Empty, endStream);
+    }
+
+    /// <summary>Passes body octets on; null to keep going, or the status to return.</summary>
+    private InputStatus? ReadBody(in ReadOnlySequence<byte> input, ReadOnlySpan<byte> span, ref int consumed)
+    {
+        Exchange exchange = _exchange!;
+        if (_requestFraming == BodyFraming.ContentLength)
+        {
+            int take = (int)Math.Min(span.Length - consumed, _requestRemaining);
+            _requestRemaining -= take;
+            bool end = _requestRemaining == 0;
+            if (end)
+            {
+                SetState(State.AwaitingResponse);
+            }
+            Interlocked.Add(ref _unconsumed, take);
+            exchange.OnRequestData(_generation, input.Slice(consumed, take), end);
+            consumed += take;
+        }
+        else
+        {
+            while (true)
+            {
+                int before = consumed;
+                ChunkedDecoder.Result result = _chunked.Decode(span, ref consumed, out ReadOnlySpan<byte> data);
+                if (result == ChunkedDecoder.Result.NeedMore)
+                {
+                    return InputStatus.Continue;
+                }
+                if (result == ChunkedDecoder.Result.Error)
+                {
+                    return Abort("bad chunked encoding");
+                }
+                if (result == ChunkedDecoder.Result.Data)
+                {
+                    Interlocked.Add(ref _unconsumed, data.Length);
+                    exchange.OnRequestData(_generation, input.Slice(consumed - data.Length, data.Length), false);
+                    if (Volatile.Read(ref _unconsumed) > MaxUnconsumed)
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                if (result == ChunkedDecoder.Result.Trailer)
+                {
+                    int colon = data.IndexOf((byte)':');
+                    if (colon <= 0 || _trailers.Count > 64)
+                    {
+                        return Abort("bad trailer field");
+                    }
+                    Span<byte> lower = stackalloc byte[Math.Min(colon, 256)];
+                    Ascii.ToLower(data.Slice(0, lower.Length), lower, out _);
+                    if (!Http1Writer.IsHopByHop(lower) && !lower.SequenceEqual("content-length"u8))
+                    {
+                        _trailers.Add(lower, data.Slice(colon + 1).Trim(" \t"u8));
+                    }
+                    continue;
+                }
+                // Done: the last chunk and its trailer section.
+                SetState(State.AwaitingResponse);
+                if (_trailers.Count > 0)
+                {
+                    exchange.OnRequestTrailers(_generation, ref _trailers);
+                    _trailers.Clear();
+                }
+                else
+                {
+                    exchange.OnRequestData(_generation, ReadOnlySequence<byte>.Empty, true);
+                }
+                _ = before;
+                break;
+            }
+        }
+        if (Volatile.Read(ref _unconsumed) > MaxUnconsumed)
+        {
+            // The upstream is slower than the client: stop reading until it catches up (Consume resumes).
+            return InputStatus.Pause;
+        }
+        return null;
+    }
+
+    private void SetState(State state)
+    {
+        lock (_lock)
+        {
+            if (_state != State.Closed)
+            {
+                _state = state;
+            }
+        }
+    }
+
+    /// <summary>A malformed request: answer with <paramref name="status"/> and close (RFC 9112 §2.2).</summary>
+    private InputStatus Reject(int status, string reason)
+    {
+        lock (_lock)
+        {
+            _state = State.Closed;
+            if (!_responseStarted || _responseDone)
+            {
+                byte[] body = Encoding.ASCII.GetBytes(reason + "\n");
+                SocketOutput output = _connection.Output;
+                Http1Writer.Write(output, "HTTP/1.1 "u8);
+                Http1Writer.WriteNumber(output, status);
+                Http1Writer.Write(output, " \r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: "u8);
+                Http1Writer.WriteNumber(output, body.Length);
+                Http1Writer.Write(output, "\r\n\r\n"u8);
+                Http1Writer.Write(output, body);
+            }
+        }
+        _connection.CloseAfterFlush();
+        return InputStatus.Close;
+    }
+
+    /// <summary>A broken body after the request went upstream: the exchange is cut off and the connection closed.</summary>
+    private InputStatus Abort(string reason)
+    {
+        _ = reason;
+        _exchange?.OnDownstreamReset(_generation);
+        lock (_lock)
+        {
+            _state = State.Closed;
+        }
+        _connection.CloseAfterFlush();
+        return InputStatus.Close;
+    }
+
+    public void OnClosed()
+    {
+        lock (_lock)
+        {
+            _state = State.Closed;
+        }
+        _exchange?.OnDownstreamReset(_generation);
+    }
+
+    // ---- IExchangePeer: the response goes out here --------------------------------------------
+
+    public bool SendHeaders(int streamId, HeaderList headers, bool endStream)
+    {
+        lock (_lock)
+        {
+            if (_state == State.Closed || _responseDone)
+            {
+                return false;
+            }
+            SocketOutput output = _connection.Output;
+            if (_responseStarted)
+            {
+                // Trailers: in the chunked coding's trailer section; other framings cannot carry them.
+                if (_responseFraming == BodyFraming.Chunked)
+                {
+                    Http1Writer.Write(output, "0\r\n"u8);
+                    Http1Writer.WriteFields(output, headers);
+                    Http1Writer.Write(output, "\r\n"u8);
+                }
+                CompleteResponse();
+                return true;
+            }
+            int statusIndex = headers.IndexOf(":status"u8);
+            ReadOnlySpan<byte> status = statusIndex >= 0 ? headers.Value(statusIndex) : "502"u8;
+            int code = Http1Writer.ParseStatus(status);
+            if (code is >= 100 and < 200)
+            {
+                // Informational responses: 100 was answered already; others pass to HTTP/1.1 clients.
+                if (code != 100 && code != 101 && !_http10)
+                {
+                    Http1Writer.WriteStatusLine(output, status);
+                    Http1Writer.WriteFields(output, headers);
+                    Http1Writer.Write(output, "\r\n"u8);
+                }
+                return true;
+            }
+            bool bodyless = _isHead || code is 204 or 304;
+            bool hasLength = headers.IndexOf("content-length"u8) >= 0;
+            Http1Writer.WriteStatusLine(output, status);
+            Http1Writer.WriteFields(output, headers);
+            if (bodyless)
+            {
+                _responseFraming = BodyFraming.None;
+            }
+            else if (hasLength)
+            {
+                _responseFraming = BodyFraming.ContentLength;
+            }
+            else if (endStream)
+            {
+                _responseFraming = BodyFraming.None;
+                Http1Writer.Write(output, "content-length: 0\r\n"u8);
+            }
+            else if (_http10)
+            {
+                _responseFraming = BodyFraming.UntilClose;
+                _keepAlive = false;
+            }
+            else
+            {
+                _responseFraming = BodyFraming.Chunked;
+                Http1Writer.Write(output, "transfer-encoding: chunked\r\n"u8);
+            }
+            if (!_keepAlive || _state == State.Body && endStream)
+            {
+                Http1Writer.Write(output, "connection: close\r\n"u8);
+                _keepAlive = false;
+            }
+            else if (_http10)
+            {
+                Http1Writer.Write(output, "connection: keep-alive\r\n"u8);
+            }
+            Http1Writer.Write(output, "\r\n"u8);
+            _responseStarted = true;
+            if (endStream)
+            {
+                CompleteResponse();
+            }
+            return true;
+        }
+    }
+
+    public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream)
+    {
+        lock (_lock)
+        {
+            if (_state == State.Closed || _responseDone || !_responseStarted)
+            {
+                return -1;
+            }
+            SocketOutput output = _connection.Output;
+            if (output.PendingBytes > MaxUnconsumed && !data.IsEmpty)
+            {
+                return 0; // the client reads slowly: the exchange waits for OnDrained
+            }
+            switch (_responseFraming)
+            {
+                case BodyFraming.Chunked:
+                    if (!data.IsEmpty)
+                    {
+                        Http1Writer.WriteChunk(output, data);
+                    }
+                    if (endStream)
+                    {
+                        Http1Writer.Write(output, "0\r\n\r\n"u8);
+                    }
+                    break;
+                case BodyFraming.None:
+                    break;
+                default:
+                    Http1Writer.WriteData(output, data);
+                    break;
+            }
+            if (endStream)
+            {
+                CompleteResponse();
+            }
+            return (int)data.Length;
+        }
+    }
+
+    /// <summary>Under the lock: the response is out; go on with the next request, or close.</summary>
+    private void CompleteResponse()
+    {
+        _responseDone = true;
+        if (_responseFraming == BodyFraming.UntilClose || !_keepAlive || _state == State.Body)
+        {
+            // A request body still arriving cannot be skipped safely: close after the response.
+            _state = State.Closed;
+            _exchange = null;
+            _connection.CloseAfterFlush();
+            return;
+        }
+        if (_state == State.AwaitingResponse)
+        {
+            _state = State.Head;
+            _exchange = null;
+            _connection.ResumeInput();
+        }
+    }
+
+    public void Reset(int streamId, Http2ErrorCode errorCode)
+    {
+        lock (_lock)
+        {
+            if (_responseDone && errorCode == Http2ErrorCode.NoError)
+            {
+                return;
+            }
+            // HTTP/1.1 has no stream reset: a response cut short ends the connection.
+            _state = State.Closed;
+        }
+        _connection.CloseAfterFlush();
+    }
+
+    public void Consume(int streamId, int bytes)
+    {
+        long left = Interlocked.Add(ref _unconsumed, -bytes);
+        if (left <= MaxUnconsumed / 2)
+        {
+            _connection.ResumeInput();
+        }
+    }
+
+    public void AddBlocked(Exchange exchange, int generation)
+    {
+        lock (_lock)
+        {
+            _blocked = (exchange, generation);
+        }
+    }
+
+    public void RemoveBlocked(Exchange exchange)
+    {
+        lock (_lock)
+        {
+            if (_blocked is { } b && ReferenceEquals(b.Exchange, exchange))
+            {
+                _blocked = null;
+            }
+        }
+    }
+
+    public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
+
+    private void OnDrained()
+    {
+        (Exchange Exchange, int Generation)? blocked;
+        lock (_lock)
+        {
+            blocked = _blocked;
+        }
+        if (blocked is { } b)
+        {
+            FlushBatch.Begin();
+            try
+            {
+                b.Exchange.OnWritable(b.Generation);
+            }
+            finally
+            {
+                FlushBatch.End();
+            }
+        }
+    }
+}

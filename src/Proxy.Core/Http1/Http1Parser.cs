@@ -1,0 +1,391 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Text;
+using Proxy.Http2;
+
+namespace Proxy.Core.Http1;
+
+/// <summary>How a message body is delimited (RFC 9112 §6).</summary>
+public enum BodyFraming : byte
+{
+    None,
+    ContentLength,
+    Chunked,
+    /// <summary>Response only: the body runs until the connection closes.</summary>
+    UntilClose,
+}
+
+/// <summary>Why a message head was refused; the status is what a server answers.</summary>
+public readonly record struct Http1Error(int Status, string Reason);
+
+/// <summary>
+/// HTTP/1.1 message heads (RFC 9112), parsed into the HTTP/2 field form the proxy works in: pseudo-header
+/// fields first, names lowercased, hop-by-hop fields removed. Strict where the RFC lets a recipient be:
+/// no obsolete line folding, no whitespace before the colon, no conflicting framing.
+/// </summary>
+public static class Http1Parser
+{
+    public const int DefaultMaxHeadSize = 64 * 1024;
+
+    private static readonly SearchValues<byte> s_tokenChars = SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"u8);
+    private static readonly SearchValues<byte> s_invalidValueChars = SearchValues.Create([0x00, 0x0A, 0x0D, 0x7F]);
+
+    /// <summary>Finds the empty line that ends a head; -1 when more bytes are needed.</summary>
+    public static int FindHeadEnd(ReadOnlySpan<byte> buffer)
+    {
+        int end = buffer.IndexOf("\r\n\r\n"u8);
+        return end < 0 ? -1 : end + 4;
+    }
+
+    public ref struct RequestHead
+    {
+        public bool Http10;
+        public bool KeepAlive;
+        public bool ExpectContinue;
+        public bool IsHead;
+        public BodyFraming Framing;
+        public long ContentLength;
+    }
+
+    /// <summary>
+    /// Parses a request head (without its final CRLFCRLF consumed by the caller) into <paramref name="fields"/>.
+    /// Returns null when valid, else the error to answer with.
+    /// </summary>
+    public static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request)
+    {
+        fields.Clear();
+        int lineEnd = head.IndexOf("\r\n"u8);
+        if (lineEnd <= 0)
+        {
+            return new Http1Error(400, "bad request line");
+        }
+        ReadOnlySpan<byte> line = head.Slice(0, lineEnd);
+        int sp1 = line.IndexOf((byte)' ');
+        int sp2 = sp1 < 0 ? -1 : line.Slice(sp1 + 1).IndexOf((byte)' ');
+        if (sp1 <= 0 || sp2 <= 0)
+        {
+            return new Http1Error(400, "bad request line");
+        }
+        sp2 += sp1 + 1;
+        ReadOnlySpan<byte> method = line.Slice(0, sp1);
+        ReadOnlySpan<byte> target = line.Slice(sp1 + 1, sp2 - sp1 - 1);
+        ReadOnlySpan<byte> version = line.Slice(sp2 + 1);
+        if (method.ContainsAnyExcept(s_tokenChars))
+        {
+            return new Http1Error(400, "bad method");
+        }
+        if (version.SequenceEqual("HTTP/1.1"u8))
+        {
+            request.Http10 = false;
+        }
+        else if (version.SequenceEqual("HTTP/1.0"u8))
+        {
+            request.Http10 = true;
+        }
+        else
+        {
+            return new Http1Error(505, "unsupported HTTP version");
+        }
+        if (target.IsEmpty || target.ContainsAny(s_invalidValueChars) || target.Contains((byte)' '))
+        {
+            return new Http1Error(400, "bad request target");
+        }
+        request.IsHead = method.SequenceEqual("HEAD"u8);
+        request.KeepAlive = !request.Http10;
+
+        fields.Add(":method"u8, method);
+        fields.Add(":scheme"u8, "http"u8);
+        int authorityIndex = fields.Count;
+        fields.Add(":authority"u8, default);
+        ReadOnlySpan<byte> absoluteAuthority = default;
+        if (target[0] != (byte)'/' && target[0] != (byte)'*')
+        {
+            // absolute-form (RFC 9112 §3.2.2): the authority comes from the target.
+            int scheme = target.IndexOf("://"u8);
+            if (scheme <= 0)
+            {
+                if (!method.SequenceEqual("CONNECT"u8))
+                {
+                    return new Http1Error(400, "bad request target");
+                }
+                absoluteAuthority = target;
+                target = default;
+            }
+            else
+            {
+                ReadOnlySpan<byte> rest = target.Slice(scheme + 3);
+                int slash = rest.IndexOfAny((byte)'/', (byte)'?');
+                absoluteAuthority = slash < 0 ? rest : rest.Slice(0, slash);
+                target = slash < 0 ? "/"u8 : rest.Slice(slash);
+            }
+        }
+        if (!target.IsEmpty)
+        {
+            fields.Add(":path"u8, target);
+        }
+
+        long contentLength = -1;
+        bool chunked = false;
+        bool transferEncoding = false;
+        ReadOnlySpan<byte> host = default;
+        int hostCount = 0;
+        Span<byte> lower = stackalloc byte[256];
+        int pos = lineEnd + 2;
+        while (pos < head.Length)
+        {
+            int end = head.Slice(pos).IndexOf("\r\n"u8);
+            ReadOnlySpan<byte> fieldLine = end < 0 ? head.Slice(pos) : head.Slice(pos, end);
+            pos += end < 0 ? fieldLine.Length : end + 2;
+            if (fieldLine.IsEmpty)
+            {
+                break;
+            }
+            if (fieldLine[0] is (byte)' ' or (byte)'\t')
+            {
+                return new Http1Error(400, "obsolete line folding"); // RFC 9112 §5.2
+            }
+            int colon = fieldLine.IndexOf((byte)':');
+            if (colon <= 0)
+            {
+                return new Http1Error(400, "bad header line");
+            }
+            ReadOnlySpan<byte> name = fieldLine.Slice(0, colon);
+            if (name.ContainsAnyExcept(s_tokenChars) || name.Length > lower.Length)
+            {
+                return new Http1Error(400, "bad header name"); // includes whitespace before the colon (§5.1)
+            }
+            ReadOnlySpan<byte> value = fieldLine.Slice(colon + 1).Trim(" \t"u8);
+            if (value.ContainsAny(s_invalidValueChars))
+            {
+                return new Http1Error(400, "bad header value");
+            }
+            Ascii.ToLower(name, lower, out int written);
+            ReadOnlySpan<byte> lname = lower.Slice(0, written);
+            switch (lname.Length)
+            {
+                case 4 when lname.SequenceEqual("host"u8):
+                    host = value;
+                    hostCount++;
+                    continue;
+                case 2 when lname.SequenceEqual("te"u8):
+                    if (Ascii.EqualsIgnoreCase(value, "trailers"u8))
+                    {
+                        fields.Add("te"u8, "trailers"u8);
+                    }
+                    continue;
+                case 6 when lname.SequenceEqual("expect"u8):
+                    if (Ascii.EqualsIgnoreCase(value, "100-continue"u8))
+                    {
+                        request.ExpectContinue = true;
+                        continue;
+                    }
+                    return new Http1Error(417, "unsupported expectation");
+                case 7 when lname.SequenceEqual("upgrade"u8):
+                case 10 when lname.SequenceEqual("keep-alive"u8):
+                case 16 when lname.SequenceEqual("proxy-connection"u8):
+                    continue; // hop-by-hop (RFC 9110 §7.6.1)
+                case 10 when lname.SequenceEqual("connection"u8):
+                    if (ContainsToken(value, "close"u8))
+                    {
+                        request.KeepAlive = false;
+                    }
+                    else if (ContainsToken(value, "keep-alive"u8))
+                    {
+                        request.KeepAlive = true;
+                    }
+                    continue;
+                case 14 when lname.SequenceEqual("content-length"u8):
+                    if (!TryParseLength(value, out long length) || (contentLength >= 0 && contentLength != length))
+                    {
+                        return new Http1Error(400, "bad or conflicting content-length");
+                    }
+                    contentLength = length;
+                    continue;
+                case 17 when lname.SequenceEqual("transfer-encoding"u8):
+                    transferEncoding = true;
+                    // Only "chunked" as the final coding is understood (RFC 9112 §6.3).
+                    chunked = Ascii.EqualsIgnoreCase(value, "chunked"u8);
+                    if (!chunked)
+                    {
+                        return new Http1Error(501, "unsupported transfer-encoding");
+                    }
+                    continue;
+            }
+            fields.Add(lname, value);
+        }
+
+        if (transferEncoding && contentLength >= 0)
+        {
+            // RFC 9112 §6.1: both present is a smuggling risk; we refuse rather than guess.
+            return new Http1Error(400, "both content-length and transfer-encoding");
+        }
+        if (hostCount > 1)
+        {
+            return new Http1Error(400, "more than one host header");
+        }
+        if (!absoluteAuthority.IsEmpty)
+        {
+            host = absoluteAuthority;
+        }
+        else if (hostCount == 0 && !request.Http10)
+        {
+            return new Http1Error(400, "missing host header"); // RFC 9112 §3.2
+        }
+        fields.SetValue(authorityIndex, host);
+        request.Framing = chunked ? BodyFraming.Chunked : contentLength > 0 ? BodyFraming.ContentLength : BodyFraming.None;
+        request.ContentLength = Math.Max(contentLength, 0);
+        if (contentLength >= 0)
+        {
+            Span<byte> digits = stackalloc byte[20];
+            Utf8Formatter.TryFormat(contentLength, digits, out int n);
+            fields.Add("content-length"u8, digits.Slice(0, n));
+        }
+        return null;
+    }
+
+    public ref struct ResponseHead
+    {
+        public int Status;
+        public bool KeepAlive;
+        public BodyFraming Framing;
+        public long ContentLength;
+    }
+
+    /// <summary>Parses a response head into <paramref name="fields"/> (":status" first). <paramref name="requestWasHead"/> means no body follows.</summary>
+    public static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response)
+    {
+        fields.Clear();
+        int lineEnd = head.IndexOf("\r\n"u8);
+        // status-line = HTTP-version SP status-code SP [ reason-phrase ]
+        if (lineEnd < 12 || !head.StartsWith("HTTP/1."u8) || head[8] != (byte)' ' || head[12] is not ((byte)' ' or (byte)'\r'))
+        {
+            return new Http1Error(502, "bad status line");
+        }
+        bool http10 = head[7] == (byte)'0';
+        ReadOnlySpan<byte> code = head.Slice(9, 3);
+        if (!Utf8Parser.TryParse(code, out int status, out int consumed) || consumed != 3 || status < 100)
+        {
+            return new Http1Error(502, "bad status code");
+        }
+        response.Status = status;
+        response.KeepAlive = !http10;
+        fields.Add(":status"u8, code);
+
+        long contentLength = -1;
+        bool chunked = false;
+        Span<byte> lower = stackalloc byte[256];
+        int pos = lineEnd + 2;
+        while (pos < head.Length)
+        {
+            int end = head.Slice(pos).IndexOf("\r\n"u8);
+            ReadOnlySpan<byte> fieldLine = end < 0 ? head.Slice(pos) : head.Slice(pos, end);
+            pos += end < 0 ? fieldLine.Length : end + 2;
+            if (fieldLine.IsEmpty)
+            {
+                break;
+            }
+            int colon = fieldLine.IndexOf((byte)':');
+            if (colon <= 0 || fieldLine[0] is (byte)' ' or (byte)'\t')
+            {
+                return new Http1Error(502, "bad header line");
+            }
+            ReadOnlySpan<byte> name = fieldLine.Slice(0, colon);
+            if (name.ContainsAnyExcept(s_tokenChars) || name.Length > lower.Length)
+            {
+                return new Http1Error(502, "bad header name");
+            }
+            ReadOnlySpan<byte> value = fieldLine.Slice(colon + 1).Trim(" \t"u8);
+            if (value.ContainsAny(s_invalidValueChars))
+            {
+                return new Http1Error(502, "bad header value");
+            }
+            Ascii.ToLower(name, lower, out int written);
+            ReadOnlySpan<byte> lname = lower.Slice(0, written);
+            switch (lname.Length)
+            {
+                case 7 when lname.SequenceEqual("upgrade"u8):
+                case 10 when lname.SequenceEqual("keep-alive"u8):
+                case 16 when lname.SequenceEqual("proxy-connection"u8):
+                    continue;
+                case 10 when lname.SequenceEqual("connection"u8):
+                    if (ContainsToken(value, "close"u8))
+                    {
+                        response.KeepAlive = false;
+                    }
+                    else if (ContainsToken(value, "keep-alive"u8))
+                    {
+                        response.KeepAlive = true;
+                    }
+                    continue;
+                case 14 when lname.SequenceEqual("content-length"u8):
+                    if (!TryParseLength(value, out long length) || (contentLength >= 0 && contentLength != length))
+                    {
+                        return new Http1Error(502, "bad or conflicting content-length");
+                    }
+                    contentLength = length;
+                    fields.Add(lname, value);
+                    continue;
+                case 17 when lname.SequenceEqual("transfer-encoding"u8):
+                    chunked = Ascii.EqualsIgnoreCase(LastToken(value), "chunked"u8);
+                    continue;
+            }
+            fields.Add(lname, value);
+        }
+
+        bool noBody = requestWasHead || status is 204 or 304 || status < 200;
+        if (noBody)
+        {
+            response.Framing = BodyFraming.None;
+        }
+        else if (chunked)
+        {
+            response.Framing = BodyFraming.Chunked; // chunked wins over content-length (RFC 9112 §6.3)
+            int cl = fields.IndexOf("content-length"u8);
+            if (cl >= 0)
+            {
+                fields.RemoveAt(cl);
+            }
+        }
+        else if (contentLength >= 0)
+        {
+            response.Framing = contentLength == 0 ? BodyFraming.None : BodyFraming.ContentLength;
+        }
+        else
+        {
+            response.Framing = BodyFraming.UntilClose;
+            response.KeepAlive = false;
+        }
+        response.ContentLength = Math.Max(contentLength, 0);
+        return null;
+    }
+
+    private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)
+    {
+        length = 0;
+        return value.Length is > 0 and <= 18 && !value.ContainsAnyExceptInRange((byte)'0', (byte)'9')
+               && Utf8Parser.TryParse(value, out length, out int consumed) && consumed == value.Length;
+    }
+
+    private static ReadOnlySpan<byte> LastToken(ReadOnlySpan<byte> value)
+    {
+        int comma = value.LastIndexOf((byte)',');
+        ReadOnlySpan<byte> last = comma < 0 ? value : value.Slice(comma + 1);
+        last = last.Trim(" \t"u8);
+        return last;
+    }
+
+    private static bool ContainsToken(ReadOnlySpan<byte> value, ReadOnlySpan<byte> token)
+    {
+        while (!value.IsEmpty)
+        {
+            int comma = value.IndexOf((byte)',');
+            ReadOnlySpan<byte> item = (comma < 0 ? value : value.Slice(0, comma)).Trim(" \t"u8);
+            if (Ascii.EqualsIgnoreCase(item, token))
+            {
+                return true;
+            }
+            value = comma < 0 ? default : value.Slice(comma + 1);
+        }
+        return false;
+    }
+}

@@ -1,0 +1,431 @@
+using System.Buffers;
+using Proxy.Core.Forwarding;
+using Proxy.Core.Http1;
+using Proxy.Core.Transport;
+using Proxy.Http2;
+
+namespace Proxy.Core.Upstream;
+
+/// <summary>
+/// One HTTP/1.1 connection to an upstream endpoint, carrying one exchange at a time and going back to its
+/// pool for reuse when both the request and the response completed cleanly with keep-alive.
+/// </summary>
+public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
+{
+    private enum ResponseState : byte
+    {
+        Idle,
+        Head,
+        Body,
+        Done,
+    }
+
+    private readonly SocketConnection _connection;
+    private readonly Http1UpstreamPool _pool;
+    private readonly object _lock;
+    private HeaderList _fields = new();
+    private HeaderList _trailers = new(128, 4);
+    private ChunkedDecoder _chunked;
+    private Exchange? _exchange;
+    private int _generation;
+    private bool _requestChunked;
+    private bool _requestDone;
+    private bool _requestWasHead;
+    private ResponseState _response;
+    private BodyFraming _responseFraming;
+    private long _responseRemaining;
+    private bool _keepAlive;
+    private long _unconsumed;
+    private (Exchange Exchange, int Generation)? _blocked;
+
+    public Http1Upstream(SocketConnection connection, Http1UpstreamPool pool)
+    {
+        _connection = connection;
+        _pool = pool;
+        _lock = connection.Output.SyncRoot;
+        connection.Drained = OnDrained;
+    }
+
+    public bool IsClosed => _connection.IsClosed;
+
+    public int OpenStream(HeaderList headers, bool endStream, Exchange exchange, int generation)
+    {
+        lock (_lock)
+        {
+            if (_exchange != null || _connection.IsClosed)
+            {
+                return 0;
+            }
+            _exchange = exchange;
+            _generation = generation;
+            _response = ResponseState.Head;
+            _requestDone = endStream;
+            _keepAlive = true;
+            _unconsumed = 0;
+            _chunked.Reset();
+
+            SocketOutput output = _connection.Output;
+            int method = headers.IndexOf(":method"u8);
+            int path = headers.IndexOf(":path"u8);
+            int authority = headers.IndexOf(":authority"u8);
+            ReadOnlySpan<byte> methodValue = method >= 0 ? headers.Value(method) : "GET"u8;
+            _requestWasHead = methodValue.SequenceEqual("HEAD"u8);
+            Http1Writer.Write(output, methodValue);
+            Http1Writer.Write(output, " "u8);
+            Http1Writer.Write(output, path >= 0 ? headers.Value(path) : "/"u8);
+            Http1Writer.Write(output, " HTTP/1.1\r\n"u8);
+            if (authority >= 0)
+            {
+                Http1Writer.WriteField(output, "host"u8, headers.Value(authority));
+            }
+            Http1Writer.WriteFields(output, headers, skipHost: authority >= 0);
+            bool hasLength = headers.IndexOf("content-length"u8) >= 0;
+            _requestChunked = !endStream && !hasLength;
+            if (_requestChunked)
+            {
+                Http1Writer.Write(output, "transfer-encoding: chunked\r\n"u8);
+            }
+            else if (endStream && !hasLength && (methodValue.SequenceEqual("POST"u8) || methodValue.SequenceEqual("PUT"u8) || methodValue.SequenceEqual("PATCH"u8)))
+            {
+                Http1Writer.Write(output, "content-length: 0\r\n"u8);
+            }
+            Http1Writer.Write(output, "\r\n"u8);
+            return 1;
+        }
+    }
+
+    public bool SendHeaders(int streamId, HeaderList headers, bool endStream)
+    {
+        lock (_lock)
+        {
+            if (_exchange == null || _requestDone)
+            {
+                return false;
+            }
+            if (_requestChunked)
+            {
+                Http1Writer.Write(_connection.Output, "0\r\n"u8);
+                Http1Writer.WriteFields(_connection.Output, headers);
+                Http1Writer.Write(_connection.Output, "\r\n"u8);
+            }
+            _requestDone = true;
+            return true;
+        }
+    }
+
+    public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream)
+    {
+        lock (_lock)
+        {
+            if (_exchange == null || _requestDone || _connection.IsClosed)
+            {
+                return -1;
+            }
+            SocketOutput output = _connection.Output;
+            if (output.PendingBytes > Http1Downstream.MaxUnconsumed && !data.IsEmpty)
+            {
+                return 0;
+            }
+            if (_requestChunked)
+            {
+                if (!data.IsEmpty)
+                {
+                    Http1Writer.WriteChunk(output, data);
+                }
+                if (endStream)
+                {
+                    Http1Writer.Write(output, "0\r\n\r\n"u8);
+                }
+            }
+            else
+            {
+                Http1Writer.WriteData(output, data);
+            }
+            if (endStream)
+            {
+                _requestDone = true;
+                ReleaseIfDone();
+            }
+            return (int)data.Length;
+        }
+    }
+
+    public void Reset(int streamId, Http2ErrorCode errorCode)
+    {
+        lock (_lock)
+        {
+            _exchange = null;
+        }
+        // HTTP/1.1 cannot cancel one request: the connection goes.
+        _connection.Close();
+    }
+
+    public void Consume(int streamId, int bytes)
+    {
+        if (Interlocked.Add(ref _unconsumed, -bytes) <= Http1Downstream.MaxUnconsumed / 2)
+        {
+            _connection.ResumeInput();
+        }
+    }
+
+    public void AddBlocked(Exchange exchange, int generation)
+    {
+        lock (_lock)
+        {
+            _blocked = (exchange, generation);
+        }
+    }
+
+    public void RemoveBlocked(Exchange exchange)
+    {
+        lock (_lock)
+        {
+            if (_blocked is { } b && ReferenceEquals(b.Exchange, exchange))
+            {
+                _blocked = null;
+            }
+        }
+    }
+
+    public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
+
+    private void OnDrained()
+    {
+        (Exchange Exchange, int Generation)? blocked;
+        lock (_lock)
+        {
+            blocked = _blocked;
+        }
+        if (blocked is { } b)
+        {
+            FlushBatch.Begin();
+            try
+            {
+                b.Exchange.OnWritable(b.Generation);
+            }
+            finally
+            {
+                FlushBatch.End();
+            }
+        }
+    }
+
+    // ---- the response ------------------------------------------------------------------------
+
+    public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)
+    {
+        FlushBatch.Begin();
+        ReadOnlySequence<byte> input = buffer;
+        ReadOnlySpan<byte> span = input.IsSingleSegment ? input.FirstSpan : input.ToArray();
+        int consumed = 0;
+        try
+        {
+            while (consumed < span.Length || _response == ResponseState.Done)
+            {
+                Exchange? exchange;
+                int generation;
+                lock (_lock)
+                {
+                    exchange = _exchange;
+                    generation = _generation;
+                }
+                if (exchange == null || _response is ResponseState.Idle or ResponseState.Done)
+                {
+                    if (consumed < span.Length)
+                    {
+                        return Fail("data from the upstream with no request outstanding");
+                    }
+                    break;
+                }
+                if (_response == ResponseState.Head)
+                {
+                    ReadOnlySpan<byte> rest = span.Slice(consumed);
+                    int end = Http1Parser.FindHeadEnd(rest);
+                    if (end < 0)
+                    {
+                        return rest.Length > Http1Parser.DefaultMaxHeadSize ? Fail("response header section too large") : InputStatus.Continue;
+                    }
+                    var head = new Http1Parser.ResponseHead();
+                    if (Http1Parser.ParseResponse(rest.Slice(0, end), _fields, _requestWasHead, ref head) is Http1Error error)
+                    {
+                        return Fail(error.Reason);
+                    }
+                    consumed += end;
+                    if (head.Status == 101)
+                    {
+                        return Fail("upgrade is not supported");
+                    }
+                    if (head.Status < 200)
+                    {
+                        exchange.OnResponseHeaders(generation, ref _fields, endStream: false);
+                        continue;
+                    }
+                    _keepAlive = head.KeepAlive;
+                    _responseFraming = head.Framing;
+                    _responseRemaining = head.ContentLength;
+                    bool endStream = head.Framing == BodyFraming.None;
+                    _response = endStream ? ResponseState.Done : ResponseState.Body;
+                    exchange.OnResponseHeaders(generation, ref _fields, endStream);
+                    continue;
+                }
+                if (_response == ResponseState.Body)
+                {
+                    InputStatus? status = ReadBody(exchange, generation, input, span, ref consumed);
+                    if (status != null)
+                    {
+                        return status.Value;
+                    }
+                    continue;
+                }
+            }
+            if (_response == ResponseState.Done)
+            {
+                lock (_lock)
+                {
+                    ReleaseIfDone();
+                }
+            }
+            return InputStatus.Continue;
+        }
+        finally
+        {
+            buffer = buffer.Slice(consumed);
+            FlushBatch.End();
+        }
+    }
+
+    private InputStatus? ReadBody(Exchange exchange, int generation, in ReadOnlySequence<byte> input, ReadOnlySpan<byte> span, ref int consumed)
+    {
+        switch (_responseFraming)
+        {
+            case BodyFraming.ContentLength:
+            case BodyFraming.UntilClose:
+            {
+                int available = span.Length - consumed;
+                int take = _responseFraming == BodyFraming.UntilClose ? available : (int)Math.Min(available, _responseRemaining);
+                _responseRemaining -= take;
+                bool end = _responseFraming == BodyFraming.ContentLength && _responseRemaining == 0;
+                if (end)
+                {
+                    _response = ResponseState.Done;
+                }
+                Interlocked.Add(ref _unconsumed, take);
+                exchange.OnResponseData(generation, input.Slice(consumed, take), end);
+                consumed += take;
+                break;
+            }
+            default:
+            {
+                ChunkedDecoder.Result result = _chunked.Decode(span, ref consumed, out ReadOnlySpan<byte> data);
+                switch (result)
+                {
+                    case ChunkedDecoder.Result.NeedMore:
+                        return InputStatus.Continue;
+                    case ChunkedDecoder.Result.Error:
+                        return Fail("bad chunked encoding from the upstream");
+                    case ChunkedDecoder.Result.Data:
+                        Interlocked.Add(ref _unconsumed, data.Length);
+                        exchange.OnResponseData(generation, input.Slice(consumed - data.Length, data.Length), false);
+                        break;
+                    case ChunkedDecoder.Result.Trailer:
+                        int colon = data.IndexOf((byte)':');
+                        if (colon > 0 && colon <= 256 && _trailers.Count < 64)
+                        {
+                            Span<byte> lower = stackalloc byte[colon];
+                            System.Text.Ascii.ToLower(data.Slice(0, colon), lower, out _);
+                            _trailers.Add(lower, data.Slice(colon + 1).Trim(" \t"u8));
+                        }
+                        break;
+                    default:
+                        _response = ResponseState.Done;
+                        if (_trailers.Count > 0)
+                        {
+                            exchange.OnResponseTrailers(generation, ref _trailers);
+                            _trailers.Clear();
+                        }
+                        else
+                        {
+                            exchange.OnResponseData(generation, ReadOnlySequence<byte>.Empty, true);
+                        }
+                        break;
+                }
+                break;
+            }
+        }
+        if (Volatile.Read(ref _unconsumed) > Http1Downstream.MaxUnconsumed)
+        {
+            return InputStatus.Pause;
+        }
+        return null;
+    }
+
+    /// <summary>Under the lock: both directions done cleanly → back to the pool; otherwise close.</summary>
+    private void ReleaseIfDone()
+    {
+        if (_response != ResponseState.Done)
+        {
+            return;
+        }
+        if (!_requestDone || !_keepAlive)
+        {
+            _exchange = null;
+            _response = ResponseState.Idle;
+            _connection.CloseAfterFlush();
+            return;
+        }
+        _exchange = null;
+        _response = ResponseState.Idle;
+        _pool.Return(this);
+    }
+
+    private InputStatus Fail(string reason)
+    {
+        Exchange? exchange;
+        int generation;
+        lock (_lock)
+        {
+            exchange = _exchange;
+            generation = _generation;
+            _exchange = null;
+        }
+        _ = reason;
+        exchange?.OnUpstreamReset(generation, Http2ErrorCode.ProtocolError);
+        _connection.Close();
+        return InputStatus.Close;
+    }
+
+    public void OnClosed()
+    {
+        Exchange? exchange;
+        int generation;
+        bool untilClose;
+        lock (_lock)
+        {
+            exchange = _exchange;
+            generation = _generation;
+            untilClose = _response == ResponseState.Body && _responseFraming == BodyFraming.UntilClose;
+            _exchange = null;
+        }
+        _pool.Remove(this);
+        if (exchange == null)
+        {
+            return;
+        }
+        FlushBatch.Begin();
+        try
+        {
+            if (untilClose)
+            {
+                exchange.OnResponseData(generation, ReadOnlySequence<byte>.Empty, true);
+            }
+            else
+            {
+                exchange.OnUpstreamReset(generation, Http2ErrorCode.ConnectError);
+            }
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+}

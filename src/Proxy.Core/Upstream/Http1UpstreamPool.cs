@@ -1,0 +1,119 @@
+using System.Net;
+using System.Net.Sockets;
+using Proxy.Core.Forwarding;
+using Proxy.Core.Transport;
+
+namespace Proxy.Core.Upstream;
+
+/// <summary>Keep-alive HTTP/1.1 connections to one endpoint: an idle one is reused, else a new one is opened.</summary>
+public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 1024) : UpstreamPool
+{
+    private readonly Stack<Http1Upstream> _idle = new();
+    private int _open;
+
+    public EndPoint Address { get; } = address;
+
+    public int IdleCount
+    {
+        get
+        {
+            lock (_idle)
+            {
+                return _idle.Count;
+            }
+        }
+    }
+
+    public override void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout)
+    {
+        while (true)
+        {
+            Http1Upstream? idle = null;
+            lock (_idle)
+            {
+                while (_idle.Count > 0 && idle == null)
+                {
+                    Http1Upstream candidate = _idle.Pop();
+                    if (!candidate.IsClosed)
+                    {
+                        idle = candidate;
+                    }
+                }
+                if (idle == null)
+                {
+                    if (_open >= maxConnections)
+                    {
+                        break;
+                    }
+                    _open++;
+                }
+            }
+            if (idle == null)
+            {
+                _ = ConnectAsync(exchange, generation, connectTimeout);
+                return;
+            }
+            exchange.OnUpstreamReady(generation, idle);
+            return;
+        }
+        exchange.OnUpstreamFailed(generation, "upstream connection limit reached");
+    }
+
+    private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout)
+    {
+        var socket = new Socket(Address.AddressFamily == AddressFamily.Unspecified ? AddressFamily.InterNetwork : Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        string? error = null;
+        try
+        {
+            using var cts = new CancellationTokenSource(timeout > TimeSpan.Zero ? timeout : Timeout.InfiniteTimeSpan);
+            await socket.ConnectAsync(Address, cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            error = $"upstream connect timeout ({Address})";
+        }
+        catch (SocketException e)
+        {
+            error = $"upstream connect error ({Address}): {e.SocketErrorCode}";
+        }
+        if (error != null)
+        {
+            socket.Dispose();
+            lock (_idle)
+            {
+                _open--;
+            }
+            exchange.OnUpstreamFailed(generation, error);
+            return;
+        }
+        var connection = new SocketConnection(socket, new object());
+        var upstream = new Http1Upstream(connection, this);
+        _ = connection.RunAsync(upstream);
+        FlushBatch.Begin();
+        try
+        {
+            exchange.OnUpstreamReady(generation, upstream);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+
+    internal void Return(Http1Upstream connection)
+    {
+        lock (_idle)
+        {
+            _idle.Push(connection);
+        }
+    }
+
+    internal void Remove(Http1Upstream connection)
+    {
+        lock (_idle)
+        {
+            _open--;
+        }
+        _ = connection;
+    }
+}

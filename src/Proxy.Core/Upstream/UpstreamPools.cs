@@ -1,0 +1,24 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Proxy.Core.Routing;
+using Proxy.Http2;
+
+namespace Proxy.Core.Upstream;
+
+/// <summary>
+/// Every upstream pool, keyed by address and protocol. Snapshots ask it for their endpoints' pools, so an
+/// endpoint that survives a configuration change keeps its connections.
+/// </summary>
+public sealed class UpstreamPools
+{
+    private readonly ConcurrentDictionary<(string Address, UpstreamProtocol Protocol), UpstreamPool> _pools = new();
+
+    public Http2ConnectionOptions Http2Options { get; init; } = new() { MaxConcurrentStreams = 1024 };
+
+    public UpstreamPool Get(EndPoint address, UpstreamProtocol protocol) =>
+        _pools.GetOrAdd((address.ToString()!, protocol), static (key, state) => state.protocol == UpstreamProtocol.Http2
+            ? new Http2UpstreamPool(state.address, state.self.Http2Options)
+            : new Http1UpstreamPool(state.address), (address, protocol, self: this));
+
+    public UpstreamEndpoint Endpoint(EndPoint address, UpstreamProtocol protocol) => new(address, Get(address, protocol));
+}

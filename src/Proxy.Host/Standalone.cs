@@ -1,0 +1,35 @@
+using System.Net;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+
+namespace Proxy.Host;
+
+/// <summary>The snapshot for flag-only use: everything on --listen goes to --upstream.</summary>
+public static class Standalone
+{
+    public static ProxySnapshot Build(string listen, string upstream, string protocol, UpstreamPools pools)
+    {
+        IPEndPoint listenAt = ParseEndPoint(listen, "--listen");
+        EndPoint target = ParseEndPoint(upstream, "--upstream");
+        UpstreamProtocol upstreamProtocol = protocol is "h2" or "grpc" ? UpstreamProtocol.Http2 : UpstreamProtocol.Http1;
+        var cluster = new Cluster("upstream", upstreamProtocol, [pools.Endpoint(target, upstreamProtocol)], TimeSpan.FromSeconds(5));
+        var route = new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero);
+        var host = new VirtualHost("all", ["*"], [route]);
+        var listener = new ListenerConfig("listener", listenAt, new RouteConfiguration("standalone", [host]));
+        return new ProxySnapshot([listener], [cluster], 1);
+    }
+
+    public static IPEndPoint ParseEndPoint(string text, string what)
+    {
+        if (IPEndPoint.TryParse(text, out IPEndPoint? endPoint) && endPoint.Port != 0 || text.EndsWith(":0", StringComparison.Ordinal) && IPEndPoint.TryParse(text, out endPoint))
+        {
+            return endPoint!;
+        }
+        int colon = text.LastIndexOf(':');
+        if (colon > 0 && text[..colon] == "localhost" && int.TryParse(text[(colon + 1)..], out int port))
+        {
+            return new IPEndPoint(IPAddress.Loopback, port);
+        }
+        throw new ConfigException($"{what}: '{text}' is not an address of the form IP:PORT");
+    }
+}
