@@ -95,6 +95,7 @@ public sealed partial class Exchange
             }
             pool = _pool = endpoint.Pool;
             connectTimeout = _route.Cluster.ConnectTimeout;
+            ArmDeadline(_route.Timeout);
         }
         pool.Acquire(this, generation, connectTimeout);
     }
@@ -472,6 +473,7 @@ public sealed partial class Exchange
             _down.ScheduleFlush();
         }
         _finished = true;
+        DeadlineWheel.Remove(this);
         _up?.RemoveBlocked(this);
         _down?.RemoveBlocked(this);
         _requestPending.Release();

@@ -1,0 +1,89 @@
+using System.Buffers.Text;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+public sealed partial class Exchange
+{
+    // Links of the deadline wheel (see DeadlineWheel), guarded by its lock.
+    internal Exchange? TimerNext;
+    internal Exchange? TimerPrev;
+    internal long TimerDue;
+    internal int TimerSlot = -1;
+    internal int TimerGeneration;
+
+    /// <summary>
+    /// Arms the request's deadline: the route's timeout and, for gRPC, the client's grpc-timeout, whichever
+    /// ends first (gRPC's PROTOCOL-HTTP2: the server side treats grpc-timeout as the call's deadline).
+    /// </summary>
+    private void ArmDeadline(TimeSpan routeTimeout)
+    {
+        long milliseconds = routeTimeout > TimeSpan.Zero ? (long)routeTimeout.TotalMilliseconds : long.MaxValue;
+        if (_isGrpc)
+        {
+            int index = RequestHeaders.IndexOf("grpc-timeout"u8);
+            if (index >= 0 && TryParseGrpcTimeout(RequestHeaders.Value(index), out long grpcMilliseconds))
+            {
+                milliseconds = Math.Min(milliseconds, grpcMilliseconds);
+            }
+        }
+        if (milliseconds == long.MaxValue)
+        {
+            return;
+        }
+        TimerGeneration = _generation;
+        DeadlineWheel.Add(this, Environment.TickCount64 + Math.Max(milliseconds, 1));
+    }
+
+    /// <summary>grpc-timeout = 1*8DIGIT unit, unit one of H M S m u n.</summary>
+    internal static bool TryParseGrpcTimeout(ReadOnlySpan<byte> value, out long milliseconds)
+    {
+        milliseconds = 0;
+        if (value.Length is < 2 or > 9 || !Utf8Parser.TryParse(value[..^1], out long amount, out int consumed) || consumed != value.Length - 1 || amount < 0)
+        {
+            return false;
+        }
+        milliseconds = value[^1] switch
+        {
+            (byte)'H' => amount * 3_600_000,
+            (byte)'M' => amount * 60_000,
+            (byte)'S' => amount * 1000,
+            (byte)'m' => amount,
+            (byte)'u' => (amount + 999) / 1000,
+            (byte)'n' => (amount + 999_999) / 1_000_000,
+            _ => -1,
+        };
+        return milliseconds >= 0;
+    }
+
+    /// <summary>The deadline passed: the upstream call is cancelled and the client gets 504 / DEADLINE_EXCEEDED.</summary>
+    internal void OnDeadline(int generation)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                return;
+            }
+            if (_up != null && !_upstreamClosed)
+            {
+                _up.Reset(_upId, Http2ErrorCode.Cancel);
+                _up.ScheduleFlush();
+            }
+            _upstreamClosed = true;
+            if (_responseStarted && _isGrpc && !_responseComplete && !_downstreamClosed && _responsePending.Count == 0)
+            {
+                // Headers already went out: end the call with a DEADLINE_EXCEEDED trailer block.
+                ResponseTrailers.Clear();
+                ResponseTrailers.Add("grpc-status"u8, "4"u8);
+                ResponseTrailers.Add("grpc-message"u8, "upstream request timeout"u8);
+                _down!.SendHeaders(_downId, ResponseTrailers, endStream: true);
+                _down.ScheduleFlush();
+                _responseComplete = true;
+                Finish();
+                return;
+            }
+            SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream request timeout");
+        }
+    }
+}

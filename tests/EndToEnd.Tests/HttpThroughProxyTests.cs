@@ -1,0 +1,215 @@
+using System.Net.Sockets;
+using System.Text;
+using Google.Protobuf;
+using EndToEnd.Tests.Grpc;
+
+namespace EndToEnd.Tests;
+
+/// <summary>curl (HTTP/1.1) and nghttp (h2c) through the proxy to Kestrel, and hostile input on raw sockets.</summary>
+public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<ProxyFixture>
+{
+    private string Url(string path) => $"http://127.0.0.1:{fixture.ProxyPort}{path}";
+
+    [Fact]
+    public async Task Curl_ChunkedUploadOf50MiB_ArrivesWhole()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllBytesAsync(file, new byte[50 << 20]);
+            var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "-H", "Transfer-Encoding: chunked", "--data-binary", "@" + file, Url("/echo")]);
+            Assert.True(exit == 0, stderr);
+            Assert.Equal($"received {50 << 20} bytes", stdout);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task Curl_KeepAlive_ReusesTheConnection()
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sv", Url("/hello"), Url("/hello"), Url("/big/100000")]);
+        Assert.True(exit == 0, stderr);
+        Assert.StartsWith("hellohello", stdout);
+        Assert.Equal(10 + 100000, stdout.Length);
+        Assert.Contains("Re-using existing connection", stderr);
+    }
+
+    [Fact]
+    public async Task Curl_ManyHeaders_AreForwarded()
+    {
+        var args = new List<string> { "-sS", "-D", "/dev/stderr" };
+        for (int i = 0; i < 100; i++)
+        {
+            args.Add("-H");
+            args.Add($"x-h{i:D3}: value-{i}");
+        }
+        args.Add(Url("/headers"));
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", args);
+        Assert.True(exit == 0, stderr);
+        string[] lines = stdout.Split('\n');
+        Assert.True(lines.Length == 100, stdout + stderr);
+        Assert.Contains("x-h042=value-42", lines);
+    }
+
+    [Fact]
+    public async Task Curl_Head_HasNoBody()
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "-I", Url("/hello")]);
+        Assert.True(exit == 0, stderr);
+        Assert.StartsWith("HTTP/1.1 200", stdout);
+    }
+
+    [Fact]
+    public async Task Nghttp_H2cToHttp1Upstream_WithUpload()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            await File.WriteAllBytesAsync(file, new byte[3 << 20]);
+            var (exit, stdout, stderr) = await Processes.RunAsync("nghttp", ["-d", file, Url("/echo")]);
+            Assert.True(exit == 0, stderr + stdout);
+            Assert.Equal($"received {3 << 20} bytes", stdout);
+            (exit, stdout, stderr) = await Processes.RunAsync("nghttp", [Url("/big/2000000")]);
+            Assert.True(exit == 0, stderr);
+            Assert.Equal(2000000, stdout.Length);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task GrpcTimeout_IsEnforcedByTheProxy()
+    {
+        // nghttp does not enforce grpc-timeout itself: the DEADLINE_EXCEEDED must come from the proxy.
+        var probe = new ProxyFixture();
+        await probe.InitializeAsync();
+        string file = Path.GetTempFileName();
+        try
+        {
+            byte[] message = new EchoRequest { DelayMs = 20_000 }.ToByteArray();
+            byte[] frame = [0, 0, 0, 0, (byte)message.Length, .. message];
+            await File.WriteAllBytesAsync(file, frame);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var (exit, stdout, stderr) = await Processes.RunAsync("nghttp", ["-v", "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-timeout: 300m", "-d", file,
+                $"http://127.0.0.1:{probe.ProxyPort}/layotto.test.Echo/Unary"]);
+            Assert.True(exit == 0, stderr + stdout);
+            Assert.Contains("grpc-status: 4", stdout);
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(10), $"took {sw.Elapsed}");
+            Assert.Equal("/layotto.test.Echo/Unary", await probe.Probe.Cancelled.Task.WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            File.Delete(file);
+            await probe.DisposeAsync();
+        }
+    }
+
+    private async Task<string> RawExchangeAsync(byte[] request)
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, fixture.ProxyPort);
+        await socket.SendAsync(request);
+        var received = new MemoryStream();
+        var buffer = new byte[65536];
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            int n = await socket.ReceiveAsync(buffer, cts.Token);
+            if (n == 0)
+            {
+                break; // the proxy closed the connection
+            }
+            received.Write(buffer, 0, n);
+        }
+        return Encoding.ASCII.GetString(received.ToArray());
+    }
+
+    [Theory]
+    [InlineData("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400")]
+    [InlineData("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "400")]
+    [InlineData("GET /hello HTTP/1.1\r\nHost: a\r\n folded: header\r\n\r\n", "400")]
+    [InlineData("GET /hello HTTP/1.1\r\nHost : a\r\n\r\n", "400")]
+    [InlineData("GET /hello HTTP/1.1\r\n\r\n", "400")]
+    [InlineData("GET /hello HTTP/3.0\r\nHost: a\r\n\r\n", "505")]
+    [InlineData("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "501")]
+    public async Task MalformedRequest_IsRejectedAndClosed(string request, string status)
+    {
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes(request));
+        Assert.StartsWith($"HTTP/1.1 {status} ", response);
+        Assert.Contains("connection: close", response);
+        // Everyone else is still served.
+        var (exit, stdout, _) = await Processes.RunAsync("curl", ["-sS", Url("/hello")]);
+        Assert.Equal(0, exit);
+        Assert.Equal("hello", stdout);
+    }
+
+    [Fact]
+    public async Task BadChunkSize_ClosesTheConnection()
+    {
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"));
+        Assert.DoesNotContain("received", response);
+    }
+
+    [Fact]
+    public async Task OversizedHeaderSection_Is431()
+    {
+        string big = "GET /hello HTTP/1.1\r\nHost: a\r\nx-big: " + new string('a', 70_000) + "\r\n\r\n";
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes(big));
+        Assert.StartsWith("HTTP/1.1 431 ", response);
+    }
+
+    [Fact]
+    public async Task PipelinedRequests_AreAnsweredInOrder()
+    {
+        string two = "GET /hello HTTP/1.1\r\nHost: a\r\n\r\nGET /big/10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes(two));
+        int first = response.IndexOf("hello", StringComparison.Ordinal);
+        int second = response.IndexOf("abcdefghij", StringComparison.Ordinal);
+        Assert.True(first > 0 && second > first, response);
+    }
+
+    [Fact]
+    public async Task NoRoute_Is404()
+    {
+        var (exit, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: no-route.example", Url("/x")]);
+        Assert.Equal(0, exit);
+        Assert.Equal("404", stdout);
+    }
+
+    [Fact]
+    public async Task HostileH2_TruncatedAndOversizedFrames_AreRejected_OthersServed()
+    {
+        // A HEADERS frame claiming 16 MiB: larger than our SETTINGS_MAX_FRAME_SIZE → GOAWAY FRAME_SIZE_ERROR.
+        byte[] preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
+        byte[] settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+        byte[] oversized = [0xFF, 0xFF, 0xFF, 1, 4, 0, 0, 0, 1];
+        string response = await RawExchangeAsync([.. preface, .. settings, .. oversized]);
+        byte[] bytes = Encoding.ASCII.GetBytes(response);
+        int goAway = FindFrame(bytes, 7);
+        Assert.True(goAway >= 0, "no GOAWAY");
+        Assert.Equal(6, bytes[goAway + 9 + 7]); // FRAME_SIZE_ERROR
+        var (exit, stdout, _) = await Processes.RunAsync("nghttp", [Url("/hello")]);
+        Assert.Equal(0, exit);
+        Assert.Equal("hello", stdout);
+    }
+
+    private static int FindFrame(byte[] bytes, byte type)
+    {
+        int pos = 0;
+        while (pos + 9 <= bytes.Length)
+        {
+            int length = (bytes[pos] << 16) | (bytes[pos + 1] << 8) | bytes[pos + 2];
+            if (bytes[pos + 3] == type)
+            {
+                return pos;
+            }
+            pos += 9 + length;
+        }
+        return -1;
+    }
+}

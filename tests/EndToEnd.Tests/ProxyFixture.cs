@@ -1,0 +1,129 @@
+using System.Net;
+using Grpc.Net.Client;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Proxy.Core;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// A real upstream (Kestrel: gRPC over h2c, plain HTTP over HTTP/1.1) and the proxy in front of it on
+/// loopback, with ports from the OS. One instance per test class.
+/// </summary>
+public sealed class ProxyFixture : IAsyncLifetime
+{
+    private WebApplication? _upstream;
+    private ProxyServer? _proxy;
+
+    public UpstreamProbe Probe { get; } = new();
+    public int GrpcUpstreamPort { get; private set; }
+    public int HttpUpstreamPort { get; private set; }
+    /// <summary>Proxy listener routing /layotto.test.Echo/ to the gRPC upstream over h2, everything else to the HTTP/1.1 upstream.</summary>
+    public int ProxyPort { get; private set; }
+    public ProxyServer Proxy => _proxy!;
+
+    public async Task InitializeAsync()
+    {
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(Probe);
+        builder.Services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = 32 << 20;
+            o.MaxSendMessageSize = 32 << 20;
+        });
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = null;
+            k.Limits.MaxRequestHeaderCount = 500;
+            k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
+            k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http1);
+        });
+        WebApplication app = builder.Build();
+        app.MapGrpcService<EchoService>();
+        app.MapPost("/echo", static async (HttpContext context) =>
+        {
+            context.Response.ContentType = context.Request.ContentType ?? "application/octet-stream";
+            long total = 0;
+            var buffer = new byte[64 * 1024];
+            int n;
+            while ((n = await context.Request.Body.ReadAsync(buffer)) > 0)
+            {
+                total += n;
+            }
+            await context.Response.WriteAsync($"received {total} bytes");
+        });
+        app.MapGet("/headers", static (HttpContext context) =>
+            string.Join('\n', context.Request.Headers.Where(h => h.Key.StartsWith("x-", StringComparison.OrdinalIgnoreCase)).Select(h => $"{h.Key.ToLowerInvariant()}={h.Value}")));
+        app.MapGet("/big/{size:int}", static async (int size, HttpContext context) =>
+        {
+            var chunk = new byte[8192];
+            for (int i = 0; i < chunk.Length; i++)
+            {
+                chunk[i] = (byte)('a' + i % 26);
+            }
+            for (int sent = 0; sent < size; sent += chunk.Length)
+            {
+                await context.Response.Body.WriteAsync(chunk.AsMemory(0, Math.Min(chunk.Length, size - sent)));
+            }
+        });
+        app.MapMethods("/hello", ["GET", "HEAD"], static () => "hello");
+        await app.StartAsync();
+        _upstream = app;
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
+        GrpcUpstreamPort = new Uri(addresses[0]).Port;
+        HttpUpstreamPort = new Uri(addresses[1]).Port;
+
+        var pools = new UpstreamPools();
+        var grpc = new Cluster("grpc", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, GrpcUpstreamPort), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(5));
+        var http = new Cluster("http", UpstreamProtocol.Http1, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, HttpUpstreamPort), UpstreamProtocol.Http1)], TimeSpan.FromSeconds(5));
+        var dead = new Cluster("dead", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ClosedPort()), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(2));
+        var host = new VirtualHost("all", ["*"],
+        [
+            new Route("grpc", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero),
+            new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
+            new Route("http", PathMatchKind.Prefix, "/", http, TimeSpan.Zero),
+        ]);
+        var noRouteHost = new VirtualHost("other", ["no-route.example"], []);
+        var listener = new ListenerConfig("main", new IPEndPoint(IPAddress.Loopback, 0), new RouteConfiguration("routes", [noRouteHost, host]));
+        _proxy = new ProxyServer(new ProxySnapshot([listener], [grpc, http, dead], 1), pools);
+        _proxy.Start();
+        ProxyPort = _proxy.Listeners[0].LocalEndPoint.Port;
+    }
+
+    /// <summary>A port with nothing listening: connections to it are refused.</summary>
+    private static int ClosedPort()
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    public GrpcChannel Channel(int? port = null) => GrpcChannel.ForAddress($"http://127.0.0.1:{port ?? ProxyPort}", new GrpcChannelOptions
+    {
+        MaxReceiveMessageSize = 32 << 20,
+        MaxSendMessageSize = 32 << 20,
+        HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = false },
+    });
+
+    public async Task DisposeAsync()
+    {
+        if (_proxy != null)
+        {
+            await _proxy.DisposeAsync();
+        }
+        if (_upstream != null)
+        {
+            await _upstream.StopAsync();
+            await _upstream.DisposeAsync();
+        }
+    }
+}
