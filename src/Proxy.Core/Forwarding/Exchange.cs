@@ -139,7 +139,7 @@ public sealed partial class Exchange
             }
             _requestPending.Append(data.Slice(sent));
             _requestPending.EndStream = endStream;
-            _up.AddBlocked(this, _generation);
+            FlushRequest();
         }
     }
 
@@ -297,7 +297,7 @@ public sealed partial class Exchange
             }
             _responsePending.Append(data.Slice(sent));
             _responsePending.EndStream = endStream;
-            _down.AddBlocked(this, _generation);
+            FlushResponse();
         }
     }
 
@@ -370,13 +370,19 @@ public sealed partial class Exchange
         }
     }
 
+    /// <summary>
+    /// Sends pending request octets. When the upstream cannot take them all, the exchange registers for a
+    /// wake-up and then tries once more: a window that opened between the first try and the registration
+    /// is not missed.
+    /// </summary>
     private void FlushRequest()
     {
         if (_up == null || _upstreamClosed)
         {
             return;
         }
-        if (_requestPending.Count > 0 || (_requestPending.EndStream && !_requestEndSent))
+        bool registered = false;
+        while (_requestPending.Count > 0 || (_requestPending.EndStream && !_requestEndSent))
         {
             bool end = _requestPending.EndStream && !_requestTrailersWaiting;
             int count = _requestPending.Count;
@@ -385,18 +391,33 @@ public sealed partial class Exchange
             {
                 _down!.Consume(_downId, count);
                 _requestPending.Release();
-                return;
+                break;
             }
             _up.ScheduleFlush();
-            _down!.Consume(_downId, sent);
-            _requestPending.Consume(sent);
-            if (sent < count)
+            if (sent > 0)
             {
-                _up.AddBlocked(this, _generation);
-                return;
+                _down!.Consume(_downId, sent);
+                _requestPending.Consume(sent);
             }
-            _requestEndSent |= end;
-            _requestPending.EndStream = false;
+            if (sent == count)
+            {
+                _requestEndSent |= end;
+                _requestPending.EndStream = false;
+                break;
+            }
+            if (sent == 0)
+            {
+                if (registered)
+                {
+                    return;
+                }
+                _up.AddBlocked(this, _generation);
+                registered = true;
+            }
+        }
+        if (_requestPending.Count > 0)
+        {
+            return;
         }
         if (_requestTrailersWaiting)
         {
@@ -408,9 +429,11 @@ public sealed partial class Exchange
         _up.RemoveBlocked(this);
     }
 
+    /// <summary>Sends pending response octets; registers for a wake-up the same way as <see cref="FlushRequest"/>.</summary>
     private void FlushResponse()
     {
-        if (_responsePending.Count > 0 || (_responsePending.EndStream && !_responseComplete))
+        bool registered = false;
+        while (_responsePending.Count > 0 || (_responsePending.EndStream && !_responseComplete))
         {
             bool end = _responsePending.EndStream && !_responseTrailersWaiting;
             int count = _responsePending.Count;
@@ -424,18 +447,33 @@ public sealed partial class Exchange
                 return;
             }
             _down.ScheduleFlush();
-            _up?.Consume(_upId, sent);
-            _responsePending.Consume(sent);
-            if (sent < count)
+            if (sent > 0)
             {
+                _up?.Consume(_upId, sent);
+                _responsePending.Consume(sent);
+            }
+            if (sent == count)
+            {
+                if (end)
+                {
+                    _responsePending.EndStream = false;
+                    _responseComplete = true;
+                }
+                break;
+            }
+            if (sent == 0)
+            {
+                if (registered)
+                {
+                    return;
+                }
                 _down.AddBlocked(this, _generation);
-                return;
+                registered = true;
             }
-            if (end)
-            {
-                _responsePending.EndStream = false;
-                _responseComplete = true;
-            }
+        }
+        if (_responsePending.Count > 0)
+        {
+            return;
         }
         if (_responseTrailersWaiting)
         {

@@ -117,6 +117,10 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                     }
                     case State.Body:
                     {
+                        if (Volatile.Read(ref _unconsumed) > MaxUnconsumed)
+                        {
+                            return InputStatus.Pause; // woken early: the upstream has not caught up yet
+                        }
                         if (consumed == span.Length)
                         {
                             return InputStatus.Continue;

@@ -270,6 +270,10 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 }
                 if (_response == ResponseState.Body)
                 {
+                    if (Volatile.Read(ref _unconsumed) > Http1Downstream.MaxUnconsumed)
+                    {
+                        return InputStatus.Pause;
+                    }
                     InputStatus? status = ReadBody(exchange, generation, input, span, ref consumed);
                     if (status != null)
                     {
