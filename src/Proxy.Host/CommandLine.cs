@@ -29,7 +29,7 @@ public sealed class CommandLine
 
         Configuration (Envoy-compatible):
           -c, --config-path FILE        Envoy v3 bootstrap, YAML or JSON
-              --config-yaml YAML        bootstrap given inline (merged over --config-path)
+              --config-yaml YAML        bootstrap given inline (instead of --config-path)
               --mode serve|validate     serve (default), or check the configuration and exit
               --concurrency N           worker event loops (default: number of cores)
           -l, --log-level LEVEL         trace|debug|info|warning|error|critical|off (default: info)

@@ -54,6 +54,16 @@ public static class Program
         {
             throw new ConfigException("--listen and --upstream go together");
         }
+        else if (options.ConfigPath != null || options.ConfigYaml != null)
+        {
+            string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
+            var loader = new Proxy.Host.Bootstrap.BootstrapLoader(pools);
+            snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
+            foreach (string warning in loader.Warnings)
+            {
+                Console.Error.WriteLine($"layotto-fast: warning: {warning}");
+            }
+        }
         else
         {
             Console.Error.WriteLine("layotto-fast: nothing to serve: give -c FILE or --listen and --upstream (see --help)");
@@ -85,6 +95,18 @@ public static class Program
         stop.Wait();
         server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(options.DrainTimeSeconds));
         return 0;
+    }
+
+    private static string ReadConfig(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"cannot read {path}: {e.Message}");
+        }
     }
 
     public static string Version =>

@@ -1,0 +1,100 @@
+using System.Net;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Host.Bootstrap;
+
+namespace Proxy.Host.Tests;
+
+public sealed class BootstrapLoaderTests
+{
+    private static string Example => File.ReadAllText(Path.Combine(FindRoot(), "examples", "bootstrap.yaml"));
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Layotto.Fast.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new DirectoryNotFoundException("repository root");
+    }
+
+    private static ProxySnapshot Load(string text) => new BootstrapLoader(new UpstreamPools()).Load(text, "test");
+
+    [Fact]
+    public void Example_LoadsListenersRoutesAndClusters()
+    {
+        ProxySnapshot snapshot = Load(Example);
+        ListenerConfig listener = Assert.Single(snapshot.Listeners);
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 10000), listener.Address);
+        VirtualHost host = listener.Routes.FindVirtualHost("anything.example"u8)!;
+        Route grpc = host.FindRoute("/helloworld.Greeter/SayHello"u8)!;
+        Assert.Equal("grpc_backend", grpc.Cluster.Name);
+        Assert.Equal(UpstreamProtocol.Http2, grpc.Cluster.Protocol);
+        Assert.Equal(TimeSpan.Zero, grpc.Timeout);
+        Route web = host.FindRoute("/index.html"u8)!;
+        Assert.Equal(UpstreamProtocol.Http1, web.Cluster.Protocol);
+        Assert.Equal(TimeSpan.FromSeconds(15), web.Timeout);
+        Assert.IsType<DnsEndPoint>(web.Cluster.Endpoints[0].Address);
+    }
+
+    [Fact]
+    public void Json_IsAcceptedWithCamelCaseFields()
+    {
+        const string json = """
+        {"staticResources":{"listeners":[{"name":"l","address":{"socketAddress":{"address":"127.0.0.1","portValue":0}},
+          "filterChains":[{"filters":[{"name":"envoy.filters.network.http_connection_manager","typedConfig":{
+            "routeConfig":{"virtualHosts":[{"name":"v","domains":["*"],"routes":[{"match":{"path":"/x"},"route":{"cluster":"c","timeout":"0.5s"}}]}]}}}]}]}],
+          "clusters":[{"name":"c","connectTimeout":"0.25s","http2ProtocolOptions":{},
+            "loadAssignment":{"endpoints":[{"lbEndpoints":[{"endpoint":{"address":{"socketAddress":{"address":"::1","portValue":9}}}}]}]}}]}}
+        """;
+        ProxySnapshot snapshot = Load(json);
+        Route route = snapshot.Listeners[0].Routes.FindVirtualHost("h"u8)!.FindRoute("/x?q=1"u8)!;
+        Assert.Equal(TimeSpan.FromMilliseconds(500), route.Timeout);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), route.Cluster.ConnectTimeout);
+        Assert.Equal(UpstreamProtocol.Http2, route.Cluster.Protocol);
+        Assert.Null(snapshot.Listeners[0].Routes.FindVirtualHost("h"u8)!.FindRoute("/x/y"u8));
+    }
+
+    [Theory]
+    [InlineData("route: { cluster: web_backend, timeout: 15s }", "route: { cluster: nowhere }", "routes[1].route.cluster: unknown cluster 'nowhere'")]
+    [InlineData("connect_timeout: 1s\n    load_assignment:\n      cluster_name: web_backend", "connect_timeout: soon\n    load_assignment:\n      cluster_name: web_backend", "clusters[1].connect_timeout: 'soon' is not a duration")]
+    [InlineData("type: STATIC", "type: EDS", "clusters[0].type: EDS clusters need xDS")]
+    [InlineData("match: { prefix: \"/\" }", "match: { safe_regex: { regex: \".*\" } }", "routes[1].match: path matcher 'safe_regex' is not supported yet")]
+    [InlineData("port_value: 10000", "port_value: 70000", "socket_address.port_value: 70000 is not a port")]
+    [InlineData("route_config:\n            name: local", "rds: { route_config_name: x }\n          route_config:\n            name: local", "typed_config.rds: RDS needs xDS")]
+    public void Errors_NameTheField(string find, string replace, string expected)
+    {
+        string text = Example.Replace(find, replace, StringComparison.Ordinal);
+        Assert.NotEqual(Example, text);
+        var e = Assert.Throws<ConfigException>(() => Load(text));
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void BrokenYaml_IsAClearError()
+    {
+        var e = Assert.Throws<ConfigException>(() => Load("static_resources: [unclosed"));
+        Assert.Contains("not valid YAML or JSON", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void UnhonouredFields_AreReportedOnceByPath()
+    {
+        string text = Example.Replace("type: STATIC\n", "type: STATIC\n    lb_policy: LEAST_REQUEST\n    outlier_detection: {}\n", StringComparison.Ordinal);
+        var loader = new BootstrapLoader(new UpstreamPools());
+        loader.Load(text, "test");
+        Assert.Contains(loader.Warnings, w => w.StartsWith("static_resources.clusters[0].lb_policy: LEAST_REQUEST is not honoured", StringComparison.Ordinal));
+        Assert.Contains(loader.Warnings, w => w.StartsWith("static_resources.clusters[0].outlier_detection", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void DuplicateDomains_AreRejected()
+    {
+        string text = Example.Replace("              domains: [\"*\"]", "              domains: [\"a\", \"a\"]", StringComparison.Ordinal);
+        var e = Assert.Throws<ConfigException>(() => Load(text));
+        Assert.Contains("domain 'a' appears in more than one virtual host", e.Message, StringComparison.Ordinal);
+    }
+}
