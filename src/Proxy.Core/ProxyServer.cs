@@ -34,11 +34,13 @@ public sealed class ProxyServer : IAsyncDisposable
     /// <summary>The route configuration a new request on listener <paramref name="name"/> uses: the current snapshot's.</summary>
     private RouteConfiguration? FindRoutes(string name)
     {
-        foreach (ListenerConfig listener in Snapshots.Current.Listeners)
+        // Indexed loop: foreach over the interface would allocate an enumerator per request.
+        IReadOnlyList<ListenerConfig> listeners = Snapshots.Current.Listeners;
+        for (int i = 0; i < listeners.Count; i++)
         {
-            if (listener.Name == name)
+            if (string.Equals(listeners[i].Name, name, StringComparison.Ordinal))
             {
-                return listener.Routes;
+                return listeners[i].Routes;
             }
         }
         return null;

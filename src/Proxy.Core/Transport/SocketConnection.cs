@@ -45,6 +45,8 @@ public sealed class SocketConnection
     {
         _socket = socket;
         socket.NoDelay = true;
+        // Sync sends must return WouldBlock rather than wait: see SocketOutput.
+        socket.Blocking = false;
         Output = new SocketOutput(socket, syncRoot);
         Output.OnDrained(OnOutputDrained);
         MaxBufferSize = maxBufferSize;

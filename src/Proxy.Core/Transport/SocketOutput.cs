@@ -100,38 +100,34 @@ public sealed class SocketOutput : IBufferWriter<byte>
             }
             _sending = true;
         }
-        _ = SendLoopAsync();
+        SendSynchronously();
     }
 
-    private async Task SendLoopAsync()
+    /// <summary>
+    /// Sends with non-blocking calls on this thread for as long as the socket takes the data (the usual case:
+    /// no state machine, no allocation); only when the kernel's buffer is full does an asynchronous send
+    /// take over and wait for the socket to become writable.
+    /// </summary>
+    private void SendSynchronously()
     {
         while (true)
         {
             byte[] buffer;
             int count;
-            lock (_lock)
+            if (!TryTakeSegment(out buffer, out count))
             {
-                if (_filled.Count == 0)
-                {
-                    if (_currentCount == 0 || _closed)
-                    {
-                        _sending = false;
-                        break;
-                    }
-                    // Take the partly filled segment; the next write starts a new one.
-                    _filled.Enqueue((_current!, _currentCount));
-                    _pending += _currentCount;
-                    _current = null;
-                    _currentCount = 0;
-                }
-                (buffer, count) = _filled.Dequeue();
+                break;
             }
-
             int offset = 0;
             while (offset < count)
             {
-                int sent = await _args.SendAsync(_socket, buffer.AsMemory(offset, count - offset));
-                if (sent <= 0)
+                int sent = _socket.Send(buffer, offset, count - offset, SocketFlags.None, out SocketError error);
+                if (error == SocketError.WouldBlock)
+                {
+                    _ = SendAsynchronously(buffer, offset, count);
+                    return;
+                }
+                if (error != SocketError.Success || sent <= 0)
                 {
                     ArrayPool<byte>.Shared.Return(buffer);
                     Close();
@@ -139,13 +135,60 @@ public sealed class SocketOutput : IBufferWriter<byte>
                 }
                 offset += sent;
             }
-            ArrayPool<byte>.Shared.Return(buffer);
-            lock (_lock)
-            {
-                _pending -= count;
-            }
+            Sent(buffer, count);
         }
         _drained?.Invoke();
+    }
+
+    private async Task SendAsynchronously(byte[] buffer, int offset, int count)
+    {
+        while (offset < count)
+        {
+            int sent = await _args.SendAsync(_socket, buffer.AsMemory(offset, count - offset));
+            if (sent <= 0)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+                Close();
+                return;
+            }
+            offset += sent;
+        }
+        Sent(buffer, count);
+        SendSynchronously();
+    }
+
+    /// <summary>Takes the next segment to send, or ends the sending turn when there is none.</summary>
+    private bool TryTakeSegment(out byte[] buffer, out int count)
+    {
+        lock (_lock)
+        {
+            if (_filled.Count == 0)
+            {
+                if (_currentCount == 0 || _closed)
+                {
+                    _sending = false;
+                    buffer = null!;
+                    count = 0;
+                    return false;
+                }
+                // Take the partly filled segment; the next write starts a new one.
+                _filled.Enqueue((_current!, _currentCount));
+                _pending += _currentCount;
+                _current = null;
+                _currentCount = 0;
+            }
+            (buffer, count) = _filled.Dequeue();
+            return true;
+        }
+    }
+
+    private void Sent(byte[] buffer, int count)
+    {
+        ArrayPool<byte>.Shared.Return(buffer);
+        lock (_lock)
+        {
+            _pending -= count;
+        }
     }
 
     /// <summary>Stops sending and returns every buffer; later writes are dropped.</summary>

@@ -1,0 +1,218 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using Proxy.Core;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// The steady-state h2→h2 path allocates nothing per forwarded request. Client and upstream here are
+/// raw HTTP/2 on blocking sockets with precomputed frames, so they allocate nothing either; what
+/// GC.GetTotalAllocatedBytes sees over 10,000 requests is the proxy's.
+/// </summary>
+[CollectionDefinition(nameof(AllocationTests), DisableParallelization = true)]
+public sealed class AllocationCollection;
+
+/// <summary>Runs alone (its own collection, not parallel): the allocation counter is process-wide.</summary>
+[Collection(nameof(AllocationTests))]
+public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private static readonly byte[] Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
+
+    // Field blocks in HPACK "literal without indexing" form, so the same bytes are valid on every request.
+    private static readonly byte[] RequestBlock =
+    [
+        0x83,                                                   // :method POST
+        0x86,                                                   // :scheme http
+        0x04, 0x07, .. "/svc/Do"u8,                             // :path (name index 4)
+        0x01, 0x04, .. "host"u8,                                // :authority (name index 1)
+        0x0f, 0x10, 0x10, .. "application/grpc"u8,              // content-type (name index 31)
+        0x00, 0x02, .. "te"u8, 0x08, .. "trailers"u8,
+    ];
+    private static readonly byte[] ResponseBlock = [0x88, 0x0f, 0x10, 0x10, .. "application/grpc"u8];
+    private static readonly byte[] TrailerBlock = [0x00, 0x0b, .. "grpc-status"u8, 0x01, (byte)'0'];
+    private static readonly byte[] Message = [0, 0, 0, 0, 0];
+
+    private static void Frame(List<byte> output, byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
+    {
+        Span<byte> header = stackalloc byte[9];
+        header[0] = (byte)(payload.Length >> 16);
+        header[1] = (byte)(payload.Length >> 8);
+        header[2] = (byte)payload.Length;
+        header[3] = type;
+        header[4] = flags;
+        BinaryPrimitives.WriteInt32BigEndian(header.Slice(5), stream);
+        output.AddRange(header);
+        output.AddRange(payload);
+    }
+
+    /// <summary>Reads whole frames from a blocking socket into a fixed buffer.</summary>
+    private sealed class FrameReader(Socket socket)
+    {
+        private readonly byte[] _buffer = new byte[1 << 20];
+        private int _start;
+        private int _end;
+
+        public (byte Type, byte Flags, int Stream, int Offset, int Length) Next()
+        {
+            while (true)
+            {
+                if (_end - _start >= 9)
+                {
+                    int length = (_buffer[_start] << 16) | (_buffer[_start + 1] << 8) | _buffer[_start + 2];
+                    if (_end - _start >= 9 + length)
+                    {
+                        var frame = (_buffer[_start + 3], _buffer[_start + 4], BinaryPrimitives.ReadInt32BigEndian(_buffer.AsSpan(_start + 5)) & 0x7fffffff, _start + 9, length);
+                        _start += 9 + length;
+                        return frame;
+                    }
+                }
+                if (_start > 0)
+                {
+                    Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+                    _end -= _start;
+                    _start = 0;
+                }
+                int n = socket.Receive(_buffer, _end, _buffer.Length - _end, SocketFlags.None);
+                if (n == 0)
+                {
+                    throw new IOException("connection closed");
+                }
+                _end += n;
+            }
+        }
+
+        public byte this[int index] => _buffer[index];
+    }
+
+    private static void RunUpstream(Socket socket)
+    {
+        var reader = new FrameReader(socket);
+        var handshake = new List<byte>();
+        Frame(handshake, 4, 0, 0, []);
+        socket.Send(handshake.ToArray());
+        // One response, with its stream id patched in place each time.
+        var response = new List<byte>();
+        Frame(response, 1, 0x4, 1, ResponseBlock);
+        Frame(response, 0, 0, 1, Message);
+        Frame(response, 1, 0x5, 1, TrailerBlock);
+        byte[] bytes = response.ToArray();
+        int second = 9 + ResponseBlock.Length;
+        int third = second + 9 + Message.Length;
+        byte[] ack = new byte[9];
+        ack[3] = 4;
+        ack[4] = 1;
+        bool prefaceSkipped = false;
+        var prefaceBuffer = new byte[Preface.Length];
+        while (true)
+        {
+            if (!prefaceSkipped)
+            {
+                int got = 0;
+                while (got < Preface.Length)
+                {
+                    got += socket.Receive(prefaceBuffer, got, Preface.Length - got, SocketFlags.None);
+                }
+                prefaceSkipped = true;
+            }
+            (byte type, byte flags, int stream, _, _) = reader.Next();
+            if (type == 4 && (flags & 1) == 0)
+            {
+                socket.Send(ack);
+            }
+            else if (type == 1 && (flags & 1) != 0)
+            {
+                BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(5), stream);
+                BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(second + 5), stream);
+                BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(third + 5), stream);
+                socket.Send(bytes);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task SteadyStateH2ToH2_AllocatesNothingPerRequest()
+    {
+        using var upstreamListener = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        upstreamListener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        upstreamListener.Listen();
+        int upstreamPort = ((IPEndPoint)upstreamListener.LocalEndPoint!).Port;
+        var upstreamThread = new Thread(() =>
+        {
+            try
+            {
+                using Socket s = upstreamListener.Accept();
+                RunUpstream(s);
+            }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+            {
+            }
+        }) { IsBackground = true };
+        upstreamThread.Start();
+
+        var pools = new UpstreamPools();
+        var cluster = new Cluster("c", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, upstreamPort), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(5));
+        var listener = new ListenerConfig("l", new IPEndPoint(IPAddress.Loopback, 0),
+            new RouteConfiguration("r", [new VirtualHost("v", ["*"], [new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero)])]));
+        await using var proxy = new ProxyServer(new ProxySnapshot([listener], [cluster], 1), pools);
+        proxy.Start();
+
+        using var client = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        client.Connect(IPAddress.Loopback, proxy.Listeners[0].LocalEndPoint.Port);
+        var hello = new List<byte>(Preface);
+        Frame(hello, 4, 0, 0, []);
+        Frame(hello, 8, 0, 0, [0, 0x10, 0, 0]); // connection window +1 MiB for the responses
+        client.Send(hello.ToArray());
+        var request = new List<byte>();
+        Frame(request, 1, 0x5, 1, RequestBlock);
+        byte[] requestBytes = request.ToArray();
+        byte[] ack = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+        var reader = new FrameReader(client);
+        int streamId = 1;
+
+        void OneRequest()
+        {
+            BinaryPrimitives.WriteInt32BigEndian(requestBytes.AsSpan(5), streamId);
+            client.Send(requestBytes);
+            while (true)
+            {
+                (byte type, byte flags, int stream, _, _) = reader.Next();
+                if (type == 4 && (flags & 1) == 0)
+                {
+                    client.Send(ack);
+                }
+                else if (type == 3 || type == 7)
+                {
+                    throw new IOException($"frame type {type} on stream {stream}");
+                }
+                else if (type == 1 && stream == streamId && (flags & 1) != 0)
+                {
+                    break; // trailers: the response is complete
+                }
+            }
+            streamId += 2;
+        }
+
+        for (int i = 0; i < 3000; i++)
+        {
+            OneRequest();
+        }
+        const int Requests = 10_000;
+        using var diag = new AllocListener();
+        diag.On = true;
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        for (int i = 0; i < Requests; i++)
+        {
+            OneRequest();
+        }
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        double perRequest = (double)allocated / Requests;
+        // Not a timing: a byte count. Background runtime work (timers, tiering) may allocate a little in the window.
+        diag.On = false;
+        output.WriteLine($"{allocated} bytes over {Requests} forwarded requests = {perRequest:F2} B/request");
+        Assert.True(perRequest < 8, $"{allocated} bytes over {Requests} requests = {perRequest:F2} B/request " + string.Join(", ", diag.Types.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value}")));
+        upstreamListener.Close();
+    }
+}
