@@ -199,20 +199,62 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             OneRequest();
         }
+        // Three windows of 10,000 requests; the smallest count is the proxy's own. Anything else in the
+        // process (the test runner, timers) only ever adds to a window, and a per-request allocation in the
+        // proxy would show in all three.
         const int Requests = 10_000;
-        using var diag = new AllocListener();
-        diag.On = true;
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        for (int i = 0; i < Requests; i++)
+        long best = long.MaxValue;
+        for (int window = 0; window < 3; window++)
         {
-            OneRequest();
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = 0; i < Requests; i++)
+            {
+                OneRequest();
+            }
+            long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+            output.WriteLine($"window {window}: {allocated} bytes over {Requests} forwarded requests = {(double)allocated / Requests:F2} B/request");
+            best = Math.Min(best, allocated);
         }
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
-        double perRequest = (double)allocated / Requests;
-        // Not a timing: a byte count. Background runtime work (timers, tiering) may allocate a little in the window.
-        diag.On = false;
-        output.WriteLine($"{allocated} bytes over {Requests} forwarded requests = {perRequest:F2} B/request");
-        Assert.True(perRequest < 8, $"{allocated} bytes over {Requests} requests = {perRequest:F2} B/request " + string.Join(", ", diag.Types.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value}")));
+        double perRequest = (double)best / Requests;
+        // The smallest object is 24 bytes: an allocation on every request, or on every sixth, would exceed this.
+        if (perRequest >= 4)
+        {
+            // Say what was allocated, from the runtime's allocation sampling, in one more window.
+            using var diag = new AllocListener();
+            diag.On = true;
+            for (int i = 0; i < Requests; i++)
+            {
+                OneRequest();
+            }
+            diag.On = false;
+            Assert.Fail($"{best} bytes over {Requests} requests = {perRequest:F2} B/request; sampled: " +
+                string.Join(", ", diag.Types.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value}")));
+        }
         upstreamListener.Close();
+    }
+}
+
+/// <summary>The runtime's allocation sampling (one event per ~100 KB), by type: said when the test fails.</summary>
+internal sealed class AllocListener : System.Diagnostics.Tracing.EventListener
+{
+    public readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> Types = new();
+    public volatile bool On;
+
+    protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+    {
+        if (source.Name == "Microsoft-Windows-DotNETRuntime")
+        {
+            EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+        }
+    }
+
+    protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+    {
+        if (On && e.EventName != null && e.EventName.StartsWith("GCAllocationTick", StringComparison.Ordinal))
+        {
+            int i = e.PayloadNames!.IndexOf("TypeName");
+            string name = i >= 0 ? e.Payload![i]?.ToString() ?? "?" : "?";
+            Types.AddOrUpdate(name, 1, (_, v) => v + 1);
+        }
     }
 }
