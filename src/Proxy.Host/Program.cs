@@ -1,5 +1,6 @@
 using System.Reflection;
 using Proxy.Core;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 
@@ -44,6 +45,7 @@ public static class Program
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", options.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
+        ProxyLog.Level = ProxyLog.Parse(options.LogLevel);
         var pools = new UpstreamPools();
         ProxySnapshot snapshot;
         if (options.Listen != null && options.Upstream != null)
@@ -61,7 +63,7 @@ public static class Program
             snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
             foreach (string warning in loader.Warnings)
             {
-                Console.Error.WriteLine($"layotto-fast: warning: {warning}");
+                ProxyLog.Write(LogLevel.Warning, $"config: {warning}");
             }
         }
         else
@@ -87,7 +89,7 @@ public static class Program
         }
         foreach (var listener in server.Listeners)
         {
-            Console.Error.WriteLine($"layotto-fast: listening on {listener.LocalEndPoint}");
+            ProxyLog.Write(LogLevel.Info, $"listening on {listener.LocalEndPoint}");
         }
         using var stop = new ManualResetEventSlim();
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });

@@ -1,5 +1,6 @@
 using System.Buffers;
 using Microsoft.Extensions.ObjectPool;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 using Proxy.Http2;
@@ -228,6 +229,7 @@ public sealed partial class Exchange
                 return;
             }
             _upstreamClosed = true;
+            ProxyLog.Peer(LogLevel.Warning, reason);
             SendLocalReply(503, GrpcStatus.Unavailable, reason);
         }
     }

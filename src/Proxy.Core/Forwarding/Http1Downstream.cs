@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Http1;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
@@ -264,6 +265,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     /// <summary>A malformed request: answer with <paramref name="status"/> and close (RFC 9112 §2.2).</summary>
     private InputStatus Reject(int status, string reason)
     {
+        ProxyLog.Peer(LogLevel.Info, $"downstream {_connection.RemoteAddress}: rejected HTTP/1.1 request: {status} {reason}");
         lock (_lock)
         {
             _state = State.Closed;
@@ -286,7 +288,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     /// <summary>A broken body after the request went upstream: the exchange is cut off and the connection closed.</summary>
     private InputStatus Abort(string reason)
     {
-        _ = reason;
+        ProxyLog.Peer(LogLevel.Info, $"downstream {_connection.RemoteAddress}: closing HTTP/1.1 connection: {reason}");
         _exchange?.OnDownstreamReset(_generation);
         lock (_lock)
         {

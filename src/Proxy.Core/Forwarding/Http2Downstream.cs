@@ -1,4 +1,5 @@
 using System.Buffers;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Http2;
@@ -49,6 +50,10 @@ public sealed class Http2Downstream(SocketConnection connection, Func<RouteConfi
 
     public override void OnStreamReset(Http2Stream stream, Http2ErrorCode errorCode, bool remote)
     {
+        if (!remote && ProxyLog.IsEnabled(LogLevel.Debug))
+        {
+            ProxyLog.Peer(LogLevel.Debug, $"downstream {Connection.RemoteAddress}: stream {stream.Id} reset with {errorCode}");
+        }
         if (stream.UserState is Exchange exchange)
         {
             exchange.OnDownstreamReset(stream.UserTag);

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Transport;
 using Proxy.Http2;
 
@@ -144,6 +145,10 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public virtual void OnConnectionClosed(Http2ErrorCode errorCode, bool remote, string reason)
     {
+        if (!remote && errorCode != Http2ErrorCode.NoError)
+        {
+            ProxyLog.Peer(LogLevel.Info, $"{(Protocol.IsServer ? "downstream" : "upstream")} {Connection.RemoteAddress}: HTTP/2 connection error {errorCode}: {reason}");
+        }
         Connection.CloseAfterFlush();
     }
 }

@@ -68,6 +68,22 @@ public sealed class SocketConnection
     }
 
     public SocketOutput Output { get; }
+
+    /// <summary>The peer's address for log lines ("?" once the socket is gone).</summary>
+    public string RemoteAddress
+    {
+        get
+        {
+            try
+            {
+                return _socket.RemoteEndPoint?.ToString() ?? "?";
+            }
+            catch (ObjectDisposedException)
+            {
+                return "?";
+            }
+        }
+    }
     public Socket Socket => _socket;
     /// <summary>The most a protocol may leave unconsumed (one frame, one header section) before the connection is closed.</summary>
     public int MaxBufferSize { get; }

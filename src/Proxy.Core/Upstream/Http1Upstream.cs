@@ -1,4 +1,5 @@
 using System.Buffers;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Http1;
 using Proxy.Core.Transport;
@@ -392,7 +393,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             generation = _generation;
             _exchange = null;
         }
-        _ = reason;
+        ProxyLog.Peer(LogLevel.Warning, $"upstream {_connection.RemoteAddress}: {reason}");
         exchange?.OnUpstreamReset(generation, Http2ErrorCode.ProtocolError);
         _connection.Close();
         return InputStatus.Close;
