@@ -36,6 +36,12 @@ public sealed class EchoService(UpstreamProbe probe) : Echo.EchoBase
             for (int i = 0; i < request.Count; i++)
             {
                 await responseStream.WriteAsync(new EchoReply { Message = request.Message, Index = i });
+                if (request.Message == "abort" && i == 0)
+                {
+                    // The upstream resets the stream after its first message.
+                    context.GetHttpContext().Abort();
+                    return;
+                }
                 if (request.DelayMs > 0)
                 {
                     await DelayAsync(request.DelayMs, context);

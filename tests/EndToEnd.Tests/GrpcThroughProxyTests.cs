@@ -168,6 +168,16 @@ public sealed class GrpcThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task UpstreamReset_SurfacesToTheClient()
+    {
+        using GrpcChannel channel = fixture.Channel();
+        using var call = Client(channel).ServerStream(new EchoRequest { Message = "abort", Count = 10 });
+        Assert.True(await call.ResponseStream.MoveNext(new CancellationTokenSource(Limit).Token));
+        var e = await Assert.ThrowsAsync<RpcException>(() => call.ResponseStream.MoveNext(new CancellationTokenSource(Limit).Token));
+        Assert.NotEqual(StatusCode.OK, e.StatusCode);
+    }
+
+    [Fact]
     public async Task UpstreamDown_IsUnavailable()
     {
         using GrpcChannel channel = fixture.Channel();

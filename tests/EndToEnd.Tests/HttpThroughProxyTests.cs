@@ -83,6 +83,37 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Http1Client_ToGrpcUpstreamOverH2_GetsBodyAndTrailersInChunkedEncoding()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            byte[] message = new EchoRequest { Message = "via-h1" }.ToByteArray();
+            await File.WriteAllBytesAsync(file, [0, 0, 0, 0, (byte)message.Length, .. message]);
+            var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "--raw", "--http1.1", "-H", "content-type: application/grpc", "-H", "te: trailers",
+                "--data-binary", "@" + file, Url("/layotto.test.Echo/Unary")]);
+            Assert.True(exit == 0, stderr);
+            Assert.Contains("via-h1", stdout);
+            Assert.Contains("grpc-status: 0", stdout); // the trailer section of the chunked coding
+            Assert.Contains("x-trailer: trailer-value", stdout);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task RouteTimeout_Is504()
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var (exit, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", Url("/slow")]);
+        Assert.Equal(0, exit);
+        Assert.Equal("504", stdout);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(8), $"took {sw.Elapsed}");
+    }
+
+    [Fact]
     public async Task GrpcTimeout_IsEnforcedByTheProxy()
     {
         // nghttp does not enforce grpc-timeout itself: the DEADLINE_EXCEEDED must come from the proxy.

@@ -76,6 +76,11 @@ public sealed class ProxyFixture : IAsyncLifetime
             }
         });
         app.MapMethods("/hello", ["GET", "HEAD"], static () => "hello");
+        app.MapGet("/slow", static async (HttpContext context) =>
+        {
+            await Task.Delay(10_000, context.RequestAborted);
+            return "late";
+        });
         await app.StartAsync();
         _upstream = app;
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
@@ -90,6 +95,7 @@ public sealed class ProxyFixture : IAsyncLifetime
         [
             new Route("grpc", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero),
             new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
+            new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
             new Route("http", PathMatchKind.Prefix, "/", http, TimeSpan.Zero),
         ]);
         var noRouteHost = new VirtualHost("other", ["no-route.example"], []);
