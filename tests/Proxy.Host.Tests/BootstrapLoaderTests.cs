@@ -31,13 +31,13 @@ public sealed class BootstrapLoaderTests
         Assert.Equal(new IPEndPoint(IPAddress.Loopback, 10000), listener.Address);
         VirtualHost host = listener.Routes.FindVirtualHost("anything.example"u8)!;
         Route grpc = host.FindRoute("/helloworld.Greeter/SayHello"u8)!;
-        Assert.Equal("grpc_backend", grpc.Cluster.Name);
-        Assert.Equal(UpstreamProtocol.Http2, grpc.Cluster.Protocol);
+        Assert.Equal("grpc_backend", grpc.Cluster!.Name);
+        Assert.Equal(UpstreamProtocol.Http2, grpc.Cluster!.Protocol);
         Assert.Equal(TimeSpan.Zero, grpc.Timeout);
         Route web = host.FindRoute("/index.html"u8)!;
-        Assert.Equal(UpstreamProtocol.Http1, web.Cluster.Protocol);
+        Assert.Equal(UpstreamProtocol.Http1, web.Cluster!.Protocol);
         Assert.Equal(TimeSpan.FromSeconds(15), web.Timeout);
-        Assert.IsType<DnsEndPoint>(web.Cluster.Endpoints[0].Address);
+        Assert.IsType<DnsEndPoint>(web.Cluster!.Endpoints[0].Address);
     }
 
     [Fact]
@@ -53,8 +53,8 @@ public sealed class BootstrapLoaderTests
         ProxySnapshot snapshot = Load(json);
         Route route = snapshot.Listeners[0].Routes.FindVirtualHost("h"u8)!.FindRoute("/x?q=1"u8)!;
         Assert.Equal(TimeSpan.FromMilliseconds(500), route.Timeout);
-        Assert.Equal(TimeSpan.FromMilliseconds(250), route.Cluster.ConnectTimeout);
-        Assert.Equal(UpstreamProtocol.Http2, route.Cluster.Protocol);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), route.Cluster!.ConnectTimeout);
+        Assert.Equal(UpstreamProtocol.Http2, route.Cluster!.Protocol);
         Assert.Null(snapshot.Listeners[0].Routes.FindVirtualHost("h"u8)!.FindRoute("/x/y"u8));
     }
 

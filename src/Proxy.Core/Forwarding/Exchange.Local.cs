@@ -43,6 +43,64 @@ public sealed partial class Exchange
         }
     }
 
+    /// <summary>prefix_rewrite of :path and host_rewrite_literal of :authority, in place.</summary>
+    private void ApplyRewrites(Proxy.Core.Routing.Route route)
+    {
+        if (route.Action.PrefixRewrite != null && _pathIndex >= 0)
+        {
+            ReadOnlySpan<byte> path = RequestHeaders.Value(_pathIndex);
+            int needed = path.Length + route.Action.PrefixRewrite.Length;
+            byte[]? rented = needed > 1024 ? ArrayPool<byte>.Shared.Rent(needed) : null;
+            Span<byte> rewritten = rented ?? stackalloc byte[1024];
+            int length = route.RewritePath(path, rewritten);
+            if (length >= 0)
+            {
+                RequestHeaders.SetValue(_pathIndex, rewritten.Slice(0, length));
+            }
+            if (rented != null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+        if (route.Action.HostRewrite != null)
+        {
+            if (_authorityIndex >= 0 && RequestHeaders.Name(_authorityIndex)[0] == (byte)':')
+            {
+                RequestHeaders.SetValue(_authorityIndex, route.Action.HostRewrite);
+            }
+            else
+            {
+                RequestHeaders.Add(":authority"u8, route.Action.HostRewrite);
+            }
+        }
+    }
+
+    /// <summary>Envoy's direct_response: the status and body from the route, for every kind of request.</summary>
+    private void SendDirectResponse(int status, byte[] body)
+    {
+        _responseStarted = true;
+        HeaderList headers = ResponseHeaders;
+        headers.Clear();
+        Span<byte> number = stackalloc byte[11];
+        Utf8Formatter.TryFormat(status, number, out int n);
+        headers.Add(":status"u8, number.Slice(0, n));
+        bool hasBody = body.Length > 0 && !_isHead;
+        if (body.Length > 0)
+        {
+            headers.Add("content-type"u8, "text/plain"u8);
+        }
+        Utf8Formatter.TryFormat(body.Length, number, out n);
+        headers.Add("content-length"u8, number.Slice(0, n));
+        _down!.SendHeaders(_downId, headers, endStream: !hasBody);
+        if (hasBody)
+        {
+            _down.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
+        }
+        _down.ScheduleFlush();
+        _responseComplete = true;
+        Finish();
+    }
+
     private ReadOnlySpan<byte> RequestAuthority() => _authorityIndex >= 0 ? RequestHeaders.Value(_authorityIndex) : default;
 
     private ReadOnlySpan<byte> RequestPath() => _pathIndex >= 0 ? RequestHeaders.Value(_pathIndex) : "/"u8;

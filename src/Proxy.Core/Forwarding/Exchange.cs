@@ -28,6 +28,7 @@ public sealed partial class Exchange
     private int _upId;
     private UpstreamPool? _pool;
     private Route? _route;
+    private Cluster? _cluster;
     private PendingData _requestPending;
     private PendingData _responsePending;
     private bool _requestComplete;        // downstream sent END_STREAM
@@ -81,22 +82,36 @@ public sealed partial class Exchange
             _requestComplete = endStream;
             ScanRequest();
             VirtualHost? host = routes.FindVirtualHost(RequestAuthority());
-            _route = host?.FindRoute(RequestPath());
+            _route = host?.FindRoute(RequestPath(), RequestHeaders, _isGrpc);
             if (_route == null)
             {
                 // gRPC's HTTP mapping: no route is UNIMPLEMENTED.
                 SendLocalReply(404, GrpcStatus.Unimplemented, "no route");
                 return;
             }
-            endpoint = _route.Cluster.PickEndpoint();
+            RouteAction action = _route.Action;
+            if (action.Kind == RouteActionKind.DirectResponse)
+            {
+                SendDirectResponse(action.DirectStatus, action.DirectBody);
+                return;
+            }
+            Cluster? cluster = action.PickCluster(RequestHeaders);
+            if (cluster == null)
+            {
+                SendLocalReply(503, GrpcStatus.Unavailable, "no cluster for the request");
+                return;
+            }
+            endpoint = cluster.PickEndpoint();
             if (endpoint == null)
             {
                 SendLocalReply(503, GrpcStatus.Unavailable, "no healthy upstream");
                 return;
             }
+            ApplyRewrites(_route);
+            _cluster = cluster;
             pool = _pool = endpoint.Pool;
-            connectTimeout = _route.Cluster.ConnectTimeout;
-            ArmDeadline(_route.Timeout);
+            connectTimeout = cluster.ConnectTimeout;
+            ArmDeadline(action.Timeout);
         }
         pool.Acquire(this, generation, connectTimeout);
     }
@@ -207,7 +222,7 @@ public sealed partial class Exchange
             {
                 // Lost a race for the last stream slot: ask again.
                 UpstreamPool pool = _pool!;
-                TimeSpan timeout = _route!.Cluster.ConnectTimeout;
+                TimeSpan timeout = _cluster!.ConnectTimeout;
                 ThreadPool.UnsafeQueueUserWorkItem(static state => state.pool.Acquire(state.exchange, state.generation, state.timeout),
                     (pool, exchange: this, generation, timeout), preferLocal: true);
                 return;
@@ -535,6 +550,7 @@ public sealed partial class Exchange
         _up = null;
         _pool = null;
         _route = null;
+        _cluster = null;
         _downId = _upId = 0;
         _requestComplete = _requestEndSent = _requestTrailersWaiting = false;
         _responseStarted = _responseComplete = _responseTrailersWaiting = false;

@@ -18,4 +18,17 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
         }
         return null;
     }
+
+    /// <summary>The first route whose whole match (path, headers, query, gRPC) accepts the request.</summary>
+    public Route? FindRoute(ReadOnlySpan<byte> path, Proxy.Http2.HeaderList headers, bool isGrpc)
+    {
+        foreach (Route route in Routes)
+        {
+            if (route.Matches(path, headers, isGrpc))
+            {
+                return route;
+            }
+        }
+        return null;
+    }
 }

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Net;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
@@ -236,40 +237,254 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             kind = PathMatchKind.Path;
             value = match["path"].RequiredString();
         }
+        else if (match["safe_regex"].Exists)
+        {
+            kind = PathMatchKind.Regex;
+            value = match["safe_regex"]["regex"].RequiredString();
+        }
+        else if (match["path_separated_prefix"].Exists)
+        {
+            kind = PathMatchKind.PathSeparatedPrefix;
+            value = match["path_separated_prefix"].RequiredString();
+            if (value.EndsWith('/') || value.IndexOfAny(['?', '#']) >= 0)
+            {
+                throw new ConfigException($"{match["path_separated_prefix"].Path}: may not end in '/' or contain '?' or '#'");
+            }
+        }
+        else if (match["regex"].Exists)
+        {
+            throw new ConfigException($"{match["regex"].Path}: the v2 'regex' (std::regex) matcher is unsafe and gone in v3; use safe_regex");
+        }
         else
         {
             string which = match.Keys.FirstOrDefault() ?? "(none)";
-            throw new ConfigException($"{match.Path}: path matcher '{which}' is not supported yet (prefix and path are)");
+            throw new ConfigException($"{match.Path}: path matcher '{which}' is not supported");
         }
-        foreach (string field in new[] { "headers", "query_parameters", "grpc", "runtime_fraction" })
+        if (match["runtime_fraction"].Exists)
         {
-            if (match[field].Exists)
+            Warn(match["runtime_fraction"].Path, "not honoured yet; the route matches every request its other matchers accept");
+        }
+        if (match["dynamic_metadata"].Exists || match["tls_context"].Exists)
+        {
+            throw new ConfigException($"{match.Path}: dynamic_metadata and tls_context matchers are not supported yet");
+        }
+        HeaderMatcher[] headers = [.. match["headers"].Items.Select(LoadHeaderMatcher)];
+        QueryParameterMatcher[] query = [.. match["query_parameters"].Items.Select(LoadQueryMatcher)];
+        bool grpc = match["grpc"].Exists;
+        bool caseSensitive = match["case_sensitive"].Boolean() ?? true;
+
+        RouteAction action;
+        if (r["direct_response"].Exists)
+        {
+            ConfigNode direct = r["direct_response"];
+            long status = direct["status"].Integer() ?? throw new ConfigException($"{direct["status"].Path}: required");
+            if (status is < 200 or > 599)
             {
-                throw new ConfigException($"{match[field].Path}: not supported yet; a route that ignored it would match too much");
+                throw new ConfigException($"{direct["status"].Path}: {status} is not an HTTP status from 200 to 599");
+            }
+            ConfigNode body = direct["body"];
+            if (body["filename"].Exists || body["inline_bytes"].Exists)
+            {
+                throw new ConfigException($"{body.Path}: only inline_string bodies are supported");
+            }
+            action = RouteAction.Direct((int)status, body["inline_string"].String() ?? "");
+        }
+        else if (r["route"].Exists)
+        {
+            action = LoadRouteAction(r["route"], clusters);
+        }
+        else
+        {
+            string which = r.Keys.FirstOrDefault(static k => k is "redirect" or "filter_action" or "non_forwarding_action") ?? "route";
+            throw new ConfigException($"{r.Path}.{which}: not supported yet (route and direct_response are)");
+        }
+        foreach (string field in new[] { "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config", "per_filter_config", "decorator" })
+        {
+            if (r[field].Exists)
+            {
+                Warn(r[field].Path, "not honoured yet");
             }
         }
-        ConfigNode action = r["route"];
-        if (!action.Exists)
+        return new Route(r["name"].String() ?? "", kind, value, action, caseSensitive)
         {
-            string which = r.Keys.FirstOrDefault(static k => k is "redirect" or "direct_response") ?? "route";
-            throw new ConfigException($"{r.Path}.{which}: only 'route' actions are supported yet");
-        }
-        string clusterName = action["cluster"].String()
-            ?? throw new ConfigException($"{action.Path}: only a single 'cluster' is supported yet (weighted_clusters and cluster_header are not)");
-        if (!clusters.TryGetValue(clusterName, out Cluster? cluster))
+            Headers = headers,
+            QueryParameters = query,
+            GrpcOnly = grpc,
+        };
+    }
+
+    private RouteAction LoadRouteAction(ConfigNode action, Dictionary<string, Cluster> clusters)
+    {
+        // Envoy's default route timeout is 15 s; "0s" disables it.
+        TimeSpan timeout = action["timeout"].Duration() ?? TimeSpan.FromSeconds(15);
+        RouteAction result;
+        if (action["cluster"].Exists)
         {
-            throw new ConfigException($"{action["cluster"].Path}: unknown cluster '{clusterName}'");
+            result = RouteAction.ToCluster(FindCluster(action["cluster"], clusters), timeout);
         }
-        foreach (string field in new[] { "retry_policy", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "hash_policy", "request_mirror_policies", "max_stream_duration" })
+        else if (action["weighted_clusters"].Exists)
+        {
+            ConfigNode weighted = action["weighted_clusters"];
+            var list = new List<(Cluster, int)>();
+            foreach (ConfigNode c in weighted["clusters"].Items)
+            {
+                if (c["cluster_header"].Exists)
+                {
+                    throw new ConfigException($"{c["cluster_header"].Path}: not supported yet");
+                }
+                foreach (string field in new[] { "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config", "host_rewrite_literal" })
+                {
+                    if (c[field].Exists)
+                    {
+                        Warn(c[field].Path, "not honoured yet");
+                    }
+                }
+                long weight = c["weight"].Integer() ?? 0;
+                if (weight is < 0 or > int.MaxValue)
+                {
+                    throw new ConfigException($"{c["weight"].Path}: {weight} is out of range");
+                }
+                list.Add((FindCluster(c["name"], clusters), (int)weight));
+            }
+            if (list.Count == 0)
+            {
+                throw new ConfigException($"{weighted["clusters"].Path}: at least one cluster is needed");
+            }
+            long? total = weighted["total_weight"].Integer();
+            result = RouteAction.ToWeightedClusters(list, total is long t ? (int)t : null, timeout, weighted.Path);
+        }
+        else if (action["cluster_header"].Exists)
+        {
+            result = RouteAction.ToClusterHeader(action["cluster_header"].RequiredString(), clusters.ToFrozenDictionary(StringComparer.Ordinal), timeout);
+        }
+        else
+        {
+            string which = action.Keys.FirstOrDefault(static k => k.Contains("cluster", StringComparison.Ordinal)) ?? "(none)";
+            throw new ConfigException($"{action.Path}: no cluster, weighted_clusters or cluster_header (found '{which}')");
+        }
+
+        byte[]? prefixRewrite = action["prefix_rewrite"].String() is string p ? System.Text.Encoding.UTF8.GetBytes(p) : null;
+        // v3 host_rewrite_literal; Istio 1.5 (v2) sends host_rewrite.
+        string? host = action["host_rewrite_literal"].String() ?? action["host_rewrite"].String();
+        if (action["regex_rewrite"].Exists)
+        {
+            throw new ConfigException($"{action["regex_rewrite"].Path}: not supported yet; forwarding the path unrewritten would reach the wrong resource");
+        }
+        foreach (string field in new[] { "retry_policy", "hash_policy", "request_mirror_policies", "request_mirror_policy", "max_stream_duration", "max_grpc_timeout", "idle_timeout", "cors", "auto_host_rewrite" })
         {
             if (action[field].Exists)
             {
                 Warn(action[field].Path, "not honoured yet");
             }
         }
-        // Envoy's default route timeout is 15 s; "0s" disables it.
-        TimeSpan timeout = action["timeout"].Duration() ?? TimeSpan.FromSeconds(15);
-        bool caseSensitive = match["case_sensitive"].Boolean() ?? true;
-        return new Route(r["name"].String() ?? "", kind, value, cluster, timeout, caseSensitive);
+        if (prefixRewrite == null && host == null)
+        {
+            return result;
+        }
+        return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host));
+    }
+
+    private static Cluster FindCluster(ConfigNode name, Dictionary<string, Cluster> clusters)
+    {
+        string clusterName = name.RequiredString();
+        return clusters.TryGetValue(clusterName, out Cluster? cluster) ? cluster : throw new ConfigException($"{name.Path}: unknown cluster '{clusterName}'");
+    }
+
+    /// <summary>v3 string_match and the legacy fields Istio 1.5 sends (exact_match, prefix_match, suffix_match, safe_regex_match).</summary>
+    private static HeaderMatcher LoadHeaderMatcher(ConfigNode h)
+    {
+        string name = h["name"].RequiredString();
+        bool invert = h["invert_match"].Boolean() ?? false;
+        bool missingAsEmpty = h["treat_missing_header_as_empty"].Boolean() ?? false;
+        if (h["string_match"].Exists)
+        {
+            return HeaderMatcher.ForString(name, LoadStringMatcher(h["string_match"]), invert, missingAsEmpty);
+        }
+        if (h["exact_match"].Exists || h.Keys.Contains("exact_match") || h.Keys.Contains("exactMatch"))
+        {
+            return HeaderMatcher.ForString(name, new StringMatcher(StringMatchKind.Exact, h["exact_match"].String() ?? ""), invert, missingAsEmpty);
+        }
+        if (h["prefix_match"].Exists)
+        {
+            return HeaderMatcher.ForString(name, new StringMatcher(StringMatchKind.Prefix, h["prefix_match"].String()!), invert, missingAsEmpty);
+        }
+        if (h["suffix_match"].Exists)
+        {
+            return HeaderMatcher.ForString(name, new StringMatcher(StringMatchKind.Suffix, h["suffix_match"].String()!), invert, missingAsEmpty);
+        }
+        if (h["contains_match"].Exists)
+        {
+            return HeaderMatcher.ForString(name, new StringMatcher(StringMatchKind.Contains, h["contains_match"].String()!), invert, missingAsEmpty);
+        }
+        if (h["safe_regex_match"].Exists)
+        {
+            return HeaderMatcher.ForString(name, Regex(h["safe_regex_match"]), invert, missingAsEmpty);
+        }
+        if (h["regex_match"].Exists)
+        {
+            // v2's std::regex matcher: the same whole-value semantics, run by our linear-time engine.
+            return HeaderMatcher.ForString(name, Regex(h["regex_match"], h["regex_match"].RequiredString()), invert, missingAsEmpty);
+        }
+        if (h["range_match"].Exists)
+        {
+            ConfigNode range = h["range_match"];
+            long start = range["start"].Integer() ?? throw new ConfigException($"{range["start"].Path}: required");
+            long end = range["end"].Integer() ?? throw new ConfigException($"{range["end"].Path}: required");
+            return HeaderMatcher.ForRange(name, start, end, invert, missingAsEmpty);
+        }
+        if (h["present_match"].Exists)
+        {
+            return HeaderMatcher.ForPresence(name, h["present_match"].Boolean() ?? true, invert);
+        }
+        // No match specifier: Envoy treats the header as required to be present.
+        return HeaderMatcher.ForPresence(name, true, invert);
+    }
+
+    private static QueryParameterMatcher LoadQueryMatcher(ConfigNode q)
+    {
+        string name = q["name"].RequiredString();
+        if (q["string_match"].Exists)
+        {
+            return new QueryParameterMatcher(name, LoadStringMatcher(q["string_match"]), false);
+        }
+        return new QueryParameterMatcher(name, null, q["present_match"].Boolean() ?? true);
+    }
+
+    private static StringMatcher LoadStringMatcher(ConfigNode m)
+    {
+        bool ignoreCase = m["ignore_case"].Boolean() ?? false;
+        if (m["exact"].Exists || m.Keys.Contains("exact"))
+        {
+            return new StringMatcher(StringMatchKind.Exact, m["exact"].String() ?? "", ignoreCase);
+        }
+        if (m["prefix"].Exists)
+        {
+            return new StringMatcher(StringMatchKind.Prefix, m["prefix"].String()!, ignoreCase);
+        }
+        if (m["suffix"].Exists)
+        {
+            return new StringMatcher(StringMatchKind.Suffix, m["suffix"].String()!, ignoreCase);
+        }
+        if (m["contains"].Exists)
+        {
+            return new StringMatcher(StringMatchKind.Contains, m["contains"].String()!, ignoreCase);
+        }
+        if (m["safe_regex"].Exists)
+        {
+            return Regex(m["safe_regex"], null, ignoreCase);
+        }
+        throw new ConfigException($"{m.Path}: no exact, prefix, suffix, contains or safe_regex");
+    }
+
+    private static StringMatcher Regex(ConfigNode node, string? pattern = null, bool ignoreCase = false)
+    {
+        try
+        {
+            return new StringMatcher(StringMatchKind.Regex, pattern ?? node["regex"].RequiredString(), ignoreCase);
+        }
+        catch (ConfigException e)
+        {
+            throw new ConfigException($"{node.Path}: {e.Message}");
+        }
     }
 }

@@ -1,0 +1,141 @@
+using System.Collections.Frozen;
+using System.Text;
+using Proxy.Http2;
+
+namespace Proxy.Core.Routing;
+
+public enum RouteActionKind : byte
+{
+    Cluster,
+    WeightedClusters,
+    /// <summary>The cluster named by a request header (Envoy's cluster_header).</summary>
+    ClusterHeader,
+    /// <summary>The proxy answers itself (Envoy's direct_response).</summary>
+    DirectResponse,
+}
+
+/// <summary>Envoy's RouteAction (and direct_response): where a matched request goes, and how it is rewritten.</summary>
+public sealed class RouteAction
+{
+    private (Cluster Cluster, int Cumulative)[] _weighted = [];
+    private byte[] _clusterHeader = [];
+    private FrozenDictionary<string, Cluster>.AlternateLookup<ReadOnlySpan<char>> _clusterLookup;
+
+    private RouteAction(RouteActionKind kind)
+    {
+        Kind = kind;
+    }
+
+    public RouteActionKind Kind { get; }
+    /// <summary>The single cluster, for <see cref="RouteActionKind.Cluster"/>.</summary>
+    public Cluster? Cluster { get; private init; }
+    public IReadOnlyList<(Cluster Cluster, int Weight)> WeightedClusters { get; private init; } = [];
+    public int TotalWeight { get; private init; }
+    public int DirectStatus { get; private init; }
+    public byte[] DirectBody { get; private init; } = [];
+
+    /// <summary>The whole request's time limit; zero means none (Envoy's "0s").</summary>
+    public TimeSpan Timeout { get; init; }
+    /// <summary>prefix_rewrite: replaces the matched prefix of :path.</summary>
+    public byte[]? PrefixRewrite { get; init; }
+    /// <summary>host_rewrite_literal (v2 host_rewrite): replaces :authority.</summary>
+    public byte[]? HostRewrite { get; init; }
+
+    public static RouteAction ToCluster(Cluster cluster, TimeSpan timeout) => new(RouteActionKind.Cluster) { Cluster = cluster, Timeout = timeout };
+
+    /// <summary>
+    /// weighted_clusters: a request goes to each cluster with probability weight / total. When
+    /// <paramref name="totalWeight"/> is given (v2, and v3 before 1.24) the weights must add up to it.
+    /// </summary>
+    public static RouteAction ToWeightedClusters(IReadOnlyList<(Cluster Cluster, int Weight)> clusters, int? totalWeight, TimeSpan timeout, string path)
+    {
+        int sum = 0;
+        var cumulative = new (Cluster, int)[clusters.Count];
+        for (int i = 0; i < clusters.Count; i++)
+        {
+            if (clusters[i].Weight < 0)
+            {
+                throw new ConfigException($"{path}: negative weight");
+            }
+            sum = checked(sum + clusters[i].Weight);
+            cumulative[i] = (clusters[i].Cluster, sum);
+        }
+        if (sum == 0)
+        {
+            throw new ConfigException($"{path}: the weights add up to 0");
+        }
+        if (totalWeight is int total && total != sum)
+        {
+            throw new ConfigException($"{path}: the weights add up to {sum}, not total_weight {total}");
+        }
+        return new RouteAction(RouteActionKind.WeightedClusters) { WeightedClusters = clusters, TotalWeight = sum, Timeout = timeout, _weighted = cumulative };
+    }
+
+    public static RouteAction ToClusterHeader(string header, FrozenDictionary<string, Cluster> clusters, TimeSpan timeout) =>
+        new(RouteActionKind.ClusterHeader)
+        {
+            _clusterHeader = Encoding.ASCII.GetBytes(header.ToLowerInvariant()),
+            _clusterLookup = clusters.GetAlternateLookup<ReadOnlySpan<char>>(),
+            Timeout = timeout,
+        };
+
+    /// <summary>A copy of this action with prefix_rewrite and host_rewrite_literal set.</summary>
+    public RouteAction WithRewrites(byte[]? prefixRewrite, byte[]? hostRewrite) => new(Kind)
+    {
+        Cluster = Cluster,
+        WeightedClusters = WeightedClusters,
+        TotalWeight = TotalWeight,
+        DirectStatus = DirectStatus,
+        DirectBody = DirectBody,
+        Timeout = Timeout,
+        PrefixRewrite = prefixRewrite,
+        HostRewrite = hostRewrite,
+        _weighted = _weighted,
+        _clusterHeader = _clusterHeader,
+        _clusterLookup = _clusterLookup,
+    };
+
+    public static RouteAction Direct(int status, string body) =>
+        new(RouteActionKind.DirectResponse) { DirectStatus = status, DirectBody = Encoding.UTF8.GetBytes(body) };
+
+    /// <summary>The cluster for this request; null when none applies (an unknown cluster_header value).</summary>
+    public Cluster? PickCluster(HeaderList headers)
+    {
+        switch (Kind)
+        {
+            case RouteActionKind.Cluster:
+                return Cluster;
+            case RouteActionKind.WeightedClusters:
+            {
+                int pick = Random.Shared.Next(TotalWeight);
+                (Cluster Cluster, int Cumulative)[] table = _weighted;
+                for (int i = 0; i < table.Length; i++)
+                {
+                    if (pick < table[i].Cumulative)
+                    {
+                        return table[i].Cluster;
+                    }
+                }
+                return table[^1].Cluster;
+            }
+            case RouteActionKind.ClusterHeader:
+            {
+                int index = headers.IndexOf(_clusterHeader);
+                if (index < 0)
+                {
+                    return null;
+                }
+                ReadOnlySpan<byte> value = headers.Value(index);
+                if (value.Length > 256)
+                {
+                    return null;
+                }
+                Span<char> name = stackalloc char[value.Length];
+                Encoding.Latin1.GetChars(value, name);
+                return _clusterLookup.TryGetValue(name, out Cluster? cluster) ? cluster : null;
+            }
+            default:
+                return null;
+        }
+    }
+}

@@ -1,0 +1,232 @@
+using System.Text;
+using Proxy.Core.Routing;
+using Proxy.Http2;
+
+namespace Proxy.Core.Tests;
+
+/// <summary>Envoy's matcher semantics, table by table.</summary>
+public sealed class MatcherTests
+{
+    private static HeaderList Headers(params (string Name, string Value)[] fields)
+    {
+        var list = new HeaderList();
+        foreach (var (name, value) in fields)
+        {
+            list.Add(Encoding.ASCII.GetBytes(name), Encoding.ASCII.GetBytes(value));
+        }
+        return list;
+    }
+
+    [Theory]
+    [InlineData(StringMatchKind.Exact, "layotto", false, "layotto", true)]
+    [InlineData(StringMatchKind.Exact, "layotto", false, "Layotto", false)]
+    [InlineData(StringMatchKind.Exact, "layotto", true, "LAYOTTO", true)]
+    [InlineData(StringMatchKind.Exact, "", false, "", true)]
+    [InlineData(StringMatchKind.Prefix, "/api", false, "/api/v1", true)]
+    [InlineData(StringMatchKind.Prefix, "/api", false, "/ap", false)]
+    [InlineData(StringMatchKind.Prefix, "/API", true, "/api/v1", true)]
+    [InlineData(StringMatchKind.Suffix, ".json", false, "a.json", true)]
+    [InlineData(StringMatchKind.Suffix, ".json", false, "a.jsonx", false)]
+    [InlineData(StringMatchKind.Contains, "mid", false, "amidst", true)]
+    [InlineData(StringMatchKind.Contains, "MID", true, "amidst", true)]
+    [InlineData(StringMatchKind.Contains, "mid", false, "m-i-d", false)]
+    [InlineData(StringMatchKind.Regex, "v[0-9]+", false, "v12", true)]
+    [InlineData(StringMatchKind.Regex, "v[0-9]+", false, "xv12", false)] // whole-value match, as RE2 in Envoy
+    [InlineData(StringMatchKind.Regex, "v[0-9]+", false, "v12x", false)]
+    [InlineData(StringMatchKind.Regex, "(a|b)*c", false, "ababc", true)]
+    public void StringMatcher_FollowsEnvoy(StringMatchKind kind, string pattern, bool ignoreCase, string candidate, bool expected)
+    {
+        Assert.Equal(expected, new StringMatcher(kind, pattern, ignoreCase).Matches(Encoding.ASCII.GetBytes(candidate)));
+    }
+
+    [Fact]
+    public void StringMatcher_RegexIsLinearTime()
+    {
+        // A classic catastrophic-backtracking pattern: the non-backtracking engine answers at once.
+        var matcher = new StringMatcher(StringMatchKind.Regex, "(a+)+b");
+        Assert.False(matcher.Matches(Encoding.ASCII.GetBytes(new string('a', 5000) + "c")));
+    }
+
+    [Fact]
+    public void StringMatcher_BadRegex_IsAConfigError()
+    {
+        Assert.Throws<ConfigException>(() => new StringMatcher(StringMatchKind.Regex, "(unclosed"));
+    }
+
+    public static TheoryData<string, HeaderMatcher, (string, string)[], bool> HeaderCases() => new()
+    {
+        { "exact hit", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto")), [("name", "layotto")], true },
+        { "exact miss", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto")), [("name", "other")], false },
+        { "missing", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto")), [], false },
+        { "missing, inverted", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto"), invert: true), [], true },
+        { "miss, inverted", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto"), invert: true), [("name", "x")], true },
+        { "hit, inverted", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto"), invert: true), [("name", "layotto")], false },
+        { "missing as empty", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, ""), treatMissingAsEmpty: true), [], true },
+        { "missing as empty, no match", HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Prefix, "a"), treatMissingAsEmpty: true), [], false },
+        { "name case", HeaderMatcher.ForString("X-User", new StringMatcher(StringMatchKind.Exact, "u")), [("x-user", "u")], true },
+        { "pseudo :method", HeaderMatcher.ForString(":method", new StringMatcher(StringMatchKind.Exact, "POST")), [(":method", "POST")], true },
+        { "joined values", HeaderMatcher.ForString("x", new StringMatcher(StringMatchKind.Exact, "a,b")), [("x", "a"), ("y", "z"), ("x", "b")], true },
+        { "range in", HeaderMatcher.ForRange("n", -10, 10), [("n", "-10")], true },
+        { "range end excluded", HeaderMatcher.ForRange("n", -10, 10), [("n", "10")], false },
+        { "range not a number", HeaderMatcher.ForRange("n", 0, 10), [("n", "5a")], false },
+        { "present", HeaderMatcher.ForPresence("p", true), [("p", "")], true },
+        { "present, missing", HeaderMatcher.ForPresence("p", true), [], false },
+        { "absent wanted", HeaderMatcher.ForPresence("p", false), [], true },
+        { "absent wanted, present", HeaderMatcher.ForPresence("p", false), [("p", "1")], false },
+        { "present inverted", HeaderMatcher.ForPresence("p", true, invert: true), [], true },
+    };
+
+    [Theory]
+    [MemberData(nameof(HeaderCases))]
+    public void HeaderMatcher_FollowsEnvoy(string why, HeaderMatcher matcher, (string, string)[] headers, bool expected)
+    {
+        Assert.True(expected == matcher.Matches(Headers(headers)), why);
+    }
+
+    [Theory]
+    [InlineData(PathMatchKind.Prefix, "/api", "/api/x?q", true)]
+    [InlineData(PathMatchKind.Prefix, "/api", "/apix", true)]
+    [InlineData(PathMatchKind.PathSeparatedPrefix, "/api", "/apix", false)]
+    [InlineData(PathMatchKind.PathSeparatedPrefix, "/api", "/api/x", true)]
+    [InlineData(PathMatchKind.PathSeparatedPrefix, "/api", "/api?q=1", true)]
+    [InlineData(PathMatchKind.PathSeparatedPrefix, "/api", "/api", true)]
+    [InlineData(PathMatchKind.Path, "/exact", "/exact?x=1", true)]
+    [InlineData(PathMatchKind.Path, "/exact", "/exact/", false)]
+    [InlineData(PathMatchKind.Regex, "/item/[0-9]+", "/item/42?x", true)]
+    [InlineData(PathMatchKind.Regex, "/item/[0-9]+", "/item/42/more", false)]
+    public void PathMatch_FollowsEnvoy(PathMatchKind kind, string value, string path, bool expected)
+    {
+        var route = new Route("r", kind, value, RouteAction.Direct(200, ""));
+        Assert.Equal(expected, route.Matches(Encoding.ASCII.GetBytes(path), Headers(), false));
+    }
+
+    [Fact]
+    public void CaseInsensitivePrefix_Matches()
+    {
+        var route = new Route("r", PathMatchKind.Prefix, "/API", RouteAction.Direct(200, ""), caseSensitive: false);
+        Assert.True(route.Matches("/api/x"u8, Headers(), false));
+    }
+
+    [Theory]
+    [InlineData("/p?debug=1&x=2", true)]
+    [InlineData("/p?x=2&debug=1", true)]
+    [InlineData("/p?debug=0", false)]
+    [InlineData("/p?debugx=1", false)]
+    [InlineData("/p", false)]
+    public void QueryParameter_ExactValue(string path, bool expected)
+    {
+        var route = new Route("r", PathMatchKind.Prefix, "/", RouteAction.Direct(200, ""))
+        {
+            QueryParameters = [new QueryParameterMatcher("debug", new StringMatcher(StringMatchKind.Exact, "1"), false)],
+        };
+        Assert.Equal(expected, route.Matches(Encoding.ASCII.GetBytes(path), Headers(), false));
+    }
+
+    [Fact]
+    public void GrpcMatcher_RequiresGrpc()
+    {
+        var route = new Route("r", PathMatchKind.Prefix, "/", RouteAction.Direct(200, "")) { GrpcOnly = true };
+        Assert.False(route.Matches("/svc/M"u8, Headers(), isGrpc: false));
+        Assert.True(route.Matches("/svc/M"u8, Headers(), isGrpc: true));
+    }
+
+    [Fact]
+    public void SeedScenario_HeaderNameLayottoGoesToV1_OthersToV2()
+    {
+        var v1 = new Cluster("outbound|9090|v1|server.default.svc.cluster.local", UpstreamProtocol.Http2, [], TimeSpan.FromSeconds(10));
+        var v2 = new Cluster("outbound|9090|v2|server.default.svc.cluster.local", UpstreamProtocol.Http2, [], TimeSpan.FromSeconds(10));
+        var host = new VirtualHost("server.default.svc.cluster.local:9090", ["server.default.svc.cluster.local", "server"],
+        [
+            new Route("v1", PathMatchKind.Prefix, "/", v1, TimeSpan.Zero)
+            {
+                Headers = [HeaderMatcher.ForString("name", new StringMatcher(StringMatchKind.Exact, "layotto"))],
+            },
+            new Route("v2", PathMatchKind.Prefix, "/", v2, TimeSpan.Zero),
+        ]);
+        var config = new RouteConfiguration("9090", [host], ignorePortInHostMatching: true);
+        VirtualHost found = config.FindVirtualHost("server:9090"u8)!;
+        Assert.Same(v1, found.FindRoute("/hello"u8, Headers(("name", "layotto")), true)!.Cluster);
+        Assert.Same(v2, found.FindRoute("/hello"u8, Headers(("name", "other")), true)!.Cluster);
+        Assert.Same(v2, found.FindRoute("/hello"u8, Headers(), true)!.Cluster);
+    }
+
+    [Fact]
+    public void WeightedClusters_SplitByWeight()
+    {
+        var a = new Cluster("a", UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(1));
+        var b = new Cluster("b", UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(1));
+        RouteAction action = RouteAction.ToWeightedClusters([(a, 90), (b, 10)], totalWeight: 100, TimeSpan.Zero, "test");
+        int toA = 0;
+        const int N = 100_000;
+        for (int i = 0; i < N; i++)
+        {
+            if (ReferenceEquals(action.PickCluster(Headers()), a))
+            {
+                toA++;
+            }
+        }
+        Assert.InRange(toA / (double)N, 0.89, 0.91);
+    }
+
+    [Fact]
+    public void WeightedClusters_TotalWeightMustAddUp()
+    {
+        var a = new Cluster("a", UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(1));
+        var e = Assert.Throws<ConfigException>(() => RouteAction.ToWeightedClusters([(a, 90)], totalWeight: 100, TimeSpan.Zero, "route.weighted_clusters"));
+        Assert.Contains("add up to 90, not total_weight 100", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ClusterHeader_PicksTheNamedCluster()
+    {
+        var a = new Cluster("a", UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(1));
+        var map = new Dictionary<string, Cluster> { ["a"] = a };
+        RouteAction action = RouteAction.ToClusterHeader("X-Cluster", System.Collections.Frozen.FrozenDictionary.ToFrozenDictionary(map), TimeSpan.Zero);
+        Assert.Same(a, action.PickCluster(Headers(("x-cluster", "a"))));
+        Assert.Null(action.PickCluster(Headers(("x-cluster", "nope"))));
+        Assert.Null(action.PickCluster(Headers()));
+    }
+
+    [Theory]
+    [InlineData(PathMatchKind.Prefix, "/api/", "/v2/", "/api/users?x=1", "/v2/users?x=1")]
+    [InlineData(PathMatchKind.Prefix, "/old", "/", "/old/x", "//x")]
+    [InlineData(PathMatchKind.Path, "/a", "/b", "/a?q", "/b?q")]
+    public void PrefixRewrite_ReplacesTheMatchedPart(PathMatchKind kind, string match, string rewrite, string path, string expected)
+    {
+        var route = new Route("r", kind, match, RouteAction.Direct(200, "").WithRewrites(Encoding.ASCII.GetBytes(rewrite), null));
+        var buffer = new byte[256];
+        int n = route.RewritePath(Encoding.ASCII.GetBytes(path), buffer);
+        Assert.Equal(expected, Encoding.ASCII.GetString(buffer, 0, n));
+    }
+
+    [Theory]
+    [InlineData("api.example.com", "exact")]
+    [InlineData("API.EXAMPLE.COM", "exact")]
+    [InlineData("x.example.com", "suffix-long")]
+    [InlineData("x.other.com", "suffix-short")]
+    [InlineData("foo.anything", "prefix")]
+    [InlineData("unknown", "any")]
+    [InlineData("api.example.com:8080", "with-port")]
+    public void VirtualHostSelection_FollowsEnvoysOrder(string authority, string expected)
+    {
+        VirtualHost Host(string name, params string[] domains) => new(name, domains, []);
+        var config = new RouteConfiguration("r",
+        [
+            Host("any", "*"),
+            Host("suffix-short", "*.com"),
+            Host("suffix-long", "*.example.com"),
+            Host("prefix", "foo.*"),
+            Host("exact", "api.example.com"),
+            Host("with-port", "api.example.com:8080"),
+        ]);
+        Assert.Equal(expected, config.FindVirtualHost(Encoding.ASCII.GetBytes(authority))!.Name);
+    }
+
+    [Fact]
+    public void IgnorePortInHostMatching_StripsThePort()
+    {
+        var config = new RouteConfiguration("r", [new VirtualHost("server", ["server"], [])], ignorePortInHostMatching: true);
+        Assert.Equal("server", config.FindVirtualHost("server:9090"u8)!.Name);
+        Assert.Null(new RouteConfiguration("r", [new VirtualHost("server", ["server"], [])]).FindVirtualHost("server:9090"u8));
+    }
+}
