@@ -1,0 +1,189 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Proxy.Core;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Host.Bootstrap;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// The seed scenario over real sockets: two versions of a service behind the proxy, routed by an Envoy
+/// route configuration in Istio's shape (header match to subset v1, the rest to v2; then a 90/10 split).
+/// </summary>
+public sealed class MeshRoutingTests : IAsyncLifetime
+{
+    private readonly List<WebApplication> _apps = [];
+    private int _v1Port;
+    private int _v2Port;
+
+    public async Task InitializeAsync()
+    {
+        _v1Port = await StartVersionAsync("v1");
+        _v2Port = await StartVersionAsync("v2");
+    }
+
+    private async Task<int> StartVersionAsync(string version)
+    {
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2));
+        WebApplication app = builder.Build();
+        app.MapGet("/hello", () => version);
+        await app.StartAsync();
+        _apps.Add(app);
+        return new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (WebApplication app in _apps)
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+    }
+
+    private string Bootstrap(string routes) => $$"""
+        static_resources:
+          listeners:
+          - name: outbound_9090
+            address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.http_connection_manager
+                typed_config:
+                  route_config:
+                    name: "9090"
+                    ignore_port_in_host_matching: true
+                    virtual_hosts:
+                    - name: server.default.svc.cluster.local:9090
+                      domains: [server.default.svc.cluster.local, server]
+                      routes:
+        {{routes}}
+          clusters:
+          - name: outbound|9090|v1|server.default.svc.cluster.local
+            connect_timeout: 1s
+            http2_protocol_options: {}
+            load_assignment: { endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{_v1Port}} } } } } ] } ] }
+          - name: outbound|9090|v2|server.default.svc.cluster.local
+            connect_timeout: 1s
+            http2_protocol_options: {}
+            load_assignment: { endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{_v2Port}} } } } } ] } ] }
+        """;
+
+    private static Task<(ProxyServer Proxy, HttpClient Client)> StartProxyAsync(string bootstrap)
+    {
+        var pools = new UpstreamPools();
+        ProxySnapshot snapshot = new BootstrapLoader(pools).Load(bootstrap, "test");
+        var proxy = new ProxyServer(snapshot, pools);
+        proxy.Start();
+        int port = proxy.Listeners[0].LocalEndPoint.Port;
+        var handler = new SocketsHttpHandler
+        {
+            MaxConnectionsPerServer = 4,
+            EnableMultipleHttp2Connections = true,
+            // The authority says "server", as an application in the mesh would; the socket goes to the proxy.
+            ConnectCallback = async (context, token) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, port, token);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        var client = new HttpClient(handler)
+        {
+            BaseAddress = new Uri("http://server:9090"),
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        return Task.FromResult((proxy, client));
+    }
+
+    private static async Task<string> GetAsync(HttpClient client, string? name = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/hello");
+        if (name != null)
+        {
+            request.Headers.Add("name", name);
+        }
+        using HttpResponseMessage response = await client.SendAsync(request);
+        response.EnsureSuccessStatusCode();
+        return await response.Content.ReadAsStringAsync();
+    }
+
+    [Fact]
+    public async Task HeaderNameLayotto_GoesToV1_AllOthersToV2()
+    {
+        const string routes = """
+                      - match: { prefix: "/", case_sensitive: true, headers: [ { name: name, string_match: { exact: layotto } } ] }
+                        route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local", timeout: 0s }
+                      - match: { prefix: "/" }
+                        route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local", timeout: 0s }
+        """;
+        var (proxy, client) = await StartProxyAsync(Bootstrap(routes));
+        await using (proxy)
+        using (client)
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                Assert.Equal("v1", await GetAsync(client, "layotto"));
+                Assert.Equal("v2", await GetAsync(client, "someone-else"));
+                Assert.Equal("v2", await GetAsync(client));
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Istio15LegacyExactMatch_RoutesTheSame()
+    {
+        const string routes = """
+                      - match: { prefix: "/", headers: [ { name: name, exact_match: layotto } ] }
+                        route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local" }
+                      - match: { prefix: "/" }
+                        route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local" }
+        """;
+        var (proxy, client) = await StartProxyAsync(Bootstrap(routes));
+        await using (proxy)
+        using (client)
+        {
+            Assert.Equal("v1", await GetAsync(client, "layotto"));
+            Assert.Equal("v2", await GetAsync(client, "nope"));
+        }
+    }
+
+    [Fact]
+    public async Task NinetyTenSplit_IsHonouredOverTenThousandRequests()
+    {
+        const string routes = """
+                      - match: { prefix: "/" }
+                        route:
+                          weighted_clusters:
+                            clusters:
+                            - { name: "outbound|9090|v1|server.default.svc.cluster.local", weight: 90 }
+                            - { name: "outbound|9090|v2|server.default.svc.cluster.local", weight: 10 }
+        """;
+        var (proxy, client) = await StartProxyAsync(Bootstrap(routes));
+        await using (proxy)
+        using (client)
+        {
+            const int N = 10_000;
+            int v1 = 0;
+            await Parallel.ForAsync(0, N, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (_, _) =>
+            {
+                if (await GetAsync(client) == "v1")
+                {
+                    Interlocked.Increment(ref v1);
+                }
+            });
+            double share = v1 / (double)N;
+            Assert.InRange(share, 0.88, 0.92); // ±2 points
+        }
+    }
+}
