@@ -62,7 +62,9 @@ public sealed class BootstrapLoaderTests
     [InlineData("route: { cluster: web_backend, timeout: 15s }", "route: { cluster: nowhere }", "routes[1].route.cluster: unknown cluster 'nowhere'")]
     [InlineData("connect_timeout: 1s\n    load_assignment:\n      cluster_name: web_backend", "connect_timeout: soon\n    load_assignment:\n      cluster_name: web_backend", "clusters[1].connect_timeout: 'soon' is not a duration")]
     [InlineData("type: STATIC", "type: EDS", "clusters[0].type: EDS clusters need xDS")]
-    [InlineData("match: { prefix: \"/\" }", "match: { safe_regex: { regex: \".*\" } }", "routes[1].match: path matcher 'safe_regex' is not supported yet")]
+    [InlineData("match: { prefix: \"/\" }", "match: { connect_matcher: {} }", "routes[1].match: path matcher 'connect_matcher' is not supported")]
+    [InlineData("match: { prefix: \"/\" }", "match: { safe_regex: { regex: \"(unclosed\" } }", "routes[1].match.safe_regex: invalid regex")]
+    [InlineData("route: { cluster: web_backend, timeout: 15s }", "route: { weighted_clusters: { clusters: [ { name: web_backend, weight: 60 } ], total_weight: 100 } }", "weights add up to 60, not total_weight 100")]
     [InlineData("port_value: 10000", "port_value: 70000", "socket_address.port_value: 70000 is not a port")]
     [InlineData("route_config:\n            name: local", "rds: { route_config_name: x }\n          route_config:\n            name: local", "typed_config.rds: RDS needs xDS")]
     public void Errors_NameTheField(string find, string replace, string expected)

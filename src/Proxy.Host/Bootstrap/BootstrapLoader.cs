@@ -62,6 +62,16 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         return new ProxySnapshot(listeners, clusters.Values, 1);
     }
 
+    /// <summary>
+    /// One RouteConfiguration resource (as RDS would deliver it, or as a config dump shows it), against a
+    /// known set of clusters.
+    /// </summary>
+    public RouteConfiguration LoadRouteConfiguration(string text, string origin, IReadOnlyDictionary<string, Cluster> clusters)
+    {
+        ConfigNode node = ConfigNode.Parse(text, origin);
+        return LoadRoutes(node, clusters as Dictionary<string, Cluster> ?? new Dictionary<string, Cluster>(clusters, StringComparer.Ordinal));
+    }
+
     private void Warn(string path, string what)
     {
         string line = $"{path}: {what}";
@@ -305,12 +315,19 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 Warn(r[field].Path, "not honoured yet");
             }
         }
-        return new Route(r["name"].String() ?? "", kind, value, action, caseSensitive)
+        try
         {
-            Headers = headers,
-            QueryParameters = query,
-            GrpcOnly = grpc,
-        };
+            return new Route(r["name"].String() ?? "", kind, value, action, caseSensitive)
+            {
+                Headers = headers,
+                QueryParameters = query,
+                GrpcOnly = grpc,
+            };
+        }
+        catch (ConfigException e) when (kind == PathMatchKind.Regex)
+        {
+            throw new ConfigException($"{match["safe_regex"].Path}: {e.Message}");
+        }
     }
 
     private RouteAction LoadRouteAction(ConfigNode action, Dictionary<string, Cluster> clusters)
