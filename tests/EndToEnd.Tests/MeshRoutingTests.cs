@@ -17,7 +17,7 @@ namespace EndToEnd.Tests;
 /// The seed scenario over real sockets: two versions of a service behind the proxy, routed by an Envoy
 /// route configuration in Istio's shape (header match to subset v1, the rest to v2; then a 90/10 split).
 /// </summary>
-public sealed class MeshRoutingTests : IAsyncLifetime
+public sealed class MeshRoutingTests(Xunit.Abstractions.ITestOutputHelper output) : IAsyncLifetime
 {
     private readonly List<WebApplication> _apps = [];
     private int _v1Port;
@@ -78,9 +78,9 @@ public sealed class MeshRoutingTests : IAsyncLifetime
             load_assignment: { endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{_v2Port}} } } } } ] } ] }
         """;
 
-    private static Task<(ProxyServer Proxy, HttpClient Client)> StartProxyAsync(string bootstrap)
+    private static Task<(ProxyServer Proxy, HttpClient Client)> StartProxyAsync(string bootstrap, UpstreamPools? sharedPools = null)
     {
-        var pools = new UpstreamPools();
+        var pools = sharedPools ?? new UpstreamPools();
         ProxySnapshot snapshot = new BootstrapLoader(pools).Load(bootstrap, "test");
         var proxy = new ProxyServer(snapshot, pools);
         proxy.Start();
@@ -184,6 +184,64 @@ public sealed class MeshRoutingTests : IAsyncLifetime
             });
             double share = v1 / (double)N;
             Assert.InRange(share, 0.88, 0.92); // ±2 points
+        }
+    }
+
+    [Fact]
+    public async Task SnapshotSwaps_HundredPerSecondUnderLoad_LoseNoRequest()
+    {
+        const string toV1 = """
+                      - match: { prefix: "/" }
+                        route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local" }
+        """;
+        const string toV2 = """
+                      - match: { prefix: "/" }
+                        route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local" }
+        """;
+        var pools = new UpstreamPools();
+        ProxySnapshot v1 = new BootstrapLoader(pools).Load(Bootstrap(toV1), "v1");
+        ProxySnapshot v2 = new BootstrapLoader(pools).Load(Bootstrap(toV2), "v2");
+        var (proxy, client) = await StartProxyAsync(Bootstrap(toV1), pools);
+        await using (proxy)
+        using (client)
+        {
+            using var stop = new CancellationTokenSource();
+            int swaps = 0;
+            Task swapper = Task.Run(async () =>
+            {
+                using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(10));
+                while (await timer.WaitForNextTickAsync(stop.Token).AsTask().ContinueWith(t => !t.IsCanceled && t.Result))
+                {
+                    proxy.Snapshots.Publish(++swaps % 2 == 0 ? v1 : v2);
+                }
+            });
+            int ok = 0;
+            int failed = 0;
+            int[] seen = new int[2];
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            await Parallel.ForAsync(0, 16, async (_, _) =>
+            {
+                while (sw.Elapsed < TimeSpan.FromSeconds(3))
+                {
+                    try
+                    {
+                        string version = await GetAsync(client);
+                        Interlocked.Increment(ref seen[version == "v1" ? 0 : 1]);
+                        Interlocked.Increment(ref ok);
+                    }
+                    catch (HttpRequestException)
+                    {
+                        Interlocked.Increment(ref failed);
+                    }
+                }
+            });
+            await stop.CancelAsync();
+            await swapper;
+            output.WriteLine($"{ok} requests ok, {failed} failed, {swaps} snapshot swaps in 3 s; v1 {seen[0]}, v2 {seen[1]}");
+            Assert.Equal(0, failed);
+            Assert.True(swaps >= 150, $"only {swaps} swaps");
+            Assert.True(seen[0] > 0 && seen[1] > 0, $"v1={seen[0]} v2={seen[1]}");
+            Assert.True(ok > 1000, $"only {ok} requests");
         }
     }
 }
