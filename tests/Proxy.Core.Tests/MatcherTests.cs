@@ -230,3 +230,64 @@ public sealed class MatcherTests
         Assert.Null(new RouteConfiguration("r", [new VirtualHost("server", ["server"], [])]).FindVirtualHost("server:9090"u8));
     }
 }
+
+public sealed class LoadBalancerTests
+{
+    private static UpstreamEndpoint Endpoint(int port, int weight = 1, EndpointHealth health = EndpointHealth.Healthy) =>
+        new(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), new Proxy.Core.Upstream.Http1UpstreamPool(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port)), weight, health);
+
+    private static Dictionary<int, int> Count(Cluster cluster, int n)
+    {
+        var counts = new Dictionary<int, int>();
+        for (int i = 0; i < n; i++)
+        {
+            int port = ((System.Net.IPEndPoint)cluster.PickEndpoint()!.Address).Port;
+            counts[port] = counts.GetValueOrDefault(port) + 1;
+        }
+        return counts;
+    }
+
+    [Theory]
+    [InlineData(LbPolicy.RoundRobin)]
+    [InlineData(LbPolicy.Random)]
+    [InlineData(LbPolicy.LeastRequest)]
+    public void UnhealthyAndDrainingEndpoints_AreSkipped(LbPolicy policy)
+    {
+        var cluster = new Cluster("c", UpstreamProtocol.Http1,
+            [Endpoint(1), Endpoint(2), Endpoint(3, health: EndpointHealth.Unhealthy), Endpoint(4, health: EndpointHealth.Draining), Endpoint(5)], TimeSpan.FromSeconds(1), policy);
+        Dictionary<int, int> counts = Count(cluster, 3000);
+        Assert.Equal([1, 2, 5], counts.Keys.Order());
+    }
+
+    [Fact]
+    public void PanicThreshold_UsesEveryEndpointWhenTooFewAreHealthy()
+    {
+        var cluster = new Cluster("c", UpstreamProtocol.Http1,
+            [Endpoint(1), Endpoint(2, health: EndpointHealth.Unhealthy), Endpoint(3, health: EndpointHealth.Unhealthy)], TimeSpan.FromSeconds(1));
+        Assert.Equal(3, Count(cluster, 300).Count);
+    }
+
+    [Theory]
+    [InlineData(LbPolicy.RoundRobin)]
+    [InlineData(LbPolicy.Random)]
+    public void Weights_AreHonoured(LbPolicy policy)
+    {
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [Endpoint(1, weight: 3), Endpoint(2, weight: 1)], TimeSpan.FromSeconds(1), policy);
+        Dictionary<int, int> counts = Count(cluster, 40_000);
+        Assert.InRange(counts[1] / 40_000.0, 0.73, 0.77);
+    }
+
+    [Fact]
+    public void LeastRequest_AvoidsTheBusyEndpoint()
+    {
+        UpstreamEndpoint busy = Endpoint(1);
+        for (int i = 0; i < 100; i++)
+        {
+            busy.Pool.RequestStarted();
+        }
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [busy, Endpoint(2)], TimeSpan.FromSeconds(1), LbPolicy.LeastRequest);
+        Dictionary<int, int> counts = Count(cluster, 4000);
+        // The busy endpoint wins only when both choices land on it: about a quarter of the time.
+        Assert.InRange(counts[1] / 4000.0, 0.20, 0.30);
+    }
+}

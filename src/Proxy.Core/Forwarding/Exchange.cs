@@ -110,6 +110,7 @@ public sealed partial class Exchange
             ApplyRewrites(_route);
             _cluster = cluster;
             pool = _pool = endpoint.Pool;
+            pool.RequestStarted();
             connectTimeout = cluster.ConnectTimeout;
             ArmDeadline(action.Timeout);
         }
@@ -528,6 +529,7 @@ public sealed partial class Exchange
             _down.ScheduleFlush();
         }
         _finished = true;
+        _pool?.RequestEnded();
         DeadlineWheel.Remove(this);
         _up?.RemoveBlocked(this);
         _down?.RemoveBlocked(this);

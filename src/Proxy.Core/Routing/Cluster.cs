@@ -9,17 +9,59 @@ public enum UpstreamProtocol : byte
     Http2,
 }
 
-/// <summary>Envoy's Cluster: a named set of endpoints, the protocol to speak to them, and how to pick one.</summary>
+/// <summary>Envoy's lb_policy values that are honoured.</summary>
+public enum LbPolicy : byte
+{
+    RoundRobin,
+    /// <summary>Power of two random choices, the one with fewer active requests wins (Envoy's default choice_count 2; Istio's default policy).</summary>
+    LeastRequest,
+    Random,
+}
+
+/// <summary>Envoy's HealthStatus of an LbEndpoint (from EDS or a load_assignment).</summary>
+public enum EndpointHealth : byte
+{
+    Unknown,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Timeout,
+    Degraded,
+}
+
+/// <summary>
+/// Envoy's Cluster: a named set of endpoints, the protocol to speak to them, and how to pick one. Endpoints
+/// that are UNHEALTHY, DRAINING or TIMEOUT are skipped, unless fewer than the panic threshold (Envoy's
+/// default 50 %) are healthy, in which case all are used, as Envoy does. Endpoint weights are honoured.
+/// </summary>
 public sealed class Cluster
 {
+    private readonly UpstreamEndpoint[] _candidates;
+    private readonly int[] _cumulative;      // cumulative weights of _candidates
+    private readonly int _totalWeight;
+    private readonly bool _weighted;
     private int _next = -1;
 
-    public Cluster(string name, UpstreamProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints, TimeSpan connectTimeout)
+    public Cluster(string name, UpstreamProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints, TimeSpan connectTimeout,
+        LbPolicy lbPolicy = LbPolicy.RoundRobin, double panicThresholdPercent = 50)
     {
         Name = name;
         Protocol = protocol;
         Endpoints = [.. endpoints];
         ConnectTimeout = connectTimeout;
+        LbPolicy = lbPolicy;
+        UpstreamEndpoint[] healthy = [.. Endpoints.Where(static e => e.Health is not (EndpointHealth.Unhealthy or EndpointHealth.Draining or EndpointHealth.Timeout))];
+        // Panic mode: too few healthy hosts, so load goes to all of them rather than overwhelm the few.
+        _candidates = Endpoints.Length > 0 && healthy.Length * 100.0 < Endpoints.Length * panicThresholdPercent ? Endpoints : healthy;
+        _cumulative = new int[_candidates.Length];
+        int sum = 0;
+        for (int i = 0; i < _candidates.Length; i++)
+        {
+            sum += Math.Max(1, _candidates[i].Weight);
+            _cumulative[i] = sum;
+        }
+        _totalWeight = sum;
+        _weighted = sum != _candidates.Length;
     }
 
     public string Name { get; }
@@ -27,24 +69,59 @@ public sealed class Cluster
     public UpstreamEndpoint[] Endpoints { get; }
     /// <summary>Envoy's connect_timeout (default 5 s; Istio sets 10 s).</summary>
     public TimeSpan ConnectTimeout { get; }
+    public LbPolicy LbPolicy { get; }
 
-    /// <summary>Round robin over the endpoints; null when the cluster has none.</summary>
+    /// <summary>An endpoint by the cluster's policy; null when the cluster has none.</summary>
     public UpstreamEndpoint? PickEndpoint()
     {
-        UpstreamEndpoint[] endpoints = Endpoints;
-        if (endpoints.Length == 0)
+        UpstreamEndpoint[] candidates = _candidates;
+        if (candidates.Length == 0)
         {
             return null;
         }
-        uint next = (uint)Interlocked.Increment(ref _next);
-        return endpoints[next % (uint)endpoints.Length];
+        if (candidates.Length == 1)
+        {
+            return candidates[0];
+        }
+        switch (LbPolicy)
+        {
+            case LbPolicy.Random:
+                return candidates[ByWeight(Random.Shared.Next(_totalWeight))];
+            case LbPolicy.LeastRequest:
+            {
+                // Two choices, weighted by endpoint weight; the fewer active requests (per unit of weight) wins.
+                UpstreamEndpoint a = candidates[ByWeight(Random.Shared.Next(_totalWeight))];
+                UpstreamEndpoint b = candidates[ByWeight(Random.Shared.Next(_totalWeight))];
+                long loadA = (long)a.Pool.ActiveRequests * Math.Max(1, b.Weight);
+                long loadB = (long)b.Pool.ActiveRequests * Math.Max(1, a.Weight);
+                return loadB < loadA ? b : a;
+            }
+            default:
+            {
+                uint next = (uint)Interlocked.Increment(ref _next);
+                return _weighted ? candidates[ByWeight((int)(next % (uint)_totalWeight))] : candidates[next % (uint)candidates.Length];
+            }
+        }
+    }
+
+    private int ByWeight(int point)
+    {
+        if (!_weighted)
+        {
+            return point;
+        }
+        int index = Array.BinarySearch(_cumulative, point + 1);
+        return index >= 0 ? index : ~index;
     }
 }
 
-/// <summary>One upstream address of a cluster, with the connection pool that survives snapshot swaps.</summary>
-public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool)
+/// <summary>One upstream address of a cluster, with the connection pool (and its live request count) that survives snapshot swaps.</summary>
+public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int weight = 1, EndpointHealth health = EndpointHealth.Unknown)
 {
     public EndPoint Address { get; } = address;
     public UpstreamPool Pool { get; } = pool;
+    /// <summary>load_balancing_weight (default 1).</summary>
+    public int Weight { get; } = weight;
+    public EndpointHealth Health { get; } = health;
     public override string ToString() => Address.ToString() ?? "";
 }

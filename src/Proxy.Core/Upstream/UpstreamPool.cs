@@ -16,6 +16,15 @@ public interface IUpstreamConnection : IExchangePeer
 /// </summary>
 public abstract class UpstreamPool
 {
+    private int _activeRequests;
+
+    /// <summary>Requests in flight to this endpoint, across snapshots (the least-request balancer reads it).</summary>
+    public int ActiveRequests => Volatile.Read(ref _activeRequests);
+
+    public void RequestStarted() => Interlocked.Increment(ref _activeRequests);
+
+    public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
+
     /// <summary>
     /// Calls <see cref="Exchange.OnUpstreamReady"/> with a connection that has room for a stream (at once,
     /// or when one is connected), or <see cref="Exchange.OnUpstreamFailed"/> when none can be had.

@@ -99,11 +99,27 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
         TimeSpan connectTimeout = c["connect_timeout"].Duration() ?? TimeSpan.FromSeconds(5);
         string lb = c["lb_policy"].String() ?? "ROUND_ROBIN";
-        if (lb != "ROUND_ROBIN")
+        LbPolicy policy = lb switch
+        {
+            "ROUND_ROBIN" => LbPolicy.RoundRobin,
+            "LEAST_REQUEST" => LbPolicy.LeastRequest,
+            "RANDOM" => LbPolicy.Random,
+            _ => LbPolicy.RoundRobin,
+        };
+        if (lb is not ("ROUND_ROBIN" or "LEAST_REQUEST" or "RANDOM"))
         {
             Warn(c["lb_policy"].Path, $"{lb} is not honoured yet; ROUND_ROBIN is used");
         }
-        foreach (string field in new[] { "circuit_breakers", "outlier_detection", "health_checks", "transport_socket", "common_lb_config" })
+        double panic = 50;
+        if (c["common_lb_config"]["healthy_panic_threshold"].Exists)
+        {
+            string? value = c["common_lb_config"]["healthy_panic_threshold"]["value"].String();
+            if (!double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out panic) || panic is < 0 or > 100)
+            {
+                throw new ConfigException($"{c["common_lb_config"]["healthy_panic_threshold"].Path}: a percentage from 0 to 100");
+            }
+        }
+        foreach (string field in new[] { "circuit_breakers", "outlier_detection", "health_checks", "transport_socket", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config" })
         {
             if (c[field].Exists)
             {
@@ -117,18 +133,42 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         ConfigNode assignment = c["load_assignment"];
         foreach (ConfigNode locality in assignment["endpoints"].Items)
         {
+            if ((locality["priority"].Integer() ?? 0) != 0)
+            {
+                Warn(locality["priority"].Path, "priorities are not honoured yet; every endpoint is used");
+            }
+            if (locality["load_balancing_weight"].Exists)
+            {
+                Warn(locality["load_balancing_weight"].Path, "locality weights are not honoured yet");
+            }
             foreach (ConfigNode lbEndpoint in locality["lb_endpoints"].Items)
             {
                 ConfigNode socket = lbEndpoint["endpoint"]["address"]["socket_address"];
                 EndPoint address = ParseSocketAddress(socket, allowNames: type != "STATIC");
-                endpoints.Add(pools.Endpoint(address, protocol));
+                long weight = lbEndpoint["load_balancing_weight"].Integer() ?? 1;
+                if (weight is < 1 or > 1_000_000)
+                {
+                    throw new ConfigException($"{lbEndpoint["load_balancing_weight"].Path}: {weight} is out of range (1 to 1000000)");
+                }
+                string health = lbEndpoint["health_status"].String() ?? "UNKNOWN";
+                EndpointHealth status = health.ToUpperInvariant() switch
+                {
+                    "UNKNOWN" => EndpointHealth.Unknown,
+                    "HEALTHY" => EndpointHealth.Healthy,
+                    "UNHEALTHY" => EndpointHealth.Unhealthy,
+                    "DRAINING" => EndpointHealth.Draining,
+                    "TIMEOUT" => EndpointHealth.Timeout,
+                    "DEGRADED" => EndpointHealth.Degraded,
+                    _ => throw new ConfigException($"{lbEndpoint["health_status"].Path}: unknown health status '{health}'"),
+                };
+                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status));
             }
         }
         if (c["hosts"].Exists)
         {
             throw new ConfigException($"{c["hosts"].Path}: the v2 'hosts' field is gone in v3; use load_assignment");
         }
-        return new Cluster(name, protocol, endpoints, connectTimeout);
+        return new Cluster(name, protocol, endpoints, connectTimeout, policy, panic);
     }
 
     /// <summary>typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] naming HTTP/2.</summary>
