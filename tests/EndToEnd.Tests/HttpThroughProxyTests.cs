@@ -49,9 +49,22 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         args.Add(Url("/headers"));
         var (exit, stdout, stderr) = await Processes.RunAsync("curl", args);
         Assert.True(exit == 0, stderr);
-        string[] lines = stdout.Split('\n');
+        string[] lines = [.. stdout.Split('\n').Where(l => l.StartsWith("x-h", StringComparison.Ordinal))];
         Assert.True(lines.Length == 100, stdout + stderr);
         Assert.Contains("x-h042=value-42", lines);
+    }
+
+    [Fact]
+    public async Task RouteHeaderMutations_AreApplied()
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "-D", "/dev/stderr", "-H", "x-remove-me: 1", "-H", "x-replaced: old", "-H", "x-kept: 1", Url("/headers")]);
+        Assert.True(exit == 0, stderr);
+        string[] lines = stdout.Split('\n');
+        Assert.Contains("x-added=by-route", lines);
+        Assert.Contains("x-replaced=new", lines);
+        Assert.Contains("x-kept=1", lines);
+        Assert.DoesNotContain(lines, l => l.StartsWith("x-remove-me", StringComparison.Ordinal));
+        Assert.Contains("x-response-added: yes", stderr);
     }
 
     [Fact]

@@ -96,6 +96,11 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("grpc", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero),
             new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
+            new Route("headers", PathMatchKind.Path, "/headers", http, TimeSpan.Zero)
+            {
+                RequestHeaderMutations = new HeaderMutations([("x-added", "by-route", HeaderAppendAction.Append), ("x-replaced", "new", HeaderAppendAction.OverwriteOrAdd)], ["x-remove-me"]),
+                ResponseHeaderMutations = new HeaderMutations([("x-response-added", "yes", HeaderAppendAction.Append)], []),
+            },
             new Route("http", PathMatchKind.Prefix, "/", http, TimeSpan.Zero),
         ]);
         var noRouteHost = new VirtualHost("other", ["no-route.example"], []);

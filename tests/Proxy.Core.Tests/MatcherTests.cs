@@ -291,3 +291,60 @@ public sealed class LoadBalancerTests
         Assert.InRange(counts[1] / 4000.0, 0.20, 0.30);
     }
 }
+
+public sealed class HeaderMutationTests
+{
+    private static HeaderList List(params (string, string)[] fields)
+    {
+        var list = new HeaderList();
+        foreach (var (n, v) in fields)
+        {
+            list.Add(Encoding.ASCII.GetBytes(n), Encoding.ASCII.GetBytes(v));
+        }
+        return list;
+    }
+
+    private static List<(string, string)> Fields(HeaderList list) =>
+        [.. Enumerable.Range(0, list.Count).Select(i => (Encoding.ASCII.GetString(list.Name(i)), Encoding.ASCII.GetString(list.Value(i))))];
+
+    [Theory]
+    [InlineData(HeaderAppendAction.Append, "x=old,x=new")]
+    [InlineData(HeaderAppendAction.AddIfAbsent, "x=old")]
+    [InlineData(HeaderAppendAction.OverwriteOrAdd, "x=new")]
+    [InlineData(HeaderAppendAction.OverwriteIfExists, "x=new")]
+    public void AppendActions_WhenPresent(HeaderAppendAction action, string expected)
+    {
+        HeaderList list = List(("x", "old"));
+        new HeaderMutations([("X", "new", action)], []).Apply(list);
+        Assert.Equal(expected, string.Join(',', Fields(list).Select(f => $"{f.Item1}={f.Item2}")));
+    }
+
+    [Theory]
+    [InlineData(HeaderAppendAction.Append, "x=new")]
+    [InlineData(HeaderAppendAction.AddIfAbsent, "x=new")]
+    [InlineData(HeaderAppendAction.OverwriteOrAdd, "x=new")]
+    [InlineData(HeaderAppendAction.OverwriteIfExists, "")]
+    public void AppendActions_WhenAbsent(HeaderAppendAction action, string expected)
+    {
+        HeaderList list = List();
+        new HeaderMutations([("x", "new", action)], []).Apply(list);
+        Assert.Equal(expected, string.Join(',', Fields(list).Select(f => $"{f.Item1}={f.Item2}")));
+    }
+
+    [Fact]
+    public void Remove_RemovesEveryOccurrence_BeforeAdding()
+    {
+        HeaderList list = List(("a", "1"), ("b", "2"), ("a", "3"));
+        new HeaderMutations([("a", "4", HeaderAppendAction.Append)], ["A"]).Apply(list);
+        Assert.Equal([("b", "2"), ("a", "4")], Fields(list));
+    }
+
+    [Theory]
+    [InlineData(":path")]
+    [InlineData("host")]
+    [InlineData("bad name")]
+    public void PseudoHeadersAndHost_CannotBeMutated(string name)
+    {
+        Assert.Throws<ConfigException>(() => new HeaderMutations([(name, "v", HeaderAppendAction.Append)], []));
+    }
+}

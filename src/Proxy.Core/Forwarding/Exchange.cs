@@ -29,6 +29,8 @@ public sealed partial class Exchange
     private UpstreamPool? _pool;
     private Route? _route;
     private Cluster? _cluster;
+    private VirtualHost? _virtualHost;
+    private RouteConfiguration? _routeConfiguration;
     private PendingData _requestPending;
     private PendingData _responsePending;
     private bool _requestComplete;        // downstream sent END_STREAM
@@ -83,6 +85,8 @@ public sealed partial class Exchange
             ScanRequest();
             VirtualHost? host = routes.FindVirtualHost(RequestAuthority());
             _route = host?.FindRoute(RequestPath(), RequestHeaders, _isGrpc);
+            _virtualHost = host;
+            _routeConfiguration = routes;
             if (_route == null)
             {
                 // gRPC's HTTP mapping: no route is UNIMPLEMENTED.
@@ -108,6 +112,10 @@ public sealed partial class Exchange
                 return;
             }
             ApplyRewrites(_route);
+            // Most specific first; the route configuration's own list is applied last (Envoy's default order).
+            _route.RequestHeaderMutations?.Apply(RequestHeaders);
+            host!.RequestHeaders?.Apply(RequestHeaders);
+            routes.RequestHeaders?.Apply(RequestHeaders);
             _cluster = cluster;
             pool = _pool = endpoint.Pool;
             pool.RequestStarted();
@@ -260,6 +268,9 @@ public sealed partial class Exchange
                 return;
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
+            _route?.ResponseHeaderMutations?.Apply(ResponseHeaders);
+            _virtualHost?.ResponseHeaders?.Apply(ResponseHeaders);
+            _routeConfiguration?.ResponseHeaders?.Apply(ResponseHeaders);
             _upstreamClosed |= endStream;
             _responseStarted = true;
             _down!.SendHeaders(_downId, ResponseHeaders, endStream);
@@ -553,6 +564,8 @@ public sealed partial class Exchange
         _pool = null;
         _route = null;
         _cluster = null;
+        _virtualHost = null;
+        _routeConfiguration = null;
         _downId = _upId = 0;
         _requestComplete = _requestEndSent = _requestTrailersWaiting = false;
         _responseStarted = _responseComplete = _responseTrailersWaiting = false;

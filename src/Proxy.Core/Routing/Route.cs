@@ -51,6 +51,8 @@ public sealed class Route
     /// <summary>match.grpc: only requests with content-type application/grpc*.</summary>
     public bool GrpcOnly { get; init; }
     public RouteAction Action { get; }
+    public HeaderMutations? RequestHeaderMutations { get; init; }
+    public HeaderMutations? ResponseHeaderMutations { get; init; }
 
     /// <summary>The single target cluster, when the action has one.</summary>
     public Cluster? Cluster => Action.Cluster;

@@ -64,6 +64,8 @@ public sealed class RouteConfiguration
     public string Name { get; }
     public IReadOnlyList<VirtualHost> VirtualHosts { get; }
     public bool IgnorePortInHostMatching { get; }
+    public HeaderMutations? RequestHeaders { get; init; }
+    public HeaderMutations? ResponseHeaders { get; init; }
 
     public VirtualHost? FindVirtualHost(ReadOnlySpan<byte> authority)
     {

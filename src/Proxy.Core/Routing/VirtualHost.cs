@@ -6,6 +6,8 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
     public string Name { get; } = name;
     public IReadOnlyList<string> Domains { get; } = domains;
     public Route[] Routes { get; } = [.. routes];
+    public HeaderMutations? RequestHeaders { get; init; }
+    public HeaderMutations? ResponseHeaders { get; init; }
 
     public Route? FindRoute(ReadOnlySpan<byte> path)
     {

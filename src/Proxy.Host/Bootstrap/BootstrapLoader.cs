@@ -267,9 +267,17 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             {
                 routes.Add(LoadRoute(r, clusters));
             }
-            hosts.Add(new VirtualHost(name, domains, routes));
+            hosts.Add(new VirtualHost(name, domains, routes)
+            {
+                RequestHeaders = Mutations(vh, "request"),
+                ResponseHeaders = Mutations(vh, "response"),
+            });
         }
-        return new RouteConfiguration(config["name"].String() ?? "", hosts, config["ignore_port_in_host_matching"].Boolean() ?? false);
+        return new RouteConfiguration(config["name"].String() ?? "", hosts, config["ignore_port_in_host_matching"].Boolean() ?? false)
+        {
+            RequestHeaders = Mutations(config, "request"),
+            ResponseHeaders = Mutations(config, "response"),
+        };
     }
 
     private Route LoadRoute(ConfigNode r, Dictionary<string, Cluster> clusters)
@@ -348,7 +356,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             string which = r.Keys.FirstOrDefault(static k => k is "redirect" or "filter_action" or "non_forwarding_action") ?? "route";
             throw new ConfigException($"{r.Path}.{which}: not supported yet (route and direct_response are)");
         }
-        foreach (string field in new[] { "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config", "per_filter_config", "decorator" })
+        foreach (string field in new[] { "typed_per_filter_config", "per_filter_config", "decorator" })
         {
             if (r[field].Exists)
             {
@@ -362,6 +370,8 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 Headers = headers,
                 QueryParameters = query,
                 GrpcOnly = grpc,
+                RequestHeaderMutations = Mutations(r, "request"),
+                ResponseHeaderMutations = Mutations(r, "response"),
             };
         }
         catch (ConfigException e) when (kind == PathMatchKind.Regex)
@@ -439,6 +449,41 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             return result;
         }
         return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host));
+    }
+
+    /// <summary>{request,response}_headers_to_add (HeaderValueOption: append, append_action) and _to_remove of one level.</summary>
+    private HeaderMutations? Mutations(ConfigNode level, string direction)
+    {
+        var add = new List<(string, string, HeaderAppendAction)>();
+        foreach (ConfigNode option in level[$"{direction}_headers_to_add"].Items)
+        {
+            ConfigNode header = option["header"];
+            string key = header["key"].RequiredString();
+            string value = header["value"].String() ?? "";
+            if (value.Contains('%', StringComparison.Ordinal))
+            {
+                Warn(header["value"].Path, "command operators (%...%) are not expanded yet; the value is sent as written");
+            }
+            HeaderAppendAction action = option["append_action"].String() switch
+            {
+                null => (option["append"].Boolean() ?? true) ? HeaderAppendAction.Append : HeaderAppendAction.OverwriteOrAdd,
+                "APPEND_IF_EXISTS_OR_ADD" => HeaderAppendAction.Append,
+                "ADD_IF_ABSENT" => HeaderAppendAction.AddIfAbsent,
+                "OVERWRITE_IF_EXISTS_OR_ADD" => HeaderAppendAction.OverwriteOrAdd,
+                "OVERWRITE_IF_EXISTS" => HeaderAppendAction.OverwriteIfExists,
+                string other => throw new ConfigException($"{option["append_action"].Path}: unknown append_action '{other}'"),
+            };
+            add.Add((key, value, action));
+        }
+        var remove = level[$"{direction}_headers_to_remove"].Items.Select(static n => n.RequiredString()).ToList();
+        try
+        {
+            return HeaderMutations.Create(add, remove);
+        }
+        catch (ConfigException e)
+        {
+            throw new ConfigException($"{level.Path}.{direction}_headers_to_add/remove: {e.Message}");
+        }
     }
 
     private static Cluster FindCluster(ConfigNode name, Dictionary<string, Cluster> clusters)
