@@ -117,6 +117,34 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Retry_On5xx_Recovers_WithoutRetryTheClientSees503()
+    {
+        string id = Guid.NewGuid().ToString("N");
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-w", " %{http_code}", Url($"/flaky/{id}")]);
+        Assert.Equal("ok after 2 200", stdout);
+        string other = Guid.NewGuid().ToString("N");
+        (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", Url($"/flaky-no-retry/{other}")]);
+        Assert.Equal("503", stdout);
+    }
+
+    [Fact]
+    public async Task Retry_RecoversFromAnUpstreamReset()
+    {
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-w", " %{http_code}", Url($"/reset-once/{Guid.NewGuid():N}")]);
+        Assert.Equal("recovered 200", stdout);
+    }
+
+    [Fact]
+    public async Task Retry_OnConnectFailure_GoesToAnotherHost()
+    {
+        // One of the two endpoints refuses connections; previous_hosts sends the retry to the other.
+        var urls = Enumerable.Range(0, 10).Select(_ => Url("/mixed/hello")).ToList();
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", .. urls]);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal(string.Concat(Enumerable.Repeat("hello", 10)), stdout);
+    }
+
+    [Fact]
     public async Task RouteTimeout_Is504()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();

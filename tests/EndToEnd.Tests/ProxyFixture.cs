@@ -76,6 +76,18 @@ public sealed class ProxyFixture : IAsyncLifetime
             }
         });
         app.MapMethods("/hello", ["GET", "HEAD"], static () => "hello");
+        var attempts = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        app.MapGet("/flaky/{id}", (string id) =>
+            attempts.AddOrUpdate("flaky" + id, 1, static (_, n) => n + 1) is var n && n == 1 ? Results.StatusCode(503) : Results.Text($"ok after {n}"));
+        app.MapGet("/reset-once/{id}", (string id, HttpContext context) =>
+        {
+            if (attempts.AddOrUpdate("reset" + id, 1, static (_, n) => n + 1) == 1)
+            {
+                context.Abort();
+                return Results.Empty;
+            }
+            return Results.Text("recovered");
+        });
         app.MapGet("/slow", static async (HttpContext context) =>
         {
             await Task.Delay(10_000, context.RequestAborted);
@@ -90,12 +102,23 @@ public sealed class ProxyFixture : IAsyncLifetime
         var pools = new UpstreamPools();
         var grpc = new Cluster("grpc", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, GrpcUpstreamPort), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(5));
         var http = new Cluster("http", UpstreamProtocol.Http1, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, HttpUpstreamPort), UpstreamProtocol.Http1)], TimeSpan.FromSeconds(5));
+        var mixed = new Cluster("mixed", UpstreamProtocol.Http1,
+            [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ClosedPort()), UpstreamProtocol.Http1), pools.Endpoint(new IPEndPoint(IPAddress.Loopback, HttpUpstreamPort), UpstreamProtocol.Http1)],
+            TimeSpan.FromSeconds(2));
+        var fast = TimeSpan.FromMilliseconds(5);
         var dead = new Cluster("dead", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ClosedPort()), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(2));
         var host = new VirtualHost("all", ["*"],
         [
             new Route("grpc", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero),
             new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
+            new Route("flaky", PathMatchKind.Prefix, "/flaky/", RouteAction.ToCluster(http, TimeSpan.Zero)
+                .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),
+            new Route("flaky-no-retry", PathMatchKind.Prefix, "/flaky-no-retry/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/flaky/"u8.ToArray(), null)),
+            new Route("reset-once", PathMatchKind.Prefix, "/reset-once/", RouteAction.ToCluster(http, TimeSpan.Zero)
+                .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.Reset, NumRetries = 1, BaseInterval = fast })),
+            new Route("mixed", PathMatchKind.Prefix, "/mixed/", RouteAction.ToCluster(mixed, TimeSpan.Zero)
+                .WithRewrites("/"u8.ToArray(), null, new RetryPolicy { RetryOn = RetryOn.ConnectFailure, NumRetries = 2, BaseInterval = fast, AvoidPreviousHosts = true, HostSelectionRetryMaxAttempts = 5 })),
             new Route("headers", PathMatchKind.Path, "/headers", http, TimeSpan.Zero)
             {
                 RequestHeaderMutations = new HeaderMutations([("x-added", "by-route", HeaderAppendAction.Append), ("x-replaced", "new", HeaderAppendAction.OverwriteOrAdd)], ["x-remove-me"]),
@@ -105,7 +128,7 @@ public sealed class ProxyFixture : IAsyncLifetime
         ]);
         var noRouteHost = new VirtualHost("other", ["no-route.example"], []);
         var listener = new ListenerConfig("main", new IPEndPoint(IPAddress.Loopback, 0), new RouteConfiguration("routes", [noRouteHost, host]));
-        _proxy = new ProxyServer(new ProxySnapshot([listener], [grpc, http, dead], 1), pools);
+        _proxy = new ProxyServer(new ProxySnapshot([listener], [grpc, http, dead, mixed], 1), pools);
         _proxy.Start();
         ProxyPort = _proxy.Listeners[0].LocalEndPoint.Port;
     }

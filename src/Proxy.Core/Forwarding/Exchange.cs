@@ -29,6 +29,7 @@ public sealed partial class Exchange
     private UpstreamPool? _pool;
     private Route? _route;
     private Cluster? _cluster;
+    private UpstreamEndpoint? _endpoint;
     private VirtualHost? _virtualHost;
     private RouteConfiguration? _routeConfiguration;
     private PendingData _requestPending;
@@ -117,12 +118,14 @@ public sealed partial class Exchange
             host!.RequestHeaders?.Apply(RequestHeaders);
             routes.RequestHeaders?.Apply(RequestHeaders);
             _cluster = cluster;
+            _endpoint = endpoint;
+            _retry = action.RetryPolicy;
             pool = _pool = endpoint.Pool;
             pool.RequestStarted();
             connectTimeout = cluster.ConnectTimeout;
             ArmDeadline(action.Timeout);
         }
-        pool.Acquire(this, generation, connectTimeout);
+        pool.Acquire(this, generation << 8, connectTimeout);
     }
 
     public void OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
@@ -135,11 +138,12 @@ public sealed partial class Exchange
             }
             _requestComplete |= endStream;
             int length = (int)data.Length;
+            Retain(data);
             if (_up == null || _requestPending.Count > 0 || _upstreamClosed)
             {
-                if (_upstreamClosed)
+                if (_upstreamClosed && !_retryScheduled)
                 {
-                    _down!.Consume(_downId, length); // the upstream is gone: drain and drop
+                    CreditDownstream(length); // the upstream is gone: drain and drop
                     return;
                 }
                 _requestPending.Append(data);
@@ -149,14 +153,11 @@ public sealed partial class Exchange
             int sent = _up.SendData(_upId, data, endStream);
             if (sent < 0)
             {
-                _down!.Consume(_downId, length);
+                CreditDownstream(length);
                 return;
             }
             _up.ScheduleFlush();
-            if (sent > 0)
-            {
-                _down!.Consume(_downId, sent);
-            }
+            CreditDownstream(sent);
             if (sent == length)
             {
                 _requestEndSent |= endStream;
@@ -178,6 +179,7 @@ public sealed partial class Exchange
             }
             (RequestTrailers, trailers) = (trailers, RequestTrailers);
             _requestComplete = true;
+            _hasRequestTrailers = true;
             if (_finished || _upstreamClosed)
             {
                 return;
@@ -221,12 +223,12 @@ public sealed partial class Exchange
     {
         lock (this)
         {
-            if (generation != _generation || _finished)
+            if (generation != UpstreamToken || _finished)
             {
                 return;
             }
             bool endStream = _requestComplete && _requestPending.Count == 0 && !_requestTrailersWaiting;
-            int id = connection.OpenStream(RequestHeaders, endStream, this, generation);
+            int id = connection.OpenStream(RequestHeaders, endStream, this, UpstreamToken);
             if (id <= 0)
             {
                 // Lost a race for the last stream slot: ask again.
@@ -248,12 +250,16 @@ public sealed partial class Exchange
     {
         lock (this)
         {
-            if (generation != _generation || _finished)
+            if (generation != UpstreamToken || _finished)
             {
                 return;
             }
             _upstreamClosed = true;
             ProxyLog.Peer(LogLevel.Warning, reason);
+            if (_retry != null && _retry.OnConnectFailure && TryRetry())
+            {
+                return;
+            }
             SendLocalReply(503, GrpcStatus.Unavailable, reason);
         }
     }
@@ -263,11 +269,15 @@ public sealed partial class Exchange
     {
         lock (this)
         {
-            if (generation != _generation || _finished)
+            if (generation != UpstreamToken || _finished)
             {
                 return;
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
+            if (_retry != null && ShouldRetryResponse() && TryRetry())
+            {
+                return;
+            }
             _route?.ResponseHeaderMutations?.Apply(ResponseHeaders);
             _virtualHost?.ResponseHeaders?.Apply(ResponseHeaders);
             _routeConfiguration?.ResponseHeaders?.Apply(ResponseHeaders);
@@ -287,7 +297,7 @@ public sealed partial class Exchange
     {
         lock (this)
         {
-            if (generation != _generation)
+            if (generation != UpstreamToken)
             {
                 return;
             }
@@ -334,7 +344,7 @@ public sealed partial class Exchange
     {
         lock (this)
         {
-            if (generation != _generation)
+            if (generation != UpstreamToken)
             {
                 return;
             }
@@ -361,11 +371,15 @@ public sealed partial class Exchange
     {
         lock (this)
         {
-            if (generation != _generation || _finished)
+            if (generation != UpstreamToken || _finished)
             {
                 return;
             }
             _upstreamClosed = true;
+            if (!_responseStarted && _retry != null && _retry.OnReset(errorCode == Http2ErrorCode.RefusedStream) && TryRetry())
+            {
+                return;
+            }
             if (!_responseStarted)
             {
                 SendLocalReply(503, GrpcStatus.Unavailable, errorCode == Http2ErrorCode.RefusedStream ? "upstream refused the stream" : "upstream reset before response");
@@ -418,14 +432,14 @@ public sealed partial class Exchange
             int sent = _up.SendData(_upId, _requestPending.Data, end);
             if (sent < 0)
             {
-                _down!.Consume(_downId, count);
+                CreditDownstream(count);
                 _requestPending.Release();
                 break;
             }
             _up.ScheduleFlush();
             if (sent > 0)
             {
-                _down!.Consume(_downId, sent);
+                CreditDownstream(sent);
                 _requestPending.Consume(sent);
             }
             if (sent == count)
@@ -546,6 +560,7 @@ public sealed partial class Exchange
         _down?.RemoveBlocked(this);
         _requestPending.Release();
         _responsePending.Release();
+        _retained.Release();
         // Late events from either connection carry the old generation and are ignored from here on.
         _generation++;
         s_pool.Return(this);
@@ -564,6 +579,8 @@ public sealed partial class Exchange
         _pool = null;
         _route = null;
         _cluster = null;
+        _endpoint = null;
+        ResetRetry();
         _virtualHost = null;
         _routeConfiguration = null;
         _downId = _upId = 0;

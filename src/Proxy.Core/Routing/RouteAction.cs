@@ -40,6 +40,7 @@ public sealed class RouteAction
     public byte[]? PrefixRewrite { get; init; }
     /// <summary>host_rewrite_literal (v2 host_rewrite): replaces :authority.</summary>
     public byte[]? HostRewrite { get; init; }
+    public RetryPolicy? RetryPolicy { get; init; }
 
     public static RouteAction ToCluster(Cluster cluster, TimeSpan timeout) => new(RouteActionKind.Cluster) { Cluster = cluster, Timeout = timeout };
 
@@ -80,8 +81,9 @@ public sealed class RouteAction
         };
 
     /// <summary>A copy of this action with prefix_rewrite and host_rewrite_literal set.</summary>
-    public RouteAction WithRewrites(byte[]? prefixRewrite, byte[]? hostRewrite) => new(Kind)
+    public RouteAction WithRewrites(byte[]? prefixRewrite, byte[]? hostRewrite, RetryPolicy? retryPolicy = null) => new(Kind)
     {
+        RetryPolicy = retryPolicy ?? RetryPolicy,
         Cluster = Cluster,
         WeightedClusters = WeightedClusters,
         TotalWeight = TotalWeight,

@@ -437,18 +437,19 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{action["regex_rewrite"].Path}: not supported yet; forwarding the path unrewritten would reach the wrong resource");
         }
-        foreach (string field in new[] { "retry_policy", "hash_policy", "request_mirror_policies", "request_mirror_policy", "max_stream_duration", "max_grpc_timeout", "idle_timeout", "cors", "auto_host_rewrite" })
+        RetryPolicy? retry = action["retry_policy"].Exists ? LoadRetryPolicy(action["retry_policy"]) : null;
+        foreach (string field in new[] { "hash_policy", "request_mirror_policies", "request_mirror_policy", "max_stream_duration", "max_grpc_timeout", "idle_timeout", "cors", "auto_host_rewrite" })
         {
             if (action[field].Exists)
             {
                 Warn(action[field].Path, "not honoured yet");
             }
         }
-        if (prefixRewrite == null && host == null)
+        if (prefixRewrite == null && host == null && retry == null)
         {
             return result;
         }
-        return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host));
+        return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host), retry);
     }
 
     /// <summary>{request,response}_headers_to_add (HeaderValueOption: append, append_action) and _to_remove of one level.</summary>
@@ -484,6 +485,59 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{level.Path}.{direction}_headers_to_add/remove: {e.Message}");
         }
+    }
+
+    /// <summary>Envoy's RetryPolicy: retry_on, num_retries, retriable_status_codes, retry_back_off, previous_hosts.</summary>
+    private RetryPolicy LoadRetryPolicy(ConfigNode p)
+    {
+        var unknown = new List<string>();
+        RetryOn on = RetryPolicy.Parse(p["retry_on"].String() ?? "", unknown);
+        foreach (string condition in unknown)
+        {
+            Warn(p["retry_on"].Path, $"retry condition '{condition}' is not honoured");
+        }
+        long retries = p["num_retries"].IsMap ? p["num_retries"]["value"].Integer() ?? 1 : p["num_retries"].Integer() ?? 1;
+        if (retries is < 0 or > 255)
+        {
+            throw new ConfigException($"{p["num_retries"].Path}: {retries} is out of range (0 to 255)");
+        }
+        int[] codes = [.. p["retriable_status_codes"].Items.Select(static c => (int)(c.Integer() ?? 0))];
+        TimeSpan baseInterval = p["retry_back_off"]["base_interval"].Duration() ?? TimeSpan.FromMilliseconds(25);
+        if (baseInterval <= TimeSpan.Zero)
+        {
+            throw new ConfigException($"{p["retry_back_off"]["base_interval"].Path}: must be greater than zero");
+        }
+        TimeSpan maxInterval = p["retry_back_off"]["max_interval"].Duration() ?? baseInterval * 10;
+        bool previousHosts = false;
+        foreach (ConfigNode predicate in p["retry_host_predicate"].Items)
+        {
+            string name = predicate["name"].String() ?? "";
+            if (name is "envoy.retry_host_predicates.previous_hosts" || (predicate["typed_config"]["@type"].String() ?? "").EndsWith(".PreviousHostsPredicate", StringComparison.Ordinal))
+            {
+                previousHosts = true;
+            }
+            else
+            {
+                Warn(predicate.Path, $"retry host predicate '{name}' is not honoured");
+            }
+        }
+        foreach (string field in new[] { "per_try_timeout", "per_try_idle_timeout", "retry_priority", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers" })
+        {
+            if (p[field].Exists)
+            {
+                Warn(p[field].Path, "not honoured yet");
+            }
+        }
+        return new RetryPolicy
+        {
+            RetryOn = on,
+            NumRetries = (int)retries,
+            RetriableStatusCodes = codes,
+            BaseInterval = baseInterval,
+            MaxInterval = maxInterval < baseInterval ? baseInterval : maxInterval,
+            AvoidPreviousHosts = previousHosts,
+            HostSelectionRetryMaxAttempts = (int)Math.Clamp(p["host_selection_retry_max_attempts"].Integer() ?? 1, 1, 100),
+        };
     }
 
     private static Cluster FindCluster(ConfigNode name, Dictionary<string, Cluster> clusters)

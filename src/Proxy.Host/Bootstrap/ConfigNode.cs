@@ -57,6 +57,9 @@ public readonly struct ConfigNode(YamlNode? node, string path)
         }
     }
 
+    /// <summary>An object (as opposed to a scalar or a list): a wrapper type such as UInt32Value may come either way.</summary>
+    public bool IsMap => node is YamlMappingNode;
+
     public IEnumerable<string> Keys => node is YamlMappingNode map
         ? map.Children.Keys.OfType<YamlScalarNode>().Select(static k => k.Value ?? "")
         : [];

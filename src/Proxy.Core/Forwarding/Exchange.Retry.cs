@@ -1,0 +1,160 @@
+using System.Buffers;
+using System.Buffers.Text;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Http2;
+
+namespace Proxy.Core.Forwarding;
+
+public sealed partial class Exchange
+{
+    private RetryPolicy? _retry;
+    private int _attempt;
+    /// <summary>Every request body octet seen so far, kept while a retry could still need to replay it.</summary>
+    private PendingData _retained;
+    private bool _retainOverflow;
+    /// <summary>Leading octets of the pending request body whose flow-control credit the client already got (a replay).</summary>
+    private int _creditedAhead;
+    private bool _hasRequestTrailers;
+    private bool _retryScheduled;
+
+    /// <summary>
+    /// What upstream events carry: the generation and the attempt, so that an event from an abandoned
+    /// attempt (a reset stream, a late response) is ignored once a retry is under way.
+    /// </summary>
+    private int UpstreamToken => (_generation << 8) | (_attempt & 0xFF);
+
+    private void ResetRetry()
+    {
+        _retry = null;
+        _attempt = 0;
+        _retained.Release();
+        _retainOverflow = false;
+        _creditedAhead = 0;
+        _hasRequestTrailers = false;
+        _retryScheduled = false;
+    }
+
+    /// <summary>Keeps a copy of request body octets for a possible retry, up to the policy's buffer limit (Envoy: 1 MiB).</summary>
+    private void Retain(in ReadOnlySequence<byte> data)
+    {
+        if (_retry == null || _retainOverflow || data.IsEmpty)
+        {
+            return;
+        }
+        if (_retained.Count + data.Length > _retry.BufferLimit)
+        {
+            // Too large to replay: this request will not be retried.
+            _retainOverflow = true;
+            _retained.Release();
+            return;
+        }
+        _retained.Append(data);
+    }
+
+    /// <summary>Returns flow-control credit to the client, except for replayed octets it already had credit for.</summary>
+    private void CreditDownstream(int sent)
+    {
+        if (sent <= 0)
+        {
+            return;
+        }
+        int credit = sent - _creditedAhead;
+        if (credit <= 0)
+        {
+            _creditedAhead -= sent;
+            return;
+        }
+        _creditedAhead = 0;
+        _down!.Consume(_downId, credit);
+    }
+
+    /// <summary>The final response just received calls for a retry (5xx, gateway errors, listed codes, gRPC statuses in a trailers-only response).</summary>
+    private bool ShouldRetryResponse()
+    {
+        int statusIndex = ResponseHeaders.IndexOf(":status"u8);
+        if (statusIndex < 0 || !Utf8Parser.TryParse(ResponseHeaders.Value(statusIndex), out int status, out _) || status < 200)
+        {
+            return false;
+        }
+        int grpcStatus = -1;
+        int grpcIndex = ResponseHeaders.IndexOf("grpc-status"u8);
+        if (grpcIndex >= 0 && Utf8Parser.TryParse(ResponseHeaders.Value(grpcIndex), out int g, out _))
+        {
+            grpcStatus = g;
+        }
+        return _retry!.OnResponse(status, grpcStatus);
+    }
+
+    /// <summary>
+    /// Under the lock: abandons the current attempt and schedules the next one after the back-off, on a
+    /// different endpoint when previous_hosts asks for it. False when no retry is possible: response
+    /// octets already went downstream, the body outgrew the retry buffer, or the attempts are used up.
+    /// </summary>
+    private bool TryRetry()
+    {
+        if (_retry == null || _responseStarted || _retainOverflow || _attempt >= _retry.NumRetries || _downstreamClosed || _finished || _cluster == null)
+        {
+            return false;
+        }
+        if (_up != null && !_upstreamClosed)
+        {
+            _up.Reset(_upId, Http2ErrorCode.Cancel);
+            _up.ScheduleFlush();
+        }
+        _up?.RemoveBlocked(this);
+        _up = null;
+        _upId = 0;
+        _upstreamClosed = false;
+        _requestEndSent = false;
+        _attempt++;
+        _retryScheduled = true;
+
+        // Replay: the body so far (its prefix was already credited to the client), then the trailers.
+        int credited = _retained.Count - _requestPending.Count;
+        _requestPending.Release();
+        _requestPending.Append(_retained.Data);
+        _requestPending.EndStream = _requestComplete && !_hasRequestTrailers;
+        _requestTrailersWaiting = _hasRequestTrailers;
+        _creditedAhead = Math.Max(0, credited);
+
+        UpstreamEndpoint? previous = _endpoint;
+        UpstreamEndpoint? endpoint = _cluster.PickEndpoint();
+        for (int i = 0; _retry.AvoidPreviousHosts && i < _retry.HostSelectionRetryMaxAttempts && ReferenceEquals(endpoint, previous); i++)
+        {
+            endpoint = _cluster.PickEndpoint();
+        }
+        if (endpoint == null)
+        {
+            return false;
+        }
+        _pool?.RequestEnded();
+        _endpoint = endpoint;
+        _pool = endpoint.Pool;
+        _pool.RequestStarted();
+        _ = RetryAfterAsync(_retry.BackOff(_attempt), _pool, UpstreamToken, _cluster.ConnectTimeout);
+        return true;
+    }
+
+    private async Task RetryAfterAsync(TimeSpan delay, UpstreamPool pool, int token, TimeSpan connectTimeout)
+    {
+        await Task.Delay(delay);
+        lock (this)
+        {
+            if (token != UpstreamToken || _finished)
+            {
+                return;
+            }
+            _retryScheduled = false;
+        }
+        FlushBatch.Begin();
+        try
+        {
+            pool.Acquire(this, token, connectTimeout);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+}
