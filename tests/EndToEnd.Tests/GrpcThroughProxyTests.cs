@@ -183,6 +183,16 @@ public sealed class GrpcThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task FaultAbortWithGrpcStatus_ReachesTheClient()
+    {
+        using GrpcChannel channel = fixture.Channel();
+        var e = await Assert.ThrowsAsync<RpcException>(() =>
+            Client(channel).UnaryAsync(new EchoRequest(), new Metadata { { "x-fault", "grpc" } }).ResponseAsync.WaitAsync(Limit));
+        Assert.Equal(StatusCode.ResourceExhausted, e.StatusCode);
+        Assert.Equal("fault filter abort", e.Status.Detail);
+    }
+
+    [Fact]
     public async Task UpstreamDown_IsUnavailable()
     {
         using GrpcChannel channel = fixture.Channel();

@@ -244,4 +244,44 @@ public sealed class MeshRoutingTests(Xunit.Abstractions.ITestOutputHelper output
             Assert.True(ok > 1000, $"only {ok} requests");
         }
     }
+
+    [Fact]
+    public async Task FaultAbortAndDelay_AreObservedByTheClient()
+    {
+        const string routes = """
+                      - match: { prefix: "/hello", headers: [ { name: x-fault, string_match: { exact: abort } } ] }
+                        route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local" }
+                        typed_per_filter_config:
+                          envoy.fault:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                            abort: { http_status: 418, percentage: { numerator: 100, denominator: HUNDRED } }
+                      - match: { prefix: "/hello", headers: [ { name: x-fault, string_match: { exact: delay } } ] }
+                        route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local" }
+                        typed_per_filter_config:
+                          legacy.key.is.ignored:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                            delay: { fixed_delay: 0.5s, percentage: { numerator: 1000000, denominator: MILLION } }
+                      - match: { prefix: "/" }
+                        route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local" }
+        """;
+        var (proxy, client) = await StartProxyAsync(Bootstrap(routes));
+        await using (proxy)
+        using (client)
+        {
+            using var abort = new HttpRequestMessage(HttpMethod.Get, "/hello");
+            abort.Headers.Add("x-fault", "abort");
+            using HttpResponseMessage aborted = await client.SendAsync(abort);
+            Assert.Equal((HttpStatusCode)418, aborted.StatusCode);
+            Assert.Equal("fault filter abort\n", await aborted.Content.ReadAsStringAsync());
+
+            using var delay = new HttpRequestMessage(HttpMethod.Get, "/hello");
+            delay.Headers.Add("x-fault", "delay");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            using HttpResponseMessage delayed = await client.SendAsync(delay);
+            Assert.Equal("v1", await delayed.Content.ReadAsStringAsync());
+            Assert.True(sw.Elapsed >= TimeSpan.FromMilliseconds(450), $"took {sw.Elapsed}");
+
+            Assert.Equal("v2", await GetAsync(client));
+        }
+    }
 }

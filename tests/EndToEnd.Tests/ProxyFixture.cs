@@ -109,6 +109,11 @@ public sealed class ProxyFixture : IAsyncLifetime
         var dead = new Cluster("dead", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ClosedPort()), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(2));
         var host = new VirtualHost("all", ["*"],
         [
+            new Route("grpc-fault", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero)
+            {
+                Headers = [HeaderMatcher.ForString("x-fault", new StringMatcher(StringMatchKind.Exact, "grpc"))],
+                Fault = new FaultPolicy { AbortGrpcStatus = 8, AbortFraction = 1 },
+            },
             new Route("grpc", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero),
             new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),

@@ -75,6 +75,7 @@ public sealed partial class Exchange
         UpstreamEndpoint? endpoint;
         UpstreamPool pool;
         TimeSpan connectTimeout;
+        FaultPolicy? fault;
         lock (this)
         {
             if (generation != _generation)
@@ -124,6 +125,11 @@ public sealed partial class Exchange
             pool.RequestStarted();
             connectTimeout = cluster.ConnectTimeout;
             ArmDeadline(action.Timeout);
+            fault = _route.Fault ?? host.Fault;
+            if (fault != null && ApplyFault(fault, pool, connectTimeout))
+            {
+                return;
+            }
         }
         pool.Acquire(this, generation << 8, connectTimeout);
     }

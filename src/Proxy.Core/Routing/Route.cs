@@ -52,6 +52,8 @@ public sealed class Route
     public bool GrpcOnly { get; init; }
     public RouteAction Action { get; }
     public HeaderMutations? RequestHeaderMutations { get; init; }
+    /// <summary>Fault injection from typed_per_filter_config (the route's, else its virtual host's).</summary>
+    public FaultPolicy? Fault { get; init; }
     public HeaderMutations? ResponseHeaderMutations { get; init; }
 
     /// <summary>The single target cluster, when the action has one.</summary>

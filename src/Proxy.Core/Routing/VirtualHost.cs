@@ -7,6 +7,7 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
     public IReadOnlyList<string> Domains { get; } = domains;
     public Route[] Routes { get; } = [.. routes];
     public HeaderMutations? RequestHeaders { get; init; }
+    public FaultPolicy? Fault { get; init; }
     public HeaderMutations? ResponseHeaders { get; init; }
 
     public Route? FindRoute(ReadOnlySpan<byte> path)

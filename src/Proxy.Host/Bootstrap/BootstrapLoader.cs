@@ -270,6 +270,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             hosts.Add(new VirtualHost(name, domains, routes)
             {
                 RequestHeaders = Mutations(vh, "request"),
+                Fault = LoadFilterConfigs(vh),
                 ResponseHeaders = Mutations(vh, "response"),
             });
         }
@@ -356,13 +357,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             string which = r.Keys.FirstOrDefault(static k => k is "redirect" or "filter_action" or "non_forwarding_action") ?? "route";
             throw new ConfigException($"{r.Path}.{which}: not supported yet (route and direct_response are)");
         }
-        foreach (string field in new[] { "typed_per_filter_config", "per_filter_config", "decorator" })
+        if (r["decorator"].Exists)
         {
-            if (r[field].Exists)
-            {
-                Warn(r[field].Path, "not honoured yet");
-            }
+            Warn(r["decorator"].Path, "not honoured yet");
         }
+        FaultPolicy? fault = LoadFilterConfigs(r);
         try
         {
             return new Route(r["name"].String() ?? "", kind, value, action, caseSensitive)
@@ -371,6 +370,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 QueryParameters = query,
                 GrpcOnly = grpc,
                 RequestHeaderMutations = Mutations(r, "request"),
+                Fault = fault,
                 ResponseHeaderMutations = Mutations(r, "response"),
             };
         }
@@ -450,6 +450,107 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             return result;
         }
         return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host), retry);
+    }
+
+    private const string FaultV3 = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+    private const string FaultV2 = "type.googleapis.com/envoy.config.filter.http.fault.v2.HTTPFault";
+
+    /// <summary>
+    /// typed_per_filter_config, dispatched by each Any's @type, never by its map key (Istio 1.5 uses legacy
+    /// keys such as envoy.fault): HTTP fault injection is honoured; other types are named once and skipped.
+    /// v2's per_filter_config holds untyped Structs, so there the key is all there is to go by.
+    /// </summary>
+    private FaultPolicy? LoadFilterConfigs(ConfigNode level)
+    {
+        FaultPolicy? fault = null;
+        ConfigNode typed = level["typed_per_filter_config"];
+        foreach (string key in typed.Keys)
+        {
+            ConfigNode any = typed[key];
+            string type = any["@type"].String() ?? "";
+            if (type == "type.googleapis.com/envoy.config.route.v3.FilterConfig")
+            {
+                if (any["disabled"].Boolean() == true)
+                {
+                    continue;
+                }
+                any = any["config"];
+                type = any["@type"].String() ?? "";
+            }
+            if (type is FaultV3 or FaultV2)
+            {
+                fault = LoadFault(any);
+            }
+            else
+            {
+                Warn(any.Path, $"filter config of type '{(type.Length == 0 ? "(none)" : type)}' is not honoured; skipped");
+            }
+        }
+        ConfigNode legacy = level["per_filter_config"];
+        foreach (string key in legacy.Keys)
+        {
+            if (key is "envoy.fault" or "envoy.filters.http.fault")
+            {
+                fault = LoadFault(legacy[key]);
+            }
+            else
+            {
+                Warn(legacy[key].Path, "v2 per_filter_config is not honoured; skipped");
+            }
+        }
+        return fault;
+    }
+
+    private FaultPolicy LoadFault(ConfigNode f)
+    {
+        ConfigNode delay = f["delay"];
+        ConfigNode abort = f["abort"];
+        foreach (ConfigNode header in new[] { delay["header_delay"], abort["header_abort"] })
+        {
+            if (header.Exists)
+            {
+                Warn(header.Path, "header-controlled faults are not honoured yet");
+            }
+        }
+        if (f["max_active_faults"].Exists || f["headers"].Exists || f["downstream_nodes"].Exists || f["upstream_cluster"].Exists)
+        {
+            Warn(f.Path, "fault filter conditions (headers, nodes, cluster, max_active_faults) are not honoured yet; the fault applies to every request of the route");
+        }
+        long grpcStatus = abort["grpc_status"].Integer() ?? -1;
+        long httpStatus = abort["http_status"].Integer() ?? 0;
+        if (abort.Exists && !abort["header_abort"].Exists && httpStatus == 0 && grpcStatus < 0)
+        {
+            throw new ConfigException($"{abort.Path}: needs http_status or grpc_status");
+        }
+        if (httpStatus != 0 && httpStatus is < 200 or >= 600)
+        {
+            throw new ConfigException($"{abort["http_status"].Path}: {httpStatus} is not an HTTP status from 200 to 599");
+        }
+        return new FaultPolicy
+        {
+            Delay = delay["fixed_delay"].Duration() ?? TimeSpan.Zero,
+            DelayFraction = Percentage(delay["percentage"]),
+            AbortHttpStatus = (int)httpStatus,
+            AbortGrpcStatus = (int)grpcStatus,
+            AbortFraction = Percentage(abort["percentage"]),
+        };
+    }
+
+    /// <summary>FractionalPercent; absent means 100 % (Envoy's fault filter default).</summary>
+    private static double Percentage(ConfigNode p)
+    {
+        if (!p.Exists)
+        {
+            return 1;
+        }
+        try
+        {
+            return FaultPolicy.Fraction(p["numerator"].Integer() ?? 0, p["denominator"].String());
+        }
+        catch (ConfigException e)
+        {
+            throw new ConfigException($"{p.Path}: {e.Message}");
+        }
     }
 
     /// <summary>{request,response}_headers_to_add (HeaderValueOption: append, append_action) and _to_remove of one level.</summary>

@@ -1,0 +1,62 @@
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+
+namespace Proxy.Core.Forwarding;
+
+public sealed partial class Exchange
+{
+    /// <summary>
+    /// Under the lock: injects the route's fault. Returns true when the exchange is taken care of (aborted
+    /// now, or delayed and continued later); false to go on to the upstream at once.
+    /// </summary>
+    private bool ApplyFault(FaultPolicy fault, UpstreamPool pool, TimeSpan connectTimeout)
+    {
+        TimeSpan delay = fault.PickDelay();
+        bool abort = fault.PickAbort();
+        if (delay > TimeSpan.Zero)
+        {
+            _ = DelayAsync(delay, abort ? fault : null, pool, _generation, connectTimeout);
+            return true;
+        }
+        if (abort)
+        {
+            Abort(fault);
+            return true;
+        }
+        return false;
+    }
+
+    private void Abort(FaultPolicy fault)
+    {
+        int grpc = fault.AbortGrpcStatus >= 0 ? fault.AbortGrpcStatus : FaultPolicy.GrpcStatusForHttp(fault.AbortHttpStatus);
+        int http = fault.AbortHttpStatus > 0 ? fault.AbortHttpStatus : 503;
+        _upstreamClosed = true;
+        SendLocalReply(http, grpc, "fault filter abort");
+    }
+
+    private async Task DelayAsync(TimeSpan delay, FaultPolicy? abort, UpstreamPool pool, int generation, TimeSpan connectTimeout)
+    {
+        await Task.Delay(delay);
+        FlushBatch.Begin();
+        try
+        {
+            lock (this)
+            {
+                if (generation != _generation || _finished)
+                {
+                    return;
+                }
+                if (abort != null)
+                {
+                    Abort(abort);
+                    return;
+                }
+            }
+            pool.Acquire(this, generation << 8, connectTimeout);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+}
