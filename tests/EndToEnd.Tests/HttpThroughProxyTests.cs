@@ -145,6 +145,15 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task RedirectAndDirectResponse_AreAnsweredByTheProxy()
+    {
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", Url("/old/page?x=1")]);
+        Assert.Equal("301 https://new.example/new/page?x=1", stdout);
+        (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-w", " %{http_code}", Url("/direct")]);
+        Assert.Equal("made by the proxy 202", stdout);
+    }
+
+    [Fact]
     public async Task RouteTimeout_Is504()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();

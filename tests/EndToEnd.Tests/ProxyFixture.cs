@@ -117,6 +117,8 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("grpc", PathMatchKind.Prefix, "/layotto.test.Echo/", grpc, TimeSpan.Zero),
             new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
+            new Route("moved", PathMatchKind.Prefix, "/old/", RouteAction.ToRedirect(301, "https", "new.example", 0, null, "/new/", stripQuery: false)),
+            new Route("direct", PathMatchKind.Path, "/direct", RouteAction.Direct(202, "made by the proxy")),
             new Route("flaky", PathMatchKind.Prefix, "/flaky/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),
             new Route("flaky-no-retry", PathMatchKind.Prefix, "/flaky-no-retry/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/flaky/"u8.ToArray(), null)),

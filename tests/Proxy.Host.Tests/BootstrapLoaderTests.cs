@@ -99,4 +99,15 @@ public sealed class BootstrapLoaderTests
         var e = Assert.Throws<ConfigException>(() => Load(text));
         Assert.Contains("domain 'a' appears in more than one virtual host", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Redirect_IsLoaded()
+    {
+        string text = Example.Replace("route: { cluster: web_backend, timeout: 15s }", "redirect: { https_redirect: true, host_redirect: example.org, response_code: PERMANENT_REDIRECT }", StringComparison.Ordinal);
+        Route route = Load(text).Listeners[0].Routes.FindVirtualHost("x"u8)!.FindRoute("/page"u8)!;
+        Assert.Equal(RouteActionKind.Redirect, route.Action.Kind);
+        Assert.Equal(308, route.Action.DirectStatus);
+        Assert.Equal("https", route.Action.RedirectScheme);
+        Assert.Equal("example.org", route.Action.RedirectHost);
+    }
 }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Text;
 using System.Text;
+using Proxy.Core.Routing;
 using Proxy.Http2;
 
 namespace Proxy.Core.Forwarding;
@@ -73,6 +74,65 @@ public sealed partial class Exchange
                 RequestHeaders.Add(":authority"u8, route.Action.HostRewrite);
             }
         }
+    }
+
+    /// <summary>Envoy's redirect: the request URL with the configured parts replaced, in a Location header (cold path).</summary>
+    private void SendRedirect(Proxy.Core.Routing.Route route)
+    {
+        RouteAction action = route.Action;
+        string path = _pathIndex >= 0 ? System.Text.Encoding.Latin1.GetString(RequestHeaders.Value(_pathIndex)) : "/";
+        int q = path.IndexOf('?', StringComparison.Ordinal);
+        string query = q >= 0 && !action.StripQuery ? path[q..] : "";
+        string bare = q >= 0 ? path[..q] : path;
+        if (action.RedirectPath != null)
+        {
+            // path_redirect replaces the whole path; a query in it wins over the request's.
+            bare = action.RedirectPath;
+            if (bare.Contains('?', StringComparison.Ordinal))
+            {
+                query = "";
+            }
+        }
+        else if (action.RedirectPrefixRewrite != null && route.Kind is PathMatchKind.Prefix or PathMatchKind.PathSeparatedPrefix)
+        {
+            bare = action.RedirectPrefixRewrite + bare[Math.Min(route.MatchValue.Length, bare.Length)..];
+        }
+        int schemeIndex = RequestHeaders.IndexOf(":scheme"u8);
+        string scheme = action.RedirectScheme ?? (schemeIndex >= 0 ? System.Text.Encoding.Latin1.GetString(RequestHeaders.Value(schemeIndex)) : "http");
+        string authority = System.Text.Encoding.Latin1.GetString(RequestAuthority());
+        string host = authority;
+        string port = "";
+        int colon = authority.LastIndexOf(':');
+        if (colon > 0 && authority.LastIndexOf(']') < colon)
+        {
+            host = authority[..colon];
+            port = authority[colon..];
+        }
+        if (action.RedirectHost != null)
+        {
+            host = action.RedirectHost;
+        }
+        if (action.RedirectPort > 0)
+        {
+            port = ":" + action.RedirectPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        else if (action.RedirectScheme != null)
+        {
+            port = ""; // a scheme change drops the port, as Envoy does
+        }
+        string location = $"{scheme}://{host}{port}{bare}{query}";
+        _responseStarted = true;
+        HeaderList headers = ResponseHeaders;
+        headers.Clear();
+        Span<byte> number = stackalloc byte[11];
+        Utf8Formatter.TryFormat(action.DirectStatus, number, out int n);
+        headers.Add(":status"u8, number.Slice(0, n));
+        headers.Add("location"u8, System.Text.Encoding.UTF8.GetBytes(location));
+        headers.Add("content-length"u8, "0"u8);
+        _down!.SendHeaders(_downId, headers, endStream: true);
+        _down.ScheduleFlush();
+        _responseComplete = true;
+        Finish();
     }
 
     /// <summary>Envoy's direct_response: the status and body from the route, for every kind of request.</summary>

@@ -101,6 +101,11 @@ public sealed partial class Exchange
                 SendDirectResponse(action.DirectStatus, action.DirectBody);
                 return;
             }
+            if (action.Kind == RouteActionKind.Redirect)
+            {
+                SendRedirect(_route);
+                return;
+            }
             Cluster? cluster = action.PickCluster(RequestHeaders);
             if (cluster == null)
             {

@@ -12,6 +12,8 @@ public enum RouteActionKind : byte
     ClusterHeader,
     /// <summary>The proxy answers itself (Envoy's direct_response).</summary>
     DirectResponse,
+    /// <summary>A 3xx with a Location built from the request (Envoy's redirect).</summary>
+    Redirect,
 }
 
 /// <summary>Envoy's RouteAction (and direct_response): where a matched request goes, and how it is rewritten.</summary>
@@ -96,6 +98,26 @@ public sealed class RouteAction
         _clusterHeader = _clusterHeader,
         _clusterLookup = _clusterLookup,
     };
+
+    /// <summary>Envoy's RedirectAction: parts of the request URL replaced; unset parts keep the request's.</summary>
+    public static RouteAction ToRedirect(int status, string? scheme, string? host, int port, string? path, string? prefixRewrite, bool stripQuery) =>
+        new(RouteActionKind.Redirect)
+        {
+            DirectStatus = status,
+            RedirectScheme = scheme,
+            RedirectHost = host,
+            RedirectPort = port,
+            RedirectPath = path,
+            RedirectPrefixRewrite = prefixRewrite,
+            StripQuery = stripQuery,
+        };
+
+    public string? RedirectScheme { get; private init; }
+    public string? RedirectHost { get; private init; }
+    public int RedirectPort { get; private init; }
+    public string? RedirectPath { get; private init; }
+    public string? RedirectPrefixRewrite { get; private init; }
+    public bool StripQuery { get; private init; }
 
     public static RouteAction Direct(int status, string body) =>
         new(RouteActionKind.DirectResponse) { DirectStatus = status, DirectBody = Encoding.UTF8.GetBytes(body) };

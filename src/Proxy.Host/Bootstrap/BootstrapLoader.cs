@@ -352,6 +352,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             action = LoadRouteAction(r["route"], clusters);
         }
+        else if (r["redirect"].Exists)
+        {
+            action = LoadRedirect(r["redirect"]);
+        }
         else
         {
             string which = r.Keys.FirstOrDefault(static k => k is "redirect" or "filter_action" or "non_forwarding_action") ?? "route";
@@ -450,6 +454,30 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             return result;
         }
         return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host), retry);
+    }
+
+    private static RouteAction LoadRedirect(ConfigNode d)
+    {
+        int status = (d["response_code"].String() ?? "MOVED_PERMANENTLY") switch
+        {
+            "MOVED_PERMANENTLY" => 301,
+            "FOUND" => 302,
+            "SEE_OTHER" => 303,
+            "TEMPORARY_REDIRECT" => 307,
+            "PERMANENT_REDIRECT" => 308,
+            string other => throw new ConfigException($"{d["response_code"].Path}: unknown response code '{other}'"),
+        };
+        if (d["regex_rewrite"].Exists)
+        {
+            throw new ConfigException($"{d["regex_rewrite"].Path}: not supported yet");
+        }
+        string? scheme = d["scheme_redirect"].String() ?? ((d["https_redirect"].Boolean() ?? false) ? "https" : null);
+        long port = d["port_redirect"].Integer() ?? 0;
+        if (port is < 0 or > 65535)
+        {
+            throw new ConfigException($"{d["port_redirect"].Path}: {port} is not a port");
+        }
+        return RouteAction.ToRedirect(status, scheme, d["host_redirect"].String(), (int)port, d["path_redirect"].String(), d["prefix_rewrite"].String(), d["strip_query"].Boolean() ?? false);
     }
 
     private const string FaultV3 = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
