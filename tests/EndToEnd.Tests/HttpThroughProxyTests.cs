@@ -154,6 +154,19 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task CircuitBreaker_MaxRequests_Answers503Overloaded()
+    {
+        Task<(int, string, string)> first = Processes.RunAsync("curl", ["-sS", Url("/limited/sleep/1500")]);
+        await Task.Delay(400);
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-D", "-", "-o", "/dev/null", Url("/limited/hello")]);
+        Assert.StartsWith("HTTP/1.1 503", stdout);
+        Assert.Contains("x-envoy-overloaded: true", stdout);
+        Assert.Equal("slept", (await first).Item2);
+        (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", Url("/limited/hello")]);
+        Assert.Equal("hello", stdout);
+    }
+
+    [Fact]
     public async Task RouteTimeout_Is504()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -77,6 +77,11 @@ public sealed class ProxyFixture : IAsyncLifetime
         });
         app.MapMethods("/hello", ["GET", "HEAD"], static () => "hello");
         var attempts = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        app.MapGet("/sleep/{ms:int}", static async (int ms, HttpContext context) =>
+        {
+            await Task.Delay(ms, context.RequestAborted);
+            return "slept";
+        });
         app.MapGet("/flaky/{id}", (string id) =>
             attempts.AddOrUpdate("flaky" + id, 1, static (_, n) => n + 1) is var n && n == 1 ? Results.StatusCode(503) : Results.Text($"ok after {n}"));
         app.MapGet("/reset-once/{id}", (string id, HttpContext context) =>
@@ -106,6 +111,10 @@ public sealed class ProxyFixture : IAsyncLifetime
             [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ClosedPort()), UpstreamProtocol.Http1), pools.Endpoint(new IPEndPoint(IPAddress.Loopback, HttpUpstreamPort), UpstreamProtocol.Http1)],
             TimeSpan.FromSeconds(2));
         var fast = TimeSpan.FromMilliseconds(5);
+        var limited = new Cluster("limited", UpstreamProtocol.Http1, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, HttpUpstreamPort), UpstreamProtocol.Http1)], TimeSpan.FromSeconds(2))
+        {
+            CircuitBreakers = new CircuitBreakers { MaxRequests = 1 },
+        };
         var dead = new Cluster("dead", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ClosedPort()), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(2));
         var host = new VirtualHost("all", ["*"],
         [
@@ -119,6 +128,7 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
             new Route("moved", PathMatchKind.Prefix, "/old/", RouteAction.ToRedirect(301, "https", "new.example", 0, null, "/new/", stripQuery: false)),
             new Route("direct", PathMatchKind.Path, "/direct", RouteAction.Direct(202, "made by the proxy")),
+            new Route("limited", PathMatchKind.Prefix, "/limited/", RouteAction.ToCluster(limited, TimeSpan.Zero).WithRewrites("/"u8.ToArray(), null)),
             new Route("flaky", PathMatchKind.Prefix, "/flaky/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),
             new Route("flaky-no-retry", PathMatchKind.Prefix, "/flaky-no-retry/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/flaky/"u8.ToArray(), null)),
@@ -135,7 +145,7 @@ public sealed class ProxyFixture : IAsyncLifetime
         ]);
         var noRouteHost = new VirtualHost("other", ["no-route.example"], []);
         var listener = new ListenerConfig("main", new IPEndPoint(IPAddress.Loopback, 0), new RouteConfiguration("routes", [noRouteHost, host]));
-        _proxy = new ProxyServer(new ProxySnapshot([listener], [grpc, http, dead, mixed], 1), pools);
+        _proxy = new ProxyServer(new ProxySnapshot([listener], [grpc, http, dead, mixed, limited], 1), pools);
         _proxy.Start();
         ProxyPort = _proxy.Listeners[0].LocalEndPoint.Port;
     }

@@ -278,6 +278,47 @@ public sealed class LoadBalancerTests
     }
 
     [Fact]
+    public void OutlierDetection_EjectsAfterConsecutive5xx_AndRespectsMaxEjectionPercent()
+    {
+        UpstreamEndpoint a = Endpoint(1);
+        UpstreamEndpoint b = Endpoint(2);
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [a, b], TimeSpan.FromSeconds(1))
+        {
+            OutlierDetection = new OutlierDetection { Consecutive5xx = 3, BaseEjectionTime = TimeSpan.FromMinutes(1) },
+        };
+        cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
+        cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
+        cluster.RecordOutcome(a, failure: false, gatewayFailure: false); // a success resets the streak
+        cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
+        cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
+        Assert.False(a.Pool.IsEjected);
+        cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
+        Assert.True(a.Pool.IsEjected);
+        Assert.Equal([2], Count(cluster, 200).Keys);
+        // 10 % of two endpoints: one may be out, not both.
+        for (int i = 0; i < 5; i++)
+        {
+            cluster.RecordOutcome(b, failure: true, gatewayFailure: false);
+        }
+        Assert.False(b.Pool.IsEjected);
+    }
+
+    [Fact]
+    public void OutlierDetection_GatewayFailuresAreNotEnforcedByDefault()
+    {
+        UpstreamEndpoint a = Endpoint(1);
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [a, Endpoint(2)], TimeSpan.FromSeconds(1))
+        {
+            OutlierDetection = new OutlierDetection { Consecutive5xx = 100, ConsecutiveGatewayFailure = 2 },
+        };
+        for (int i = 0; i < 5; i++)
+        {
+            cluster.RecordOutcome(a, failure: true, gatewayFailure: true);
+        }
+        Assert.False(a.Pool.IsEjected);
+    }
+
+    [Fact]
     public void LeastRequest_AvoidsTheBusyEndpoint()
     {
         UpstreamEndpoint busy = Endpoint(1);

@@ -194,6 +194,10 @@ public sealed partial class Exchange
             Utf8Formatter.TryFormat(grpcStatus, number, out int n);
             headers.Add("grpc-status"u8, number.Slice(0, n));
             headers.Add("grpc-message"u8, Encoding.ASCII.GetBytes(message));
+            if (_overloaded)
+            {
+                headers.Add("x-envoy-overloaded"u8, "true"u8);
+            }
             _down!.SendHeaders(_downId, headers, endStream: true);
         }
         else
@@ -204,6 +208,10 @@ public sealed partial class Exchange
             byte[] body = Encoding.ASCII.GetBytes(message + "\n");
             Utf8Formatter.TryFormat(body.Length, number, out n);
             headers.Add("content-length"u8, number.Slice(0, n));
+            if (_overloaded)
+            {
+                headers.Add("x-envoy-overloaded"u8, "true"u8);
+            }
             bool bodyless = _isHead;
             _down!.SendHeaders(_downId, headers, endStream: bodyless);
             if (!bodyless)

@@ -69,6 +69,17 @@ public sealed partial class Exchange
         _down!.Consume(_downId, credit);
     }
 
+    /// <summary>Outlier detection: a final response's status counts for or against the endpoint.</summary>
+    private void RecordResponseOutcome()
+    {
+        int statusIndex = ResponseHeaders.IndexOf(":status"u8);
+        if (_endpoint == null || statusIndex < 0 || !Utf8Parser.TryParse(ResponseHeaders.Value(statusIndex), out int status, out _) || status < 200)
+        {
+            return;
+        }
+        _cluster!.RecordOutcome(_endpoint, failure: status >= 500, gatewayFailure: status is 502 or 503 or 504);
+    }
+
     /// <summary>The final response just received calls for a retry (5xx, gateway errors, listed codes, gRPC statuses in a trailers-only response).</summary>
     private bool ShouldRetryResponse()
     {
@@ -96,6 +107,16 @@ public sealed partial class Exchange
         if (_retry == null || _responseStarted || _retainOverflow || _attempt >= _retry.NumRetries || _downstreamClosed || _finished || _cluster == null)
         {
             return false;
+        }
+        if (!_retryCounted)
+        {
+            // The cluster's max_retries circuit breaker bounds retries in flight.
+            if (_cluster.CircuitBreakers is { } breakers && _cluster.State.ActiveRetries >= breakers.MaxRetries)
+            {
+                return false;
+            }
+            _cluster.State.RetryStarted();
+            _retryCounted = true;
         }
         if (_up != null && !_upstreamClosed)
         {

@@ -30,6 +30,9 @@ public sealed partial class Exchange
     private Route? _route;
     private Cluster? _cluster;
     private UpstreamEndpoint? _endpoint;
+    private bool _clusterCounted;
+    private bool _retryCounted;
+    private bool _overloaded;
     private VirtualHost? _virtualHost;
     private RouteConfiguration? _routeConfiguration;
     private PendingData _requestPending;
@@ -118,6 +121,15 @@ public sealed partial class Exchange
                 SendLocalReply(503, GrpcStatus.Unavailable, "no healthy upstream");
                 return;
             }
+            if (cluster.CircuitBreakers is { } breakers && cluster.State.ActiveRequests >= breakers.MaxRequests)
+            {
+                // Envoy's circuit breaker: 503 with x-envoy-overloaded, no upstream attempt.
+                _overloaded = true;
+                SendLocalReply(503, GrpcStatus.Unavailable, "upstream overflow");
+                return;
+            }
+            cluster.State.RequestStarted();
+            _clusterCounted = true;
             ApplyRewrites(_route);
             // Most specific first; the route configuration's own list is applied last (Envoy's default order).
             _route.RequestHeaderMutations?.Apply(RequestHeaders);
@@ -267,6 +279,10 @@ public sealed partial class Exchange
             }
             _upstreamClosed = true;
             ProxyLog.Peer(LogLevel.Warning, reason);
+            if (_endpoint != null)
+            {
+                _cluster?.RecordOutcome(_endpoint, failure: true, gatewayFailure: true);
+            }
             if (_retry != null && _retry.OnConnectFailure && TryRetry())
             {
                 return;
@@ -285,6 +301,10 @@ public sealed partial class Exchange
                 return;
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
+            if (_cluster?.OutlierDetection != null)
+            {
+                RecordResponseOutcome();
+            }
             if (_retry != null && ShouldRetryResponse() && TryRetry())
             {
                 return;
@@ -387,6 +407,10 @@ public sealed partial class Exchange
                 return;
             }
             _upstreamClosed = true;
+            if (!_responseStarted && _endpoint != null)
+            {
+                _cluster?.RecordOutcome(_endpoint, failure: true, gatewayFailure: true);
+            }
             if (!_responseStarted && _retry != null && _retry.OnReset(errorCode == Http2ErrorCode.RefusedStream) && TryRetry())
             {
                 return;
@@ -566,6 +590,14 @@ public sealed partial class Exchange
         }
         _finished = true;
         _pool?.RequestEnded();
+        if (_clusterCounted)
+        {
+            _cluster!.State.RequestEnded();
+        }
+        if (_retryCounted)
+        {
+            _cluster!.State.RetryEnded();
+        }
         DeadlineWheel.Remove(this);
         _up?.RemoveBlocked(this);
         _down?.RemoveBlocked(this);
@@ -591,6 +623,7 @@ public sealed partial class Exchange
         _route = null;
         _cluster = null;
         _endpoint = null;
+        _clusterCounted = _retryCounted = _overloaded = false;
         ResetRetry();
         _virtualHost = null;
         _routeConfiguration = null;

@@ -70,9 +70,61 @@ public sealed class Cluster
     /// <summary>Envoy's connect_timeout (default 5 s; Istio sets 10 s).</summary>
     public TimeSpan ConnectTimeout { get; }
     public LbPolicy LbPolicy { get; }
+    public OutlierDetection? OutlierDetection { get; init; }
+    public CircuitBreakers? CircuitBreakers { get; init; }
+    /// <summary>Request and retry counts of this cluster name, shared by every snapshot.</summary>
+    public ClusterState State { get; init; } = new();
 
-    /// <summary>An endpoint by the cluster's policy; null when the cluster has none.</summary>
+    /// <summary>Outlier detection: counts a response (or connect failure/reset) of <paramref name="endpoint"/>, and ejects it when due.</summary>
+    public void RecordOutcome(UpstreamEndpoint endpoint, bool failure, bool gatewayFailure)
+    {
+        OutlierDetection? policy = OutlierDetection;
+        if (policy == null || !endpoint.Pool.RecordOutcome(failure, gatewayFailure, policy))
+        {
+            return;
+        }
+        int ejected = 0;
+        foreach (UpstreamEndpoint e in Endpoints)
+        {
+            if (e.Pool.IsEjected)
+            {
+                ejected++;
+            }
+        }
+        // max_ejection_percent, but at least one endpoint may always be ejected (Envoy's rule).
+        if (ejected == 0 || (ejected + 1) * 100.0 <= Endpoints.Length * policy.MaxEjectionPercent)
+        {
+            endpoint.Pool.Eject(policy);
+        }
+    }
+
+    /// <summary>An endpoint by the cluster's policy, skipping ejected ones while others remain; null when the cluster has none.</summary>
     public UpstreamEndpoint? PickEndpoint()
+    {
+        UpstreamEndpoint? picked = PickByPolicy();
+        if (picked == null || OutlierDetection == null || !picked.Pool.IsEjected)
+        {
+            return picked;
+        }
+        for (int i = 0; i < _candidates.Length; i++)
+        {
+            UpstreamEndpoint next = PickByPolicy()!;
+            if (!next.Pool.IsEjected)
+            {
+                return next;
+            }
+        }
+        foreach (UpstreamEndpoint e in _candidates)
+        {
+            if (!e.Pool.IsEjected)
+            {
+                return e;
+            }
+        }
+        return picked; // every endpoint is ejected: better some service than none
+    }
+
+    private UpstreamEndpoint? PickByPolicy()
     {
         UpstreamEndpoint[] candidates = _candidates;
         if (candidates.Length == 0)

@@ -25,6 +25,51 @@ public abstract class UpstreamPool
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
+    // Outlier detection state of this endpoint (guarded by the pool itself as a lock).
+    private int _consecutive5xx;
+    private int _consecutiveGateway;
+    private int _ejections;
+    private long _ejectedUntil;
+
+    /// <summary>Whether outlier detection has this endpoint out of rotation now.</summary>
+    public bool IsEjected => Volatile.Read(ref _ejectedUntil) > Environment.TickCount64;
+
+    /// <summary>Counts one outcome; returns true when it should be ejected now (the caller checks the cluster's limit).</summary>
+    public bool RecordOutcome(bool failure, bool gatewayFailure, Proxy.Core.Routing.OutlierDetection policy)
+    {
+        lock (this)
+        {
+            if (!failure)
+            {
+                _consecutive5xx = 0;
+                _consecutiveGateway = 0;
+                return false;
+            }
+            _consecutive5xx++;
+            if (gatewayFailure)
+            {
+                _consecutiveGateway++;
+            }
+            bool by5xx = _consecutive5xx >= policy.Consecutive5xx && Enforced(policy.Enforcing5xx);
+            bool byGateway = gatewayFailure && _consecutiveGateway >= policy.ConsecutiveGatewayFailure && Enforced(policy.EnforcingGatewayFailure);
+            return (by5xx || byGateway) && !IsEjected;
+        }
+    }
+
+    public void Eject(Proxy.Core.Routing.OutlierDetection policy)
+    {
+        lock (this)
+        {
+            _ejections++;
+            double ms = Math.Min(policy.BaseEjectionTime.TotalMilliseconds * _ejections, Math.Max(policy.MaxEjectionTime.TotalMilliseconds, policy.BaseEjectionTime.TotalMilliseconds));
+            Volatile.Write(ref _ejectedUntil, Environment.TickCount64 + (long)ms);
+            _consecutive5xx = 0;
+            _consecutiveGateway = 0;
+        }
+    }
+
+    private static bool Enforced(double fraction) => fraction >= 1 || (fraction > 0 && Random.Shared.NextDouble() < fraction);
+
     /// <summary>
     /// Calls <see cref="Exchange.OnUpstreamReady"/> with a connection that has room for a stream (at once,
     /// or when one is connected), or <see cref="Exchange.OnUpstreamFailed"/> when none can be had.

@@ -15,6 +15,11 @@ public sealed class UpstreamPools
 
     public Http2ConnectionOptions Http2Options { get; init; } = new() { MaxConcurrentStreams = 1024 };
 
+    private readonly ConcurrentDictionary<string, ClusterState> _clusters = new(StringComparer.Ordinal);
+
+    /// <summary>The live state of a cluster name, the same object for every snapshot.</summary>
+    public ClusterState ClusterState(string name) => _clusters.GetOrAdd(name, static _ => new ClusterState());
+
     public UpstreamPool Get(EndPoint address, UpstreamProtocol protocol) =>
         _pools.GetOrAdd((address.ToString()!, protocol), static (key, state) => state.protocol == UpstreamProtocol.Http2
             ? new Http2UpstreamPool(state.address, state.self.Http2Options)

@@ -119,7 +119,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 throw new ConfigException($"{c["common_lb_config"]["healthy_panic_threshold"].Path}: a percentage from 0 to 100");
             }
         }
-        foreach (string field in new[] { "circuit_breakers", "outlier_detection", "health_checks", "transport_socket", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config" })
+        foreach (string field in new[] { "health_checks", "transport_socket", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config" })
         {
             if (c[field].Exists)
             {
@@ -168,7 +168,63 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{c["hosts"].Path}: the v2 'hosts' field is gone in v3; use load_assignment");
         }
-        return new Cluster(name, protocol, endpoints, connectTimeout, policy, panic);
+        return new Cluster(name, protocol, endpoints, connectTimeout, policy, panic)
+        {
+            CircuitBreakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null,
+            OutlierDetection = c["outlier_detection"].Exists ? LoadOutlierDetection(c["outlier_detection"]) : null,
+            State = pools.ClusterState(name),
+        };
+    }
+
+    /// <summary>A UInt32Value/UInt64Value: a number, or {"value": n} in the object form.</summary>
+    private static long? Wrapped(ConfigNode n) => n.IsMap ? n["value"].Integer() : n.Integer();
+
+    private CircuitBreakers LoadCircuitBreakers(ConfigNode cb)
+    {
+        var result = new CircuitBreakers();
+        foreach (ConfigNode t in cb["thresholds"].Items)
+        {
+            string priority = t["priority"].String() ?? "DEFAULT";
+            if (priority != "DEFAULT")
+            {
+                Warn(t["priority"].Path, "only DEFAULT priority thresholds are honoured");
+                continue;
+            }
+            if (t["max_pending_requests"].Exists)
+            {
+                Warn(t["max_pending_requests"].Path, "not honoured yet");
+            }
+            result = new CircuitBreakers
+            {
+                MaxConnections = Wrapped(t["max_connections"]) ?? 1024,
+                MaxRequests = Wrapped(t["max_requests"]) ?? 1024,
+                MaxRetries = Wrapped(t["max_retries"]) ?? 3,
+            };
+        }
+        return result;
+    }
+
+    private OutlierDetection LoadOutlierDetection(ConfigNode od)
+    {
+        foreach (string field in new[] { "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "enforcing_success_rate",
+                     "failure_percentage_threshold", "enforcing_failure_percentage", "split_external_local_origin_errors", "consecutive_local_origin_failure" })
+        {
+            if (od[field].Exists)
+            {
+                Warn(od[field].Path, "not honoured yet");
+            }
+        }
+        static double Percent(long? value, double fallback) => value is long v ? Math.Clamp(v, 0, 100) / 100.0 : fallback;
+        return new OutlierDetection
+        {
+            Consecutive5xx = (int)Math.Clamp(Wrapped(od["consecutive_5xx"]) ?? 5, 1, int.MaxValue),
+            ConsecutiveGatewayFailure = (int)Math.Clamp(Wrapped(od["consecutive_gateway_failure"]) ?? 5, 1, int.MaxValue),
+            Enforcing5xx = Percent(Wrapped(od["enforcing_consecutive_5xx"]), 1),
+            EnforcingGatewayFailure = Percent(Wrapped(od["enforcing_consecutive_gateway_failure"]), 0),
+            BaseEjectionTime = od["base_ejection_time"].Duration() ?? TimeSpan.FromSeconds(30),
+            MaxEjectionTime = od["max_ejection_time"].Duration() ?? TimeSpan.FromSeconds(300),
+            MaxEjectionPercent = Math.Clamp(Wrapped(od["max_ejection_percent"]) ?? 10, 0, 100),
+        };
     }
 
     /// <summary>typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] naming HTTP/2.</summary>
