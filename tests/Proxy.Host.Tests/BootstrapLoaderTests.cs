@@ -110,4 +110,15 @@ public sealed class BootstrapLoaderTests
         Assert.Equal("https", route.Action.RedirectScheme);
         Assert.Equal("example.org", route.Action.RedirectHost);
     }
+
+    [Fact]
+    public void RegexRewrite_UsesRe2StyleGroups()
+    {
+        string text = Example.Replace("route: { cluster: web_backend, timeout: 15s }",
+            "route: { cluster: web_backend, regex_rewrite: { pattern: { regex: \"^/service/([^/]+)(/.*)$\" }, substitution: \"\\\\2/instance/\\\\1\" }, max_grpc_timeout: 2s, auto_host_rewrite: true }", StringComparison.Ordinal);
+        Route route = Load(text).Listeners[0].Routes.FindVirtualHost("x"u8)!.FindRoute("/service/foo/v1/api"u8)!;
+        Assert.Equal("/v1/api/instance/foo", route.Action.RegexRewrite!.Replace("/service/foo/v1/api", route.Action.RegexSubstitution!));
+        Assert.Equal(TimeSpan.FromSeconds(2), route.Action.MaxGrpcTimeout);
+        Assert.True(route.Action.AutoHostRewrite);
+    }
 }

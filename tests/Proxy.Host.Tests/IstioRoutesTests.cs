@@ -92,9 +92,19 @@ public sealed class IstioRoutesTests
         Assert.Equal("outbound|9080||productpage.default.svc.cluster.local", product.Cluster!.Name);
         Assert.Equal(TimeSpan.Zero, product.Timeout);
         Assert.Null(host.FindRoute("/nowhere"u8, Request("/nowhere"), false));
-        // Istio's default retry policy is honoured; max_grpc_timeout is named as not honoured yet, once.
-        Assert.DoesNotContain(loader.Warnings, w => w.Contains(".retry_policy", StringComparison.Ordinal));
-        Assert.Contains(loader.Warnings, w => w.EndsWith(".max_grpc_timeout: not honoured yet", StringComparison.Ordinal));
+        // Istio's default retry policy and max_grpc_timeout (0s: grpc-timeout unbounded) are honoured.
+        Assert.DoesNotContain(loader.Warnings, w => w.Contains(".retry_policy", StringComparison.Ordinal) || w.Contains("max_grpc_timeout", StringComparison.Ordinal));
+        RetryPolicy retry = product.Action.RetryPolicy!;
+        Assert.Equal(2, retry.NumRetries);
+        Assert.True(retry.AvoidPreviousHosts);
+        Assert.Equal(5, retry.HostSelectionRetryMaxAttempts);
+        Assert.Equal([503], retry.RetriableStatusCodes);
+        Assert.True(retry.OnConnectFailure);
+        Assert.True(retry.OnResponse(503, -1));
+        Assert.True(retry.OnResponse(200, 14)); // gRPC UNAVAILABLE in a trailers-only response
+        Assert.False(retry.OnResponse(500, -1));
+        Assert.Equal(TimeSpan.Zero, product.Action.MaxGrpcTimeout);
+        Assert.Equal(loader.Warnings.Count, loader.Warnings.Distinct().Count());
         Assert.Equal(loader.Warnings.Count, loader.Warnings.Distinct().Count());
     }
 

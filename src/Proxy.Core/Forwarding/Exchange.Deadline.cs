@@ -16,7 +16,7 @@ public sealed partial class Exchange
     /// Arms the request's deadline: the route's timeout and, for gRPC, the client's grpc-timeout, whichever
     /// ends first (gRPC's PROTOCOL-HTTP2: the server side treats grpc-timeout as the call's deadline).
     /// </summary>
-    private void ArmDeadline(TimeSpan routeTimeout)
+    private void ArmDeadline(TimeSpan routeTimeout, TimeSpan maxGrpcTimeout)
     {
         long milliseconds = routeTimeout > TimeSpan.Zero ? (long)routeTimeout.TotalMilliseconds : long.MaxValue;
         if (_isGrpc)
@@ -24,6 +24,10 @@ public sealed partial class Exchange
             int index = RequestHeaders.IndexOf("grpc-timeout"u8);
             if (index >= 0 && TryParseGrpcTimeout(RequestHeaders.Value(index), out long grpcMilliseconds))
             {
+                if (maxGrpcTimeout > TimeSpan.Zero)
+                {
+                    grpcMilliseconds = Math.Min(grpcMilliseconds, (long)maxGrpcTimeout.TotalMilliseconds);
+                }
                 milliseconds = Math.Min(milliseconds, grpcMilliseconds);
             }
         }

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Text;
 using System.Text;
 using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
 using Proxy.Http2;
 
 namespace Proxy.Core.Forwarding;
@@ -45,8 +46,20 @@ public sealed partial class Exchange
     }
 
     /// <summary>prefix_rewrite of :path and host_rewrite_literal of :authority, in place.</summary>
-    private void ApplyRewrites(Proxy.Core.Routing.Route route)
+    private void ApplyRewrites(Proxy.Core.Routing.Route route, UpstreamEndpoint endpoint)
     {
+        if (route.Action.RegexRewrite is { } regex && _pathIndex >= 0)
+        {
+            // Cold path (strings): regex rewrites are configured rarely and cost what Envoy's do.
+            string path = Encoding.Latin1.GetString(RequestHeaders.Value(_pathIndex));
+            int q = path.IndexOfAny(['?', '#']);
+            string rewritten = regex.Replace(q >= 0 ? path[..q] : path, route.Action.RegexSubstitution!) + (q >= 0 ? path[q..] : "");
+            RequestHeaders.SetValue(_pathIndex, Encoding.Latin1.GetBytes(rewritten));
+        }
+        if (route.Action.AutoHostRewrite && endpoint.Address is System.Net.DnsEndPoint dns && _authorityIndex >= 0 && RequestHeaders.Name(_authorityIndex)[0] == (byte)':')
+        {
+            RequestHeaders.SetValue(_authorityIndex, Encoding.ASCII.GetBytes(dns.Host));
+        }
         if (route.Action.PrefixRewrite != null && _pathIndex >= 0)
         {
             ReadOnlySpan<byte> path = RequestHeaders.Value(_pathIndex);

@@ -130,7 +130,7 @@ public sealed partial class Exchange
             }
             cluster.State.RequestStarted();
             _clusterCounted = true;
-            ApplyRewrites(_route);
+            ApplyRewrites(_route, endpoint);
             // Most specific first; the route configuration's own list is applied last (Envoy's default order).
             _route.RequestHeaderMutations?.Apply(RequestHeaders);
             host!.RequestHeaders?.Apply(RequestHeaders);
@@ -141,7 +141,7 @@ public sealed partial class Exchange
             pool = _pool = endpoint.Pool;
             pool.RequestStarted();
             connectTimeout = cluster.ConnectTimeout;
-            ArmDeadline(action.Timeout);
+            ArmDeadline(action.Timeout, action.MaxGrpcTimeout);
             fault = _route.Fault ?? host.Fault;
             if (fault != null && ApplyFault(fault, pool, connectTimeout))
             {

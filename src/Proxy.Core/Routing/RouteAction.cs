@@ -43,6 +43,13 @@ public sealed class RouteAction
     /// <summary>host_rewrite_literal (v2 host_rewrite): replaces :authority.</summary>
     public byte[]? HostRewrite { get; init; }
     public RetryPolicy? RetryPolicy { get; init; }
+    /// <summary>max_grpc_timeout / max_stream_duration.grpc_timeout_header_max: a grpc-timeout above it is cut to it; zero means no bound.</summary>
+    public TimeSpan MaxGrpcTimeout { get; init; }
+    /// <summary>auto_host_rewrite: :authority becomes the chosen endpoint's DNS name (STRICT_DNS/LOGICAL_DNS clusters).</summary>
+    public bool AutoHostRewrite { get; init; }
+    /// <summary>regex_rewrite: the path (without its query) rewritten by a regex substitution.</summary>
+    public System.Text.RegularExpressions.Regex? RegexRewrite { get; init; }
+    public string? RegexSubstitution { get; init; }
 
     public static RouteAction ToCluster(Cluster cluster, TimeSpan timeout) => new(RouteActionKind.Cluster) { Cluster = cluster, Timeout = timeout };
 
@@ -83,9 +90,17 @@ public sealed class RouteAction
         };
 
     /// <summary>A copy of this action with prefix_rewrite and host_rewrite_literal set.</summary>
-    public RouteAction WithRewrites(byte[]? prefixRewrite, byte[]? hostRewrite, RetryPolicy? retryPolicy = null) => new(Kind)
+    public RouteAction WithRewrites(byte[]? prefixRewrite, byte[]? hostRewrite, RetryPolicy? retryPolicy = null) => With(prefixRewrite, hostRewrite, retryPolicy, MaxGrpcTimeout, AutoHostRewrite, RegexRewrite, RegexSubstitution);
+
+    /// <summary>A copy with every rewrite and per-route option set.</summary>
+    public RouteAction With(byte[]? prefixRewrite, byte[]? hostRewrite, RetryPolicy? retryPolicy, TimeSpan maxGrpcTimeout, bool autoHostRewrite,
+        System.Text.RegularExpressions.Regex? regexRewrite, string? regexSubstitution) => new(Kind)
     {
         RetryPolicy = retryPolicy ?? RetryPolicy,
+        MaxGrpcTimeout = maxGrpcTimeout,
+        AutoHostRewrite = autoHostRewrite,
+        RegexRewrite = regexRewrite,
+        RegexSubstitution = regexSubstitution,
         Cluster = Cluster,
         WeightedClusters = WeightedClusters,
         TotalWeight = TotalWeight,

@@ -493,23 +493,42 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         byte[]? prefixRewrite = action["prefix_rewrite"].String() is string p ? System.Text.Encoding.UTF8.GetBytes(p) : null;
         // v3 host_rewrite_literal; Istio 1.5 (v2) sends host_rewrite.
         string? host = action["host_rewrite_literal"].String() ?? action["host_rewrite"].String();
+        System.Text.RegularExpressions.Regex? regexRewrite = null;
+        string? substitution = null;
         if (action["regex_rewrite"].Exists)
         {
-            throw new ConfigException($"{action["regex_rewrite"].Path}: not supported yet; forwarding the path unrewritten would reach the wrong resource");
+            ConfigNode rr = action["regex_rewrite"];
+            string pattern = rr["pattern"]["regex"].RequiredString();
+            try
+            {
+                regexRewrite = new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+            }
+            catch (ArgumentException e)
+            {
+                throw new ConfigException($"{rr["pattern"]["regex"].Path}: invalid regex: {e.Message}");
+            }
+            // RE2 substitutions write capture groups as \1; .NET as $1 (and a literal $ as $$).
+            substitution = System.Text.RegularExpressions.Regex.Replace((rr["substitution"].String() ?? "").Replace("$", "$$", StringComparison.Ordinal), @"\\(\d)", "$${$1}");
         }
+        TimeSpan maxGrpcTimeout = action["max_stream_duration"]["grpc_timeout_header_max"].Duration() ?? action["max_grpc_timeout"].Duration() ?? TimeSpan.Zero;
+        bool autoHostRewrite = action["auto_host_rewrite"].Boolean() ?? false;
         RetryPolicy? retry = action["retry_policy"].Exists ? LoadRetryPolicy(action["retry_policy"]) : null;
-        foreach (string field in new[] { "hash_policy", "request_mirror_policies", "request_mirror_policy", "max_stream_duration", "max_grpc_timeout", "idle_timeout", "cors", "auto_host_rewrite" })
+        if (action["max_stream_duration"]["max_stream_duration"].Exists)
+        {
+            Warn(action["max_stream_duration"]["max_stream_duration"].Path, "not honoured yet");
+        }
+        foreach (string field in new[] { "hash_policy", "request_mirror_policies", "request_mirror_policy", "idle_timeout", "cors", "grpc_timeout_offset" })
         {
             if (action[field].Exists)
             {
                 Warn(action[field].Path, "not honoured yet");
             }
         }
-        if (prefixRewrite == null && host == null && retry == null)
+        if (prefixRewrite == null && host == null && retry == null && maxGrpcTimeout == TimeSpan.Zero && !autoHostRewrite && regexRewrite == null)
         {
             return result;
         }
-        return result.WithRewrites(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host), retry);
+        return result.With(prefixRewrite, host == null ? null : System.Text.Encoding.ASCII.GetBytes(host), retry, maxGrpcTimeout, autoHostRewrite, regexRewrite, substitution);
     }
 
     private static RouteAction LoadRedirect(ConfigNode d)
