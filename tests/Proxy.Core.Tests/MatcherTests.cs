@@ -233,6 +233,7 @@ public sealed class MatcherTests
 
 public sealed class LoadBalancerTests
 {
+
     private static UpstreamEndpoint Endpoint(int port, int weight = 1, EndpointHealth health = EndpointHealth.Healthy) =>
         new(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), new Proxy.Core.Upstream.Http1UpstreamPool(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port)), weight, health);
 
@@ -316,6 +317,55 @@ public sealed class LoadBalancerTests
             cluster.RecordOutcome(a, failure: true, gatewayFailure: true);
         }
         Assert.False(a.Pool.IsEjected);
+    }
+
+    [Theory]
+    [InlineData(LbPolicy.RingHash)]
+    [InlineData(LbPolicy.Maglev)]
+    public void ConsistentHash_SameKeySameHost_KeysSpread_MostStayWhenAHostGoes(LbPolicy policy)
+    {
+        UpstreamEndpoint[] hosts = [.. Enumerable.Range(1, 5).Select(p => Endpoint(p))];
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, hosts, TimeSpan.FromSeconds(1), policy);
+        var smaller = new Cluster("c", UpstreamProtocol.Http1, hosts[..4], TimeSpan.FromSeconds(1), policy);
+        var policies = new[] { new HashPolicy(HashPolicyKind.Header, "x-user", terminal: false) };
+        var used = new HashSet<int>();
+        int moved = 0;
+        int keys = 0;
+        for (int user = 0; user < 1000; user++)
+        {
+            var headers = new HeaderList();
+            headers.Add("x-user"u8, Encoding.ASCII.GetBytes($"user-{user}"));
+            ulong? hash = HashPolicy.Compute(policies, headers, "/"u8, null);
+            UpstreamEndpoint first = cluster.PickEndpoint(hash)!;
+            Assert.Same(first, cluster.PickEndpoint(hash));
+            used.Add(((System.Net.IPEndPoint)first.Address).Port);
+            if (!ReferenceEquals(first, hosts[4]))
+            {
+                keys++;
+                if (!ReferenceEquals(first, smaller.PickEndpoint(hash)))
+                {
+                    moved++;
+                }
+            }
+        }
+        Assert.Equal(5, used.Count);
+        // Keys whose host stayed should mostly stay with it.
+        Assert.True(moved < keys / 5, $"{moved} of {keys} keys moved");
+    }
+
+    [Fact]
+    public void HashPolicy_CombinesAndStopsAtTerminal()
+    {
+        var headers = new HeaderList();
+        headers.Add("a"u8, "1"u8);
+        headers.Add("cookie"u8, "session=abc; other=x"u8);
+        ulong? header = HashPolicy.Compute([new HashPolicy(HashPolicyKind.Header, "a", terminal: true), new HashPolicy(HashPolicyKind.Cookie, "session", false)], headers, "/"u8, null);
+        ulong? headerOnly = HashPolicy.Compute([new HashPolicy(HashPolicyKind.Header, "a", false)], headers, "/"u8, null);
+        ulong? both = HashPolicy.Compute([new HashPolicy(HashPolicyKind.Header, "a", false), new HashPolicy(HashPolicyKind.Cookie, "session", false)], headers, "/"u8, null);
+        Assert.Equal(headerOnly, header);
+        Assert.NotEqual(headerOnly, both);
+        Assert.Null(HashPolicy.Compute([new HashPolicy(HashPolicyKind.Header, "missing", false)], headers, "/"u8, null));
+        Assert.NotNull(HashPolicy.Compute([new HashPolicy(HashPolicyKind.QueryParameter, "id", false)], headers, "/x?id=7"u8, null));
     }
 
     [Fact]

@@ -85,10 +85,10 @@ public sealed class BootstrapLoaderTests
     [Fact]
     public void UnhonouredFields_AreReportedOnceByPath()
     {
-        string text = Example.Replace("type: STATIC\n", "type: STATIC\n    lb_policy: RING_HASH\n    health_checks: []\n", StringComparison.Ordinal);
+        string text = Example.Replace("type: STATIC\n", "type: STATIC\n    lb_policy: CLUSTER_PROVIDED\n    health_checks: []\n", StringComparison.Ordinal);
         var loader = new BootstrapLoader(new UpstreamPools());
         loader.Load(text, "test");
-        Assert.Contains(loader.Warnings, w => w.StartsWith("static_resources.clusters[0].lb_policy: RING_HASH is not honoured", StringComparison.Ordinal));
+        Assert.Contains(loader.Warnings, w => w.StartsWith("static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is not honoured", StringComparison.Ordinal));
         Assert.Contains(loader.Warnings, w => w.StartsWith("static_resources.clusters[0].health_checks", StringComparison.Ordinal));
     }
 

@@ -115,7 +115,9 @@ public sealed partial class Exchange
                 SendLocalReply(503, GrpcStatus.Unavailable, "no cluster for the request");
                 return;
             }
-            endpoint = cluster.PickEndpoint();
+            endpoint = action.HashPolicies.Length > 0 && cluster.LbPolicy is LbPolicy.RingHash or LbPolicy.Maglev
+                ? cluster.PickEndpoint(HashPolicy.Compute(action.HashPolicies, RequestHeaders, RequestPath(), _down!.RemoteEndPoint))
+                : cluster.PickEndpoint();
             if (endpoint == null)
             {
                 SendLocalReply(503, GrpcStatus.Unavailable, "no healthy upstream");

@@ -493,6 +493,8 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
+    public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
+
     private void OnDrained()
     {
         (Exchange Exchange, int Generation)? blocked;

@@ -68,6 +68,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void ScheduleFlush() => FlushBatch.Add(Connection.Output);
 
+    public System.Net.EndPoint? RemoteEndPoint => Connection.RemoteEndPoint;
+
     public void AddBlocked(Exchange exchange, int generation)
     {
         lock (_blocked)

@@ -25,6 +25,9 @@ public interface IExchangePeer
 
     void RemoveBlocked(Exchange exchange);
 
+    /// <summary>The peer's address (for source-IP hashing); null when unknown.</summary>
+    System.Net.EndPoint? RemoteEndPoint { get; }
+
     /// <summary>Schedules a flush of what was written at the end of the current input batch.</summary>
     void ScheduleFlush();
 }

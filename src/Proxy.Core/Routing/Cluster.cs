@@ -16,6 +16,10 @@ public enum LbPolicy : byte
     /// <summary>Power of two random choices, the one with fewer active requests wins (Envoy's default choice_count 2; Istio's default policy).</summary>
     LeastRequest,
     Random,
+    /// <summary>Consistent hashing on a ring (Envoy's RING_HASH), keyed by the route's hash_policy.</summary>
+    RingHash,
+    /// <summary>Consistent hashing with Maglev's lookup table (Envoy's MAGLEV).</summary>
+    Maglev,
 }
 
 /// <summary>Envoy's HealthStatus of an LbEndpoint (from EDS or a load_assignment).</summary>
@@ -62,6 +66,36 @@ public sealed class Cluster
         }
         _totalWeight = sum;
         _weighted = sum != _candidates.Length;
+        if (lbPolicy is LbPolicy.RingHash or LbPolicy.Maglev && _candidates.Length > 0)
+        {
+            _hash = lbPolicy == LbPolicy.RingHash ? ConsistentHash.Ring(_candidates, 1024) : ConsistentHash.Maglev(_candidates);
+        }
+    }
+
+    private readonly ConsistentHash? _hash;
+
+    /// <summary>For RING_HASH and MAGLEV: the endpoint for <paramref name="hash"/> (ejected ones skipped as in <see cref="PickEndpoint()"/>); others ignore the hash.</summary>
+    public UpstreamEndpoint? PickEndpoint(ulong? hash)
+    {
+        if (_hash == null || hash is not ulong h || _candidates.Length == 0)
+        {
+            return PickEndpoint();
+        }
+        UpstreamEndpoint chosen = _candidates[_hash.Pick(h)];
+        if (OutlierDetection == null || !chosen.Pool.IsEjected)
+        {
+            return chosen;
+        }
+        // The key's host is out: walk on, as Envoy moves to the next ring entry.
+        for (int i = 1; i < 8; i++)
+        {
+            UpstreamEndpoint next = _candidates[_hash.Pick(h + (ulong)i * 0x9E3779B97F4A7C15UL)];
+            if (!next.Pool.IsEjected)
+            {
+                return next;
+            }
+        }
+        return PickEndpoint();
     }
 
     public string Name { get; }

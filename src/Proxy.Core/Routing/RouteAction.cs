@@ -43,6 +43,15 @@ public sealed class RouteAction
     /// <summary>host_rewrite_literal (v2 host_rewrite): replaces :authority.</summary>
     public byte[]? HostRewrite { get; init; }
     public RetryPolicy? RetryPolicy { get; init; }
+    public HashPolicy[] HashPolicies { get; private set; } = [];
+
+    /// <summary>A copy with <paramref name="policies"/> as hash_policy.</summary>
+    public RouteAction WithHashPolicies(HashPolicy[] policies)
+    {
+        RouteAction copy = WithRewrites(PrefixRewrite, HostRewrite);
+        copy.HashPolicies = policies;
+        return copy;
+    }
     /// <summary>max_grpc_timeout / max_stream_duration.grpc_timeout_header_max: a grpc-timeout above it is cut to it; zero means no bound.</summary>
     public TimeSpan MaxGrpcTimeout { get; init; }
     /// <summary>auto_host_rewrite: :authority becomes the chosen endpoint's DNS name (STRICT_DNS/LOGICAL_DNS clusters).</summary>
@@ -97,6 +106,7 @@ public sealed class RouteAction
         System.Text.RegularExpressions.Regex? regexRewrite, string? regexSubstitution) => new(Kind)
     {
         RetryPolicy = retryPolicy ?? RetryPolicy,
+        HashPolicies = HashPolicies,
         MaxGrpcTimeout = maxGrpcTimeout,
         AutoHostRewrite = autoHostRewrite,
         RegexRewrite = regexRewrite,

@@ -69,6 +69,30 @@ public sealed class SocketConnection
 
     public SocketOutput Output { get; }
 
+    private System.Net.EndPoint? _remote;
+
+    /// <summary>The peer's address, read once and kept.</summary>
+    public System.Net.EndPoint? RemoteEndPoint
+    {
+        get
+        {
+            if (_remote == null)
+            {
+                try
+                {
+                    _remote = _socket.RemoteEndPoint;
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+                catch (System.Net.Sockets.SocketException)
+                {
+                }
+            }
+            return _remote;
+        }
+    }
+
     /// <summary>The peer's address for log lines ("?" once the socket is gone).</summary>
     public string RemoteAddress
     {

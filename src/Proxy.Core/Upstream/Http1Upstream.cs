@@ -190,6 +190,8 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
+    public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
+
     private void OnDrained()
     {
         (Exchange Exchange, int Generation)? blocked;

@@ -104,9 +104,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             "ROUND_ROBIN" => LbPolicy.RoundRobin,
             "LEAST_REQUEST" => LbPolicy.LeastRequest,
             "RANDOM" => LbPolicy.Random,
+            "RING_HASH" => LbPolicy.RingHash,
+            "MAGLEV" => LbPolicy.Maglev,
             _ => LbPolicy.RoundRobin,
         };
-        if (lb is not ("ROUND_ROBIN" or "LEAST_REQUEST" or "RANDOM"))
+        if (lb is not ("ROUND_ROBIN" or "LEAST_REQUEST" or "RANDOM" or "RING_HASH" or "MAGLEV"))
         {
             Warn(c["lb_policy"].Path, $"{lb} is not honoured yet; ROUND_ROBIN is used");
         }
@@ -517,7 +519,12 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             Warn(action["max_stream_duration"]["max_stream_duration"].Path, "not honoured yet");
         }
-        foreach (string field in new[] { "hash_policy", "request_mirror_policies", "request_mirror_policy", "idle_timeout", "cors", "grpc_timeout_offset" })
+        HashPolicy[] hashPolicies = [.. action["hash_policy"].Items.Select(LoadHashPolicy).OfType<HashPolicy>()];
+        if (hashPolicies.Length > 0)
+        {
+            result = result.WithHashPolicies(hashPolicies);
+        }
+        foreach (string field in new[] { "request_mirror_policies", "request_mirror_policy", "idle_timeout", "cors", "grpc_timeout_offset" })
         {
             if (action[field].Exists)
             {
@@ -689,6 +696,33 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{level.Path}.{direction}_headers_to_add/remove: {e.Message}");
         }
+    }
+
+    private HashPolicy? LoadHashPolicy(ConfigNode h)
+    {
+        bool terminal = h["terminal"].Boolean() ?? false;
+        if (h["header"].Exists)
+        {
+            return new HashPolicy(HashPolicyKind.Header, h["header"]["header_name"].RequiredString(), terminal);
+        }
+        if (h["cookie"].Exists)
+        {
+            if (h["cookie"]["ttl"].Exists)
+            {
+                Warn(h["cookie"]["ttl"].Path, "generating the cookie is not honoured yet; only a cookie the client sends is hashed");
+            }
+            return new HashPolicy(HashPolicyKind.Cookie, h["cookie"]["name"].RequiredString(), terminal);
+        }
+        if (h["connection_properties"]["source_ip"].Boolean() == true)
+        {
+            return new HashPolicy(HashPolicyKind.SourceIp, "", terminal);
+        }
+        if (h["query_parameter"].Exists)
+        {
+            return new HashPolicy(HashPolicyKind.QueryParameter, h["query_parameter"]["name"].RequiredString(), terminal);
+        }
+        Warn(h.Path, "hash policy not honoured yet");
+        return null;
     }
 
     /// <summary>Envoy's RetryPolicy: retry_on, num_retries, retriable_status_codes, retry_back_off, previous_hosts.</summary>
