@@ -19,6 +19,7 @@ public sealed class CommandLine
     public string? ServiceCluster { get; private set; }
     public string? ServiceNode { get; private set; }
     public int DrainTimeSeconds { get; private set; } = 5;
+    public int SnapshotSwapsPerSecond { get; private set; }
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
 
@@ -41,6 +42,9 @@ public sealed class CommandLine
               --listen HOST:PORT        accept HTTP/1.1 and h2c here
               --upstream HOST:PORT      forward everything to this endpoint
               --upstream-protocol h1|h2 protocol towards the upstream (default: h1; grpc = h2)
+              --swap-snapshots-per-second N
+                                        load-test aid: rebuild and publish the routing snapshot N times
+                                        a second, to show that swaps under load lose nothing (default: 0)
 
         Envoy flags accepted for compatibility and ignored: --disable-hot-restart,
         --allow-unknown-static-fields, --local-address-ip-version, --drain-strategy,
@@ -55,7 +59,7 @@ public sealed class CommandLine
     private static readonly HashSet<string> s_takesValue =
     [
         "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
-        "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s",
+        "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
     ];
     private static readonly HashSet<string> s_ignoredFlags = ["--disable-hot-restart", "--allow-unknown-static-fields"];
     private static readonly HashSet<string> s_ignoredWithValue =
@@ -150,6 +154,14 @@ public sealed class CommandLine
                         error = $"unknown log level '{c.LogLevel}'";
                         return false;
                     }
+                    break;
+                case "--swap-snapshots-per-second":
+                    if (!int.TryParse(value, out int swaps) || swaps < 0 || swaps > 1000)
+                    {
+                        error = "--swap-snapshots-per-second takes a number from 0 to 1000";
+                        return false;
+                    }
+                    c.SnapshotSwapsPerSecond = swaps;
                     break;
                 case "--service-cluster":
                     c.ServiceCluster = value;

@@ -91,12 +91,31 @@ public static class Program
         {
             ProxyLog.Write(LogLevel.Info, $"listening on {listener.LocalEndPoint}");
         }
+        using Timer? swapper = options.SnapshotSwapsPerSecond > 0 && options.Listen != null && options.Upstream != null
+            ? StartSwapping(server, options)
+            : null;
         using var stop = new ManualResetEventSlim();
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         stop.Wait();
         server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(options.DrainTimeSeconds));
         return 0;
+    }
+
+    /// <summary>--swap-snapshots-per-second: a fresh snapshot (same pools, so connections survive) published on a timer.</summary>
+    private static Timer StartSwapping(ProxyServer server, CommandLine options)
+    {
+        long swaps = 0;
+        var period = TimeSpan.FromSeconds(1.0 / options.SnapshotSwapsPerSecond);
+        return new Timer(_ =>
+        {
+            ProxySnapshot next = Standalone.Build(options.Listen!, options.Upstream!, options.UpstreamProtocol, server.Pools);
+            server.Snapshots.Publish(next);
+            if (++swaps % (options.SnapshotSwapsPerSecond * 10) == 0)
+            {
+                ProxyLog.Write(LogLevel.Info, $"{swaps} snapshot swaps");
+            }
+        }, null, period, period);
     }
 
     private static string ReadConfig(string path)
