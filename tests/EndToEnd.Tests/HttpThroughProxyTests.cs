@@ -167,6 +167,27 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Cors_PreflightAnsweredAndAllowedOriginsMarked()
+    {
+        var (_, preflight, _) = await Processes.RunAsync("curl", ["-sS", "-D", "-", "-o", "/dev/null", "-X", "OPTIONS", "-H", "Origin: https://app.example",
+            "-H", "Access-Control-Request-Method: POST", Url("/cors/hello")]);
+        Assert.StartsWith("HTTP/1.1 200", preflight);
+        Assert.Contains("access-control-allow-origin: https://app.example", preflight);
+        Assert.Contains("access-control-allow-methods: GET,POST", preflight);
+        Assert.Contains("access-control-max-age: 600", preflight);
+        Assert.Contains("access-control-allow-credentials: true", preflight);
+
+        var (_, actual, _) = await Processes.RunAsync("curl", ["-sS", "-D", "-", "-H", "Origin: https://app.example", Url("/cors/hello")]);
+        Assert.Contains("access-control-allow-origin: https://app.example", actual);
+        Assert.Contains("access-control-expose-headers: x-trace", actual);
+        Assert.EndsWith("hello", actual);
+
+        var (_, other, _) = await Processes.RunAsync("curl", ["-sS", "-D", "-", "-H", "Origin: https://evil.example", Url("/cors/hello")]);
+        Assert.DoesNotContain("access-control-allow-origin", other);
+        Assert.EndsWith("hello", other);
+    }
+
+    [Fact]
     public async Task RouteTimeout_Is504()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -128,6 +128,10 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
             new Route("moved", PathMatchKind.Prefix, "/old/", RouteAction.ToRedirect(301, "https", "new.example", 0, null, "/new/", stripQuery: false)),
             new Route("direct", PathMatchKind.Path, "/direct", RouteAction.Direct(202, "made by the proxy")),
+            new Route("cors", PathMatchKind.Prefix, "/cors/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/"u8.ToArray(), null))
+            {
+                Cors = new CorsPolicy([new StringMatcher(StringMatchKind.Exact, "https://app.example")], "GET,POST", "content-type,x-token", "x-trace", "600", allowCredentials: true),
+            },
             new Route("limited", PathMatchKind.Prefix, "/limited/", RouteAction.ToCluster(limited, TimeSpan.Zero).WithRewrites("/"u8.ToArray(), null)),
             new Route("flaky", PathMatchKind.Prefix, "/flaky/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),

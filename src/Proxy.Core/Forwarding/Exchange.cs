@@ -99,6 +99,10 @@ public sealed partial class Exchange
                 return;
             }
             RouteAction action = _route.Action;
+            if ((_route.Cors ?? host!.Cors) is { } cors && ApplyCors(cors))
+            {
+                return;
+            }
             if (action.Kind == RouteActionKind.DirectResponse)
             {
                 SendDirectResponse(action.DirectStatus, action.DirectBody);
@@ -314,6 +318,10 @@ public sealed partial class Exchange
             _route?.ResponseHeaderMutations?.Apply(ResponseHeaders);
             _virtualHost?.ResponseHeaders?.Apply(ResponseHeaders);
             _routeConfiguration?.ResponseHeaders?.Apply(ResponseHeaders);
+            if (_cors != null)
+            {
+                AddCorsResponseHeaders();
+            }
             _upstreamClosed |= endStream;
             _responseStarted = true;
             _down!.SendHeaders(_downId, ResponseHeaders, endStream);
@@ -626,6 +634,8 @@ public sealed partial class Exchange
         _cluster = null;
         _endpoint = null;
         _clusterCounted = _retryCounted = _overloaded = false;
+        _cors = null;
+        _corsOriginIndex = -1;
         ResetRetry();
         _virtualHost = null;
         _routeConfiguration = null;

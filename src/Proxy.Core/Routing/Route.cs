@@ -54,6 +54,8 @@ public sealed class Route
     public HeaderMutations? RequestHeaderMutations { get; init; }
     /// <summary>Fault injection from typed_per_filter_config (the route's, else its virtual host's).</summary>
     public FaultPolicy? Fault { get; init; }
+    /// <summary>CORS from typed_per_filter_config or v2's route.cors (the route's, else its virtual host's).</summary>
+    public CorsPolicy? Cors { get; init; }
     public HeaderMutations? ResponseHeaderMutations { get; init; }
 
     /// <summary>The single target cluster, when the action has one.</summary>

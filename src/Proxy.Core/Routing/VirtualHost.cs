@@ -8,6 +8,7 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
     public Route[] Routes { get; } = [.. routes];
     public HeaderMutations? RequestHeaders { get; init; }
     public FaultPolicy? Fault { get; init; }
+    public CorsPolicy? Cors { get; init; }
     public HeaderMutations? ResponseHeaders { get; init; }
 
     public Route? FindRoute(ReadOnlySpan<byte> path)

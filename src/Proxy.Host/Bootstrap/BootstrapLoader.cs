@@ -325,10 +325,12 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             {
                 routes.Add(LoadRoute(r, clusters));
             }
+            (FaultPolicy? hostFault, CorsPolicy? hostCors) = LoadFilterConfigs(vh);
             hosts.Add(new VirtualHost(name, domains, routes)
             {
                 RequestHeaders = Mutations(vh, "request"),
-                Fault = LoadFilterConfigs(vh),
+                Fault = hostFault,
+                Cors = hostCors,
                 ResponseHeaders = Mutations(vh, "response"),
             });
         }
@@ -423,7 +425,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             Warn(r["decorator"].Path, "not honoured yet");
         }
-        FaultPolicy? fault = LoadFilterConfigs(r);
+        (FaultPolicy? fault, CorsPolicy? routeCors) = LoadFilterConfigs(r);
+        if (r["route"]["cors"].Exists)
+        {
+            routeCors = LoadCors(r["route"]["cors"]);
+        }
         try
         {
             return new Route(r["name"].String() ?? "", kind, value, action, caseSensitive)
@@ -433,6 +439,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 GrpcOnly = grpc,
                 RequestHeaderMutations = Mutations(r, "request"),
                 Fault = fault,
+                Cors = routeCors,
                 ResponseHeaderMutations = Mutations(r, "response"),
             };
         }
@@ -524,7 +531,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             result = result.WithHashPolicies(hashPolicies);
         }
-        foreach (string field in new[] { "request_mirror_policies", "request_mirror_policy", "idle_timeout", "cors", "grpc_timeout_offset" })
+        foreach (string field in new[] { "request_mirror_policies", "request_mirror_policy", "idle_timeout", "grpc_timeout_offset" })
         {
             if (action[field].Exists)
             {
@@ -570,9 +577,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     /// keys such as envoy.fault): HTTP fault injection is honoured; other types are named once and skipped.
     /// v2's per_filter_config holds untyped Structs, so there the key is all there is to go by.
     /// </summary>
-    private FaultPolicy? LoadFilterConfigs(ConfigNode level)
+    private (FaultPolicy? Fault, CorsPolicy? Cors) LoadFilterConfigs(ConfigNode level)
     {
         FaultPolicy? fault = null;
+        CorsPolicy? cors = level["cors"].Exists ? LoadCors(level["cors"]) : null;
         ConfigNode typed = level["typed_per_filter_config"];
         foreach (string key in typed.Keys)
         {
@@ -591,6 +599,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             {
                 fault = LoadFault(any);
             }
+            else if (type is "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy" or "type.googleapis.com/envoy.config.route.v3.CorsPolicy")
+            {
+                cors = LoadCors(any);
+            }
             else
             {
                 Warn(any.Path, $"filter config of type '{(type.Length == 0 ? "(none)" : type)}' is not honoured; skipped");
@@ -608,7 +620,32 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 Warn(legacy[key].Path, "v2 per_filter_config is not honoured; skipped");
             }
         }
-        return fault;
+        return (fault, cors);
+    }
+
+    /// <summary>CorsPolicy: allow_origin_string_match (and v2's allow_origin / allow_origin_regex), methods, headers, max_age, credentials.</summary>
+    private CorsPolicy LoadCors(ConfigNode c)
+    {
+        var origins = new List<StringMatcher>();
+        foreach (ConfigNode m in c["allow_origin_string_match"].Items)
+        {
+            origins.Add(LoadStringMatcher(m));
+        }
+        foreach (ConfigNode o in c["allow_origin"].Items)
+        {
+            string origin = o.RequiredString();
+            origins.Add(origin == "*" ? new StringMatcher(StringMatchKind.Prefix, "") : new StringMatcher(StringMatchKind.Exact, origin));
+        }
+        foreach (ConfigNode r in c["allow_origin_regex"].Items)
+        {
+            origins.Add(Regex(r, r.RequiredString()));
+        }
+        if (c["filter_enabled"].Exists || c["shadow_enabled"].Exists)
+        {
+            Warn(c.Path, "filter_enabled/shadow_enabled runtime fractions are not honoured; the policy always applies");
+        }
+        return new CorsPolicy(origins, c["allow_methods"].String(), c["allow_headers"].String(), c["expose_headers"].String(), c["max_age"].String(),
+            c["allow_credentials"].Boolean() ?? false);
     }
 
     private FaultPolicy LoadFault(ConfigNode f)
