@@ -128,6 +128,15 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task PerTryTimeout_AbandonsTheSlowAttemptAndRetries()
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-w", " %{http_code}", Url($"/slow-once/{Guid.NewGuid():N}")]);
+        Assert.Equal("fast 200", stdout);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"took {sw.Elapsed}");
+    }
+
+    [Fact]
     public async Task Retry_RecoversFromAnUpstreamReset()
     {
         var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-w", " %{http_code}", Url($"/reset-once/{Guid.NewGuid():N}")]);

@@ -84,6 +84,14 @@ public sealed class ProxyFixture : IAsyncLifetime
         });
         app.MapGet("/flaky/{id}", (string id) =>
             attempts.AddOrUpdate("flaky" + id, 1, static (_, n) => n + 1) is var n && n == 1 ? Results.StatusCode(503) : Results.Text($"ok after {n}"));
+        app.MapGet("/slow-once/{id}", async (string id, HttpContext context) =>
+        {
+            if (attempts.AddOrUpdate("slow" + id, 1, static (_, n) => n + 1) == 1)
+            {
+                await Task.Delay(5000, context.RequestAborted);
+            }
+            return "fast";
+        });
         app.MapGet("/reset-once/{id}", (string id, HttpContext context) =>
         {
             if (attempts.AddOrUpdate("reset" + id, 1, static (_, n) => n + 1) == 1)
@@ -135,6 +143,8 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("limited", PathMatchKind.Prefix, "/limited/", RouteAction.ToCluster(limited, TimeSpan.Zero).WithRewrites("/"u8.ToArray(), null)),
             new Route("flaky", PathMatchKind.Prefix, "/flaky/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),
+            new Route("per-try", PathMatchKind.Prefix, "/slow-once/", RouteAction.ToCluster(http, TimeSpan.Zero)
+                .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.GatewayError, NumRetries = 1, BaseInterval = fast, PerTryTimeout = TimeSpan.FromMilliseconds(300) })),
             new Route("flaky-no-retry", PathMatchKind.Prefix, "/flaky-no-retry/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/flaky/"u8.ToArray(), null)),
             new Route("reset-once", PathMatchKind.Prefix, "/reset-once/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.Reset, NumRetries = 1, BaseInterval = fast })),

@@ -157,6 +157,42 @@ public sealed partial class Exchange
         return true;
     }
 
+    /// <summary>per_try_timeout: the attempt still without a response when it fires is abandoned, and retried or answered with 504.</summary>
+    private async Task PerTryTimeoutAsync(TimeSpan limit, int token)
+    {
+        await Task.Delay(limit);
+        FlushBatch.Begin();
+        try
+        {
+            lock (this)
+            {
+                if (token != UpstreamToken || _finished || _responseStarted)
+                {
+                    return;
+                }
+                if (_endpoint != null)
+                {
+                    _cluster?.RecordOutcome(_endpoint, failure: true, gatewayFailure: true);
+                }
+                if (_retry!.OnPerTryTimeout && TryRetry())
+                {
+                    return;
+                }
+                if (_up != null && !_upstreamClosed)
+                {
+                    _up.Reset(_upId, Http2ErrorCode.Cancel);
+                    _up.ScheduleFlush();
+                }
+                _upstreamClosed = true;
+                SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream per-try timeout");
+            }
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+
     private async Task RetryAfterAsync(TimeSpan delay, UpstreamPool pool, int token, TimeSpan connectTimeout)
     {
         await Task.Delay(delay);

@@ -268,6 +268,10 @@ public sealed partial class Exchange
                 return;
             }
             _up = connection;
+            if (_retry is { PerTryTimeout: var perTry } && perTry > TimeSpan.Zero)
+            {
+                _ = PerTryTimeoutAsync(perTry, UpstreamToken);
+            }
             _upId = id;
             _requestEndSent = endStream;
             connection.ScheduleFlush();

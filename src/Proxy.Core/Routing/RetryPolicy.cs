@@ -38,6 +38,11 @@ public sealed class RetryPolicy
     public bool AvoidPreviousHosts { get; init; }
     public int HostSelectionRetryMaxAttempts { get; init; } = 1;
     public int BufferLimit { get; init; } = DefaultBufferLimit;
+    /// <summary>per_try_timeout: one attempt's limit; zero means only the route's timeout applies.</summary>
+    public TimeSpan PerTryTimeout { get; init; }
+
+    /// <summary>Envoy retries a per-try timeout under 5xx and gateway-error.</summary>
+    public bool OnPerTryTimeout => (RetryOn & (RetryOn.ServerError5xx | RetryOn.GatewayError)) != 0;
 
     /// <summary>Parses retry_on's comma-separated list; unknown conditions are returned for a warning.</summary>
     public static RetryOn Parse(string value, List<string> unknown)

@@ -796,7 +796,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 Warn(predicate.Path, $"retry host predicate '{name}' is not honoured");
             }
         }
-        foreach (string field in new[] { "per_try_timeout", "per_try_idle_timeout", "retry_priority", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers" })
+        foreach (string field in new[] { "per_try_idle_timeout", "retry_priority", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers" })
         {
             if (p[field].Exists)
             {
@@ -812,6 +812,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             MaxInterval = maxInterval < baseInterval ? baseInterval : maxInterval,
             AvoidPreviousHosts = previousHosts,
             HostSelectionRetryMaxAttempts = (int)Math.Clamp(p["host_selection_retry_max_attempts"].Integer() ?? 1, 1, 100),
+            PerTryTimeout = p["per_try_timeout"].Duration() ?? TimeSpan.Zero,
         };
     }
 
