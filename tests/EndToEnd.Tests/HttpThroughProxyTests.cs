@@ -197,6 +197,24 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Mirror_SendsAShadowCopyWithTheBody()
+    {
+        string id = Guid.NewGuid().ToString("N");
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "--data-binary", "payload-123", Url($"/mirror-probe/{id}")]);
+        Assert.Equal("primary-answer", stdout);
+        string seen = "";
+        for (int i = 0; i < 50 && seen.Split('|').Length < 2; i++)
+        {
+            await Task.Delay(100);
+            (_, seen, _) = await Processes.RunAsync("curl", ["-sS", Url($"/mirror-seen/{id}")]);
+        }
+        string[] requests = seen.Split('|');
+        Assert.Equal(2, requests.Length);
+        Assert.Contains(requests, r => r == $"127.0.0.1:{fixture.ProxyPort} payload-123");
+        Assert.Contains(requests, r => r == $"127.0.0.1-shadow:{fixture.ProxyPort} payload-123");
+    }
+
+    [Fact]
     public async Task RouteTimeout_Is504()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -84,6 +84,15 @@ public sealed class ProxyFixture : IAsyncLifetime
         });
         app.MapGet("/flaky/{id}", (string id) =>
             attempts.AddOrUpdate("flaky" + id, 1, static (_, n) => n + 1) is var n && n == 1 ? Results.StatusCode(503) : Results.Text($"ok after {n}"));
+        var mirrored = new System.Collections.Concurrent.ConcurrentDictionary<string, System.Collections.Concurrent.ConcurrentQueue<string>>();
+        app.MapPost("/mirror-probe/{id}", async (string id, HttpContext context) =>
+        {
+            using var reader = new StreamReader(context.Request.Body);
+            string body = await reader.ReadToEndAsync();
+            mirrored.GetOrAdd(id, static _ => new()).Enqueue($"{context.Request.Host.Value} {body}");
+            return "primary-answer";
+        });
+        app.MapGet("/mirror-seen/{id}", (string id) => string.Join('|', mirrored.GetOrAdd(id, static _ => new()).Order()));
         app.MapGet("/slow-once/{id}", async (string id, HttpContext context) =>
         {
             if (attempts.AddOrUpdate("slow" + id, 1, static (_, n) => n + 1) == 1)
@@ -145,6 +154,7 @@ public sealed class ProxyFixture : IAsyncLifetime
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),
             new Route("per-try", PathMatchKind.Prefix, "/slow-once/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.GatewayError, NumRetries = 1, BaseInterval = fast, PerTryTimeout = TimeSpan.FromMilliseconds(300) })),
+            new Route("mirror", PathMatchKind.Prefix, "/mirror-probe/", RouteAction.ToCluster(http, TimeSpan.Zero).WithMirror(new MirrorPolicy(http, 1))),
             new Route("flaky-no-retry", PathMatchKind.Prefix, "/flaky-no-retry/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/flaky/"u8.ToArray(), null)),
             new Route("reset-once", PathMatchKind.Prefix, "/reset-once/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.Reset, NumRetries = 1, BaseInterval = fast })),

@@ -121,4 +121,15 @@ public sealed class BootstrapLoaderTests
         Assert.Equal(TimeSpan.FromSeconds(2), route.Action.MaxGrpcTimeout);
         Assert.True(route.Action.AutoHostRewrite);
     }
+
+    [Theory]
+    [InlineData("request_mirror_policies: [ { cluster: grpc_backend, runtime_fraction: { default_value: { numerator: 50 } } } ]", 0.5)]
+    [InlineData("request_mirror_policy: { cluster: grpc_backend }", 1.0)]
+    public void MirrorPolicies_v3AndIstio15Singular(string mirror, double fraction)
+    {
+        string text = Example.Replace("route: { cluster: web_backend, timeout: 15s }", $"route: {{ cluster: web_backend, {mirror} }}", StringComparison.Ordinal);
+        Route route = Load(text).Listeners[0].Routes.FindVirtualHost("x"u8)!.FindRoute("/page"u8)!;
+        Assert.Equal("grpc_backend", route.Action.Mirror!.Cluster.Name);
+        Assert.Equal(fraction, route.Action.Mirror.Fraction, 3);
+    }
 }

@@ -147,6 +147,10 @@ public sealed partial class Exchange
             pool = _pool = endpoint.Pool;
             pool.RequestStarted();
             connectTimeout = cluster.ConnectTimeout;
+            if (action.Mirror is { } mirror)
+            {
+                StartMirror(mirror, action.Timeout);
+            }
             ArmDeadline(action.Timeout, action.MaxGrpcTimeout);
             fault = _route.Fault ?? host.Fault;
             if (fault != null && ApplyFault(fault, pool, connectTimeout))
@@ -167,6 +171,20 @@ public sealed partial class Exchange
             }
             _requestComplete |= endStream;
             int length = (int)data.Length;
+            _shadow?.OnRequestData(_shadowGeneration, data, endStream);
+            if (_isShadow && _requestPending.Count + length > RetryPolicy.DefaultBufferLimit)
+            {
+                // The mirror is slower than the client: give the shadow up rather than buffer without bound.
+                _downstreamClosed = true;
+                if (_up != null && !_upstreamClosed)
+                {
+                    _up.Reset(_upId, Http2ErrorCode.Cancel);
+                    _up.ScheduleFlush();
+                    _upstreamClosed = true;
+                }
+                Finish();
+                return;
+            }
             Retain(data);
             if (_up == null || _requestPending.Count > 0 || _upstreamClosed)
             {
@@ -209,6 +227,10 @@ public sealed partial class Exchange
             (RequestTrailers, trailers) = (trailers, RequestTrailers);
             _requestComplete = true;
             _hasRequestTrailers = true;
+            if (_shadow != null)
+            {
+                MirrorTrailers();
+            }
             if (_finished || _upstreamClosed)
             {
                 return;
@@ -234,6 +256,10 @@ public sealed partial class Exchange
                 return;
             }
             _downstreamClosed = true;
+            if (_shadow != null && !_requestComplete)
+            {
+                _shadow.OnDownstreamReset(_shadowGeneration); // a mirror of a cut-off request is cut off too
+            }
             if (_up != null && !_upstreamClosed)
             {
                 // Cancellation travels upstream (gRPC: the server sees CANCELLED).
@@ -603,6 +629,7 @@ public sealed partial class Exchange
             _down.ScheduleFlush();
         }
         _finished = true;
+        _shadow = null;
         _pool?.RequestEnded();
         if (_clusterCounted)
         {
@@ -640,6 +667,8 @@ public sealed partial class Exchange
         _clusterCounted = _retryCounted = _overloaded = false;
         _cors = null;
         _corsOriginIndex = -1;
+        _shadow = null;
+        _isShadow = false;
         ResetRetry();
         _virtualHost = null;
         _routeConfiguration = null;

@@ -44,12 +44,23 @@ public sealed class RouteAction
     public byte[]? HostRewrite { get; init; }
     public RetryPolicy? RetryPolicy { get; init; }
     public HashPolicy[] HashPolicies { get; private set; } = [];
+    public MirrorPolicy? Mirror { get; private set; }
+
+    /// <summary>A copy with request_mirror_policies set.</summary>
+    public RouteAction WithMirror(MirrorPolicy mirror)
+    {
+        RouteAction copy = WithRewrites(PrefixRewrite, HostRewrite);
+        copy.HashPolicies = HashPolicies;
+        copy.Mirror = mirror;
+        return copy;
+    }
 
     /// <summary>A copy with <paramref name="policies"/> as hash_policy.</summary>
     public RouteAction WithHashPolicies(HashPolicy[] policies)
     {
         RouteAction copy = WithRewrites(PrefixRewrite, HostRewrite);
         copy.HashPolicies = policies;
+        copy.Mirror = Mirror;
         return copy;
     }
     /// <summary>max_grpc_timeout / max_stream_duration.grpc_timeout_header_max: a grpc-timeout above it is cut to it; zero means no bound.</summary>
@@ -107,6 +118,7 @@ public sealed class RouteAction
     {
         RetryPolicy = retryPolicy ?? RetryPolicy,
         HashPolicies = HashPolicies,
+        Mirror = Mirror,
         MaxGrpcTimeout = maxGrpcTimeout,
         AutoHostRewrite = autoHostRewrite,
         RegexRewrite = regexRewrite,

@@ -531,7 +531,24 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             result = result.WithHashPolicies(hashPolicies);
         }
-        foreach (string field in new[] { "request_mirror_policies", "request_mirror_policy", "idle_timeout", "grpc_timeout_offset" })
+        // v3 request_mirror_policies; Istio 1.5 (v2) sends the singular request_mirror_policy.
+        var mirrors = action["request_mirror_policies"].Items.ToList();
+        if (action["request_mirror_policy"].Exists)
+        {
+            mirrors.Add(action["request_mirror_policy"]);
+        }
+        if (mirrors.Count > 0)
+        {
+            ConfigNode m = mirrors[0];
+            if (mirrors.Count > 1)
+            {
+                Warn(mirrors[1].Path, "only the first mirror policy is honoured");
+            }
+            ConfigNode fraction = m["runtime_fraction"]["default_value"];
+            double share = fraction.Exists ? Percentage(fraction) : 1;
+            result = result.WithMirror(new MirrorPolicy(FindCluster(m["cluster"], clusters), share));
+        }
+        foreach (string field in new[] { "idle_timeout", "grpc_timeout_offset" })
         {
             if (action[field].Exists)
             {
