@@ -284,4 +284,35 @@ public sealed class MeshRoutingTests(Xunit.Abstractions.ITestOutputHelper output
             Assert.Equal("v2", await GetAsync(client));
         }
     }
+
+    [Fact]
+    public async Task WeightedClusterHeaderMutations_FollowTheChosenCluster()
+    {
+        const string routes = """
+                      - match: { prefix: "/" }
+                        route:
+                          weighted_clusters:
+                            clusters:
+                            - name: "outbound|9090|v1|server.default.svc.cluster.local"
+                              weight: 50
+                              response_headers_to_add: [ { header: { key: x-subset, value: v1 } } ]
+                            - name: "outbound|9090|v2|server.default.svc.cluster.local"
+                              weight: 50
+                              response_headers_to_add: [ { header: { key: x-subset, value: v2 } } ]
+        """;
+        var (proxy, client) = await StartProxyAsync(Bootstrap(routes));
+        await using (proxy)
+        using (client)
+        {
+            var seen = new HashSet<string>();
+            for (int i = 0; i < 40; i++)
+            {
+                using HttpResponseMessage response = await client.GetAsync("/hello");
+                string body = await response.Content.ReadAsStringAsync();
+                Assert.Equal(body, Assert.Single(response.Headers.GetValues("x-subset")));
+                seen.Add(body);
+            }
+            Assert.Equal(2, seen.Count);
+        }
+    }
 }

@@ -31,6 +31,7 @@ public sealed partial class Exchange
     private Cluster? _cluster;
     private UpstreamEndpoint? _endpoint;
     private bool _clusterCounted;
+    private int _weightedIndex = -1;
     private bool _retryCounted;
     private bool _overloaded;
     private VirtualHost? _virtualHost;
@@ -113,7 +114,7 @@ public sealed partial class Exchange
                 SendRedirect(_route);
                 return;
             }
-            Cluster? cluster = action.PickCluster(RequestHeaders);
+            Cluster? cluster = action.PickCluster(RequestHeaders, out _weightedIndex);
             if (cluster == null)
             {
                 SendLocalReply(503, GrpcStatus.Unavailable, "no cluster for the request");
@@ -138,6 +139,10 @@ public sealed partial class Exchange
             _clusterCounted = true;
             ApplyRewrites(_route, endpoint);
             // Most specific first; the route configuration's own list is applied last (Envoy's default order).
+            if (_weightedIndex >= 0 && _weightedIndex < action.WeightedMutations.Length)
+            {
+                action.WeightedMutations[_weightedIndex].Request?.Apply(RequestHeaders);
+            }
             _route.RequestHeaderMutations?.Apply(RequestHeaders);
             host!.RequestHeaders?.Apply(RequestHeaders);
             routes.RequestHeaders?.Apply(RequestHeaders);
@@ -344,6 +349,10 @@ public sealed partial class Exchange
             if (_retry != null && ShouldRetryResponse() && TryRetry())
             {
                 return;
+            }
+            if (_route != null && _weightedIndex >= 0 && _weightedIndex < _route.Action.WeightedMutations.Length)
+            {
+                _route.Action.WeightedMutations[_weightedIndex].Response?.Apply(ResponseHeaders);
             }
             _route?.ResponseHeaderMutations?.Apply(ResponseHeaders);
             _virtualHost?.ResponseHeaders?.Apply(ResponseHeaders);
@@ -665,6 +674,7 @@ public sealed partial class Exchange
         _cluster = null;
         _endpoint = null;
         _clusterCounted = _retryCounted = _overloaded = false;
+        _weightedIndex = -1;
         _cors = null;
         _corsOriginIndex = -1;
         _shadow = null;

@@ -44,6 +44,8 @@ public sealed class RouteAction
     public byte[]? HostRewrite { get; init; }
     public RetryPolicy? RetryPolicy { get; init; }
     public HashPolicy[] HashPolicies { get; private set; } = [];
+    /// <summary>Per weighted cluster: its own request/response header mutations (applied before the route's).</summary>
+    public (HeaderMutations? Request, HeaderMutations? Response)[] WeightedMutations { get; private init; } = [];
     public MirrorPolicy? Mirror { get; private set; }
 
     /// <summary>A copy with request_mirror_policies set.</summary>
@@ -77,7 +79,8 @@ public sealed class RouteAction
     /// weighted_clusters: a request goes to each cluster with probability weight / total. When
     /// <paramref name="totalWeight"/> is given (v2, and v3 before 1.24) the weights must add up to it.
     /// </summary>
-    public static RouteAction ToWeightedClusters(IReadOnlyList<(Cluster Cluster, int Weight)> clusters, int? totalWeight, TimeSpan timeout, string path)
+    public static RouteAction ToWeightedClusters(IReadOnlyList<(Cluster Cluster, int Weight)> clusters, int? totalWeight, TimeSpan timeout, string path,
+        IReadOnlyList<(HeaderMutations? Request, HeaderMutations? Response)>? mutations = null)
     {
         int sum = 0;
         var cumulative = new (Cluster, int)[clusters.Count];
@@ -98,7 +101,14 @@ public sealed class RouteAction
         {
             throw new ConfigException($"{path}: the weights add up to {sum}, not total_weight {total}");
         }
-        return new RouteAction(RouteActionKind.WeightedClusters) { WeightedClusters = clusters, TotalWeight = sum, Timeout = timeout, _weighted = cumulative };
+        return new RouteAction(RouteActionKind.WeightedClusters)
+        {
+            WeightedClusters = clusters,
+            TotalWeight = sum,
+            Timeout = timeout,
+            _weighted = cumulative,
+            WeightedMutations = mutations is { Count: > 0 } ? [.. mutations] : [],
+        };
     }
 
     public static RouteAction ToClusterHeader(string header, FrozenDictionary<string, Cluster> clusters, TimeSpan timeout) =>
@@ -119,6 +129,7 @@ public sealed class RouteAction
         RetryPolicy = retryPolicy ?? RetryPolicy,
         HashPolicies = HashPolicies,
         Mirror = Mirror,
+        WeightedMutations = WeightedMutations,
         MaxGrpcTimeout = maxGrpcTimeout,
         AutoHostRewrite = autoHostRewrite,
         RegexRewrite = regexRewrite,
@@ -160,8 +171,12 @@ public sealed class RouteAction
         new(RouteActionKind.DirectResponse) { DirectStatus = status, DirectBody = Encoding.UTF8.GetBytes(body) };
 
     /// <summary>The cluster for this request; null when none applies (an unknown cluster_header value).</summary>
-    public Cluster? PickCluster(HeaderList headers)
+    public Cluster? PickCluster(HeaderList headers) => PickCluster(headers, out _);
+
+    /// <summary>The cluster for this request, and for weighted clusters the index of the one chosen (else -1).</summary>
+    public Cluster? PickCluster(HeaderList headers, out int weightedIndex)
     {
+        weightedIndex = -1;
         switch (Kind)
         {
             case RouteActionKind.Cluster:
@@ -174,9 +189,11 @@ public sealed class RouteAction
                 {
                     if (pick < table[i].Cumulative)
                     {
+                        weightedIndex = i;
                         return table[i].Cluster;
                     }
                 }
+                weightedIndex = table.Length - 1;
                 return table[^1].Cluster;
             }
             case RouteActionKind.ClusterHeader:

@@ -462,13 +462,15 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             ConfigNode weighted = action["weighted_clusters"];
             var list = new List<(Cluster, int)>();
+            var mutations = new List<(HeaderMutations?, HeaderMutations?)>();
             foreach (ConfigNode c in weighted["clusters"].Items)
             {
+                mutations.Add((Mutations(c, "request"), Mutations(c, "response")));
                 if (c["cluster_header"].Exists)
                 {
                     throw new ConfigException($"{c["cluster_header"].Path}: not supported yet");
                 }
-                foreach (string field in new[] { "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config", "host_rewrite_literal" })
+                foreach (string field in new[] { "typed_per_filter_config", "host_rewrite_literal" })
                 {
                     if (c[field].Exists)
                     {
@@ -487,7 +489,8 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 throw new ConfigException($"{weighted["clusters"].Path}: at least one cluster is needed");
             }
             long? total = weighted["total_weight"].Integer();
-            result = RouteAction.ToWeightedClusters(list, total is long t ? (int)t : null, timeout, weighted.Path);
+            result = RouteAction.ToWeightedClusters(list, total is long t ? (int)t : null, timeout, weighted.Path,
+                mutations.Any(static m => m.Item1 != null || m.Item2 != null) ? mutations : null);
         }
         else if (action["cluster_header"].Exists)
         {
