@@ -439,3 +439,38 @@ public sealed class HeaderMutationTests
         Assert.Throws<ConfigException>(() => new HeaderMutations([(name, "v", HeaderAppendAction.Append)], []));
     }
 }
+
+public sealed class PriorityTests
+{
+    private static UpstreamEndpoint Endpoint(int port, int priority, EndpointHealth health = EndpointHealth.Healthy) =>
+        new(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), new Proxy.Core.Upstream.Http1UpstreamPool(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port)), 1, health, priority);
+
+    private static double ShareOfPriority0(Cluster cluster, int n)
+    {
+        int p0 = 0;
+        for (int i = 0; i < n; i++)
+        {
+            if (cluster.PickEndpoint()!.Priority == 0)
+            {
+                p0++;
+            }
+        }
+        return p0 / (double)n;
+    }
+
+    [Fact]
+    public void HealthyPriority0_TakesAllTraffic()
+    {
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [Endpoint(1, 0), Endpoint(2, 0), Endpoint(3, 1)], TimeSpan.FromSeconds(1));
+        Assert.Equal(1.0, ShareOfPriority0(cluster, 2000));
+    }
+
+    [Fact]
+    public void DegradedPriority0_SpillsOverByTheOverprovisioningFactor()
+    {
+        // Half of P0 healthy: 1.4 × 50 % = 70 % stays on P0, 30 % goes to P1.
+        var cluster = new Cluster("c", UpstreamProtocol.Http1,
+            [Endpoint(1, 0), Endpoint(2, 0, EndpointHealth.Unhealthy), Endpoint(3, 1), Endpoint(4, 1)], TimeSpan.FromSeconds(1), panicThresholdPercent: 0);
+        Assert.InRange(ShareOfPriority0(cluster, 20_000), 0.67, 0.73);
+    }
+}

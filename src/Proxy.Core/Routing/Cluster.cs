@@ -66,6 +66,11 @@ public sealed class Cluster
         }
         _totalWeight = sum;
         _weighted = sum != _candidates.Length;
+        int[] levels = [.. Endpoints.Select(static e => e.Priority).Distinct().Order()];
+        if (levels.Length > 1)
+        {
+            _levels = [.. levels.Select(p => new Cluster(name, protocol, [.. Endpoints.Where(e => e.Priority == p)], connectTimeout, lbPolicy, panicThresholdPercent))];
+        }
         if (lbPolicy is LbPolicy.RingHash or LbPolicy.Maglev && _candidates.Length > 0)
         {
             _hash = lbPolicy == LbPolicy.RingHash ? ConsistentHash.Ring(_candidates, 1024) : ConsistentHash.Maglev(_candidates);
@@ -73,10 +78,57 @@ public sealed class Cluster
     }
 
     private readonly ConsistentHash? _hash;
+    private readonly Cluster[]? _levels;
+
+    /// <summary>
+    /// Envoy's priority load: level 0 takes min(100 %, 1.4 × its healthy share) of the traffic, the next level
+    /// the same of what is left, and so on (overprovisioning factor 1.4); health counts outlier ejections.
+    /// </summary>
+    private Cluster? PickLevel()
+    {
+        Cluster[] levels = _levels!;
+        Span<double> loads = stackalloc double[Math.Min(levels.Length, 64)];
+        double left = 1;
+        double total = 0;
+        for (int i = 0; i < loads.Length; i++)
+        {
+            Cluster level = levels[i];
+            int healthy = 0;
+            foreach (UpstreamEndpoint e in level._candidates)
+            {
+                if (!e.Pool.IsEjected && e.Health is not (EndpointHealth.Unhealthy or EndpointHealth.Draining or EndpointHealth.Timeout))
+                {
+                    healthy++;
+                }
+            }
+            double share = level.Endpoints.Length == 0 ? 0 : Math.Min(1, 1.4 * healthy / level.Endpoints.Length);
+            loads[i] = Math.Min(left, share);
+            left -= loads[i];
+            total += loads[i];
+        }
+        if (total <= 0)
+        {
+            return levels[0];
+        }
+        double point = Random.Shared.NextDouble() * total;
+        for (int i = 0; i < loads.Length; i++)
+        {
+            if (point < loads[i])
+            {
+                return levels[i];
+            }
+            point -= loads[i];
+        }
+        return levels[loads.Length - 1];
+    }
 
     /// <summary>For RING_HASH and MAGLEV: the endpoint for <paramref name="hash"/> (ejected ones skipped as in <see cref="PickEndpoint()"/>); others ignore the hash.</summary>
     public UpstreamEndpoint? PickEndpoint(ulong? hash)
     {
+        if (_levels != null)
+        {
+            return PickLevel()!.PickEndpoint(hash);
+        }
         if (_hash == null || hash is not ulong h || _candidates.Length == 0)
         {
             return PickEndpoint();
@@ -135,6 +187,10 @@ public sealed class Cluster
     /// <summary>An endpoint by the cluster's policy, skipping ejected ones while others remain; null when the cluster has none.</summary>
     public UpstreamEndpoint? PickEndpoint()
     {
+        if (_levels != null)
+        {
+            return PickLevel()!.PickEndpoint();
+        }
         UpstreamEndpoint? picked = PickByPolicy();
         if (picked == null || OutlierDetection == null || !picked.Pool.IsEjected)
         {
@@ -202,8 +258,10 @@ public sealed class Cluster
 }
 
 /// <summary>One upstream address of a cluster, with the connection pool (and its live request count) that survives snapshot swaps.</summary>
-public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int weight = 1, EndpointHealth health = EndpointHealth.Unknown)
+public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int weight = 1, EndpointHealth health = EndpointHealth.Unknown, int priority = 0)
 {
+    /// <summary>The locality's priority: 0 is preferred; higher levels take the traffic lower ones cannot.</summary>
+    public int Priority { get; } = priority;
     public EndPoint Address { get; } = address;
     public UpstreamPool Pool { get; } = pool;
     /// <summary>load_balancing_weight (default 1).</summary>

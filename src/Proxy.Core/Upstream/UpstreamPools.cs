@@ -25,6 +25,6 @@ public sealed class UpstreamPools
             ? new Http2UpstreamPool(state.address, state.self.Http2Options)
             : new Http1UpstreamPool(state.address), (address, protocol, self: this));
 
-    public UpstreamEndpoint Endpoint(EndPoint address, UpstreamProtocol protocol, int weight = 1, EndpointHealth health = EndpointHealth.Unknown) =>
-        new(address, Get(address, protocol), weight, health);
+    public UpstreamEndpoint Endpoint(EndPoint address, UpstreamProtocol protocol, int weight = 1, EndpointHealth health = EndpointHealth.Unknown, int priority = 0) =>
+        new(address, Get(address, protocol), weight, health, priority);
 }

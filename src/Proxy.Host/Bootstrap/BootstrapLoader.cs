@@ -135,9 +135,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         ConfigNode assignment = c["load_assignment"];
         foreach (ConfigNode locality in assignment["endpoints"].Items)
         {
-            if ((locality["priority"].Integer() ?? 0) != 0)
+            long priority = locality["priority"].Integer() ?? 0;
+            if (priority is < 0 or > 127)
             {
-                Warn(locality["priority"].Path, "priorities are not honoured yet; every endpoint is used");
+                throw new ConfigException($"{locality["priority"].Path}: {priority} is out of range (0 to 127)");
             }
             if (locality["load_balancing_weight"].Exists)
             {
@@ -163,7 +164,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                     "DEGRADED" => EndpointHealth.Degraded,
                     _ => throw new ConfigException($"{lbEndpoint["health_status"].Path}: unknown health status '{health}'"),
                 };
-                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status));
+                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status, (int)priority));
             }
         }
         if (c["hosts"].Exists)
