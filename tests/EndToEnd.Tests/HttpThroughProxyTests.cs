@@ -215,6 +215,18 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task IdleTimeout_Is408_WhileActiveStreamsLive()
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", Url("/idle/sleep/3000")]);
+        Assert.Equal("408", stdout);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(2.5), $"took {sw.Elapsed}");
+        // A 2 MB body keeps the stream busy well past 300 ms of total time; it is not idle.
+        (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "--limit-rate", "2M", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", Url("/idle/big/2000000")]);
+        Assert.Equal("200 2000000", stdout);
+    }
+
+    [Fact]
     public async Task RouteTimeout_Is504()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -149,6 +149,7 @@ public sealed class ProxyFixture : IAsyncLifetime
             {
                 Cors = new CorsPolicy([new StringMatcher(StringMatchKind.Exact, "https://app.example")], "GET,POST", "content-type,x-token", "x-trace", "600", allowCredentials: true),
             },
+            new Route("idle", PathMatchKind.Prefix, "/idle/", RouteAction.ToCluster(http, TimeSpan.Zero).WithIdleTimeout(TimeSpan.FromMilliseconds(300)).WithRewrites("/"u8.ToArray(), null)),
             new Route("limited", PathMatchKind.Prefix, "/limited/", RouteAction.ToCluster(limited, TimeSpan.Zero).WithRewrites("/"u8.ToArray(), null)),
             new Route("flaky", PathMatchKind.Prefix, "/flaky/", RouteAction.ToCluster(http, TimeSpan.Zero)
                 .WithRewrites(null, null, new RetryPolicy { RetryOn = RetryOn.ServerError5xx, NumRetries = 2, BaseInterval = fast })),

@@ -12,12 +12,46 @@ public sealed partial class Exchange
     internal int TimerSlot = -1;
     internal int TimerGeneration;
 
+    private long _deadlineAt = long.MaxValue;   // absolute, Environment.TickCount64 ms
+    private long _idleTimeout;                  // ms; 0 = none
+    private long _lastActivity;                 // ms, updated on every body or header event
+
+    /// <summary>Notes traffic on the stream, for the route's idle_timeout (one store, no lock needed).</summary>
+    private void Touch()
+    {
+        if (_idleTimeout > 0)
+        {
+            Volatile.Write(ref _lastActivity, Environment.TickCount64);
+        }
+    }
+
+    /// <summary>Arms the wheel for whichever comes first: the deadline, or idleness.</summary>
+    private void ArmTimer()
+    {
+        long due = _deadlineAt;
+        if (_idleTimeout > 0)
+        {
+            due = Math.Min(due, Volatile.Read(ref _lastActivity) + _idleTimeout);
+        }
+        if (due == long.MaxValue)
+        {
+            return;
+        }
+        TimerGeneration = _generation;
+        DeadlineWheel.Add(this, due);
+    }
+
     /// <summary>
     /// Arms the request's deadline: the route's timeout and, for gRPC, the client's grpc-timeout, whichever
     /// ends first (gRPC's PROTOCOL-HTTP2: the server side treats grpc-timeout as the call's deadline).
     /// </summary>
-    private void ArmDeadline(TimeSpan routeTimeout, TimeSpan maxGrpcTimeout)
+    private void ArmDeadline(TimeSpan routeTimeout, TimeSpan maxGrpcTimeout, TimeSpan idleTimeout = default)
     {
+        if (idleTimeout > TimeSpan.Zero)
+        {
+            _idleTimeout = (long)idleTimeout.TotalMilliseconds;
+            _lastActivity = Environment.TickCount64;
+        }
         long milliseconds = routeTimeout > TimeSpan.Zero ? (long)routeTimeout.TotalMilliseconds : long.MaxValue;
         if (_isGrpc)
         {
@@ -31,12 +65,11 @@ public sealed partial class Exchange
                 milliseconds = Math.Min(milliseconds, grpcMilliseconds);
             }
         }
-        if (milliseconds == long.MaxValue)
+        if (milliseconds != long.MaxValue)
         {
-            return;
+            _deadlineAt = Environment.TickCount64 + Math.Max(milliseconds, 1);
         }
-        TimerGeneration = _generation;
-        DeadlineWheel.Add(this, Environment.TickCount64 + Math.Max(milliseconds, 1));
+        ArmTimer();
     }
 
     /// <summary>grpc-timeout = 1*8DIGIT unit, unit one of H M S m u n.</summary>
@@ -69,12 +102,26 @@ public sealed partial class Exchange
             {
                 return;
             }
+            long now = Environment.TickCount64;
+            bool timedOut = now >= _deadlineAt;
+            bool idle = !timedOut && _idleTimeout > 0 && now >= Volatile.Read(ref _lastActivity) + _idleTimeout;
+            if (!timedOut && !idle)
+            {
+                ArmTimer(); // traffic since: wait for the rest of the idle period
+                return;
+            }
             if (_up != null && !_upstreamClosed)
             {
                 _up.Reset(_upId, Http2ErrorCode.Cancel);
                 _up.ScheduleFlush();
             }
             _upstreamClosed = true;
+            if (idle)
+            {
+                // Envoy: 408 when no response headers came yet, otherwise the stream is reset.
+                SendLocalReply(408, GrpcStatus.DeadlineExceeded, "stream idle timeout");
+                return;
+            }
             if (_responseStarted && _isGrpc && !_responseComplete && !_downstreamClosed && _responsePending.Count == 0)
             {
                 // Headers already went out: end the call with a DEADLINE_EXCEEDED trailer block.

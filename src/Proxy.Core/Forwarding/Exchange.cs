@@ -156,7 +156,7 @@ public sealed partial class Exchange
             {
                 StartMirror(mirror, action.Timeout);
             }
-            ArmDeadline(action.Timeout, action.MaxGrpcTimeout);
+            ArmDeadline(action.Timeout, action.MaxGrpcTimeout, action.IdleTimeout);
             fault = _route.Fault ?? host.Fault;
             if (fault != null && ApplyFault(fault, pool, connectTimeout))
             {
@@ -176,6 +176,7 @@ public sealed partial class Exchange
             }
             _requestComplete |= endStream;
             int length = (int)data.Length;
+            Touch();
             _shadow?.OnRequestData(_shadowGeneration, data, endStream);
             if (_isShadow && _requestPending.Count + length > RetryPolicy.DefaultBufferLimit)
             {
@@ -383,6 +384,7 @@ public sealed partial class Exchange
             }
             _upstreamClosed |= endStream;
             int length = (int)data.Length;
+            Touch();
             if (_finished || _downstreamClosed)
             {
                 _up?.Consume(_upId, length);
@@ -675,6 +677,8 @@ public sealed partial class Exchange
         _endpoint = null;
         _clusterCounted = _retryCounted = _overloaded = false;
         _weightedIndex = -1;
+        _deadlineAt = long.MaxValue;
+        _idleTimeout = 0;
         _cors = null;
         _corsOriginIndex = -1;
         _shadow = null;

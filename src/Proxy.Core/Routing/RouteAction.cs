@@ -54,6 +54,7 @@ public sealed class RouteAction
         RouteAction copy = WithRewrites(PrefixRewrite, HostRewrite);
         copy.HashPolicies = HashPolicies;
         copy.Mirror = mirror;
+        copy.IdleTimeout = IdleTimeout;
         return copy;
     }
 
@@ -63,10 +64,23 @@ public sealed class RouteAction
         RouteAction copy = WithRewrites(PrefixRewrite, HostRewrite);
         copy.HashPolicies = policies;
         copy.Mirror = Mirror;
+        copy.IdleTimeout = IdleTimeout;
         return copy;
     }
     /// <summary>max_grpc_timeout / max_stream_duration.grpc_timeout_header_max: a grpc-timeout above it is cut to it; zero means no bound.</summary>
     public TimeSpan MaxGrpcTimeout { get; init; }
+    /// <summary>idle_timeout: the stream ends when neither side sends anything for this long; zero means none.</summary>
+    public TimeSpan IdleTimeout { get; private set; }
+
+    /// <summary>A copy with idle_timeout set.</summary>
+    public RouteAction WithIdleTimeout(TimeSpan idle)
+    {
+        RouteAction copy = WithRewrites(PrefixRewrite, HostRewrite);
+        copy.HashPolicies = HashPolicies;
+        copy.Mirror = Mirror;
+        copy.IdleTimeout = idle;
+        return copy;
+    }
     /// <summary>auto_host_rewrite: :authority becomes the chosen endpoint's DNS name (STRICT_DNS/LOGICAL_DNS clusters).</summary>
     public bool AutoHostRewrite { get; init; }
     /// <summary>regex_rewrite: the path (without its query) rewritten by a regex substitution.</summary>
@@ -130,6 +144,7 @@ public sealed class RouteAction
         HashPolicies = HashPolicies,
         Mirror = Mirror,
         WeightedMutations = WeightedMutations,
+        IdleTimeout = IdleTimeout,
         MaxGrpcTimeout = maxGrpcTimeout,
         AutoHostRewrite = autoHostRewrite,
         RegexRewrite = regexRewrite,

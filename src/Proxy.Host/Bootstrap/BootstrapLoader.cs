@@ -552,7 +552,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             double share = fraction.Exists ? Percentage(fraction) : 1;
             result = result.WithMirror(new MirrorPolicy(FindCluster(m["cluster"], clusters), share));
         }
-        foreach (string field in new[] { "idle_timeout", "grpc_timeout_offset" })
+        if (action["idle_timeout"].Duration() is TimeSpan idle && idle > TimeSpan.Zero)
+        {
+            result = result.WithIdleTimeout(idle);
+        }
+        foreach (string field in new[] { "grpc_timeout_offset" })
         {
             if (action[field].Exists)
             {
