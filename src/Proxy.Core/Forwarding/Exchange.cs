@@ -31,6 +31,16 @@ public sealed partial class Exchange
     private Cluster? _cluster;
     private UpstreamEndpoint? _endpoint;
     private bool _clusterCounted;
+    private bool _pendingCounted;
+
+    private void EndPending()
+    {
+        if (_pendingCounted)
+        {
+            _pendingCounted = false;
+            _cluster!.State.PendingEnded();
+        }
+    }
     private int _weightedIndex = -1;
     private bool _retryCounted;
     private bool _overloaded;
@@ -128,7 +138,8 @@ public sealed partial class Exchange
                 SendLocalReply(503, GrpcStatus.Unavailable, "no healthy upstream");
                 return;
             }
-            if (cluster.CircuitBreakers is { } breakers && cluster.State.ActiveRequests >= breakers.MaxRequests)
+            if (cluster.CircuitBreakers is { } breakers
+                && (cluster.State.ActiveRequests >= breakers.MaxRequests || cluster.State.PendingRequests >= breakers.MaxPendingRequests))
             {
                 // Envoy's circuit breaker: 503 with x-envoy-overloaded, no upstream attempt.
                 _overloaded = true;
@@ -137,6 +148,12 @@ public sealed partial class Exchange
             }
             cluster.State.RequestStarted();
             _clusterCounted = true;
+            if (cluster.CircuitBreakers != null)
+            {
+                // Pending until a connection takes the request (max_pending_requests).
+                cluster.State.PendingStarted();
+                _pendingCounted = true;
+            }
             ApplyRewrites(_route, endpoint);
             // Most specific first; the route configuration's own list is applied last (Envoy's default order).
             if (_weightedIndex >= 0 && _weightedIndex < action.WeightedMutations.Length)
@@ -300,6 +317,7 @@ public sealed partial class Exchange
                 return;
             }
             _up = connection;
+            EndPending();
             if (_retry is { PerTryTimeout: var perTry } && perTry > TimeSpan.Zero)
             {
                 _ = PerTryTimeoutAsync(perTry, UpstreamToken);
@@ -320,6 +338,7 @@ public sealed partial class Exchange
                 return;
             }
             _upstreamClosed = true;
+            EndPending();
             ProxyLog.Peer(LogLevel.Warning, reason);
             if (_endpoint != null)
             {
@@ -641,6 +660,7 @@ public sealed partial class Exchange
         }
         _finished = true;
         _shadow = null;
+        EndPending();
         _pool?.RequestEnded();
         if (_clusterCounted)
         {
@@ -675,7 +695,7 @@ public sealed partial class Exchange
         _route = null;
         _cluster = null;
         _endpoint = null;
-        _clusterCounted = _retryCounted = _overloaded = false;
+        _clusterCounted = _retryCounted = _overloaded = _pendingCounted = false;
         _weightedIndex = -1;
         _deadlineAt = long.MaxValue;
         _idleTimeout = 0;

@@ -25,6 +25,7 @@ public sealed class CircuitBreakers
     public long MaxRequests { get; init; } = 1024;
     public long MaxRetries { get; init; } = 3;
     public long MaxConnections { get; init; } = 1024;
+    public long MaxPendingRequests { get; init; } = 1024;
 }
 
 /// <summary>Live state of a cluster by name, kept across snapshots (request and retry counts).</summary>
@@ -39,4 +40,11 @@ public sealed class ClusterState
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
     public void RetryStarted() => Interlocked.Increment(ref _activeRetries);
     public void RetryEnded() => Interlocked.Decrement(ref _activeRetries);
+
+    private int _pending;
+
+    /// <summary>Requests waiting for an upstream connection (max_pending_requests).</summary>
+    public int PendingRequests => Volatile.Read(ref _pending);
+    public void PendingStarted() => Interlocked.Increment(ref _pending);
+    public void PendingEnded() => Interlocked.Decrement(ref _pending);
 }

@@ -193,15 +193,16 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 Warn(t["priority"].Path, "only DEFAULT priority thresholds are honoured");
                 continue;
             }
-            if (t["max_pending_requests"].Exists)
+            if (t["max_connections"].Exists)
             {
-                Warn(t["max_pending_requests"].Path, "not honoured yet");
+                Warn(t["max_connections"].Path, "not honoured yet: upstream connections are pooled per endpoint, shared by the clusters that name it");
             }
             result = new CircuitBreakers
             {
                 MaxConnections = Wrapped(t["max_connections"]) ?? 1024,
                 MaxRequests = Wrapped(t["max_requests"]) ?? 1024,
                 MaxRetries = Wrapped(t["max_retries"]) ?? 3,
+                MaxPendingRequests = Wrapped(t["max_pending_requests"]) ?? 1024,
             };
         }
         return result;
