@@ -42,7 +42,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     private bool _http10;
     private bool _isHead;
     private long _unconsumed;
-    private (Exchange Exchange, int Generation)? _blocked;
+    private readonly BlockedExchange _blocked;
 
     // Response state, under _lock.
     private bool _responseStarted;
@@ -54,7 +54,8 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
         _connection = connection;
         _routes = routes;
         _lock = connection.Output.SyncRoot;
-        connection.Drained = OnDrained;
+        _blocked = new BlockedExchange(_lock);
+        connection.Drained = _blocked.Wake;
     }
 
     public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)
@@ -472,47 +473,12 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
         }
     }
 
-    public void AddBlocked(Exchange exchange, int generation)
-    {
-        lock (_lock)
-        {
-            _blocked = (exchange, generation);
-        }
-    }
+    public void AddBlocked(Exchange exchange, int generation) => _blocked.Set(exchange, generation);
 
-    public void RemoveBlocked(Exchange exchange)
-    {
-        lock (_lock)
-        {
-            if (_blocked is { } b && ReferenceEquals(b.Exchange, exchange))
-            {
-                _blocked = null;
-            }
-        }
-    }
+    public void RemoveBlocked(Exchange exchange) => _blocked.Clear(exchange);
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
     public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
 
-    private void OnDrained()
-    {
-        (Exchange Exchange, int Generation)? blocked;
-        lock (_lock)
-        {
-            blocked = _blocked;
-        }
-        if (blocked is { } b)
-        {
-            FlushBatch.Begin();
-            try
-            {
-                b.Exchange.OnWritable(b.Generation);
-            }
-            finally
-            {
-                FlushBatch.End();
-            }
-        }
-    }
 }

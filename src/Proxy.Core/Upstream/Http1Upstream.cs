@@ -37,14 +37,15 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     private long _responseRemaining;
     private bool _keepAlive;
     private long _unconsumed;
-    private (Exchange Exchange, int Generation)? _blocked;
+    private readonly BlockedExchange _blocked;
 
     public Http1Upstream(SocketConnection connection, Http1UpstreamPool pool)
     {
         _connection = connection;
         _pool = pool;
         _lock = connection.Output.SyncRoot;
-        connection.Drained = OnDrained;
+        _blocked = new BlockedExchange(_lock);
+        connection.Drained = _blocked.Wake;
     }
 
     public bool IsClosed => _connection.IsClosed;
@@ -169,49 +170,14 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         }
     }
 
-    public void AddBlocked(Exchange exchange, int generation)
-    {
-        lock (_lock)
-        {
-            _blocked = (exchange, generation);
-        }
-    }
+    public void AddBlocked(Exchange exchange, int generation) => _blocked.Set(exchange, generation);
 
-    public void RemoveBlocked(Exchange exchange)
-    {
-        lock (_lock)
-        {
-            if (_blocked is { } b && ReferenceEquals(b.Exchange, exchange))
-            {
-                _blocked = null;
-            }
-        }
-    }
+    public void RemoveBlocked(Exchange exchange) => _blocked.Clear(exchange);
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
     public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
 
-    private void OnDrained()
-    {
-        (Exchange Exchange, int Generation)? blocked;
-        lock (_lock)
-        {
-            blocked = _blocked;
-        }
-        if (blocked is { } b)
-        {
-            FlushBatch.Begin();
-            try
-            {
-                b.Exchange.OnWritable(b.Generation);
-            }
-            finally
-            {
-                FlushBatch.End();
-            }
-        }
-    }
 
     // ---- the response ------------------------------------------------------------------------
 

@@ -61,29 +61,14 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout)
     {
-        var socket = new Socket(Address.AddressFamily == AddressFamily.Unspecified ? AddressFamily.InterNetwork : Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        string? error = null;
-        try
+        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout);
+        if (socket == null)
         {
-            using var cts = new CancellationTokenSource(timeout > TimeSpan.Zero ? timeout : Timeout.InfiniteTimeSpan);
-            await socket.ConnectAsync(Address, cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            error = $"upstream connect timeout ({Address})";
-        }
-        catch (SocketException e)
-        {
-            error = $"upstream connect error ({Address}): {e.SocketErrorCode}";
-        }
-        if (error != null)
-        {
-            socket.Dispose();
             lock (_idle)
             {
                 _open--;
             }
-            exchange.OnUpstreamFailed(generation, error);
+            exchange.OnUpstreamFailed(generation, error!);
             return;
         }
         var connection = new SocketConnection(socket, new object());

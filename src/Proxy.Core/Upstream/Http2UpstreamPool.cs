@@ -80,25 +80,9 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     private async Task ConnectAsync(TimeSpan timeout)
     {
-        var socket = new Socket(Address.AddressFamily == AddressFamily.Unspecified ? AddressFamily.InterNetwork : Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        string? error = null;
-        try
+        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout);
+        if (socket == null)
         {
-            using var cts = new CancellationTokenSource(timeout > TimeSpan.Zero ? timeout : Timeout.InfiniteTimeSpan);
-            await socket.ConnectAsync(Address, cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            error = $"upstream connect timeout ({Address})";
-        }
-        catch (SocketException e)
-        {
-            error = $"upstream connect error ({Address}): {e.SocketErrorCode}";
-        }
-
-        if (error != null)
-        {
-            socket.Dispose();
             List<(Exchange, int)> failed;
             lock (_connections)
             {
@@ -109,7 +93,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             }
             foreach (var (exchange, generation) in failed)
             {
-                exchange.OnUpstreamFailed(generation, error);
+                exchange.OnUpstreamFailed(generation, error!);
             }
             return;
         }

@@ -1,0 +1,52 @@
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// The one exchange an HTTP/1.1 connection may have waiting for its send queue to drain, and the wake-up
+/// when it does (HTTP/1.1 carries one exchange at a time).
+/// </summary>
+internal sealed class BlockedExchange(object syncRoot)
+{
+    private (Exchange Exchange, int Generation)? _blocked;
+
+    public void Set(Exchange exchange, int generation)
+    {
+        lock (syncRoot)
+        {
+            _blocked = (exchange, generation);
+        }
+    }
+
+    public void Clear(Exchange exchange)
+    {
+        lock (syncRoot)
+        {
+            if (_blocked is { } b && ReferenceEquals(b.Exchange, exchange))
+            {
+                _blocked = null;
+            }
+        }
+    }
+
+    /// <summary>Called when the send queue drained: the waiting exchange tries again.</summary>
+    public void Wake()
+    {
+        (Exchange Exchange, int Generation)? blocked;
+        lock (syncRoot)
+        {
+            blocked = _blocked;
+        }
+        if (blocked is not { } b)
+        {
+            return;
+        }
+        FlushBatch.Begin();
+        try
+        {
+            b.Exchange.OnWritable(b.Generation);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+}
