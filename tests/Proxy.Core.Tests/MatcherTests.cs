@@ -474,3 +474,49 @@ public sealed class PriorityTests
         Assert.InRange(ShareOfPriority0(cluster, 20_000), 0.67, 0.73);
     }
 }
+
+public sealed class ClusterLimitsTests
+{
+    [Fact]
+    public void MaxConnections_IsACountingSemaphore()
+    {
+        var state = new ClusterState { Name = "c", MaxConnections = 2 };
+        Assert.True(state.TryReserveConnection());
+        Assert.True(state.TryReserveConnection());
+        Assert.False(state.TryReserveConnection());
+        state.ReleaseConnection();
+        Assert.True(state.TryReserveConnection());
+        Assert.Equal(2, state.Connections);
+    }
+
+    [Fact]
+    public void PoolsArePerCluster_LikeEnvoys()
+    {
+        var pools = new Proxy.Core.Upstream.UpstreamPools();
+        var address = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 9);
+        var a = pools.Endpoint(address, UpstreamProtocol.Http2, cluster: pools.ClusterState("a"));
+        var a2 = pools.Endpoint(address, UpstreamProtocol.Http2, cluster: pools.ClusterState("a"));
+        var b = pools.Endpoint(address, UpstreamProtocol.Http2, cluster: pools.ClusterState("b"));
+        Assert.Same(a.Pool, a2.Pool);      // a new snapshot of cluster a keeps its connections
+        Assert.NotSame(a.Pool, b.Pool);
+        Assert.Same(pools.ClusterState("a"), a.Pool.Cluster);
+    }
+
+    [Fact]
+    public void LocalityWeights_SplitTraffic()
+    {
+        var pools = new Proxy.Core.Upstream.UpstreamPools();
+        UpstreamEndpoint E(int port, int locality, int weight) =>
+            pools.Endpoint(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port), UpstreamProtocol.Http1, locality: locality, localityWeight: weight);
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [E(1, 0, 3), E(2, 0, 3), E(3, 1, 1)], TimeSpan.FromSeconds(1), localityWeighted: true);
+        int inFirst = 0;
+        for (int i = 0; i < 20_000; i++)
+        {
+            if (cluster.PickEndpoint()!.Locality == 0)
+            {
+                inFirst++;
+            }
+        }
+        Assert.InRange(inFirst / 20_000.0, 0.72, 0.78);
+    }
+}

@@ -47,7 +47,7 @@ public sealed class Cluster
     private int _next = -1;
 
     public Cluster(string name, UpstreamProtocol protocol, IReadOnlyList<UpstreamEndpoint> endpoints, TimeSpan connectTimeout,
-        LbPolicy lbPolicy = LbPolicy.RoundRobin, double panicThresholdPercent = 50)
+        LbPolicy lbPolicy = LbPolicy.RoundRobin, double panicThresholdPercent = 50, bool localityWeighted = false)
     {
         Name = name;
         Protocol = protocol;
@@ -69,7 +69,13 @@ public sealed class Cluster
         int[] levels = [.. Endpoints.Select(static e => e.Priority).Distinct().Order()];
         if (levels.Length > 1)
         {
-            _levels = [.. levels.Select(p => new Cluster(name, protocol, [.. Endpoints.Where(e => e.Priority == p)], connectTimeout, lbPolicy, panicThresholdPercent))];
+            _levels = [.. levels.Select(p => new Cluster(name, protocol, [.. Endpoints.Where(e => e.Priority == p)], connectTimeout, lbPolicy, panicThresholdPercent, localityWeighted))];
+        }
+        else if (localityWeighted && Endpoints.Select(static e => e.Locality).Distinct().Count() > 1)
+        {
+            // locality_weighted_lb_config: a locality by weight × its health, then an endpoint in it.
+            _localities = [.. Endpoints.GroupBy(static e => e.Locality).Select(g =>
+                (new Cluster(name, protocol, [.. g], connectTimeout, lbPolicy, panicThresholdPercent), Math.Max(1, g.First().LocalityWeight)))];
         }
         if (lbPolicy is LbPolicy.RingHash or LbPolicy.Maglev && _candidates.Length > 0)
         {
@@ -79,6 +85,43 @@ public sealed class Cluster
 
     private readonly ConsistentHash? _hash;
     private readonly Cluster[]? _levels;
+    private readonly (Cluster Cluster, int Weight)[]? _localities;
+
+    private Cluster PickLocality()
+    {
+        var localities = _localities!;
+        Span<double> weights = stackalloc double[Math.Min(localities.Length, 256)];
+        double total = 0;
+        for (int i = 0; i < weights.Length; i++)
+        {
+            Cluster locality = localities[i].Cluster;
+            int healthy = 0;
+            foreach (UpstreamEndpoint e in locality._candidates)
+            {
+                if (!e.Pool.IsEjected)
+                {
+                    healthy++;
+                }
+            }
+            double availability = locality.Endpoints.Length == 0 ? 0 : Math.Min(1, 1.4 * healthy / locality.Endpoints.Length);
+            weights[i] = localities[i].Weight * availability;
+            total += weights[i];
+        }
+        if (total <= 0)
+        {
+            return localities[0].Cluster;
+        }
+        double point = Random.Shared.NextDouble() * total;
+        for (int i = 0; i < weights.Length; i++)
+        {
+            if (point < weights[i])
+            {
+                return localities[i].Cluster;
+            }
+            point -= weights[i];
+        }
+        return localities[weights.Length - 1].Cluster;
+    }
 
     /// <summary>
     /// Envoy's priority load: level 0 takes min(100 %, 1.4 × its healthy share) of the traffic, the next level
@@ -128,6 +171,10 @@ public sealed class Cluster
         if (_levels != null)
         {
             return PickLevel()!.PickEndpoint(hash);
+        }
+        if (_localities != null)
+        {
+            return PickLocality().PickEndpoint(hash);
         }
         if (_hash == null || hash is not ulong h || _candidates.Length == 0)
         {
@@ -190,6 +237,10 @@ public sealed class Cluster
         if (_levels != null)
         {
             return PickLevel()!.PickEndpoint();
+        }
+        if (_localities != null)
+        {
+            return PickLocality().PickEndpoint();
         }
         UpstreamEndpoint? picked = PickByPolicy();
         if (picked == null || OutlierDetection == null || !picked.Pool.IsEjected)
@@ -262,6 +313,9 @@ public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int we
 {
     /// <summary>The locality's priority: 0 is preferred; higher levels take the traffic lower ones cannot.</summary>
     public int Priority { get; } = priority;
+    /// <summary>The index of the endpoint's locality within its cluster, and that locality's load_balancing_weight.</summary>
+    public int Locality { get; init; }
+    public int LocalityWeight { get; init; } = 1;
     public EndPoint Address { get; } = address;
     public UpstreamPool Pool { get; } = pool;
     /// <summary>load_balancing_weight (default 1).</summary>

@@ -42,6 +42,33 @@ public sealed class ClusterState
     public void RetryEnded() => Interlocked.Decrement(ref _activeRetries);
 
     private int _pending;
+    private long _connections;
+
+    public string Name { get; init; } = "";
+
+    /// <summary>circuit_breakers max_connections of the current snapshot (updated on every load).</summary>
+    public long MaxConnections { get; set; } = long.MaxValue;
+
+    public long Connections => Volatile.Read(ref _connections);
+
+    /// <summary>Takes a connection slot under max_connections; false when the cluster is at its limit.</summary>
+    public bool TryReserveConnection()
+    {
+        while (true)
+        {
+            long current = Volatile.Read(ref _connections);
+            if (current >= MaxConnections)
+            {
+                return false;
+            }
+            if (Interlocked.CompareExchange(ref _connections, current + 1, current) == current)
+            {
+                return true;
+            }
+        }
+    }
+
+    public void ReleaseConnection() => Interlocked.Decrement(ref _connections);
 
     /// <summary>Requests waiting for an upstream connection (max_pending_requests).</summary>
     public int PendingRequests => Volatile.Read(ref _pending);

@@ -41,7 +41,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
                 }
                 if (idle == null)
                 {
-                    if (_open >= maxConnections)
+                    if (_open >= maxConnections || !TryReserveConnection())
                     {
                         break;
                     }
@@ -68,6 +68,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
             {
                 _open--;
             }
+            ReleaseConnection();
             exchange.OnUpstreamFailed(generation, error!);
             return;
         }
@@ -99,6 +100,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         {
             _open--;
         }
+        ReleaseConnection();
         _ = connection;
     }
 }

@@ -47,7 +47,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             }
             if (ready == null)
             {
-                if (_connecting > 0 || _connections.Count < maxConnections)
+                if (_connecting > 0 || (_connections.Count < maxConnections && TryReserveConnection()))
                 {
                     _waiters.Enqueue((exchange, generation));
                     _waiting = _waiters.Count;
@@ -84,6 +84,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         if (socket == null)
         {
             List<(Exchange, int)> failed;
+            ReleaseConnection();
             lock (_connections)
             {
                 _connecting--;
@@ -163,9 +164,14 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     internal void Remove(Http2Upstream connection)
     {
+        bool removed;
         lock (_connections)
         {
-            _connections.Remove(connection);
+            removed = _connections.Remove(connection);
+        }
+        if (removed)
+        {
+            ReleaseConnection();
         }
     }
 }

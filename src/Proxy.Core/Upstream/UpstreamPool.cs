@@ -18,6 +18,13 @@ public abstract class UpstreamPool
 {
     private int _activeRequests;
 
+    /// <summary>The cluster these connections belong to (Envoy pools per cluster); its max_connections bounds them.</summary>
+    public Proxy.Core.Routing.ClusterState? Cluster { get; init; }
+
+    protected bool TryReserveConnection() => Cluster?.TryReserveConnection() ?? true;
+
+    protected void ReleaseConnection() => Cluster?.ReleaseConnection();
+
     /// <summary>Requests in flight to this endpoint, across snapshots (the least-request balancer reads it).</summary>
     public int ActiveRequests => Volatile.Read(ref _activeRequests);
 

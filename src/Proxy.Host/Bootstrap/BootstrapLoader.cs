@@ -132,6 +132,8 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         UpstreamProtocol protocol = c["http2_protocol_options"].Exists || UsesHttp2(c["typed_extension_protocol_options"])
             ? UpstreamProtocol.Http2 : UpstreamProtocol.Http1;
         var endpoints = new List<UpstreamEndpoint>();
+        ClusterState state = pools.ClusterState(name);
+        int localityIndex = -1;
         ConfigNode assignment = c["load_assignment"];
         foreach (ConfigNode locality in assignment["endpoints"].Items)
         {
@@ -140,10 +142,8 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             {
                 throw new ConfigException($"{locality["priority"].Path}: {priority} is out of range (0 to 127)");
             }
-            if (locality["load_balancing_weight"].Exists)
-            {
-                Warn(locality["load_balancing_weight"].Path, "locality weights are not honoured yet");
-            }
+            long localityWeight = Wrapped(locality["load_balancing_weight"]) ?? 1;
+            localityIndex++;
             foreach (ConfigNode lbEndpoint in locality["lb_endpoints"].Items)
             {
                 ConfigNode socket = lbEndpoint["endpoint"]["address"]["socket_address"];
@@ -164,18 +164,21 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                     "DEGRADED" => EndpointHealth.Degraded,
                     _ => throw new ConfigException($"{lbEndpoint["health_status"].Path}: unknown health status '{health}'"),
                 };
-                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status, (int)priority));
+                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status, (int)priority, state, localityIndex, (int)Math.Clamp(localityWeight, 1, 1_000_000)));
             }
         }
         if (c["hosts"].Exists)
         {
             throw new ConfigException($"{c["hosts"].Path}: the v2 'hosts' field is gone in v3; use load_assignment");
         }
-        return new Cluster(name, protocol, endpoints, connectTimeout, policy, panic)
+        CircuitBreakers? breakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null;
+        state.MaxConnections = breakers?.MaxConnections ?? long.MaxValue;
+        bool localityWeighted = c["common_lb_config"]["locality_weighted_lb_config"].Exists;
+        return new Cluster(name, protocol, endpoints, connectTimeout, policy, panic, localityWeighted)
         {
-            CircuitBreakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null,
+            CircuitBreakers = breakers,
             OutlierDetection = c["outlier_detection"].Exists ? LoadOutlierDetection(c["outlier_detection"]) : null,
-            State = pools.ClusterState(name),
+            State = state,
         };
     }
 
@@ -193,10 +196,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 Warn(t["priority"].Path, "only DEFAULT priority thresholds are honoured");
                 continue;
             }
-            if (t["max_connections"].Exists)
-            {
-                Warn(t["max_connections"].Path, "not honoured yet: upstream connections are pooled per endpoint, shared by the clusters that name it");
-            }
+
             result = new CircuitBreakers
             {
                 MaxConnections = Wrapped(t["max_connections"]) ?? 1024,
