@@ -46,6 +46,23 @@ public sealed class ProxyServer : IAsyncDisposable
         return null;
     }
 
+    /// <summary>
+    /// Graceful shutdown (SIGTERM): stop accepting, tell every client to finish (GOAWAY, connection:
+    /// close), and wait until the requests in flight are done or <paramref name="drainTime"/> has passed.
+    /// </summary>
+    public async Task DrainAsync(TimeSpan drainTime)
+    {
+        foreach (ProxyListener listener in _listeners)
+        {
+            await listener.StopAcceptingAndDrainAsync();
+        }
+        var deadline = DateTime.UtcNow + drainTime;
+        while (Forwarding.Exchange.ActiveCount > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (ProxyListener listener in _listeners)

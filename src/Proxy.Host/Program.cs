@@ -98,7 +98,9 @@ public static class Program
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         stop.Wait();
-        server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(options.DrainTimeSeconds));
+        ProxyLog.Write(LogLevel.Info, $"draining for up to {options.DrainTimeSeconds} s ({Proxy.Core.Forwarding.Exchange.ActiveCount} requests in flight)");
+        server.DrainAsync(TimeSpan.FromSeconds(options.DrainTimeSeconds)).Wait();
+        server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         return 0;
     }
 

@@ -66,8 +66,14 @@ public sealed partial class Exchange
     /// it to every event: once the exchange finishes, its generation moves on and late events from any
     /// thread are ignored, so the object can be reused at once.
     /// </summary>
+    private static long s_active;
+
+    /// <summary>Exchanges in flight in this process (what a graceful shutdown waits for).</summary>
+    public static long ActiveCount => Volatile.Read(ref s_active);
+
     public static Exchange Rent(IExchangePeer downstream, int downstreamStreamId, out int generation)
     {
+        Interlocked.Increment(ref s_active);
         Exchange exchange = s_pool.Get();
         lock (exchange)
         {
@@ -678,6 +684,7 @@ public sealed partial class Exchange
         _retained.Release();
         // Late events from either connection carry the old generation and are ignored from here on.
         _generation++;
+        Interlocked.Decrement(ref s_active);
         s_pool.Return(this);
     }
 

@@ -464,6 +464,25 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
         _connection.CloseAfterFlush();
     }
 
+    /// <summary>Draining: the connection closes after the response in progress, or now if it is between requests.</summary>
+    public void CloseWhenIdle()
+    {
+        bool idle;
+        lock (_lock)
+        {
+            _keepAlive = false;
+            idle = _state == State.Head;
+            if (idle)
+            {
+                _state = State.Closed;
+            }
+        }
+        if (idle)
+        {
+            _connection.CloseAfterFlush();
+        }
+    }
+
     public void Consume(int streamId, int bytes)
     {
         long left = Interlocked.Add(ref _unconsumed, -bytes);

@@ -18,6 +18,7 @@ public sealed class ProxyListener : IAsyncDisposable
     private readonly Http2ConnectionOptions _http2Options;
     private readonly CancellationTokenSource _stop = new();
     private Task? _acceptLoop;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Sniffer, byte> _connections = new();
 
     public ProxyListener(IPEndPoint address, Func<RouteConfiguration?> routes, Http2ConnectionOptions? http2Options = null)
     {
@@ -63,7 +64,23 @@ public sealed class ProxyListener : IAsyncDisposable
                 return;
             }
             var connection = new SocketConnection(accepted, new object());
-            _ = connection.RunAsync(new Sniffer(this, connection));
+            var sniffer = new Sniffer(this, connection);
+            _connections.TryAdd(sniffer, 0);
+            _ = connection.RunAsync(sniffer);
+        }
+    }
+
+    /// <summary>
+    /// Stops accepting and asks every open connection to finish: HTTP/2 clients get GOAWAY(NO_ERROR) and
+    /// may complete their streams; HTTP/1.1 connections close after their current response.
+    /// </summary>
+    public async Task StopAcceptingAndDrainAsync()
+    {
+        await _stop.CancelAsync();
+        _socket.Dispose();
+        foreach (Sniffer sniffer in _connections.Keys)
+        {
+            sniffer.Drain();
         }
     }
 
@@ -109,6 +126,27 @@ public sealed class ProxyListener : IAsyncDisposable
             return h1.OnInput(ref buffer);
         }
 
-        public void OnClosed() => _chosen?.OnClosed();
+        public void OnClosed()
+        {
+            listener._connections.TryRemove(this, out _);
+            _chosen?.OnClosed();
+        }
+
+        public void Drain()
+        {
+            switch (_chosen)
+            {
+                case Http2Downstream h2:
+                    h2.Protocol.GoAway(Http2ErrorCode.NoError, "draining");
+                    h2.Connection.Output.Flush();
+                    break;
+                case Http1Downstream h1:
+                    h1.CloseWhenIdle();
+                    break;
+                default:
+                    connection.Close(); // not even a request yet
+                    break;
+            }
+        }
     }
 }
