@@ -28,7 +28,10 @@ public static class Http1Parser
     public const int DefaultMaxHeadSize = 64 * 1024;
 
     private static readonly SearchValues<byte> s_tokenChars = SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"u8);
-    private static readonly SearchValues<byte> s_invalidValueChars = SearchValues.Create([0x00, 0x0A, 0x0D, 0x7F]);
+    // RFC 9110 §5.5: a field value is VCHAR, obs-text, SP and HTAB; every other control character is refused.
+    private static readonly SearchValues<byte> s_invalidValueChars = SearchValues.Create(
+        [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
+         0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F, 0x7F]);
 
     /// <summary>Finds the empty line that ends a head; -1 when more bytes are needed.</summary>
     public static int FindHeadEnd(ReadOnlySpan<byte> buffer)
@@ -37,7 +40,7 @@ public static class Http1Parser
         return end < 0 ? -1 : end + 4;
     }
 
-    public ref struct RequestHead
+    public struct RequestHead
     {
         public bool Http10;
         public bool KeepAlive;
@@ -60,13 +63,13 @@ public static class Http1Parser
             return new Http1Error(400, "bad request line");
         }
         ReadOnlySpan<byte> line = head.Slice(0, lineEnd);
+        // request-line = method SP request-target SP HTTP-version (RFC 9112 §3): exactly two spaces.
         int sp1 = line.IndexOf((byte)' ');
-        int sp2 = sp1 < 0 ? -1 : line.Slice(sp1 + 1).IndexOf((byte)' ');
-        if (sp1 <= 0 || sp2 <= 0)
+        int sp2 = line.LastIndexOf((byte)' ');
+        if (sp1 <= 0 || sp2 <= sp1 + 1)
         {
             return new Http1Error(400, "bad request line");
         }
-        sp2 += sp1 + 1;
         ReadOnlySpan<byte> method = line.Slice(0, sp1);
         ReadOnlySpan<byte> target = line.Slice(sp1 + 1, sp2 - sp1 - 1);
         ReadOnlySpan<byte> version = line.Slice(sp2 + 1);
@@ -140,27 +143,11 @@ public static class Http1Parser
             {
                 break;
             }
-            if (fieldLine[0] is (byte)' ' or (byte)'\t')
+            if (ParseFieldLine(fieldLine, lower, 400, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
-                return new Http1Error(400, "obsolete line folding"); // RFC 9112 §5.2
+                return bad;
             }
-            int colon = fieldLine.IndexOf((byte)':');
-            if (colon <= 0)
-            {
-                return new Http1Error(400, "bad header line");
-            }
-            ReadOnlySpan<byte> name = fieldLine.Slice(0, colon);
-            if (name.ContainsAnyExcept(s_tokenChars) || name.Length > lower.Length)
-            {
-                return new Http1Error(400, "bad header name"); // includes whitespace before the colon (§5.1)
-            }
-            ReadOnlySpan<byte> value = fieldLine.Slice(colon + 1).Trim(" \t"u8);
-            if (value.ContainsAny(s_invalidValueChars))
-            {
-                return new Http1Error(400, "bad header value");
-            }
-            Ascii.ToLower(name, lower, out int written);
-            ReadOnlySpan<byte> lname = lower.Slice(0, written);
+            ReadOnlySpan<byte> lname = lower.Slice(0, nameLength);
             switch (lname.Length)
             {
                 case 4 when lname.SequenceEqual("host"u8):
@@ -243,7 +230,7 @@ public static class Http1Parser
         return null;
     }
 
-    public ref struct ResponseHead
+    public struct ResponseHead
     {
         public int Status;
         public bool KeepAlive;
@@ -284,23 +271,11 @@ public static class Http1Parser
             {
                 break;
             }
-            int colon = fieldLine.IndexOf((byte)':');
-            if (colon <= 0 || fieldLine[0] is (byte)' ' or (byte)'\t')
+            if (ParseFieldLine(fieldLine, lower, 502, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
-                return new Http1Error(502, "bad header line");
+                return bad;
             }
-            ReadOnlySpan<byte> name = fieldLine.Slice(0, colon);
-            if (name.ContainsAnyExcept(s_tokenChars) || name.Length > lower.Length)
-            {
-                return new Http1Error(502, "bad header name");
-            }
-            ReadOnlySpan<byte> value = fieldLine.Slice(colon + 1).Trim(" \t"u8);
-            if (value.ContainsAny(s_invalidValueChars))
-            {
-                return new Http1Error(502, "bad header value");
-            }
-            Ascii.ToLower(name, lower, out int written);
-            ReadOnlySpan<byte> lname = lower.Slice(0, written);
+            ReadOnlySpan<byte> lname = lower.Slice(0, nameLength);
             switch (lname.Length)
             {
                 case 7 when lname.SequenceEqual("upgrade"u8):
@@ -356,6 +331,38 @@ public static class Http1Parser
             response.KeepAlive = false;
         }
         response.ContentLength = Math.Max(contentLength, 0);
+        return null;
+    }
+
+    /// <summary>
+    /// One field line: name ":" OWS value OWS (RFC 9112 §5). No obsolete line folding (§5.2), no
+    /// whitespace before the colon (§5.1), a token name, no control characters in the value. The name is
+    /// lowercased into <paramref name="lower"/>. <paramref name="status"/> is what a failure answers with.
+    /// </summary>
+    private static Http1Error? ParseFieldLine(ReadOnlySpan<byte> fieldLine, scoped Span<byte> lower, int status, out int nameLength, out ReadOnlySpan<byte> value)
+    {
+        nameLength = 0;
+        value = default;
+        if (fieldLine[0] is (byte)' ' or (byte)'\t')
+        {
+            return new Http1Error(status, "obsolete line folding");
+        }
+        int colon = fieldLine.IndexOf((byte)':');
+        if (colon <= 0)
+        {
+            return new Http1Error(status, "bad header line");
+        }
+        ReadOnlySpan<byte> raw = fieldLine.Slice(0, colon);
+        if (raw.ContainsAnyExcept(s_tokenChars) || raw.Length > lower.Length)
+        {
+            return new Http1Error(status, "bad header name");
+        }
+        value = fieldLine.Slice(colon + 1).Trim(" \t"u8);
+        if (value.ContainsAny(s_invalidValueChars))
+        {
+            return new Http1Error(status, "bad header value");
+        }
+        Ascii.ToLower(raw, lower, out nameLength);
         return null;
     }
 

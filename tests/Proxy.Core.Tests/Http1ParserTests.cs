@@ -1,0 +1,165 @@
+using System.Text;
+using Proxy.Core.Http1;
+using Proxy.Http2;
+
+namespace Proxy.Core.Tests;
+
+/// <summary>RFC 9112 message heads and the chunked coding, table by table.</summary>
+public sealed class Http1ParserTests
+{
+    private static (Http1Error? Error, HeaderList Fields, Http1Parser.RequestHead Head) Request(string text)
+    {
+        var fields = new HeaderList();
+        var head = new Http1Parser.RequestHead();
+        Http1Error? error = Http1Parser.ParseRequest(Encoding.ASCII.GetBytes(text), fields, ref head);
+        return (error, fields, head);
+    }
+
+    private static string Field(HeaderList fields, string name)
+    {
+        int i = fields.IndexOf(Encoding.ASCII.GetBytes(name));
+        return i < 0 ? "(absent)" : Encoding.ASCII.GetString(fields.Value(i));
+    }
+
+    [Fact]
+    public void Request_BecomesHttp2Fields_WithoutHopByHop()
+    {
+        var (error, fields, head) = Request("POST /a?b=1 HTTP/1.1\r\nHost: Example.com:8080\r\nX-Up: A\r\nConnection: keep-alive, x-up\r\nKeep-Alive: 5\r\nTE: trailers\r\nContent-Length: 3\r\n\r\n");
+        Assert.Null(error);
+        Assert.Equal("POST", Field(fields, ":method"));
+        Assert.Equal("/a?b=1", Field(fields, ":path"));
+        Assert.Equal("Example.com:8080", Field(fields, ":authority"));
+        Assert.Equal("A", Field(fields, "x-up"));
+        Assert.Equal("trailers", Field(fields, "te"));
+        Assert.Equal("(absent)", Field(fields, "keep-alive"));
+        Assert.Equal("(absent)", Field(fields, "connection"));
+        Assert.Equal(BodyFraming.ContentLength, head.Framing);
+        Assert.Equal(3, head.ContentLength);
+        Assert.True(head.KeepAlive);
+    }
+
+    [Fact]
+    public void AbsoluteForm_TakesTheAuthorityFromTheTarget()
+    {
+        var (error, fields, _) = Request("GET http://svc.local:9090/p?q HTTP/1.1\r\nHost: ignored\r\n\r\n");
+        Assert.Null(error);
+        Assert.Equal("svc.local:9090", Field(fields, ":authority"));
+        Assert.Equal("/p?q", Field(fields, ":path"));
+    }
+
+    [Fact]
+    public void Http10_DefaultsToClose_AndNeedsNoHost()
+    {
+        var (error, _, head) = Request("GET / HTTP/1.0\r\n\r\n");
+        Assert.Null(error);
+        Assert.False(head.KeepAlive);
+    }
+
+    [Theory]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1e3\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)]
+    [InlineData("G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
+    [InlineData("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX: a\u0001b\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417)]
+    public void MalformedRequests_AreRefused(string text, int status)
+    {
+        Assert.Equal(status, Request(text).Error?.Status);
+    }
+
+    [Fact]
+    public void Response_ChunkedWinsOverContentLength_AndHeadHasNoBody()
+    {
+        var fields = new HeaderList();
+        var head = new Http1Parser.ResponseHead();
+        Assert.Null(Http1Parser.ParseResponse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"u8, fields, false, ref head));
+        Assert.Equal(BodyFraming.Chunked, head.Framing);
+        Assert.Equal(-1, fields.IndexOf("content-length"u8));
+        head = new Http1Parser.ResponseHead();
+        Assert.Null(Http1Parser.ParseResponse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"u8, fields, requestWasHead: true, ref head));
+        Assert.Equal(BodyFraming.None, head.Framing);
+        head = new Http1Parser.ResponseHead();
+        Assert.Null(Http1Parser.ParseResponse("HTTP/1.0 200 OK\r\n\r\n"u8, fields, false, ref head));
+        Assert.Equal(BodyFraming.UntilClose, head.Framing);
+        Assert.False(head.KeepAlive);
+        Assert.Equal(502, Http1Parser.ParseResponse("HTTP/1.1 2x0 OK\r\n\r\n"u8, fields, false, ref head)?.Status);
+    }
+
+    [Fact]
+    public void Chunked_DecodesDataExtensionsAndTrailers_AcrossSplits()
+    {
+        byte[] wire = Encoding.ASCII.GetBytes("5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n");
+        for (int split = 1; split < wire.Length; split++)
+        {
+            var decoder = new ChunkedDecoder();
+            var body = new StringBuilder();
+            var trailers = new List<string>();
+            bool done = false;
+            byte[] buffer = [];
+            foreach (byte[] part in new[] { wire[..split], wire[split..] })
+            {
+                buffer = [.. buffer, .. part];
+                int consumed = 0;
+                while (true)
+                {
+                    ChunkedDecoder.Result r = decoder.Decode(buffer, ref consumed, out ReadOnlySpan<byte> data);
+                    if (r == ChunkedDecoder.Result.NeedMore)
+                    {
+                        break;
+                    }
+                    Assert.NotEqual(ChunkedDecoder.Result.Error, r);
+                    if (r == ChunkedDecoder.Result.Data)
+                    {
+                        body.Append(Encoding.ASCII.GetString(data));
+                    }
+                    else if (r == ChunkedDecoder.Result.Trailer)
+                    {
+                        trailers.Add(Encoding.ASCII.GetString(data));
+                    }
+                    else
+                    {
+                        done = true;
+                        break;
+                    }
+                }
+                buffer = buffer[consumed..];
+            }
+            Assert.True(done, $"split {split}");
+            Assert.Equal("hello world", body.ToString());
+            Assert.Equal(["x-t: 1"], trailers);
+        }
+    }
+
+    [Theory]
+    [InlineData("zz\r\n")]
+    [InlineData("5\r\nhelloXX")]
+    [InlineData("5\nhello\r\n")]
+    public void Chunked_RejectsBadFraming(string wire)
+    {
+        var decoder = new ChunkedDecoder();
+        int consumed = 0;
+        ChunkedDecoder.Result r;
+        do
+        {
+            r = decoder.Decode(Encoding.ASCII.GetBytes(wire), ref consumed, out _);
+        }
+        while (r == ChunkedDecoder.Result.Data);
+        Assert.Equal(ChunkedDecoder.Result.Error, r);
+    }
+
+    [Fact]
+    public void Chunked_BoundsTheSizeLine()
+    {
+        var decoder = new ChunkedDecoder();
+        int consumed = 0;
+        Assert.Equal(ChunkedDecoder.Result.Error, decoder.Decode(Encoding.ASCII.GetBytes("1" + new string(';', 5000)), ref consumed, out _));
+    }
+}
