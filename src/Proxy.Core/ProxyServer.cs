@@ -8,6 +8,7 @@ namespace Proxy.Core;
 public sealed class ProxyServer : IAsyncDisposable
 {
     private readonly List<ProxyListener> _listeners = [];
+    private readonly Dictionary<string, (System.Net.IPEndPoint Address, ProxyListener Listener)> _byName = new(StringComparer.Ordinal);
 
     public ProxyServer(ProxySnapshot snapshot, UpstreamPools pools)
     {
@@ -24,11 +25,59 @@ public sealed class ProxyServer : IAsyncDisposable
     {
         foreach (ListenerConfig config in Snapshots.Current.Listeners)
         {
-            string name = config.Name;
-            var listener = new ProxyListener(config.Address, () => FindRoutes(name));
-            listener.Start();
-            _listeners.Add(listener);
+            StartListener(config);
         }
+    }
+
+    private void StartListener(ListenerConfig config)
+    {
+        string name = config.Name;
+        var listener = new ProxyListener(config.Address, () => FindRoutes(name));
+        listener.Start();
+        _listeners.Add(listener);
+        _byName[name] = (config.Address, listener);
+    }
+
+    /// <summary>
+    /// Publishes a new snapshot and brings the listeners in line with it: new ones are bound, removed ones
+    /// (or ones whose address changed) stop accepting and drain. Requests in flight keep their snapshot.
+    /// A listener that cannot bind is reported and the others go on.
+    /// </summary>
+    public async Task ApplyAsync(ProxySnapshot snapshot)
+    {
+        Snapshots.Publish(snapshot);
+        var wanted = new HashSet<string>(StringComparer.Ordinal);
+        foreach (ListenerConfig config in snapshot.Listeners)
+        {
+            wanted.Add(config.Name);
+            if (_byName.TryGetValue(config.Name, out var running) && running.Address.Equals(config.Address))
+            {
+                continue;
+            }
+            if (running.Listener != null)
+            {
+                await Retire(config.Name, running.Listener);
+            }
+            try
+            {
+                StartListener(config);
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                Diagnostics.ProxyLog.Write(Diagnostics.LogLevel.Error, $"listener {config.Name}: cannot bind {config.Address}: {e.SocketErrorCode}");
+            }
+        }
+        foreach (string name in _byName.Keys.Where(n => !wanted.Contains(n)).ToList())
+        {
+            await Retire(name, _byName[name].Listener);
+        }
+    }
+
+    private async Task Retire(string name, ProxyListener listener)
+    {
+        _byName.Remove(name);
+        _listeners.Remove(listener);
+        await listener.StopAcceptingAndDrainAsync();
     }
 
     /// <summary>The route configuration a new request on listener <paramref name="name"/> uses: the current snapshot's.</summary>

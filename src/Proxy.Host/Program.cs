@@ -48,6 +48,7 @@ public static class Program
         ProxyLog.Level = ProxyLog.Parse(options.LogLevel);
         var pools = new UpstreamPools();
         ProxySnapshot snapshot;
+        IReadOnlyList<string> watched = [];
         if (options.Listen != null && options.Upstream != null)
         {
             snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools);
@@ -58,13 +59,7 @@ public static class Program
         }
         else if (options.ConfigPath != null || options.ConfigYaml != null)
         {
-            string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
-            var loader = new Proxy.Host.Bootstrap.BootstrapLoader(pools);
-            snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
-            foreach (string warning in loader.Warnings)
-            {
-                ProxyLog.Write(LogLevel.Warning, $"config: {warning}");
-            }
+            (snapshot, watched) = LoadBootstrap(options, pools, logWarnings: true);
         }
         else
         {
@@ -94,11 +89,15 @@ public static class Program
         using Timer? swapper = options.SnapshotSwapsPerSecond > 0 && options.Listen != null && options.Upstream != null
             ? StartSwapping(server, options)
             : null;
+        Proxy.Host.Bootstrap.FileConfigWatcher? watcher = watched.Count > 0
+            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => LoadBootstrap(options, pools, logWarnings: false), TimeSpan.FromSeconds(1))
+            : null;
         using var stop = new ManualResetEventSlim();
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         stop.Wait();
         ProxyLog.Write(LogLevel.Info, $"draining for up to {options.DrainTimeSeconds} s ({Proxy.Core.Forwarding.Exchange.ActiveCount} requests in flight)");
+        watcher?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         server.DrainAsync(TimeSpan.FromSeconds(options.DrainTimeSeconds)).Wait();
         server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         return 0;
@@ -118,6 +117,27 @@ public static class Program
                 ProxyLog.Write(LogLevel.Info, $"{swaps} snapshot swaps");
             }
         }, null, period, period);
+    }
+
+    /// <summary>The bootstrap and the files its filesystem subscriptions name; the list is what to watch for changes.</summary>
+    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
+    {
+        string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
+        var loader = new Proxy.Host.Bootstrap.BootstrapLoader(pools);
+        ProxySnapshot snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
+        if (logWarnings)
+        {
+            foreach (string warning in loader.Warnings)
+            {
+                ProxyLog.Write(LogLevel.Warning, $"config: {warning}");
+            }
+        }
+        List<string> files = [.. loader.WatchedFiles];
+        if (files.Count > 0 && options.ConfigPath != null)
+        {
+            files.Add(options.ConfigPath);
+        }
+        return (snapshot, files);
     }
 
     private static string ReadConfig(string path)

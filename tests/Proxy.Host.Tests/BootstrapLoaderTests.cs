@@ -66,7 +66,7 @@ public sealed class BootstrapLoaderTests
     [InlineData("match: { prefix: \"/\" }", "match: { safe_regex: { regex: \"(unclosed\" } }", "routes[1].match.safe_regex: invalid regex")]
     [InlineData("route: { cluster: web_backend, timeout: 15s }", "route: { weighted_clusters: { clusters: [ { name: web_backend, weight: 60 } ], total_weight: 100 } }", "weights add up to 60, not total_weight 100")]
     [InlineData("port_value: 10000", "port_value: 70000", "socket_address.port_value: 70000 is not a port")]
-    [InlineData("route_config:\n            name: local", "rds: { route_config_name: x }\n          route_config:\n            name: local", "typed_config.rds: RDS needs xDS")]
+    [InlineData("route_config:\n            name: local", "rds: { route_config_name: x }\n          route_config:\n            name: local", "typed_config.rds: RDS over gRPC needs xDS")]
     public void Errors_NameTheField(string find, string replace, string expected)
     {
         string text = Example.Replace(find, replace, StringComparison.Ordinal);

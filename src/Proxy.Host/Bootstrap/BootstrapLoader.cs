@@ -22,20 +22,30 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     /// <summary>Fields present in the file that are not honoured, one line each.</summary>
     public IReadOnlyList<string> Warnings => _warnings;
 
+    private readonly List<string> _watched = [];
+
+    /// <summary>The files this configuration was read from besides the bootstrap (filesystem subscriptions), to watch for changes.</summary>
+    public IReadOnlyList<string> WatchedFiles => _watched;
+
     public ProxySnapshot Load(string text, string origin)
     {
         ConfigNode root = ConfigNode.Parse(text, origin);
         ConfigNode statics = root["static_resources"];
-        foreach (string ignored in new[] { "dynamic_resources", "admin", "stats_sinks", "tracing", "overload_manager", "layered_runtime" })
+        foreach (string ignored in new[] { "admin", "stats_sinks", "tracing", "overload_manager", "layered_runtime" })
         {
             if (root[ignored].Exists)
             {
                 Warn(root[ignored].Path, "not honoured yet");
             }
         }
+        ConfigNode dynamic = root["dynamic_resources"];
+        if (dynamic["ads_config"].Exists)
+        {
+            Warn(dynamic["ads_config"].Path, "xDS over gRPC is not supported yet; only filesystem subscriptions (path_config_source) are");
+        }
 
         var clusters = new Dictionary<string, Cluster>(StringComparer.Ordinal);
-        foreach (ConfigNode c in statics["clusters"].Items)
+        void AddCluster(ConfigNode c)
         {
             Cluster cluster = LoadCluster(c);
             if (!clusters.TryAdd(cluster.Name, cluster))
@@ -43,10 +53,18 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 throw new ConfigException($"{c["name"].Path}: duplicate cluster name '{cluster.Name}'");
             }
         }
+        foreach (ConfigNode c in statics["clusters"].Items)
+        {
+            AddCluster(c);
+        }
+        foreach (ConfigNode c in FileResources(dynamic["cds_config"], "Cluster"))
+        {
+            AddCluster(c);
+        }
 
         var listeners = new List<ListenerConfig>();
         var names = new HashSet<string>(StringComparer.Ordinal);
-        foreach (ConfigNode l in statics["listeners"].Items)
+        void AddListener(ConfigNode l)
         {
             ListenerConfig listener = LoadListener(l, clusters);
             if (!names.Add(listener.Name))
@@ -55,11 +73,64 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             }
             listeners.Add(listener);
         }
+        foreach (ConfigNode l in statics["listeners"].Items)
+        {
+            AddListener(l);
+        }
+        foreach (ConfigNode l in FileResources(dynamic["lds_config"], "Listener"))
+        {
+            AddListener(l);
+        }
         if (listeners.Count == 0)
         {
-            throw new ConfigException("static_resources.listeners: at least one listener is needed");
+            throw new ConfigException("static_resources.listeners: at least one listener is needed (or dynamic_resources.lds_config with a path)");
         }
         return new ProxySnapshot(listeners, clusters.Values, 1);
+    }
+
+    /// <summary>
+    /// Envoy's filesystem subscription: a ConfigSource with path_config_source (or v2's path) names a file
+    /// holding a DiscoveryResponse, whose resources are read like static ones. A relative path is relative
+    /// to the working directory, as in Envoy.
+    /// </summary>
+    private IEnumerable<ConfigNode> FileResources(ConfigNode source, string kind)
+    {
+        if (!source.Exists)
+        {
+            return [];
+        }
+        string? path = source["path_config_source"]["path"].String() ?? source["path"].String();
+        if (path == null)
+        {
+            if (source["ads"].Exists || source["api_config_source"].Exists)
+            {
+                Warn(source.Path, "xDS over gRPC is not supported yet");
+                return [];
+            }
+            throw new ConfigException($"{source.Path}: only path_config_source is supported");
+        }
+        _watched.Add(path);
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"{source.Path}: cannot read {path}: {e.Message}");
+        }
+        ConfigNode response = ConfigNode.Parse(text, path);
+        var result = new List<ConfigNode>();
+        foreach (ConfigNode resource in response["resources"].Items)
+        {
+            string type = resource["@type"].String() ?? "";
+            if (!type.EndsWith("." + kind, StringComparison.Ordinal))
+            {
+                throw new ConfigException($"{path}: {resource.Path}: expected a {kind} resource, found '{type}'");
+            }
+            result.Add(resource);
+        }
+        return result;
     }
 
     /// <summary>
@@ -295,7 +366,8 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 ConfigNode hcm = filter["typed_config"];
                 if (hcm["rds"].Exists)
                 {
-                    throw new ConfigException($"{hcm["rds"].Path}: RDS needs xDS, which this build does not have yet; use an inline route_config");
+                    routes = LoadRdsFile(hcm["rds"], clusters);
+                    continue;
                 }
                 routes = LoadRoutes(hcm["route_config"], clusters);
             }
@@ -305,6 +377,25 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             throw new ConfigException($"{l["filter_chains"].Path}: no {HttpConnectionManager} filter with a route_config");
         }
         return new ListenerConfig(name, (IPEndPoint)address, routes);
+    }
+
+    /// <summary>RDS from a file: the RouteConfiguration named route_config_name in the file's DiscoveryResponse.</summary>
+    private RouteConfiguration LoadRdsFile(ConfigNode rds, Dictionary<string, Cluster> clusters)
+    {
+        string name = rds["route_config_name"].RequiredString();
+        ConfigNode source = rds["config_source"];
+        if (source["path_config_source"]["path"].String() == null && source["path"].String() == null)
+        {
+            throw new ConfigException($"{rds.Path}: RDS over gRPC needs xDS, which this build does not have yet; use path_config_source or an inline route_config");
+        }
+        foreach (ConfigNode resource in FileResources(source, "RouteConfiguration"))
+        {
+            if (resource["name"].String() == name)
+            {
+                return LoadRoutes(resource, clusters);
+            }
+        }
+        throw new ConfigException($"{rds.Path}: route configuration '{name}' is not in the file");
     }
 
     private RouteConfiguration LoadRoutes(ConfigNode config, Dictionary<string, Cluster> clusters)
