@@ -123,7 +123,11 @@ public sealed partial class Exchange
             _up.Reset(_upId, Http2ErrorCode.Cancel);
             _up.ScheduleFlush();
         }
-        _up?.RemoveBlocked(this);
+        if (_blockedOnUp)
+        {
+            _up?.RemoveBlocked(this);
+            _blockedOnUp = false;
+        }
         _up = null;
         _upId = 0;
         _upstreamClosed = false;

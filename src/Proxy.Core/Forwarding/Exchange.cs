@@ -31,6 +31,8 @@ public sealed partial class Exchange
     private Cluster? _cluster;
     private UpstreamEndpoint? _endpoint;
     private bool _clusterCounted;
+    private bool _blockedOnUp;
+    private bool _blockedOnDown;
     private bool _pendingCounted;
 
     private void EndPending()
@@ -566,6 +568,7 @@ public sealed partial class Exchange
                     return;
                 }
                 _up.AddBlocked(this, _generation);
+                _blockedOnUp = true;
                 registered = true;
             }
         }
@@ -580,7 +583,11 @@ public sealed partial class Exchange
             _requestEndSent = true;
             _up.ScheduleFlush();
         }
-        _up.RemoveBlocked(this);
+        if (_blockedOnUp)
+        {
+            _up.RemoveBlocked(this);
+            _blockedOnUp = false;
+        }
     }
 
     /// <summary>Sends pending response octets; registers for a wake-up the same way as <see cref="FlushRequest"/>.</summary>
@@ -622,6 +629,7 @@ public sealed partial class Exchange
                     return;
                 }
                 _down.AddBlocked(this, _generation);
+                _blockedOnDown = true;
                 registered = true;
             }
         }
@@ -636,7 +644,11 @@ public sealed partial class Exchange
             _down.ScheduleFlush();
             _responseComplete = true;
         }
-        _down!.RemoveBlocked(this);
+        if (_blockedOnDown)
+        {
+            _down!.RemoveBlocked(this);
+            _blockedOnDown = false;
+        }
         if (_responseComplete)
         {
             Finish();
@@ -677,8 +689,15 @@ public sealed partial class Exchange
             _cluster!.State.RetryEnded();
         }
         DeadlineWheel.Remove(this);
-        _up?.RemoveBlocked(this);
-        _down?.RemoveBlocked(this);
+        if (_blockedOnUp)
+        {
+            _up?.RemoveBlocked(this);
+        }
+        if (_blockedOnDown)
+        {
+            _down?.RemoveBlocked(this);
+        }
+        _blockedOnUp = _blockedOnDown = false;
         _requestPending.Release();
         _responsePending.Release();
         _retained.Release();
@@ -703,6 +722,7 @@ public sealed partial class Exchange
         _cluster = null;
         _endpoint = null;
         _clusterCounted = _retryCounted = _overloaded = _pendingCounted = false;
+        _blockedOnUp = _blockedOnDown = false;
         _weightedIndex = -1;
         _deadlineAt = long.MaxValue;
         _idleTimeout = 0;

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Http1;
@@ -80,11 +81,8 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
         {
             while (true)
             {
-                State state;
-                lock (_lock)
-                {
-                    state = _state;
-                }
+                // Written under the lock; read without it here, on the input thread, each loop.
+                State state = (State)Volatile.Read(ref Unsafe.As<State, byte>(ref _state));
                 switch (state)
                 {
                     case State.Head:

@@ -36,16 +36,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     public object SyncRoot => _lock;
 
     /// <summary>Octets written but not yet handed to the socket (a back-pressure signal for forwarders).</summary>
-    public long PendingBytes
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _pending + _currentCount;
-            }
-        }
-    }
+    public long PendingBytes => Volatile.Read(ref _pending) + Volatile.Read(ref _currentCount);
 
     /// <summary>Called (outside the lock) whenever the queue has been fully handed to the socket.</summary>
     public void OnDrained(Action callback) => _drained = callback;
@@ -77,7 +68,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             if (_current != null && _currentCount > 0)
             {
                 _filled.Enqueue((_current, _currentCount));
-                _pending += _currentCount;
+                Interlocked.Add(ref _pending, _currentCount);
             }
             else if (_current != null)
             {
@@ -173,7 +164,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
                 }
                 // Take the partly filled segment; the next write starts a new one.
                 _filled.Enqueue((_current!, _currentCount));
-                _pending += _currentCount;
+                Interlocked.Add(ref _pending, _currentCount);
                 _current = null;
                 _currentCount = 0;
             }
@@ -185,10 +176,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     private void Sent(byte[] buffer, int count)
     {
         ArrayPool<byte>.Shared.Return(buffer);
-        lock (_lock)
-        {
-            _pending -= count;
-        }
+        Interlocked.Add(ref _pending, -count);
     }
 
     /// <summary>Stops sending and returns every buffer; later writes are dropped.</summary>
@@ -202,7 +190,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             {
                 ArrayPool<byte>.Shared.Return(_filled.Dequeue().Buffer);
             }
-            _pending = 0;
+            Volatile.Write(ref _pending, 0);
             if (_current != null)
             {
                 ArrayPool<byte>.Shared.Return(_current);
