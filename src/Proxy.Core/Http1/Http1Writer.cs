@@ -33,6 +33,14 @@ internal static class Http1Writer
     /// <summary>Every regular field of <paramref name="fields"/> as "name: value" lines; pseudo-headers and hop-by-hop fields are left out.</summary>
     public static void WriteFields(IBufferWriter<byte> output, HeaderList fields, bool skipHost = false)
     {
+        // One reservation for the whole block, then plain copies.
+        int total = 0;
+        for (int i = 0; i < fields.Count; i++)
+        {
+            total += fields.Name(i).Length + fields.Value(i).Length + 4;
+        }
+        Span<byte> span = output.GetSpan(total);
+        int pos = 0;
         for (int i = 0; i < fields.Count; i++)
         {
             ReadOnlySpan<byte> name = fields.Name(i);
@@ -40,8 +48,17 @@ internal static class Http1Writer
             {
                 continue;
             }
-            WriteField(output, name, fields.Value(i));
+            ReadOnlySpan<byte> value = fields.Value(i);
+            name.CopyTo(span.Slice(pos));
+            pos += name.Length;
+            span[pos++] = (byte)':';
+            span[pos++] = (byte)' ';
+            value.CopyTo(span.Slice(pos));
+            pos += value.Length;
+            span[pos++] = (byte)'\r';
+            span[pos++] = (byte)'\n';
         }
+        output.Advance(pos);
     }
 
     public static void WriteField(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)

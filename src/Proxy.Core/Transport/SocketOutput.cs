@@ -48,7 +48,16 @@ public sealed class SocketOutput : IBufferWriter<byte>
 
     public Memory<byte> GetMemory(int sizeHint = 0) => Reserve(sizeHint);
 
-    public Span<byte> GetSpan(int sizeHint = 0) => Reserve(sizeHint).Span;
+    public Span<byte> GetSpan(int sizeHint = 0)
+    {
+        // Fast path: room left in the current segment.
+        byte[]? current = _current;
+        if (current != null && !_closed && current.Length - _currentCount >= Math.Max(sizeHint, 1))
+        {
+            return current.AsSpan(_currentCount);
+        }
+        return Reserve(sizeHint).Span;
+    }
 
     private Memory<byte> Reserve(int sizeHint)
     {
