@@ -133,7 +133,9 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                         continue;
                     }
                     case State.AwaitingResponse:
-                        return InputStatus.Pause;
+                        // Nothing more to read: keep the receive pending rather than pause, so the next
+                        // request needs no thread hop to resume the loop. Only a pipelined request waits.
+                        return consumed == span.Length ? InputStatus.Continue : InputStatus.Pause;
                     default:
                         return InputStatus.Close;
                 }
