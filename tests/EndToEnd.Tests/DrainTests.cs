@@ -18,7 +18,11 @@ public sealed class DrainTests
             using GrpcChannel channel = fixture.Channel();
             var client = new Echo.EchoClient(channel);
             var slow = client.UnaryAsync(new EchoRequest { Message = "in-flight", DelayMs = 1000 }).ResponseAsync;
-            await Task.Delay(300);
+            // Drain only once the call has reached the upstream, so it is surely in flight at the proxy.
+            for (int i = 0; i < 200 && !fixture.Probe.Calls.Contains("/layotto.test.Echo/Unary"); i++)
+            {
+                await Task.Delay(50);
+            }
             Task drain = fixture.Proxy.DrainAsync(TimeSpan.FromSeconds(5));
 
             EchoReply reply = await slow.WaitAsync(TimeSpan.FromSeconds(10));
