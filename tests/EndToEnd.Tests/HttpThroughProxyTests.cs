@@ -165,9 +165,14 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     [Fact]
     public async Task CircuitBreaker_MaxRequests_Answers503Overloaded()
     {
-        Task<(int, string, string)> first = Processes.RunAsync("curl", ["-sS", Url("/limited/sleep/1500")]);
-        await Task.Delay(400);
-        var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-D", "-", "-o", "/dev/null", Url("/limited/hello")]);
+        Task<(int, string, string)> first = Processes.RunAsync("curl", ["-sS", Url("/limited/sleep/3000")]);
+        // While the first request holds the cluster's only slot, another is refused (polled: curl may start late).
+        string stdout = "";
+        for (int i = 0; i < 25 && !stdout.StartsWith("HTTP/1.1 503", StringComparison.Ordinal); i++)
+        {
+            await Task.Delay(100);
+            (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-D", "-", "-o", "/dev/null", Url("/limited/hello")]);
+        }
         Assert.StartsWith("HTTP/1.1 503", stdout);
         Assert.Contains("x-envoy-overloaded: true", stdout);
         Assert.Equal("slept", (await first).Item2);
