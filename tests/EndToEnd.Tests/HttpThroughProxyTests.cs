@@ -357,6 +357,36 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         Assert.Equal("hello", stdout);
     }
 
+    [Fact]
+    public async Task PingFlood_FromAPeerThatDoesNotRead_IsBounded_OthersServed()
+    {
+        // 40 MiB of PINGs, never reading the ACKs: the proxy stops reading this peer once 16 MiB of
+        // answers wait, instead of queueing without bound; everyone else is served meanwhile.
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        socket.ReceiveBufferSize = 4096;
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, fixture.ProxyPort);
+        byte[] ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        byte[] chunk = [.. Enumerable.Range(0, 4096).SelectMany(_ => ping)];
+        await socket.SendAsync((byte[])[.. "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray(), 0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        long sent = 0;
+        try
+        {
+            while (sent < 40L << 20)
+            {
+                sent += await socket.SendAsync(chunk, SocketFlags.None, cts.Token);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Our send blocked: the proxy stopped reading, as it should.
+        }
+        Assert.True(sent < 40L << 20, $"the proxy kept reading {sent} octets of PINGs it could not answer");
+        var (exit, stdout, _) = await Processes.RunAsync("curl", ["-sS", Url("/hello")]);
+        Assert.Equal(0, exit);
+        Assert.Equal("hello", stdout);
+    }
+
     private static int FindFrame(byte[] bytes, byte type)
     {
         int pos = 0;

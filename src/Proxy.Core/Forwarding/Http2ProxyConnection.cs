@@ -20,6 +20,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     {
         Connection = connection;
         Protocol = new Http2Connection(isServer, this, connection.Output, options, connection.Output.SyncRoot);
+        connection.Drained = connection.ResumeInput;
     }
 
     public SocketConnection Connection { get; }
@@ -46,8 +47,13 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
             Connection.CloseAfterFlush();
             return InputStatus.Close;
         }
-        return InputStatus.Continue;
+        // A peer that sends (PINGs, SETTINGS, resets) but does not read would grow our queue of answers
+        // without bound: stop reading it until what we owe it has gone out.
+        return Connection.Output.PendingBytes > MaxPendingOutput ? InputStatus.Pause : InputStatus.Continue;
     }
+
+    /// <summary>Unsent output above which the connection's input is paused until the queue drains.</summary>
+    public const long MaxPendingOutput = 16 * 1024 * 1024;
 
     public virtual void OnClosed() => Protocol.OnTransportClosed();
 
