@@ -123,7 +123,7 @@ public static class Program
     private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
     {
         string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
-        var loader = new Proxy.Host.Bootstrap.BootstrapLoader(pools);
+        var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
         ProxySnapshot snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
         if (logWarnings)
         {

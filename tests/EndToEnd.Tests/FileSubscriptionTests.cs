@@ -2,6 +2,7 @@ using Proxy.Core;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 using Proxy.Host.Bootstrap;
+using Proxy.Xds.Config;
 
 namespace EndToEnd.Tests;
 

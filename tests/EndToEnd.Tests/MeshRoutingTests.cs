@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging;
 using Proxy.Core;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
-using Proxy.Host.Bootstrap;
+using Proxy.Xds.Config;
 
 namespace EndToEnd.Tests;
 

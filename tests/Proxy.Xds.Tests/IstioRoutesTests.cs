@@ -1,10 +1,10 @@
 using System.Text.Json;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
-using Proxy.Host.Bootstrap;
+using Proxy.Xds.Config;
 using Proxy.Http2;
 
-namespace Proxy.Host.Tests;
+namespace Proxy.Xds.Tests;
 
 /// <summary>Real Istio route configurations (../shared/testdata/xds) load, and route as Envoy would.</summary>
 public sealed class IstioRoutesTests

@@ -2,7 +2,7 @@ using System.Globalization;
 using Proxy.Core.Routing;
 using YamlDotNet.RepresentationModel;
 
-namespace Proxy.Host.Bootstrap;
+namespace Proxy.Xds.Config;
 
 /// <summary>
 /// A node of a YAML or JSON configuration document that knows its own path, so every error names the

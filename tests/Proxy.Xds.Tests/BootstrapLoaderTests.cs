@@ -1,9 +1,9 @@
 using System.Net;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
-using Proxy.Host.Bootstrap;
+using Proxy.Xds.Config;
 
-namespace Proxy.Host.Tests;
+namespace Proxy.Xds.Tests;
 
 public sealed class BootstrapLoaderTests
 {

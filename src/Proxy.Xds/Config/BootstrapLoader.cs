@@ -3,7 +3,7 @@ using System.Net;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 
-namespace Proxy.Host.Bootstrap;
+namespace Proxy.Xds.Config;
 
 /// <summary>
 /// Reads an Envoy v3 bootstrap (YAML or JSON) into a snapshot: static listeners with an HTTP connection
