@@ -15,6 +15,16 @@ namespace Proxy.Xds.Config;
 /// </summary>
 public sealed class BootstrapLoader(UpstreamPools pools)
 {
+    /// <summary>
+    /// Resources come from a control plane (xDS): a route may name a cluster that has not arrived (it
+    /// answers 503 until it does, as in Envoy), and listeners or filter chains we cannot serve yet (TCP
+    /// proxying, original-destination dispatch) are named and skipped rather than failing the whole push.
+    /// </summary>
+    public bool Dynamic { get; init; }
+
+    /// <summary>When set, every cluster name a route refers to is added (the xDS state's dependency tracking).</summary>
+    public HashSet<string>? ReferencedClusters { get; set; }
+
     private const string HttpConnectionManager = "envoy.filters.network.http_connection_manager";
 
     private readonly List<string> _warnings = [];
@@ -35,13 +45,13 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             if (root[ignored].Exists)
             {
-                Warn(root[ignored].Path, "not honoured yet");
+                Warn(root[ignored], "not honoured yet");
             }
         }
         ConfigNode dynamic = root["dynamic_resources"];
         if (dynamic["ads_config"].Exists)
         {
-            Warn(dynamic["ads_config"].Path, "xDS over gRPC is not supported yet; only filesystem subscriptions (path_config_source) are");
+            Warn(dynamic["ads_config"], "xDS over gRPC is not supported yet; only filesystem subscriptions (path_config_source) are");
         }
 
         var clusters = new Dictionary<string, Cluster>(StringComparer.Ordinal);
@@ -104,7 +114,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             if (source["ads"].Exists || source["api_config_source"].Exists)
             {
-                Warn(source.Path, "xDS over gRPC is not supported yet");
+                Warn(source, "xDS over gRPC is not supported yet");
                 return [];
             }
             throw new ConfigException($"{source.Path}: only path_config_source is supported");
@@ -143,24 +153,37 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         return LoadRoutes(node, clusters as Dictionary<string, Cluster> ?? new Dictionary<string, Cluster>(clusters, StringComparer.Ordinal));
     }
 
-    private void Warn(string path, string what)
+    private readonly HashSet<string> _warned = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Names a field that is present but not honoured, once per field whatever the list index (a thousand
+    /// routes with a decorator make one line, with the first one's path).
+    /// </summary>
+    private void Warn(ConfigNode node, string what)
     {
-        string line = $"{path}: {what}";
-        if (!_warnings.Contains(line))
+        if (_warned.Add(node.GenericPath + ": " + what))
         {
-            _warnings.Add(line);
+            _warnings.Add($"{node.Path}: {what}");
         }
     }
 
-    private Cluster LoadCluster(ConfigNode c)
+    /// <summary>
+    /// One Cluster resource. An EDS cluster takes its endpoints from <paramref name="edsAssignment"/> (the
+    /// ClusterLoadAssignment EDS delivered; absent: no endpoints yet).
+    /// </summary>
+    public Cluster LoadCluster(ConfigNode c, ConfigNode edsAssignment = default)
     {
         string name = c["name"].RequiredString();
         string type = c["type"].String() ?? "STATIC";
-        if (type is "EDS" or "ORIGINAL_DST")
+        if (type == "EDS" && !Dynamic)
         {
-            throw new ConfigException($"{c["type"].Path}: {type} clusters need xDS, which this build does not have yet");
+            throw new ConfigException($"{c["type"].Path}: EDS clusters need xDS (dynamic_resources.ads_config or cds_config over gRPC)");
         }
-        if (type is not ("STATIC" or "STRICT_DNS" or "LOGICAL_DNS"))
+        if (type == "ORIGINAL_DST")
+        {
+            Warn(c["type"], "ORIGINAL_DST clusters are not honoured yet (no original-destination support); requests routed to them get 503");
+        }
+        if (type is not ("STATIC" or "STRICT_DNS" or "LOGICAL_DNS" or "EDS" or "ORIGINAL_DST"))
         {
             throw new ConfigException($"{c["type"].Path}: unknown cluster type '{type}'");
         }
@@ -181,7 +204,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         };
         if (lb is not ("ROUND_ROBIN" or "LEAST_REQUEST" or "RANDOM" or "RING_HASH" or "MAGLEV"))
         {
-            Warn(c["lb_policy"].Path, $"{lb} is not honoured yet; ROUND_ROBIN is used");
+            Warn(c["lb_policy"], $"{lb} is not honoured yet; ROUND_ROBIN is used");
         }
         double panic = 50;
         if (c["common_lb_config"]["healthy_panic_threshold"].Exists)
@@ -192,11 +215,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 throw new ConfigException($"{c["common_lb_config"]["healthy_panic_threshold"].Path}: a percentage from 0 to 100");
             }
         }
-        foreach (string field in new[] { "health_checks", "transport_socket", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config" })
+        foreach (string field in new[] { "health_checks", "transport_socket", "transport_socket_matches", "tls_context", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "lb_subset_config", "filters" })
         {
             if (c[field].Exists)
             {
-                Warn(c[field].Path, "not honoured yet");
+                Warn(c[field], "not honoured yet");
             }
         }
 
@@ -205,7 +228,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         var endpoints = new List<UpstreamEndpoint>();
         ClusterState state = pools.ClusterState(name);
         int localityIndex = -1;
-        ConfigNode assignment = c["load_assignment"];
+        ConfigNode assignment = type == "EDS" ? edsAssignment : c["load_assignment"];
         foreach (ConfigNode locality in assignment["endpoints"].Items)
         {
             long priority = locality["priority"].Integer() ?? 0;
@@ -238,9 +261,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status, (int)priority, state, localityIndex, (int)Math.Clamp(localityWeight, 1, 1_000_000)));
             }
         }
-        if (c["hosts"].Exists)
+        // v2's inline hosts (Istio 1.5 bootstraps and clusters): endpoints of weight 1 in one locality.
+        foreach (ConfigNode host in c["hosts"].Items)
         {
-            throw new ConfigException($"{c["hosts"].Path}: the v2 'hosts' field is gone in v3; use load_assignment");
+            EndPoint address = ParseSocketAddress(host["socket_address"], allowNames: type != "STATIC");
+            endpoints.Add(pools.Endpoint(address, protocol, 1, EndpointHealth.Unknown, 0, state, localityIndex + 1, 1));
         }
         CircuitBreakers? breakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null;
         state.MaxConnections = breakers?.MaxConnections ?? long.MaxValue;
@@ -264,7 +289,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             string priority = t["priority"].String() ?? "DEFAULT";
             if (priority != "DEFAULT")
             {
-                Warn(t["priority"].Path, "only DEFAULT priority thresholds are honoured");
+                Warn(t["priority"], "only DEFAULT priority thresholds are honoured");
                 continue;
             }
 
@@ -286,7 +311,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             if (od[field].Exists)
             {
-                Warn(od[field].Path, "not honoured yet");
+                Warn(od[field], "not honoured yet");
             }
         }
         static double Percent(long? value, double fallback) => value is long v ? Math.Clamp(v, 0, 100) / 100.0 : fallback;
@@ -336,51 +361,108 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         return new DnsEndPoint(host, (int)port);
     }
 
-    private ListenerConfig LoadListener(ConfigNode l, Dictionary<string, Cluster> clusters)
+    private ListenerConfig LoadListener(ConfigNode l, IReadOnlyDictionary<string, Cluster> clusters)
+    {
+        ListenerShape shape = ReadListener(l) ?? throw new ConfigException($"{l["filter_chains"].Path}: no {HttpConnectionManager} filter");
+        RouteConfiguration routes = shape.RouteConfigName != null ? LoadRdsFile(shape.Hcm["rds"], clusters) : LoadRoutes(shape.Hcm["route_config"], clusters);
+        return new ListenerConfig(shape.Name, shape.Address, routes);
+    }
+
+    /// <summary>
+    /// What a Listener resource asks for: its address and the HTTP connection manager that serves it,
+    /// whose routes are inline (route_config) or named for RDS. Null when a dynamic listener has nothing we
+    /// can serve (no HTTP filter chain, or an address that is not an IP socket); the reason is warned.
+    /// </summary>
+    public ListenerShape? ReadListener(ConfigNode l)
     {
         string name = l["name"].String() ?? $"listener_{l.Path}";
-        EndPoint address = ParseSocketAddress(l["address"]["socket_address"], allowNames: false);
-        RouteConfiguration? routes = null;
+        ConfigNode socket = l["address"]["socket_address"];
+        if (Dynamic && !socket.Exists)
+        {
+            Warn(l["address"], "only socket addresses are served (not pipes or internal listeners); listener skipped");
+            return null;
+        }
+        var address = (IPEndPoint)ParseSocketAddress(socket, allowNames: false);
+        bool bind = l["bind_to_port"].Boolean() ?? l["deprecated_v1"]["bind_to_port"].Boolean() ?? true;
+        if (l["use_original_dst"].Boolean() == true)
+        {
+            Warn(l["use_original_dst"], "original-destination dispatch is not honoured yet; this listener's own filter chains serve its connections");
+        }
+        if (l["listener_filters"].Exists)
+        {
+            Warn(l["listener_filters"], "listener filters are not honoured yet");
+        }
+        ConfigNode? hcm = null;
         foreach (ConfigNode chain in l["filter_chains"].Items)
         {
             if (chain["filter_chain_match"].Exists)
             {
-                Warn(chain["filter_chain_match"].Path, "not honoured yet; the first HTTP filter chain serves every connection");
+                Warn(chain["filter_chain_match"], "not honoured yet; the first HTTP filter chain serves every connection");
             }
-            if (chain["transport_socket"].Exists)
+            if (chain["transport_socket"].Exists || chain["tls_context"].Exists)
             {
-                throw new ConfigException($"{chain["transport_socket"].Path}: TLS is not supported yet");
+                if (!Dynamic)
+                {
+                    throw new ConfigException($"{chain["transport_socket"].Path}: TLS is not supported yet");
+                }
+                Warn(chain, "TLS filter chains are not served yet; skipped");
+                continue;
             }
             foreach (ConfigNode filter in chain["filters"].Items)
             {
                 string filterName = filter["name"].String() ?? "";
-                string type = filter["typed_config"]["@type"].String() ?? "";
-                if (filterName != HttpConnectionManager && !type.EndsWith(".HttpConnectionManager", StringComparison.Ordinal))
+                ConfigNode config = filter["typed_config"].Exists ? filter["typed_config"] : filter["config"];
+                string type = config["@type"].String() ?? "";
+                bool isHcm = type.EndsWith(".HttpConnectionManager", StringComparison.Ordinal)
+                    || (type.Length == 0 && filterName is HttpConnectionManager or "envoy.http_connection_manager");
+                if (!isHcm)
                 {
-                    throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager})");
-                }
-                if (routes != null)
-                {
+                    if (!Dynamic)
+                    {
+                        throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager})");
+                    }
+                    // Istio puts metadata exchange, stats and RBAC filters before the HTTP connection
+                    // manager; a chain that ends in tcp_proxy has none and is not served.
+                    Warn(filter, $"network filter '{(filterName.Length > 0 ? filterName : type)}' is not honoured yet");
                     continue;
                 }
-                ConfigNode hcm = filter["typed_config"];
-                if (hcm["rds"].Exists)
-                {
-                    routes = LoadRdsFile(hcm["rds"], clusters);
-                    continue;
-                }
-                routes = LoadRoutes(hcm["route_config"], clusters);
+                hcm ??= config;
             }
         }
-        if (routes == null)
+        if (hcm is not ConfigNode http)
         {
-            throw new ConfigException($"{l["filter_chains"].Path}: no {HttpConnectionManager} filter with a route_config");
+            if (!Dynamic)
+            {
+                return null;
+            }
+            Warn(l, "no HTTP connection manager filter chain we can serve; listener skipped");
+            return null;
         }
-        return new ListenerConfig(name, (IPEndPoint)address, routes);
+        string? rdsName = null;
+        if (http["rds"].Exists)
+        {
+            rdsName = http["rds"]["route_config_name"].RequiredString();
+        }
+        else if (!http["route_config"].Exists)
+        {
+            throw new ConfigException($"{http.Path}: needs rds or route_config");
+        }
+        if (!bind)
+        {
+            Warn(l["bind_to_port"].Exists ? l["bind_to_port"] : l["deprecated_v1"], "bind_to_port false: reached only through original-destination dispatch, which is not supported yet; not bound");
+        }
+        return new ListenerShape(name, address, bind, http, rdsName);
     }
 
+    /// <summary>A listener that serves inline routes (route_config), against a set of clusters.</summary>
+    public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) => new(shape.Name, shape.Address, routes);
+
+    /// <summary>The inline route_config of a listener that has no RDS.</summary>
+    public RouteConfiguration LoadInlineRoutes(ListenerShape shape, IReadOnlyDictionary<string, Cluster> clusters) =>
+        LoadRoutes(shape.Hcm["route_config"], clusters);
+
     /// <summary>RDS from a file: the RouteConfiguration named route_config_name in the file's DiscoveryResponse.</summary>
-    private RouteConfiguration LoadRdsFile(ConfigNode rds, Dictionary<string, Cluster> clusters)
+    private RouteConfiguration LoadRdsFile(ConfigNode rds, IReadOnlyDictionary<string, Cluster> clusters)
     {
         string name = rds["route_config_name"].RequiredString();
         ConfigNode source = rds["config_source"];
@@ -398,7 +480,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         throw new ConfigException($"{rds.Path}: route configuration '{name}' is not in the file");
     }
 
-    private RouteConfiguration LoadRoutes(ConfigNode config, Dictionary<string, Cluster> clusters)
+    private RouteConfiguration LoadRoutes(ConfigNode config, IReadOnlyDictionary<string, Cluster> clusters)
     {
         if (!config.Exists)
         {
@@ -406,6 +488,22 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
         var hosts = new List<VirtualHost>();
         foreach (ConfigNode vh in config["virtual_hosts"].Items)
+        {
+            hosts.Add(LoadVirtualHost(vh, clusters));
+        }
+        return AssembleRoutes(config, hosts);
+    }
+
+    /// <summary>A RouteConfiguration's own fields around virtual hosts built separately (xDS reuses unchanged ones).</summary>
+    public RouteConfiguration AssembleRoutes(ConfigNode config, IReadOnlyList<VirtualHost> hosts) =>
+        new(config["name"].String() ?? "", hosts, config["ignore_port_in_host_matching"].Boolean() ?? false)
+        {
+            RequestHeaders = Mutations(config, "request"),
+            ResponseHeaders = Mutations(config, "response"),
+        };
+
+    public VirtualHost LoadVirtualHost(ConfigNode vh, IReadOnlyDictionary<string, Cluster> clusters)
+    {
         {
             string name = vh["name"].String() ?? vh.Path;
             var domains = vh["domains"].Items.Select(static d => d.RequiredString()).ToList();
@@ -419,22 +517,17 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 routes.Add(LoadRoute(r, clusters));
             }
             (FaultPolicy? hostFault, CorsPolicy? hostCors) = LoadFilterConfigs(vh);
-            hosts.Add(new VirtualHost(name, domains, routes)
+            return new VirtualHost(name, domains, routes)
             {
                 RequestHeaders = Mutations(vh, "request"),
                 Fault = hostFault,
                 Cors = hostCors,
                 ResponseHeaders = Mutations(vh, "response"),
-            });
+            };
         }
-        return new RouteConfiguration(config["name"].String() ?? "", hosts, config["ignore_port_in_host_matching"].Boolean() ?? false)
-        {
-            RequestHeaders = Mutations(config, "request"),
-            ResponseHeaders = Mutations(config, "response"),
-        };
     }
 
-    private Route LoadRoute(ConfigNode r, Dictionary<string, Cluster> clusters)
+    private Route LoadRoute(ConfigNode r, IReadOnlyDictionary<string, Cluster> clusters)
     {
         ConfigNode match = r["match"];
         PathMatchKind kind;
@@ -474,7 +567,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
         if (match["runtime_fraction"].Exists)
         {
-            Warn(match["runtime_fraction"].Path, "not honoured yet; the route matches every request its other matchers accept");
+            Warn(match["runtime_fraction"], "not honoured yet; the route matches every request its other matchers accept");
         }
         if (match["dynamic_metadata"].Exists || match["tls_context"].Exists)
         {
@@ -516,7 +609,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
         if (r["decorator"].Exists)
         {
-            Warn(r["decorator"].Path, "not honoured yet");
+            Warn(r["decorator"], "not honoured yet");
         }
         (FaultPolicy? fault, CorsPolicy? routeCors) = LoadFilterConfigs(r);
         if (r["route"]["cors"].Exists)
@@ -542,7 +635,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
     }
 
-    private RouteAction LoadRouteAction(ConfigNode action, Dictionary<string, Cluster> clusters)
+    private RouteAction LoadRouteAction(ConfigNode action, IReadOnlyDictionary<string, Cluster> clusters)
     {
         // Envoy's default route timeout is 15 s; "0s" disables it.
         TimeSpan timeout = action["timeout"].Duration() ?? TimeSpan.FromSeconds(15);
@@ -567,7 +660,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 {
                     if (c[field].Exists)
                     {
-                        Warn(c[field].Path, "not honoured yet");
+                        Warn(c[field], "not honoured yet");
                     }
                 }
                 long weight = c["weight"].Integer() ?? 0;
@@ -620,7 +713,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         RetryPolicy? retry = action["retry_policy"].Exists ? LoadRetryPolicy(action["retry_policy"]) : null;
         if (action["max_stream_duration"]["max_stream_duration"].Exists)
         {
-            Warn(action["max_stream_duration"]["max_stream_duration"].Path, "not honoured yet");
+            Warn(action["max_stream_duration"]["max_stream_duration"], "not honoured yet");
         }
         HashPolicy[] hashPolicies = [.. action["hash_policy"].Items.Select(LoadHashPolicy).OfType<HashPolicy>()];
         if (hashPolicies.Length > 0)
@@ -638,7 +731,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             ConfigNode m = mirrors[0];
             if (mirrors.Count > 1)
             {
-                Warn(mirrors[1].Path, "only the first mirror policy is honoured");
+                Warn(mirrors[1], "only the first mirror policy is honoured");
             }
             ConfigNode fraction = m["runtime_fraction"]["default_value"];
             double share = fraction.Exists ? Percentage(fraction) : 1;
@@ -652,7 +745,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             if (action[field].Exists)
             {
-                Warn(action[field].Path, "not honoured yet");
+                Warn(action[field], "not honoured yet");
             }
         }
         if (prefixRewrite == null && host == null && retry == null && maxGrpcTimeout == TimeSpan.Zero && !autoHostRewrite && regexRewrite == null)
@@ -722,7 +815,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             }
             else
             {
-                Warn(any.Path, $"filter config of type '{(type.Length == 0 ? "(none)" : type)}' is not honoured; skipped");
+                Warn(any, $"filter config of type '{(type.Length == 0 ? "(none)" : type)}' is not honoured; skipped");
             }
         }
         ConfigNode legacy = level["per_filter_config"];
@@ -734,7 +827,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             }
             else
             {
-                Warn(legacy[key].Path, "v2 per_filter_config is not honoured; skipped");
+                Warn(legacy[key], "v2 per_filter_config is not honoured; skipped");
             }
         }
         return (fault, cors);
@@ -759,7 +852,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
         if (c["filter_enabled"].Exists || c["shadow_enabled"].Exists)
         {
-            Warn(c.Path, "filter_enabled/shadow_enabled runtime fractions are not honoured; the policy always applies");
+            Warn(c, "filter_enabled/shadow_enabled runtime fractions are not honoured; the policy always applies");
         }
         return new CorsPolicy(origins, c["allow_methods"].String(), c["allow_headers"].String(), c["expose_headers"].String(), c["max_age"].String(),
             c["allow_credentials"].Boolean() ?? false);
@@ -773,12 +866,12 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             if (header.Exists)
             {
-                Warn(header.Path, "header-controlled faults are not honoured yet");
+                Warn(header, "header-controlled faults are not honoured yet");
             }
         }
         if (f["max_active_faults"].Exists || f["headers"].Exists || f["downstream_nodes"].Exists || f["upstream_cluster"].Exists)
         {
-            Warn(f.Path, "fault filter conditions (headers, nodes, cluster, max_active_faults) are not honoured yet; the fault applies to every request of the route");
+            Warn(f, "fault filter conditions (headers, nodes, cluster, max_active_faults) are not honoured yet; the fault applies to every request of the route");
         }
         long grpcStatus = abort["grpc_status"].Integer() ?? -1;
         long httpStatus = abort["http_status"].Integer() ?? 0;
@@ -828,7 +921,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             string value = header["value"].String() ?? "";
             if (value.Contains('%', StringComparison.Ordinal))
             {
-                Warn(header["value"].Path, "command operators (%...%) are not expanded yet; the value is sent as written");
+                Warn(header["value"], "command operators (%...%) are not expanded yet; the value is sent as written");
             }
             HeaderAppendAction action = option["append_action"].String() switch
             {
@@ -863,7 +956,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             if (h["cookie"]["ttl"].Exists)
             {
-                Warn(h["cookie"]["ttl"].Path, "generating the cookie is not honoured yet; only a cookie the client sends is hashed");
+                Warn(h["cookie"]["ttl"], "generating the cookie is not honoured yet; only a cookie the client sends is hashed");
             }
             return new HashPolicy(HashPolicyKind.Cookie, h["cookie"]["name"].RequiredString(), terminal);
         }
@@ -875,7 +968,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             return new HashPolicy(HashPolicyKind.QueryParameter, h["query_parameter"]["name"].RequiredString(), terminal);
         }
-        Warn(h.Path, "hash policy not honoured yet");
+        Warn(h, "hash policy not honoured yet");
         return null;
     }
 
@@ -886,7 +979,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         RetryOn on = RetryPolicy.Parse(p["retry_on"].String() ?? "", unknown);
         foreach (string condition in unknown)
         {
-            Warn(p["retry_on"].Path, $"retry condition '{condition}' is not honoured");
+            Warn(p["retry_on"], $"retry condition '{condition}' is not honoured");
         }
         long retries = p["num_retries"].IsMap ? p["num_retries"]["value"].Integer() ?? 1 : p["num_retries"].Integer() ?? 1;
         if (retries is < 0 or > 255)
@@ -910,14 +1003,14 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             }
             else
             {
-                Warn(predicate.Path, $"retry host predicate '{name}' is not honoured");
+                Warn(predicate, $"retry host predicate '{name}' is not honoured");
             }
         }
         foreach (string field in new[] { "per_try_idle_timeout", "retry_priority", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers" })
         {
             if (p[field].Exists)
             {
-                Warn(p[field].Path, "not honoured yet");
+                Warn(p[field], "not honoured yet");
             }
         }
         return new RetryPolicy
@@ -933,10 +1026,20 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         };
     }
 
-    private static Cluster FindCluster(ConfigNode name, Dictionary<string, Cluster> clusters)
+    private Cluster FindCluster(ConfigNode name, IReadOnlyDictionary<string, Cluster> clusters)
     {
         string clusterName = name.RequiredString();
-        return clusters.TryGetValue(clusterName, out Cluster? cluster) ? cluster : throw new ConfigException($"{name.Path}: unknown cluster '{clusterName}'");
+        ReferencedClusters?.Add(clusterName);
+        if (clusters.TryGetValue(clusterName, out Cluster? cluster))
+        {
+            return cluster;
+        }
+        if (!Dynamic)
+        {
+            throw new ConfigException($"{name.Path}: unknown cluster '{clusterName}'");
+        }
+        // Envoy's RDS default (validate_clusters false): the route stands and answers 503 until the cluster comes.
+        return new Cluster(clusterName, UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(5)) { State = pools.ClusterState(clusterName) };
     }
 
     /// <summary>v3 string_match and the legacy fields Istio 1.5 sends (exact_match, prefix_match, suffix_match, safe_regex_match).</summary>
@@ -1037,3 +1140,9 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
     }
 }
+
+/// <summary>
+/// A listener as read from its resource: where it listens, whether it binds, and its HTTP connection
+/// manager (<see cref="Hcm"/>), whose routes are inline or named by <see cref="RouteConfigName"/> for RDS.
+/// </summary>
+public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToPort, ConfigNode Hcm, string? RouteConfigName);

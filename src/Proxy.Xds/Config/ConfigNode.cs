@@ -1,18 +1,54 @@
+using System.Collections;
 using System.Globalization;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
+using Google.Protobuf.WellKnownTypes;
 using Proxy.Core.Routing;
 using YamlDotNet.RepresentationModel;
 
 namespace Proxy.Xds.Config;
 
 /// <summary>
-/// A node of a YAML or JSON configuration document that knows its own path, so every error names the
-/// field exactly (static_resources.clusters[2].connect_timeout). Field names are accepted in Envoy's
-/// snake_case and in proto3 JSON's lowerCamelCase.
+/// A node of an Envoy configuration that knows its own path, so every error names the field exactly
+/// (static_resources.clusters[2].connect_timeout). One loader reads two kinds of documents through it:
+/// YAML or JSON text (a bootstrap, a filesystem subscription; field names in Envoy's snake_case or in
+/// proto3 JSON's lowerCamelCase) and decoded protobuf messages (xDS resources), whose fields are looked up
+/// by their proto names, with an <c>Any</c> opened when its type is one of ours and a <c>Struct</c> read like
+/// JSON. In a message, a proto3 field without presence that holds its default value reads as absent,
+/// which is what Envoy makes of it too.
 /// </summary>
-public readonly struct ConfigNode(YamlNode? node, string path)
+public readonly struct ConfigNode
 {
-    public string Path { get; } = path;
-    public bool Exists => node != null && !(node is YamlScalarNode s && s.Style == YamlDotNet.Core.ScalarStyle.Plain && s.Value is "null" or "~" or "");
+    // A YamlNode, or a protobuf view: IMessage, AnyView, Struct, IDictionary (map field), IList
+    // (repeated field, ListValue's values), or a scalar (string, bool, a number, ByteString).
+    private readonly object? _node;
+    private readonly NodePath? _path;
+
+    private ConfigNode(object? node, NodePath? path)
+    {
+        _node = node;
+        _path = path;
+    }
+
+    public ConfigNode(YamlNode? node, string path) : this(node, NodePath.Root(path))
+    {
+    }
+
+    /// <summary>A decoded protobuf message; <paramref name="origin"/> starts every path (e.g. "Cluster 'x'").</summary>
+    public static ConfigNode FromMessage(IMessage message, string origin) => new(message, NodePath.Root(origin));
+
+    /// <summary>The field path, built only when asked for (an error or a warning).</summary>
+    public string Path => _path?.ToString() ?? "";
+
+    /// <summary>The path with list indices left out: the same field of every element reads the same.</summary>
+    public string GenericPath => _path?.ToString(generic: true) ?? "";
+
+    public bool Exists => _node switch
+    {
+        null => false,
+        YamlScalarNode s => !(s.Style == YamlDotNet.Core.ScalarStyle.Plain && s.Value is "null" or "~" or ""),
+        _ => true,
+    };
 
     public static ConfigNode Parse(string text, string origin)
     {
@@ -32,37 +68,71 @@ public readonly struct ConfigNode(YamlNode? node, string path)
         return new ConfigNode(stream.Documents[0].RootNode, "");
     }
 
-    private string Child(string name) => Path.Length == 0 ? name : Path + "." + name;
-
     public ConfigNode this[string field]
     {
         get
         {
-            if (node is YamlMappingNode map)
+            NodePath path = new(_path, field, -1);
+            switch (_node)
             {
-                string camel = ToCamel(field);
-                foreach (var (key, value) in map.Children)
-                {
-                    if (key is YamlScalarNode k && (k.Value == field || k.Value == camel))
+                case YamlMappingNode map:
+                    string camel = ToCamel(field);
+                    foreach (var (key, value) in map.Children)
                     {
-                        return new ConfigNode(value, Child(field));
+                        if (key is YamlScalarNode k && (k.Value == field || k.Value == camel))
+                        {
+                            return new ConfigNode(value, path);
+                        }
                     }
-                }
+                    return new ConfigNode(null, path);
+                case AnyView any:
+                    if (field == "@type")
+                    {
+                        return new ConfigNode(any.TypeUrl, path);
+                    }
+                    return any.Message == null ? new ConfigNode(null, path) : new ConfigNode(MessageField(any.Message, field), path);
+                case Struct s:
+                    return new ConfigNode(s.Fields.TryGetValue(field, out Value? v) ? Unwrap(v) : null, path);
+                case IDictionary dictionary:
+                    return new ConfigNode(dictionary.Contains(field) ? Wrap(dictionary[field]) : null, path);
+                case IMessage message:
+                    return new ConfigNode(MessageField(message, field), path);
+                case null:
+                    return new ConfigNode(null, path);
+                default:
+                    if (Exists)
+                    {
+                        throw new ConfigException($"{Path}: expected an object");
+                    }
+                    return new ConfigNode(null, path);
             }
-            else if (node != null && Exists)
-            {
-                throw new ConfigException($"{Path}: expected an object");
-            }
-            return new ConfigNode(null, Child(field));
         }
     }
 
     /// <summary>An object (as opposed to a scalar or a list): a wrapper type such as UInt32Value may come either way.</summary>
-    public bool IsMap => node is YamlMappingNode;
+    public bool IsMap => _node is YamlMappingNode or IMessage or AnyView or IDictionary;
 
-    public IEnumerable<string> Keys => node is YamlMappingNode map
-        ? map.Children.Keys.OfType<YamlScalarNode>().Select(static k => k.Value ?? "")
-        : [];
+    public IEnumerable<string> Keys
+    {
+        get
+        {
+            switch (_node)
+            {
+                case YamlMappingNode map:
+                    return map.Children.Keys.OfType<YamlScalarNode>().Select(static k => k.Value ?? "");
+                case Struct s:
+                    return s.Fields.Keys;
+                case IDictionary dictionary:
+                    return dictionary.Keys.Cast<object>().Select(static k => Convert.ToString(k, CultureInfo.InvariantCulture) ?? "");
+                case AnyView any:
+                    return any.Message == null ? ["@type"] : SetFields(any.Message).Prepend("@type");
+                case IMessage message:
+                    return SetFields(message);
+                default:
+                    return [];
+            }
+        }
+    }
 
     public IEnumerable<ConfigNode> Items
     {
@@ -72,35 +142,65 @@ public readonly struct ConfigNode(YamlNode? node, string path)
             {
                 yield break;
             }
-            if (node is not YamlSequenceNode sequence)
+            if (_node is YamlSequenceNode sequence)
             {
-                throw new ConfigException($"{Path}: expected a list");
+                int i = 0;
+                foreach (YamlNode item in sequence.Children)
+                {
+                    yield return new ConfigNode(item, new NodePath(_path, null, i++));
+                }
+                yield break;
             }
-            int i = 0;
-            foreach (YamlNode item in sequence.Children)
+            if (_node is IList list)
             {
-                yield return new ConfigNode(item, $"{Path}[{i++}]");
+                for (int i = 0; i < list.Count; i++)
+                {
+                    yield return new ConfigNode(Wrap(list[i]), new NodePath(_path, null, i));
+                }
+                yield break;
             }
+            throw new ConfigException($"{Path}: expected a list");
         }
     }
 
     public string? String()
     {
-        if (!Exists)
+        switch (_node)
         {
-            return null;
+            case null:
+                return null;
+            case YamlScalarNode scalar:
+                return Exists ? scalar.Value : null;
+            case string s:
+                return s;
+            case bool b:
+                return b ? "true" : "false";
+            case ByteString bytes:
+                return bytes.ToBase64();
+            case IFormattable number:
+                return number.ToString(null, CultureInfo.InvariantCulture);
+            default:
+                if (!Exists)
+                {
+                    return null;
+                }
+                throw new ConfigException($"{Path}: expected a string");
         }
-        if (node is YamlScalarNode scalar)
-        {
-            return scalar.Value;
-        }
-        throw new ConfigException($"{Path}: expected a string");
     }
 
     public string RequiredString() => String() is { Length: > 0 } s ? s : throw new ConfigException($"{Path}: required");
 
     public long? Integer()
     {
+        switch (_node)
+        {
+            case int or uint or long:
+                return Convert.ToInt64(_node, CultureInfo.InvariantCulture);
+            case ulong u:
+                return u > long.MaxValue ? throw new ConfigException($"{Path}: {u} is out of range") : (long)u;
+            case double d:
+                return d == Math.Floor(d) && Math.Abs(d) < 9e15 ? (long)d : throw new ConfigException($"{Path}: '{d}' is not an integer");
+        }
         string? s = String();
         if (s == null)
         {
@@ -111,6 +211,10 @@ public readonly struct ConfigNode(YamlNode? node, string path)
 
     public bool? Boolean()
     {
+        if (_node is bool b)
+        {
+            return b;
+        }
         string? s = String();
         return s switch
         {
@@ -128,7 +232,15 @@ public readonly struct ConfigNode(YamlNode? node, string path)
         {
             return null;
         }
-        if (node is YamlMappingNode)
+        if (_node is Google.Protobuf.WellKnownTypes.Duration d)
+        {
+            if (d.Seconds < 0 || d.Nanos < 0 || d.Seconds >= 315_576_000_000)
+            {
+                throw new ConfigException($"{Path}: {d.Seconds}s {d.Nanos}ns is not a valid duration");
+            }
+            return TimeSpan.FromSeconds(d.Seconds) + TimeSpan.FromTicks(d.Nanos / 100);
+        }
+        if (IsMap)
         {
             long seconds = this["seconds"].Integer() ?? 0;
             long nanos = this["nanos"].Integer() ?? 0;
@@ -141,6 +253,71 @@ public readonly struct ConfigNode(YamlNode? node, string path)
         }
         throw new ConfigException($"{Path}: '{s}' is not a duration such as \"5s\" or \"0.25s\"");
     }
+
+    /// <summary>The value of a message's field, or null when it is not set (see the class remarks).</summary>
+    private static object? MessageField(IMessage message, string name)
+    {
+        FieldDescriptor? field = message.Descriptor.FindFieldByName(name);
+        return field == null ? null : FieldValue(message, field);
+    }
+
+    private static object? FieldValue(IMessage message, FieldDescriptor field)
+    {
+        if (field.IsMap || field.IsRepeated)
+        {
+            object list = field.Accessor.GetValue(message);
+            return ((ICollection)list).Count == 0 ? null : list;
+        }
+        if (field.HasPresence && !field.Accessor.HasValue(message))
+        {
+            return null;
+        }
+        object? value = field.Accessor.GetValue(message);
+        if (!field.HasPresence && value is "" or false or 0 or 0u or 0L or 0UL or 0.0 or 0f || value is ByteString { IsEmpty: true })
+        {
+            return null;
+        }
+        if (field.FieldType == FieldType.Enum)
+        {
+            int number = Convert.ToInt32(value, CultureInfo.InvariantCulture);
+            if (!field.HasPresence && number == 0)
+            {
+                return null;
+            }
+            return field.EnumType.FindValueByNumber(number)?.Name ?? number.ToString(CultureInfo.InvariantCulture);
+        }
+        return Wrap(value);
+    }
+
+    private static IEnumerable<string> SetFields(IMessage message)
+    {
+        foreach (FieldDescriptor field in message.Descriptor.Fields.InDeclarationOrder())
+        {
+            if (FieldValue(message, field) != null)
+            {
+                yield return field.Name;
+            }
+        }
+    }
+
+    /// <summary>Opens an Any (cached per thread: the loader asks the same one for its @type and then its fields).</summary>
+    private static object? Wrap(object? value) => value switch
+    {
+        Any any => AnyView.Open(any),
+        Value v => Unwrap(v),
+        ListValue l => l.Values,
+        _ => value,
+    };
+
+    private static object? Unwrap(Value v) => v.KindCase switch
+    {
+        Value.KindOneofCase.StringValue => v.StringValue,
+        Value.KindOneofCase.NumberValue => v.NumberValue,
+        Value.KindOneofCase.BoolValue => v.BoolValue,
+        Value.KindOneofCase.StructValue => v.StructValue,
+        Value.KindOneofCase.ListValue => v.ListValue.Values,
+        _ => null,
+    };
 
     private static string ToCamel(string snake)
     {
@@ -162,5 +339,68 @@ public readonly struct ConfigNode(YamlNode? node, string path)
             upper = false;
         }
         return chars.ToString();
+    }
+
+    /// <summary>One step of a path: a field name or a list index; the string is built only on demand.</summary>
+    private sealed class NodePath(NodePath? parent, string? name, int index)
+    {
+        public static NodePath? Root(string origin) => origin.Length == 0 ? null : new NodePath(null, origin, -1);
+
+        public override string ToString() => ToString(generic: false);
+
+        public string ToString(bool generic)
+        {
+            var text = new System.Text.StringBuilder();
+            Append(text, generic);
+            return text.ToString();
+        }
+
+        private void Append(System.Text.StringBuilder text, bool generic)
+        {
+            parent?.Append(text, generic);
+            if (name != null)
+            {
+                if (text.Length > 0)
+                {
+                    text.Append('.');
+                }
+                text.Append(name);
+            }
+            else
+            {
+                text.Append('[');
+                if (!generic)
+                {
+                    text.Append(index);
+                }
+                text.Append(']');
+            }
+        }
+    }
+
+    /// <summary>An Any: its type URL and, when the type is one we know, the decoded message.</summary>
+    private sealed class AnyView(string typeUrl, IMessage? message)
+    {
+        [ThreadStatic]
+        private static (Any Any, AnyView View) t_last;
+
+        public string TypeUrl { get; } = typeUrl;
+        public IMessage? Message { get; } = message;
+
+        public static AnyView Open(Any any)
+        {
+            if (ReferenceEquals(t_last.Any, any))
+            {
+                return t_last.View;
+            }
+            IMessage? message = XdsTypes.TryUnpack(any.TypeUrl, any.Value, out string? error);
+            if (error != null)
+            {
+                throw new ConfigException($"an Any of type '{any.TypeUrl}' does not decode: {error}");
+            }
+            var view = new AnyView(any.TypeUrl, message);
+            t_last = (any, view);
+            return view;
+        }
     }
 }
