@@ -22,6 +22,9 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     /// </summary>
     public bool Dynamic { get; init; }
 
+    /// <summary>Stands in <see cref="ReferencedClusters"/> for a route that may pick any cluster (cluster_header).</summary>
+    public const string AllClusters = "\0*";
+
     /// <summary>When set, every cluster name a route refers to is added (the xDS state's dependency tracking).</summary>
     public HashSet<string>? ReferencedClusters { get; set; }
 
@@ -457,10 +460,6 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     /// <summary>A listener that serves inline routes (route_config), against a set of clusters.</summary>
     public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) => new(shape.Name, shape.Address, routes);
 
-    /// <summary>The inline route_config of a listener that has no RDS.</summary>
-    public RouteConfiguration LoadInlineRoutes(ListenerShape shape, IReadOnlyDictionary<string, Cluster> clusters) =>
-        LoadRoutes(shape.Hcm["route_config"], clusters);
-
     /// <summary>RDS from a file: the RouteConfiguration named route_config_name in the file's DiscoveryResponse.</summary>
     private RouteConfiguration LoadRdsFile(ConfigNode rds, IReadOnlyDictionary<string, Cluster> clusters)
     {
@@ -480,7 +479,8 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         throw new ConfigException($"{rds.Path}: route configuration '{name}' is not in the file");
     }
 
-    private RouteConfiguration LoadRoutes(ConfigNode config, IReadOnlyDictionary<string, Cluster> clusters)
+    /// <summary>A RouteConfiguration (inline in a listener, or a resource), against a set of clusters.</summary>
+    public RouteConfiguration LoadRoutes(ConfigNode config, IReadOnlyDictionary<string, Cluster> clusters)
     {
         if (!config.Exists)
         {
@@ -680,6 +680,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         }
         else if (action["cluster_header"].Exists)
         {
+            ReferencedClusters?.Add(AllClusters);
             result = RouteAction.ToClusterHeader(action["cluster_header"].RequiredString(), clusters.ToFrozenDictionary(StringComparer.Ordinal), timeout);
         }
         else

@@ -1,0 +1,546 @@
+using Google.Protobuf;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Xds.Config;
+using CoreRoutes = Proxy.Core.Routing.RouteConfiguration;
+using CoreVirtualHost = Proxy.Core.Routing.VirtualHost;
+using PbCluster = Proxy.Xds.Api.Cluster.Cluster;
+using PbListener = Proxy.Xds.Api.Listener.Listener;
+using PbLoadAssignment = Proxy.Xds.Api.Endpoint.ClusterLoadAssignment;
+using PbRoutes = Proxy.Xds.Api.Route.RouteConfiguration;
+using PbVirtualHost = Proxy.Xds.Api.Route.VirtualHost;
+
+namespace Proxy.Xds;
+
+/// <summary>One resource of an update: its name, version and decoded message.</summary>
+public readonly record struct XdsResource(string Name, string Version, IMessage Message);
+
+/// <summary>
+/// The resources a control plane has given us, and the snapshot they make. Updates are validated whole
+/// before anything changes (a bad resource rejects its update and the last good state keeps serving, as a
+/// NACK says). <see cref="Build"/> makes a new immutable snapshot in which unchanged parts are the previous
+/// snapshot's objects: a cluster is rebuilt only when its resource or its endpoints changed, a virtual host
+/// only when its resource changed or a cluster it routes to did. Warming is Envoy's: a new EDS cluster is
+/// used once its endpoints have arrived, a listener once its route configuration has (or when the
+/// config source's initial_fetch_timeout has passed; 0 waits for ever); meanwhile the previous version,
+/// if any, keeps serving. Not thread-safe: the xDS client calls it from one place at a time.
+/// </summary>
+public sealed class XdsState
+{
+    private static readonly TimeSpan DefaultInitialFetchTimeout = TimeSpan.FromSeconds(15);
+
+    private readonly UpstreamPools _pools;
+    private readonly BootstrapLoader _loader;
+    private readonly IReadOnlyList<Cluster> _staticClusters;
+    private readonly IReadOnlyList<ListenerConfig> _staticListeners;
+    private readonly HashSet<string> _staticClusterNames;
+    private readonly Func<DateTime> _clock;
+
+    private readonly Dictionary<string, ClusterEntry> _clusters = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string Version, PbLoadAssignment Assignment)> _assignments = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ListenerEntry> _listeners = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, RouteEntry> _routes = new(StringComparer.Ordinal);
+
+    // What the last snapshot was built from: the clusters in use by name, and the built listeners.
+    private Dictionary<string, Cluster> _active = new(StringComparer.Ordinal);
+    private long _version;
+
+    public XdsState(UpstreamPools pools, IReadOnlyList<Cluster> staticClusters, IReadOnlyList<ListenerConfig> staticListeners, Func<DateTime>? clock = null)
+    {
+        _pools = pools;
+        _loader = new BootstrapLoader(pools) { Dynamic = true };
+        _staticClusters = staticClusters;
+        _staticListeners = staticListeners;
+        _staticClusterNames = new HashSet<string>(staticClusters.Select(static c => c.Name), StringComparer.Ordinal);
+        _clock = clock ?? (() => DateTime.UtcNow);
+    }
+
+    /// <summary>Fields present in resources that are not honoured, one line per field (grows; callers log what is new).</summary>
+    public IReadOnlyList<string> Warnings => _loader.Warnings;
+
+    public ProxySnapshot? Snapshot { get; private set; }
+
+    /// <summary>Names EDS should be subscribed to: the service names of the EDS clusters CDS gave us.</summary>
+    public IReadOnlySet<string> EndpointNames => _clusters.Values.Where(static c => c.EdsName != null).Select(static c => c.EdsName!).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>Names RDS should be subscribed to: the route configurations LDS's listeners name.</summary>
+    public IReadOnlySet<string> RouteNames => _listeners.Values.Where(static l => l.Shape?.RouteConfigName != null).Select(static l => l.Shape!.RouteConfigName!).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>The version of every resource of a type we hold (Delta's initial_resource_versions on reconnect).</summary>
+    public Dictionary<string, string> Versions(XdsResourceType type) => type switch
+    {
+        XdsResourceType.Cluster => _clusters.ToDictionary(static p => p.Key, static p => p.Value.Version, StringComparer.Ordinal),
+        XdsResourceType.Endpoint => _assignments.ToDictionary(static p => p.Key, static p => p.Value.Version, StringComparer.Ordinal),
+        XdsResourceType.Listener => _listeners.ToDictionary(static p => p.Key, static p => p.Value.Version, StringComparer.Ordinal),
+        _ => _routes.ToDictionary(static p => p.Key, static p => p.Value.Version, StringComparer.Ordinal),
+    };
+
+    /// <summary>Names we hold of a type (State of the World: what a complete response leaves out is removed).</summary>
+    public IReadOnlyCollection<string> Names(XdsResourceType type) => type switch
+    {
+        XdsResourceType.Cluster => _clusters.Keys,
+        XdsResourceType.Endpoint => _assignments.Keys,
+        XdsResourceType.Listener => _listeners.Keys,
+        _ => _routes.Keys,
+    };
+
+    /// <summary>
+    /// Validates and takes one update of a type: resources added or changed, and names removed. Throws
+    /// <see cref="ConfigException"/> naming the resource and field, with nothing changed, when any is bad.
+    /// </summary>
+    public void Apply(XdsResourceType type, IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
+    {
+        switch (type)
+        {
+            case XdsResourceType.Cluster:
+                ApplyClusters(updated, removed);
+                break;
+            case XdsResourceType.Endpoint:
+                ApplyAssignments(updated, removed);
+                break;
+            case XdsResourceType.Listener:
+                ApplyListeners(updated, removed);
+                break;
+            default:
+                ApplyRoutes(updated, removed);
+                break;
+        }
+    }
+
+    private static T As<T>(XdsResource r) where T : class, IMessage =>
+        r.Message as T ?? throw new ConfigException($"resource '{r.Name}': expected {typeof(T).Name}, got {r.Message.Descriptor.FullName}");
+
+    private static string Origin(string kind, string name) => $"{kind} '{name}'";
+
+    private void ApplyClusters(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
+    {
+        var fresh = new List<ClusterEntry>(updated.Count);
+        foreach (XdsResource r in updated)
+        {
+            PbCluster proto = As<PbCluster>(r);
+            if (_clusters.TryGetValue(r.Name, out ClusterEntry? known) && known.Proto.Equals(proto))
+            {
+                known.Version = r.Version;
+                continue;
+            }
+            if (proto.Name != r.Name)
+            {
+                throw new ConfigException($"{Origin("Cluster", r.Name)}: the resource is named '{proto.Name}'");
+            }
+            if (_staticClusterNames.Contains(r.Name))
+            {
+                throw new ConfigException($"{Origin("Cluster", r.Name)}: a static cluster of the bootstrap has this name");
+            }
+            var entry = new ClusterEntry(proto, r.Version, _clock());
+            // Validate now (with the endpoints we hold, if any), so a bad cluster is refused with its update.
+            entry.Built = BuildCluster(entry);
+            fresh.Add(entry);
+        }
+        foreach (ClusterEntry entry in fresh)
+        {
+            _clusters[entry.Proto.Name] = entry;
+        }
+        foreach (string name in removed)
+        {
+            _clusters.Remove(name);
+        }
+    }
+
+    private Cluster? BuildCluster(ClusterEntry entry)
+    {
+        ConfigNode assignment = default;
+        if (entry.EdsName != null)
+        {
+            if (!_assignments.TryGetValue(entry.EdsName, out var known))
+            {
+                // Built (and so checked) without endpoints, but used only once warming has given up.
+                entry.BuiltWith = null;
+                Cluster empty = _loader.LoadCluster(ConfigNode.FromMessage(entry.Proto, Origin("Cluster", entry.Proto.Name)));
+                return entry.WarmingExpired(_clock()) ? empty : null;
+            }
+            entry.BuiltWith = known.Assignment;
+            assignment = ConfigNode.FromMessage(known.Assignment, Origin("ClusterLoadAssignment", entry.EdsName));
+        }
+        return _loader.LoadCluster(ConfigNode.FromMessage(entry.Proto, Origin("Cluster", entry.Proto.Name)), assignment);
+    }
+
+    private void ApplyAssignments(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
+    {
+        var users = _clusters.Values.Where(static c => c.EdsName != null).ToLookup(static c => c.EdsName!, StringComparer.Ordinal);
+        var built = new List<(ClusterEntry, Cluster, PbLoadAssignment)>();
+        foreach (XdsResource r in updated)
+        {
+            PbLoadAssignment proto = As<PbLoadAssignment>(r);
+            if (_assignments.TryGetValue(r.Name, out var known) && known.Assignment.Equals(proto))
+            {
+                _assignments[r.Name] = (r.Version, known.Assignment);
+                continue;
+            }
+            foreach (ClusterEntry user in users[r.Name])
+            {
+                ConfigNode assignment = ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", r.Name));
+                built.Add((user, _loader.LoadCluster(ConfigNode.FromMessage(user.Proto, Origin("Cluster", user.Proto.Name)), assignment), proto));
+            }
+            _ = users[r.Name].Any() || ValidateAlone(proto, r.Name);
+        }
+        foreach (XdsResource r in updated)
+        {
+            if (!_assignments.TryGetValue(r.Name, out var known) || !ReferenceEquals(known.Assignment, r.Message))
+            {
+                _assignments[r.Name] = (r.Version, (PbLoadAssignment)r.Message);
+            }
+        }
+        foreach (var (user, cluster, proto) in built)
+        {
+            user.Built = cluster;
+            user.BuiltWith = proto;
+        }
+        foreach (string name in removed)
+        {
+            if (_assignments.Remove(name))
+            {
+                // Envoy clears the hosts of a cluster whose assignment is removed.
+                foreach (ClusterEntry user in users[name])
+                {
+                    user.Built = _loader.LoadCluster(ConfigNode.FromMessage(user.Proto, Origin("Cluster", user.Proto.Name)));
+                    user.BuiltWith = null;
+                }
+            }
+        }
+    }
+
+    /// <summary>An assignment no cluster uses yet is still checked, so that it is refused now rather than later.</summary>
+    private bool ValidateAlone(PbLoadAssignment proto, string name)
+    {
+        var probe = new PbCluster { Name = name, Type = PbCluster.Types.DiscoveryType.Eds };
+        _loader.LoadCluster(ConfigNode.FromMessage(probe, Origin("Cluster", name)), ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", name)));
+        return true;
+    }
+
+    private void ApplyListeners(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
+    {
+        var fresh = new List<ListenerEntry>(updated.Count);
+        foreach (XdsResource r in updated)
+        {
+            PbListener proto = As<PbListener>(r);
+            if (_listeners.TryGetValue(r.Name, out ListenerEntry? known) && known.Proto.Equals(proto))
+            {
+                known.Version = r.Version;
+                continue;
+            }
+            if (proto.Name != r.Name)
+            {
+                throw new ConfigException($"{Origin("Listener", r.Name)}: the resource is named '{proto.Name}'");
+            }
+            ListenerShape? shape = _loader.ReadListener(ConfigNode.FromMessage(proto, Origin("Listener", r.Name)));
+            var entry = new ListenerEntry(proto, r.Version, shape, _clock());
+            if (shape is { RouteConfigName: null })
+            {
+                // Inline routes: checked now against the clusters in use.
+                BuildInline(entry, _active);
+            }
+            fresh.Add(entry);
+        }
+        foreach (ListenerEntry entry in fresh)
+        {
+            if (_listeners.TryGetValue(entry.Proto.Name, out ListenerEntry? previous))
+            {
+                entry.Serving = previous.Serving;
+            }
+            _listeners[entry.Proto.Name] = entry;
+        }
+        foreach (string name in removed)
+        {
+            _listeners.Remove(name);
+        }
+    }
+
+    private void ApplyRoutes(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
+    {
+        var fresh = new List<RouteEntry>(updated.Count);
+        foreach (XdsResource r in updated)
+        {
+            PbRoutes proto = As<PbRoutes>(r);
+            _routes.TryGetValue(r.Name, out RouteEntry? known);
+            if (known?.Proto != null && known.Proto.Equals(proto))
+            {
+                known.Version = r.Version;
+                continue;
+            }
+            if (proto.Name != r.Name)
+            {
+                throw new ConfigException($"{Origin("RouteConfiguration", r.Name)}: the resource is named '{proto.Name}'");
+            }
+            var entry = new RouteEntry(ConfigNode.FromMessage(proto, Origin("RouteConfiguration", r.Name)), r.Version, proto);
+            BuildRoutes(entry, _active, known);
+            fresh.Add(entry);
+        }
+        foreach (RouteEntry entry in fresh)
+        {
+            _routes[entry.Proto!.Name] = entry;
+        }
+        foreach (string name in removed)
+        {
+            _routes.Remove(name);
+        }
+    }
+
+    /// <summary>
+    /// Builds a route configuration, reusing the virtual hosts of <paramref name="previous"/> whose resource
+    /// is unchanged and whose clusters are the same objects as in <paramref name="clusters"/>.
+    /// </summary>
+    private CoreRoutes BuildRoutes(RouteEntry entry, IReadOnlyDictionary<string, Cluster> clusters, RouteEntry? previous = null)
+    {
+        var hosts = new List<CoreVirtualHost>();
+        var built = new List<HostEntry>();
+        Dictionary<string, HostEntry>? reusable = previous?.Hosts?.Where(static h => h.Proto != null).GroupBy(static h => h.Proto!.Name, StringComparer.Ordinal)
+            .Where(static g => g.Count() == 1).ToDictionary(static g => g.Key, static g => g.First(), StringComparer.Ordinal);
+        if (entry.Proto != null)
+        {
+            int index = 0;
+            foreach (ConfigNode vh in entry.Node["virtual_hosts"].Items)
+            {
+                PbVirtualHost proto = entry.Proto.VirtualHosts[index++];
+                if (reusable != null && reusable.TryGetValue(proto.Name, out HostEntry? old) && old.DependsOnSame(clusters) && old.Proto!.Equals(proto))
+                {
+                    built.Add(old);
+                    hosts.Add(old.Built);
+                    continue;
+                }
+                var referenced = new HashSet<string>(StringComparer.Ordinal);
+                _loader.ReferencedClusters = referenced;
+                try
+                {
+                    CoreVirtualHost host = _loader.LoadVirtualHost(vh, clusters);
+                    built.Add(new HostEntry(proto, host, Dependencies(referenced, clusters)));
+                    hosts.Add(host);
+                }
+                finally
+                {
+                    _loader.ReferencedClusters = null;
+                }
+            }
+            entry.Hosts = built;
+            entry.Built = _loader.AssembleRoutes(entry.Node, hosts);
+            return entry.Built;
+        }
+        // An inline route_config of a listener: built whole.
+        var all = new HashSet<string>(StringComparer.Ordinal);
+        _loader.ReferencedClusters = all;
+        try
+        {
+            entry.Built = _loader.LoadRoutes(entry.Node["route_config"], clusters);
+            entry.Hosts = [new HostEntry(null, null!, Dependencies(all, clusters))];
+            return entry.Built;
+        }
+        finally
+        {
+            _loader.ReferencedClusters = null;
+        }
+    }
+
+    private static (string Name, Cluster? Cluster)[] Dependencies(HashSet<string> names, IReadOnlyDictionary<string, Cluster> clusters) =>
+        [.. names.Select(n => (n, clusters.TryGetValue(n, out Cluster? c) ? c : null))];
+
+    /// <summary>
+    /// The snapshot of everything held now, or null when nothing changed since the last one (warming may
+    /// still end by time: call again later while <see cref="Warming"/> says so).
+    /// </summary>
+    public ProxySnapshot? Build()
+    {
+        DateTime now = _clock();
+        // Clusters: the built version of each, or while a new one warms, the one it replaces.
+        var active = new Dictionary<string, Cluster>(_clusters.Count + _staticClusters.Count, StringComparer.Ordinal);
+        foreach (Cluster c in _staticClusters)
+        {
+            active[c.Name] = c;
+        }
+        Warming = false;
+        foreach (ClusterEntry entry in _clusters.Values)
+        {
+            if (entry.Built == null)
+            {
+                entry.Built = BuildCluster(entry);
+            }
+            Cluster? use = entry.Built ?? (_active.TryGetValue(entry.Proto.Name, out Cluster? old) ? old : null);
+            if (entry.Built == null)
+            {
+                Warming = true;
+            }
+            if (use != null)
+            {
+                active[entry.Proto.Name] = use;
+            }
+        }
+        bool setChanged = active.Count != _active.Count || active.Any(p => !_active.TryGetValue(p.Key, out Cluster? c) || !ReferenceEquals(c, p.Value));
+
+        // Route configurations: rebuild those whose clusters changed.
+        foreach (RouteEntry routes in _routes.Values)
+        {
+            if (routes.Built == null || (setChanged && routes.Hosts!.Any(h => !h.DependsOnSame(active))))
+            {
+                BuildRoutes(routes, active, routes);
+            }
+        }
+
+        var listeners = new List<ListenerConfig>(_staticListeners.Count + _listeners.Count);
+        listeners.AddRange(_staticListeners);
+        foreach (ListenerEntry entry in _listeners.Values)
+        {
+            ListenerConfig? config = ListenerFor(entry, active, now);
+            if (config == null)
+            {
+                continue;
+            }
+            if (entry.Shape!.BindToPort)
+            {
+                listeners.Add(config);
+            }
+        }
+        _active = active;
+        bool changed = setChanged || Snapshot == null || listeners.Count != Snapshot.Listeners.Count
+            || listeners.Where((l, i) => !ReferenceEquals(l, Snapshot.Listeners[i])).Any();
+        if (!changed)
+        {
+            return null;
+        }
+        Snapshot = new ProxySnapshot(listeners, active.Values, ++_version);
+        return Snapshot;
+    }
+
+    /// <summary>Whether a cluster or listener is still waiting for its EDS or RDS resource.</summary>
+    public bool Warming { get; private set; }
+
+    private ListenerConfig? ListenerFor(ListenerEntry entry, Dictionary<string, Cluster> active, DateTime now)
+    {
+        if (entry.Shape == null)
+        {
+            return null;
+        }
+        CoreRoutes? routes;
+        if (entry.Shape.RouteConfigName is string rds)
+        {
+            routes = _routes.TryGetValue(rds, out RouteEntry? known) ? known.Built : null;
+            if (routes == null)
+            {
+                if (!entry.WarmingExpired(now))
+                {
+                    Warming = true;
+                    return entry.Serving;
+                }
+                // Envoy's behaviour when RDS does not answer in time: serve with no routes (404).
+                routes = _emptyRoutes ??= new CoreRoutes("", [], false);
+            }
+        }
+        else
+        {
+            if (entry.Inline == null || !entry.InlineHosts!.DependsOnSame(active))
+            {
+                BuildInline(entry, active);
+            }
+            routes = entry.Inline!;
+        }
+        if (entry.Serving == null || !ReferenceEquals(entry.Serving.Routes, routes) || entry.Serving.Name != entry.Shape.Name || !entry.Serving.Address.Equals(entry.Shape.Address))
+        {
+            entry.Serving = _loader.BuildListener(entry.Shape, routes);
+        }
+        return entry.Serving;
+    }
+
+    private CoreRoutes? _emptyRoutes;
+
+    private void BuildInline(ListenerEntry entry, IReadOnlyDictionary<string, Cluster> clusters)
+    {
+        var holder = new RouteEntry(entry.Shape!.Hcm, "", null);
+        entry.Inline = BuildRoutes(holder, clusters);
+        entry.InlineHosts = holder.Hosts![0];
+    }
+
+    private static TimeSpan InitialFetchTimeout(ConfigNode source) => source["initial_fetch_timeout"].Duration() ?? DefaultInitialFetchTimeout;
+
+    private sealed class ClusterEntry
+    {
+        public ClusterEntry(PbCluster proto, string version, DateTime since)
+        {
+            Proto = proto;
+            Version = version;
+            Since = since;
+            if (proto.Type == PbCluster.Types.DiscoveryType.Eds && proto.ClusterDiscoveryTypeCase == PbCluster.ClusterDiscoveryTypeOneofCase.Type)
+            {
+                EdsName = proto.EdsClusterConfig?.ServiceName is { Length: > 0 } service ? service : proto.Name;
+                Timeout = InitialFetchTimeout(ConfigNode.FromMessage(proto, "")["eds_cluster_config"]["eds_config"]);
+            }
+        }
+
+        public PbCluster Proto { get; }
+        public string Version { get; set; }
+        public string? EdsName { get; }
+        private DateTime Since { get; }
+        private TimeSpan Timeout { get; }
+        public Cluster? Built { get; set; }
+        public PbLoadAssignment? BuiltWith { get; set; }
+
+        public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;
+    }
+
+    private sealed class ListenerEntry
+    {
+        public ListenerEntry(PbListener proto, string version, ListenerShape? shape, DateTime since)
+        {
+            Proto = proto;
+            Version = version;
+            Shape = shape;
+            Since = since;
+            if (shape?.RouteConfigName != null)
+            {
+                Timeout = InitialFetchTimeout(shape.Hcm["rds"]["config_source"]);
+            }
+        }
+
+        public PbListener Proto { get; }
+        public string Version { get; set; }
+        public ListenerShape? Shape { get; }
+        private DateTime Since { get; }
+        private TimeSpan Timeout { get; }
+
+        /// <summary>The built listener in the last snapshot (or, while this version warms, the previous version's).</summary>
+        public ListenerConfig? Serving { get; set; }
+        public CoreRoutes? Inline { get; set; }
+        public HostEntry? InlineHosts { get; set; }
+
+        public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;
+    }
+
+    private sealed class RouteEntry(ConfigNode node, string version, PbRoutes? proto)
+    {
+        public ConfigNode Node { get; } = node;
+        public string Version { get; set; } = version;
+        public PbRoutes? Proto { get; } = proto;
+        public List<HostEntry>? Hosts { get; set; }
+        public CoreRoutes? Built { get; set; }
+    }
+
+    private sealed class HostEntry(PbVirtualHost? proto, CoreVirtualHost built, (string Name, Cluster? Cluster)[] dependencies)
+    {
+        public PbVirtualHost? Proto { get; } = proto;
+        public CoreVirtualHost Built { get; } = built;
+
+        /// <summary>Whether every cluster this host routes to is still the same object (or still absent).</summary>
+        public bool DependsOnSame(IReadOnlyDictionary<string, Cluster> clusters)
+        {
+            foreach (var (name, cluster) in dependencies)
+            {
+                if (name == BootstrapLoader.AllClusters)
+                {
+                    return false;
+                }
+                Cluster? now = clusters.TryGetValue(name, out Cluster? c) ? c : null;
+                if (!ReferenceEquals(now, cluster))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+}
