@@ -49,6 +49,7 @@ public static class Program
         var pools = new UpstreamPools();
         ProxySnapshot snapshot;
         IReadOnlyList<string> watched = [];
+        Proxy.Xds.Config.AdsBootstrap? ads = null;
         if (options.Listen != null && options.Upstream != null)
         {
             snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools);
@@ -59,7 +60,7 @@ public static class Program
         }
         else if (options.ConfigPath != null || options.ConfigYaml != null)
         {
-            (snapshot, watched) = LoadBootstrap(options, pools, logWarnings: true);
+            (snapshot, watched, ads) = LoadBootstrap(options, pools, logWarnings: true);
         }
         else
         {
@@ -90,14 +91,22 @@ public static class Program
             ? StartSwapping(server, options)
             : null;
         Proxy.Host.Bootstrap.FileConfigWatcher? watcher = watched.Count > 0
-            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => LoadBootstrap(options, pools, logWarnings: false), TimeSpan.FromSeconds(1))
+            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
             : null;
+        Proxy.Xds.AdsClient? xds = null;
+        if (ads != null)
+        {
+            var state = new Proxy.Xds.XdsState(pools, [.. snapshot.Clusters.Values], snapshot.Listeners);
+            xds = new Proxy.Xds.AdsClient(state, ads, server.ApplyAsync);
+            ProxyLog.Write(LogLevel.Info, $"xds: {(ads.Delta ? "delta" : "state-of-the-world")} ADS to {ads.Target} as node '{ads.Node.Id}'");
+        }
         using var stop = new ManualResetEventSlim();
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
         stop.Wait();
         ProxyLog.Write(LogLevel.Info, $"draining for up to {options.DrainTimeSeconds} s ({Proxy.Core.Forwarding.Exchange.ActiveCount} requests in flight)");
         watcher?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+        xds?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         server.DrainAsync(TimeSpan.FromSeconds(options.DrainTimeSeconds)).Wait();
         server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         return 0;
@@ -120,7 +129,7 @@ public static class Program
     }
 
     /// <summary>The bootstrap and the files its filesystem subscriptions name; the list is what to watch for changes.</summary>
-    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
+    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
     {
         string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
         var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
@@ -137,7 +146,7 @@ public static class Program
         {
             files.Add(options.ConfigPath);
         }
-        return (snapshot, files);
+        return (snapshot, files, loader.Ads);
     }
 
     private static string ReadConfig(string path)

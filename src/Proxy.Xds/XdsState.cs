@@ -107,6 +107,22 @@ public sealed class XdsState
         }
     }
 
+    /// <summary>Drops resources we no longer subscribe to (EDS and RDS names nothing references any more).</summary>
+    public void Forget(XdsResourceType type, IEnumerable<string> names)
+    {
+        foreach (string name in names)
+        {
+            if (type == XdsResourceType.Endpoint)
+            {
+                _assignments.Remove(name);
+            }
+            else if (type == XdsResourceType.Route)
+            {
+                _routes.Remove(name);
+            }
+        }
+    }
+
     private static T As<T>(XdsResource r) where T : class, IMessage =>
         r.Message as T ?? throw new ConfigException($"resource '{r.Name}': expected {typeof(T).Name}, got {r.Message.Descriptor.FullName}");
 

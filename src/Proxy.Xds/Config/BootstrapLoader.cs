@@ -37,6 +37,98 @@ public sealed class BootstrapLoader(UpstreamPools pools)
 
     private readonly List<string> _watched = [];
 
+    /// <summary>The bootstrap's aggregated xDS source (dynamic_resources.ads_config), when it has one.</summary>
+    public AdsBootstrap? Ads { get; private set; }
+
+    private AdsBootstrap ReadAds(ConfigNode dynamic, ConfigNode statics, ConfigNode node)
+    {
+        ConfigNode ads = dynamic["ads_config"];
+        string apiType = ads["api_type"].String() ?? "GRPC";
+        bool delta = apiType switch
+        {
+            "GRPC" or "AGGREGATED_GRPC" => false,
+            "DELTA_GRPC" or "AGGREGATED_DELTA_GRPC" => true,
+            _ => throw new ConfigException($"{ads["api_type"].Path}: '{apiType}' is not supported (GRPC or DELTA_GRPC)"),
+        };
+        string? version = ads["transport_api_version"].String();
+        bool? v2 = version switch
+        {
+            null or "AUTO" => null,
+            "V2" => true,
+            "V3" => false,
+            _ => throw new ConfigException($"{ads["transport_api_version"].Path}: unknown API version '{version}'"),
+        };
+        ConfigNode service = ads["grpc_services"].Items.FirstOrDefault();
+        string? clusterName = service["envoy_grpc"]["cluster_name"].String();
+        if (clusterName == null)
+        {
+            throw new ConfigException($"{ads["grpc_services"].Path}: needs one entry with envoy_grpc.cluster_name (google_grpc is not supported)");
+        }
+        ConfigNode cluster = statics["clusters"].Items.FirstOrDefault(c => c["name"].String() == clusterName);
+        if (!cluster.Exists)
+        {
+            throw new ConfigException($"{service["envoy_grpc"]["cluster_name"].Path}: no static cluster '{clusterName}'");
+        }
+        ConfigNode address = cluster["load_assignment"]["endpoints"].Items.SelectMany(static l => l["lb_endpoints"].Items).Select(static e => e["endpoint"]["address"]).FirstOrDefault();
+        if (!address.Exists)
+        {
+            address = cluster["hosts"].Items.FirstOrDefault();
+        }
+        string target;
+        if (address["pipe"].Exists)
+        {
+            target = "unix:" + address["pipe"]["path"].RequiredString();
+        }
+        else if (address["socket_address"].Exists)
+        {
+            ConfigNode socket = address["socket_address"];
+            string host = socket["address"].RequiredString();
+            long port = socket["port_value"].Integer() ?? throw new ConfigException($"{socket["port_value"].Path}: required");
+            target = $"http://{(host.Contains(':', StringComparison.Ordinal) ? $"[{host}]" : host)}:{port}";
+        }
+        else
+        {
+            throw new ConfigException($"{cluster.Path}: the xDS cluster '{clusterName}' has no endpoint address");
+        }
+        if (cluster["transport_socket"].Exists || cluster["tls_context"].Exists)
+        {
+            Warn(cluster["transport_socket"].Exists ? cluster["transport_socket"] : cluster["tls_context"], "TLS to the control plane is not supported yet; plaintext is used");
+        }
+        foreach (string kind in new[] { "cds_config", "lds_config" })
+        {
+            if (dynamic[kind].Exists && !dynamic[kind]["ads"].Exists && !dynamic[kind]["path_config_source"].Exists && !dynamic[kind]["path"].Exists)
+            {
+                Warn(dynamic[kind], "only ads and path_config_source are supported");
+            }
+        }
+        return new AdsBootstrap(target, delta, v2, ads["set_node_on_first_message_only"].Boolean() ?? false,
+            dynamic["cds_config"]["ads"].Exists, dynamic["lds_config"]["ads"].Exists, ReadNode(node));
+    }
+
+    private static Api.Core.Node ReadNode(ConfigNode node)
+    {
+        var result = new Api.Core.Node
+        {
+            Id = node["id"].String() ?? "",
+            Cluster = node["cluster"].String() ?? "",
+            UserAgentName = "layotto-fast",
+        };
+        if (node["metadata"].Exists)
+        {
+            result.Metadata = node["metadata"].ToStruct();
+        }
+        if (node["locality"].Exists)
+        {
+            result.Locality = new Api.Core.Locality
+            {
+                Region = node["locality"]["region"].String() ?? "",
+                Zone = node["locality"]["zone"].String() ?? "",
+                SubZone = node["locality"]["sub_zone"].String() ?? "",
+            };
+        }
+        return result;
+    }
+
     /// <summary>The files this configuration was read from besides the bootstrap (filesystem subscriptions), to watch for changes.</summary>
     public IReadOnlyList<string> WatchedFiles => _watched;
 
@@ -54,7 +146,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         ConfigNode dynamic = root["dynamic_resources"];
         if (dynamic["ads_config"].Exists)
         {
-            Warn(dynamic["ads_config"], "xDS over gRPC is not supported yet; only filesystem subscriptions (path_config_source) are");
+            Ads = ReadAds(dynamic, statics, root["node"]);
         }
 
         var clusters = new Dictionary<string, Cluster>(StringComparer.Ordinal);
@@ -94,7 +186,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             AddListener(l);
         }
-        if (listeners.Count == 0)
+        if (listeners.Count == 0 && Ads == null)
         {
             throw new ConfigException("static_resources.listeners: at least one listener is needed (or dynamic_resources.lds_config with a path)");
         }
@@ -115,9 +207,13 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         string? path = source["path_config_source"]["path"].String() ?? source["path"].String();
         if (path == null)
         {
-            if (source["ads"].Exists || source["api_config_source"].Exists)
+            if (source["ads"].Exists)
             {
-                Warn(source, "xDS over gRPC is not supported yet");
+                return [];
+            }
+            if (source["api_config_source"].Exists)
+            {
+                Warn(source["api_config_source"], "a separate (non-aggregated) gRPC subscription is not supported; use ads (dynamic_resources.ads_config)");
                 return [];
             }
             throw new ConfigException($"{source.Path}: only path_config_source is supported");
@@ -244,6 +340,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             foreach (ConfigNode lbEndpoint in locality["lb_endpoints"].Items)
             {
                 ConfigNode socket = lbEndpoint["endpoint"]["address"]["socket_address"];
+                if (!socket.Exists && lbEndpoint["endpoint"]["address"]["pipe"].Exists)
+                {
+                    Warn(lbEndpoint["endpoint"]["address"]["pipe"], "unix-socket endpoints carry only the xDS connection, not proxied traffic; skipped");
+                    continue;
+                }
                 EndPoint address = ParseSocketAddress(socket, allowNames: type != "STATIC");
                 long weight = lbEndpoint["load_balancing_weight"].Integer() ?? 1;
                 if (weight is < 1 or > 1_000_000)
@@ -1147,3 +1248,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
 /// manager (<see cref="Hcm"/>), whose routes are inline or named by <see cref="RouteConfigName"/> for RDS.
 /// </summary>
 public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToPort, ConfigNode Hcm, string? RouteConfigName);
+
+/// <summary>
+/// Where and how to reach the control plane: <see cref="Target"/> is http://host:port (plaintext gRPC) or
+/// unix:PATH (a relative path is relative to the working directory, as Istio's ./etc/istio/proxy/XDS).
+/// <see cref="V2"/> null means "v3, falling back to v2 if the server does not know v3's service".
+/// </summary>
+public sealed record AdsBootstrap(string Target, bool Delta, bool? V2, bool SetNodeOnFirstMessageOnly, bool Clusters, bool Listeners, Api.Core.Node Node);

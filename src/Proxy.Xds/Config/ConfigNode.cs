@@ -254,6 +254,48 @@ public readonly struct ConfigNode
         throw new ConfigException($"{Path}: '{s}' is not a duration such as \"5s\" or \"0.25s\"");
     }
 
+    /// <summary>
+    /// This object as a protobuf Struct (a node's metadata): JSON strings stay strings; unquoted YAML
+    /// scalars that read as numbers or booleans become those.
+    /// </summary>
+    public Struct ToStruct()
+    {
+        var result = new Struct();
+        foreach (string key in Keys)
+        {
+            result.Fields[key] = this[key].ToValue();
+        }
+        return result;
+    }
+
+    private Value ToValue()
+    {
+        if (IsMap)
+        {
+            return Value.ForStruct(ToStruct());
+        }
+        if (_node is YamlSequenceNode)
+        {
+            return Value.ForList([.. Items.Select(static i => i.ToValue())]);
+        }
+        if (_node is YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain } plain)
+        {
+            if (plain.Value is "true" or "false")
+            {
+                return Value.ForBool(plain.Value == "true");
+            }
+            if (double.TryParse(plain.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double number))
+            {
+                return Value.ForNumber(number);
+            }
+            if (!Exists)
+            {
+                return Value.ForNull();
+            }
+        }
+        return Value.ForString(String() ?? "");
+    }
+
     /// <summary>The value of a message's field, or null when it is not set (see the class remarks).</summary>
     private static object? MessageField(IMessage message, string name)
     {

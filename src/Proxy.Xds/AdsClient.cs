@@ -1,0 +1,509 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Proxy.Core.Diagnostics;
+using Proxy.Core.Routing;
+using Proxy.Xds.Api.Discovery;
+using Proxy.Xds.Config;
+using RpcStatus = Proxy.Xds.Api.Rpc.Status;
+
+namespace Proxy.Xds;
+
+/// <summary>What one response did: its type, how many resources, whether it was accepted, and how long it took.</summary>
+public readonly record struct XdsUpdate(XdsResourceType Type, int Resources, int Removed, bool Accepted, string? Error, TimeSpan ReceiptToSwap, bool Swapped);
+
+/// <summary>
+/// Envoy's aggregated discovery client: one gRPC stream (State of the World or Delta, API v3 or v2) to
+/// the control plane, wildcard CDS and LDS, EDS and RDS subscribed by name as CDS and LDS reference them,
+/// every response ACKed or NACKed (error_detail names the resource and field; the last good config keeps
+/// serving), the snapshot rebuilt and published after each accepted response, and the stream re-opened
+/// with exponential back-off and jitter whenever it ends (istiod closes streams every 30 minutes or so),
+/// resubscribing with the versions we hold. Traffic is not touched by a reconnect: the snapshot stays.
+/// </summary>
+public sealed class AdsClient : IAsyncDisposable
+{
+    /// <summary>The largest response accepted (Grpc.Net.Client's default is 4 MiB; a big mesh pushes more).</summary>
+    public const int MaxResponseBytes = 128 * 1024 * 1024;
+
+    private static readonly XdsResourceType[] s_order = [XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route];
+
+    private readonly XdsState _state;
+    private readonly Func<ProxySnapshot, Task> _publish;
+    private readonly AdsBootstrap _config;
+    private readonly GrpcChannel _channel;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly Task _loop;
+    private readonly Task _warmingLoop;
+    private bool _v2;
+    private int _warningsLogged;
+    private bool _secretNoted;
+
+    // Per stream: what we asked for, and per type the last accepted version and last nonce (SotW).
+    private readonly Dictionary<XdsResourceType, HashSet<string>> _subscribed = [];
+    private readonly Dictionary<XdsResourceType, string> _acceptedVersion = [];
+    private readonly Dictionary<XdsResourceType, string> _nonce = [];
+
+    public AdsClient(XdsState state, AdsBootstrap config, Func<ProxySnapshot, Task> publish, TimeSpan? maxBackoff = null)
+    {
+        _state = state;
+        _config = config;
+        _publish = publish;
+        _v2 = config.V2 ?? false;
+        MaxBackoff = maxBackoff ?? TimeSpan.FromSeconds(30);
+        _channel = CreateChannel(config.Target);
+        _loop = Task.Run(RunAsync);
+        _warmingLoop = Task.Run(WarmingLoopAsync);
+    }
+
+    public TimeSpan MaxBackoff { get; }
+
+    /// <summary>Streams opened, responses accepted and rejected (for tests and the log).</summary>
+    public int Connects { get; private set; }
+    public int Accepted { get; private set; }
+    public int Rejected { get; private set; }
+
+    /// <summary>Raised after each response has been handled (after the ACK or NACK was sent).</summary>
+    public event Action<XdsUpdate>? Updated;
+
+    private static GrpcChannel CreateChannel(string target)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = false,
+            KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+            ConnectTimeout = TimeSpan.FromSeconds(5),
+        };
+        string address = target;
+        if (target.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            string path = target["unix:".Length..];
+            handler.ConnectCallback = async (_, token) =>
+            {
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), token);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+            address = "http://xds.local";
+        }
+        return GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            MaxReceiveMessageSize = MaxResponseBytes,
+            MaxSendMessageSize = 16 * 1024 * 1024,
+        });
+    }
+
+    private async Task RunAsync()
+    {
+        int failures = 0;
+        while (!_stop.IsCancellationRequested)
+        {
+            _streamReceived = false;
+            try
+            {
+                Connects++;
+                await (_config.Delta ? RunDeltaAsync() : RunSotwAsync());
+                ProxyLog.Write(LogLevel.Info, "xds: the control plane closed the stream; reconnecting");
+            }
+            catch (Exception e) when (_stop.IsCancellationRequested && e is OperationCanceledException or RpcException or IOException or ObjectDisposedException)
+            {
+                break;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented && _config.V2 == null && !_v2)
+            {
+                // A control plane that predates v3 (Istio 1.5): speak v2 from now on.
+                _v2 = true;
+                ProxyLog.Write(LogLevel.Info, "xds: the control plane does not serve API v3; using v2");
+                continue;
+            }
+            catch (RpcException e) when (!_stop.IsCancellationRequested)
+            {
+                ProxyLog.Write(LogLevel.Warning, $"xds: stream to {_config.Target} ended: {e.StatusCode} {e.Status.Detail}");
+            }
+            catch (Exception e) when (e is IOException or HttpRequestException or InvalidOperationException or ObjectDisposedException && !_stop.IsCancellationRequested)
+            {
+                ProxyLog.Write(LogLevel.Warning, $"xds: stream to {_config.Target} failed: {e.Message}");
+            }
+            // A stream that worked for a while starts the back-off over; one that never answered grows it.
+            failures = _streamReceived ? 0 : failures + 1;
+            try
+            {
+                await Task.Delay(Backoff(failures), _stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+    }
+
+    /// <summary>Exponential back-off from 250 ms to <see cref="MaxBackoff"/>, with full jitter on its upper half.</summary>
+    private TimeSpan Backoff(int failures)
+    {
+        double ceiling = Math.Min(MaxBackoff.TotalMilliseconds, 250 * Math.Pow(2, Math.Min(failures, 16)));
+        return TimeSpan.FromMilliseconds(ceiling / 2 + Random.Shared.NextDouble() * ceiling / 2);
+    }
+
+    private bool _streamReceived;
+
+    private async Task RunSotwAsync()
+    {
+        using var call = _v2
+            ? new Api.DiscoveryV2.AggregatedDiscoveryService.AggregatedDiscoveryServiceClient(_channel).StreamAggregatedResources(cancellationToken: _stop.Token)
+            : new AggregatedDiscoveryService.AggregatedDiscoveryServiceClient(_channel).StreamAggregatedResources(cancellationToken: _stop.Token);
+        bool first = true;
+        _nonce.Clear();
+        _subscribed.Clear();
+        Task Send(XdsResourceType type, string? nonce, RpcStatus? error)
+        {
+            var request = new DiscoveryRequest
+            {
+                TypeUrl = XdsTypes.TypeUrl(type, _v2),
+                VersionInfo = _acceptedVersion.GetValueOrDefault(type, ""),
+                ResponseNonce = nonce ?? "",
+                ErrorDetail = error,
+            };
+            if (first || !_config.SetNodeOnFirstMessageOnly)
+            {
+                request.Node = _config.Node;
+                first = false;
+            }
+            if (type is XdsResourceType.Endpoint or XdsResourceType.Route)
+            {
+                request.ResourceNames.AddRange(_subscribed.GetValueOrDefault(type) ?? []);
+            }
+            return call.RequestStream.WriteAsync(request);
+        }
+
+        // Wildcard CDS and LDS first; EDS and RDS follow the names those give (and what we already hold).
+        foreach (XdsResourceType type in s_order)
+        {
+            if (Wanted(type))
+            {
+                _subscribed[type] = Subscription(type);
+                if (type is XdsResourceType.Cluster or XdsResourceType.Listener || _subscribed[type].Count > 0)
+                {
+                    await Send(type, null, null);
+                }
+            }
+        }
+        while (await call.ResponseStream.MoveNext(_stop.Token))
+        {
+            _streamReceived = true;
+            DiscoveryResponse response = call.ResponseStream.Current;
+            long start = Stopwatch.GetTimestamp();
+            if (XdsTypes.ResourceType(response.TypeUrl) is not XdsResourceType type)
+            {
+                NoteUnknownType(response.TypeUrl);
+                continue;
+            }
+            _nonce[type] = response.Nonce;
+            var resources = new List<XdsResource>(response.Resources.Count);
+            string? error = null;
+            try
+            {
+                foreach (Google.Protobuf.WellKnownTypes.Any any in response.Resources)
+                {
+                    resources.Add(Decode(type, any, response.VersionInfo));
+                }
+            }
+            catch (ConfigException e)
+            {
+                error = e.Message;
+            }
+            IReadOnlyCollection<string> removed = [];
+            if (error == null && type is XdsResourceType.Cluster or XdsResourceType.Listener)
+            {
+                // State of the World: CDS and LDS responses are complete; what they leave out is gone.
+                var names = resources.Select(static r => r.Name).ToHashSet(StringComparer.Ordinal);
+                removed = [.. _state.Names(type).Where(n => !names.Contains(n))];
+            }
+            XdsUpdate update = error == null ? await ApplyAsync(type, resources, removed, start) : Rejection(type, resources.Count, error, start);
+            if (update.Accepted)
+            {
+                _acceptedVersion[type] = response.VersionInfo;
+            }
+            await Send(type, response.Nonce, update.Accepted ? null : new RpcStatus { Code = (int)StatusCode.Internal, Message = update.Error });
+            Updated?.Invoke(update);
+            // EDS and RDS follow what CDS and LDS now reference: a changed list is sent as a new request.
+            foreach (XdsResourceType follow in new[] { XdsResourceType.Endpoint, XdsResourceType.Route })
+            {
+                HashSet<string> now = Subscription(follow);
+                HashSet<string> before = _subscribed.GetValueOrDefault(follow) ?? [];
+                if (Wanted(follow) && !now.SetEquals(before))
+                {
+                    _subscribed[follow] = now;
+                    await Forget(follow, before.Where(n => !now.Contains(n)));
+                    await Send(follow, _nonce.GetValueOrDefault(follow), null);
+                }
+            }
+        }
+    }
+
+    private async Task RunDeltaAsync()
+    {
+        using var call = _v2
+            ? new Api.DiscoveryV2.AggregatedDiscoveryService.AggregatedDiscoveryServiceClient(_channel).DeltaAggregatedResources(cancellationToken: _stop.Token)
+            : new AggregatedDiscoveryService.AggregatedDiscoveryServiceClient(_channel).DeltaAggregatedResources(cancellationToken: _stop.Token);
+        bool first = true;
+        _subscribed.Clear();
+        Task Send(DeltaDiscoveryRequest request)
+        {
+            if (first || !_config.SetNodeOnFirstMessageOnly)
+            {
+                request.Node = _config.Node;
+                first = false;
+            }
+            return call.RequestStream.WriteAsync(request);
+        }
+
+        foreach (XdsResourceType type in s_order)
+        {
+            if (!Wanted(type))
+            {
+                continue;
+            }
+            HashSet<string> names = Subscription(type);
+            _subscribed[type] = names;
+            if (type is XdsResourceType.Endpoint or XdsResourceType.Route && names.Count == 0)
+            {
+                continue;
+            }
+            var request = new DeltaDiscoveryRequest { TypeUrl = XdsTypes.TypeUrl(type, _v2) };
+            // Wildcard CDS and LDS: an empty subscription list on the first request of the stream.
+            if (type is XdsResourceType.Endpoint or XdsResourceType.Route)
+            {
+                request.ResourceNamesSubscribe.AddRange(names);
+            }
+            foreach (var (name, version) in _state.Versions(type))
+            {
+                if (type is XdsResourceType.Cluster or XdsResourceType.Listener || names.Contains(name))
+                {
+                    request.InitialResourceVersions[name] = version;
+                }
+            }
+            await Send(request);
+        }
+        while (await call.ResponseStream.MoveNext(_stop.Token))
+        {
+            _streamReceived = true;
+            DeltaDiscoveryResponse response = call.ResponseStream.Current;
+            long start = Stopwatch.GetTimestamp();
+            if (XdsTypes.ResourceType(response.TypeUrl) is not XdsResourceType type)
+            {
+                NoteUnknownType(response.TypeUrl);
+                await Send(new DeltaDiscoveryRequest { TypeUrl = response.TypeUrl, ResponseNonce = response.Nonce });
+                continue;
+            }
+            var resources = new List<XdsResource>(response.Resources.Count);
+            string? error = null;
+            try
+            {
+                foreach (Resource resource in response.Resources)
+                {
+                    if (resource.Resource_ == null)
+                    {
+                        continue;
+                    }
+                    XdsResource decoded = Decode(type, resource.Resource_, resource.Version);
+                    if (resource.Name.Length > 0 && resource.Name != decoded.Name)
+                    {
+                        throw new ConfigException($"resource '{resource.Name}' holds a {type} named '{decoded.Name}'");
+                    }
+                    resources.Add(decoded);
+                }
+            }
+            catch (ConfigException e)
+            {
+                error = e.Message;
+            }
+            XdsUpdate update = error == null ? await ApplyAsync(type, resources, response.RemovedResources, start) : Rejection(type, resources.Count, error, start);
+            var ack = new DeltaDiscoveryRequest { TypeUrl = response.TypeUrl, ResponseNonce = response.Nonce };
+            if (!update.Accepted)
+            {
+                ack.ErrorDetail = new RpcStatus { Code = (int)StatusCode.Internal, Message = update.Error };
+            }
+            await Send(ack);
+            Updated?.Invoke(update);
+            foreach (XdsResourceType follow in new[] { XdsResourceType.Endpoint, XdsResourceType.Route })
+            {
+                HashSet<string> now = Subscription(follow);
+                HashSet<string> before = _subscribed.GetValueOrDefault(follow) ?? [];
+                if (!Wanted(follow) || now.SetEquals(before))
+                {
+                    continue;
+                }
+                // A changed subscription goes as its own nonce-less request.
+                var change = new DeltaDiscoveryRequest { TypeUrl = XdsTypes.TypeUrl(follow, _v2) };
+                change.ResourceNamesSubscribe.AddRange(now.Where(n => !before.Contains(n)));
+                change.ResourceNamesUnsubscribe.AddRange(before.Where(n => !now.Contains(n)));
+                _subscribed[follow] = now;
+                await Forget(follow, change.ResourceNamesUnsubscribe);
+                await Send(change);
+            }
+        }
+    }
+
+    private async Task Forget(XdsResourceType type, IEnumerable<string> names)
+    {
+        await _lock.WaitAsync();
+        try
+        {
+            _state.Forget(type, [.. names]);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private bool Wanted(XdsResourceType type) => type switch
+    {
+        XdsResourceType.Cluster or XdsResourceType.Endpoint => _config.Clusters,
+        _ => _config.Listeners,
+    };
+
+    private HashSet<string> Subscription(XdsResourceType type) => type switch
+    {
+        XdsResourceType.Endpoint => [.. _state.EndpointNames],
+        XdsResourceType.Route => [.. _state.RouteNames],
+        _ => [],
+    };
+
+    private void NoteUnknownType(string typeUrl)
+    {
+        if (!_secretNoted)
+        {
+            _secretNoted = true;
+            ProxyLog.Write(LogLevel.Warning, $"xds: resources of type {typeUrl} are not supported yet (TLS secrets come with the security work); ignored");
+        }
+    }
+
+    private static XdsResource Decode(XdsResourceType type, Google.Protobuf.WellKnownTypes.Any any, string version)
+    {
+        if (XdsTypes.ResourceType(any.TypeUrl) != type)
+        {
+            throw new ConfigException($"a {type} response holds a resource of type '{any.TypeUrl}'");
+        }
+        IMessage message = XdsTypes.TryUnpack(any.TypeUrl, any.Value, out string? error)
+            ?? throw new ConfigException($"a {type} resource does not decode: {error}");
+        string name = message switch
+        {
+            Api.Cluster.Cluster c => c.Name,
+            Api.Endpoint.ClusterLoadAssignment a => a.ClusterName,
+            Api.Listener.Listener l => l.Name,
+            Api.Route.RouteConfiguration r => r.Name,
+            _ => "",
+        };
+        if (name.Length == 0)
+        {
+            throw new ConfigException($"a {type} resource has no name");
+        }
+        return new XdsResource(name, version, message);
+    }
+
+    private XdsUpdate Rejection(XdsResourceType type, int count, string error, long start)
+    {
+        Rejected++;
+        ProxyLog.Write(LogLevel.Error, $"xds: {type} update rejected (NACK), the previous configuration keeps serving: {error}");
+        return new XdsUpdate(type, count, 0, false, error, Stopwatch.GetElapsedTime(start), false);
+    }
+
+    private async Task<XdsUpdate> ApplyAsync(XdsResourceType type, List<XdsResource> resources, IReadOnlyCollection<string> removed, long start)
+    {
+        await _lock.WaitAsync();
+        try
+        {
+            try
+            {
+                _state.Apply(type, resources, removed);
+            }
+            catch (ConfigException e)
+            {
+                return Rejection(type, resources.Count, e.Message, start);
+            }
+            ProxySnapshot? snapshot = _state.Build();
+            TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
+            if (snapshot != null)
+            {
+                await _publish(snapshot);
+                elapsed = Stopwatch.GetElapsedTime(start);
+            }
+            Accepted++;
+            LogNewWarnings();
+            ProxyLog.Write(LogLevel.Debug, $"xds: {type} update applied: {resources.Count} resources, {removed.Count} removed, {elapsed.TotalMilliseconds:F1} ms to {(snapshot != null ? "swap" : "no change")}");
+            return new XdsUpdate(type, resources.Count, removed.Count, true, null, elapsed, snapshot != null);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private void LogNewWarnings()
+    {
+        IReadOnlyList<string> warnings = _state.Warnings;
+        for (; _warningsLogged < warnings.Count; _warningsLogged++)
+        {
+            ProxyLog.Write(LogLevel.Warning, $"xds: {warnings[_warningsLogged]}");
+        }
+    }
+
+    /// <summary>Once a second while something warms: initial_fetch_timeout may have passed.</summary>
+    private async Task WarmingLoopAsync()
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token))
+            {
+                await _lock.WaitAsync(_stop.Token);
+                try
+                {
+                    if (_state.Warming && _state.Build() is ProxySnapshot snapshot)
+                    {
+                        await _publish(snapshot);
+                    }
+                }
+                catch (ConfigException e)
+                {
+                    ProxyLog.Write(LogLevel.Error, $"xds: {e.Message}");
+                }
+                finally
+                {
+                    _lock.Release();
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await Task.WhenAll(_loop, _warmingLoop);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        _channel.Dispose();
+        _stop.Dispose();
+        _lock.Dispose();
+    }
+}

@@ -1,0 +1,343 @@
+using System.Net;
+using System.Net.Sockets;
+using Google.Protobuf.WellKnownTypes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Proxy.Core;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Xds;
+using Proxy.Xds.Api.Discovery;
+using Proxy.Xds.Config;
+using Xds.ControlPlane;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// The proxy driven by a real gRPC control plane (tests/Xds.ControlPlane), over State of the World and
+/// Delta, API v3 and v2, pushing Istio's shapes: routes change live, bad resources are NACKed while the
+/// old config serves, a control plane killed mid-traffic loses no request, removed clusters let their
+/// requests finish.
+/// </summary>
+public sealed class XdsTests : IAsyncLifetime
+{
+    private readonly List<WebApplication> _apps = [];
+    private int _v1Port;
+    private int _v2Port;
+    private int _slowStarted;
+
+    public async Task InitializeAsync()
+    {
+        _v1Port = await StartVersionAsync("v1");
+        _v2Port = await StartVersionAsync("v2");
+    }
+
+    private async Task<int> StartVersionAsync(string version)
+    {
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2));
+        WebApplication app = builder.Build();
+        app.MapGet("/hello", () => version);
+        app.MapGet("/slow", async () =>
+        {
+            Interlocked.Increment(ref _slowStarted);
+            await Task.Delay(1500);
+            return version;
+        });
+        await app.StartAsync();
+        _apps.Add(app);
+        return new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (WebApplication app in _apps)
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
+    /// <summary>The proxy in this process, with no static config, driven by <paramref name="plane"/>.</summary>
+    private sealed class XdsProxy : IAsyncDisposable
+    {
+        public required ProxyServer Server { get; init; }
+        public required AdsClient Client { get; init; }
+        public required HttpClient Http { get; init; }
+
+        public async ValueTask DisposeAsync()
+        {
+            Http.Dispose();
+            await Client.DisposeAsync();
+            await Server.DisposeAsync();
+        }
+    }
+
+    private static async Task<XdsProxy> StartProxyAsync(ControlPlane plane, int port, bool delta, bool? v2, string nodeId = "sidecar~127.0.0.1~client.default~default.svc.cluster.local")
+    {
+        var pools = new UpstreamPools();
+        var server = new ProxyServer(new ProxySnapshot([], [], 0), pools);
+        server.Start();
+        var node = new Proxy.Xds.Api.Core.Node { Id = nodeId, Cluster = "client.default" };
+        node.Metadata = new Struct { Fields = { ["ISTIO_VERSION"] = Value.ForString("1.28.0"), ["CLUSTER_ID"] = Value.ForString("Kubernetes") } };
+        var client = new AdsClient(new XdsState(pools, [], []), new AdsBootstrap(plane.Target, delta, v2, true, true, true, node), server.ApplyAsync, TimeSpan.FromSeconds(1));
+        var handler = new SocketsHttpHandler
+        {
+            MaxConnectionsPerServer = 4,
+            EnableMultipleHttp2Connections = true,
+            ConnectCallback = async (context, token) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, port, token);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        var http = new HttpClient(handler)
+        {
+            BaseAddress = new Uri("http://server:9090"),
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Timeout = TimeSpan.FromSeconds(30),
+        };
+        return new XdsProxy { Server = server, Client = client, Http = http };
+    }
+
+    /// <summary>Pushes the seed scenario: two EDS subset clusters, their endpoints, a listener with RDS "9090", the header routes.</summary>
+    private void PushMesh(ControlPlane plane, int port, bool legacy)
+    {
+        plane.Set(XdsResourceType.Cluster, MeshResources.EdsCluster(MeshResources.ClusterName("v1")), MeshResources.EdsCluster(MeshResources.ClusterName("v2")));
+        plane.Set(XdsResourceType.Endpoint, MeshResources.Endpoints(MeshResources.ClusterName("v1"), _v1Port), MeshResources.Endpoints(MeshResources.ClusterName("v2"), _v2Port));
+        plane.Set(XdsResourceType.Listener, MeshResources.HttpListener($"127.0.0.1_{port}", port, "9090"));
+        plane.Set(XdsResourceType.Route, MeshResources.HeaderRoutes("9090", legacy));
+    }
+
+    private static async Task<string> GetAsync(HttpClient client, string? name = null, string path = "/hello")
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        if (name != null)
+        {
+            request.Headers.Add("name", name);
+        }
+        using HttpResponseMessage response = await client.SendAsync(request);
+        response.EnsureSuccessStatusCode();
+        return await response.Content.ReadAsStringAsync();
+    }
+
+    private static Task WaitForListenerAsync(XdsProxy proxy) =>
+        ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Count == 1, "the LDS listener to be bound");
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public async Task RouteChange_TakesEffectOnTheNextRequest(bool delta, bool v2)
+    {
+        await using ControlPlane plane = await ControlPlane.StartAsync();
+        int port = FreePort();
+        PushMesh(plane, port, legacy: v2);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2);
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+
+        Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
+        Assert.Equal("v2", await GetAsync(proxy.Http, "someone-else"));
+        Assert.Equal("v2", await GetAsync(proxy.Http));
+
+        int acks = plane.Responses(XdsResourceType.Route).Acks;
+        plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", "v1"));
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > acks, "the ACK of the route change");
+        // The ACK is sent after the swap: the very next request sees the new route.
+        Assert.Equal("v1", await GetAsync(proxy.Http));
+        Assert.Equal("v1", await GetAsync(proxy.Http, "someone-else"));
+
+        // The wire: v2 or v3 type URLs as asked, the node on the first request of the stream only.
+        var requests = plane.Requests.ToArray();
+        string prefix = v2 ? "type.googleapis.com/envoy.api.v2." : "type.googleapis.com/envoy.config.";
+        Assert.All(requests, r => Assert.StartsWith(prefix, r is DiscoveryRequest s ? s.TypeUrl : ((DeltaDiscoveryRequest)r).TypeUrl, StringComparison.Ordinal));
+        Assert.Equal(delta, requests[0] is DeltaDiscoveryRequest);
+        Assert.Equal("sidecar~127.0.0.1~client.default~default.svc.cluster.local", requests[0] is DiscoveryRequest first ? first.Node.Id : ((DeltaDiscoveryRequest)requests[0]).Node.Id);
+        Assert.All(requests.Skip(1), r => Assert.Null(r is DiscoveryRequest s ? s.Node : ((DeltaDiscoveryRequest)r).Node));
+        Assert.Equal(0, plane.Responses(XdsResourceType.Route).Nacks);
+        Assert.Equal(0, plane.Responses(XdsResourceType.Cluster).Nacks);
+        Assert.Equal(0, plane.Responses(XdsResourceType.Listener).Nacks);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BrokenResource_IsNacked_AndTheOldConfigKeepsServing(bool delta)
+    {
+        await using ControlPlane plane = await ControlPlane.StartAsync();
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2: false);
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+
+        // A route whose regex does not compile: the whole update is refused, by name and field.
+        var broken = MeshResources.AllTo("9090", "v1");
+        broken.VirtualHosts[0].Routes[0].Match = new Proxy.Xds.Api.Route.RouteMatch { SafeRegex = new Proxy.Xds.Api.Matcher.RegexMatcher { Regex = "/((unclosed" } };
+        plane.Set(XdsResourceType.Route, broken);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Nacks >= 1, "the NACK");
+        string error = plane.Responses(XdsResourceType.Route).LastError!;
+        Assert.Contains("RouteConfiguration '9090'", error, StringComparison.Ordinal);
+        Assert.Contains("safe_regex", error, StringComparison.Ordinal);
+        Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
+        Assert.Equal("v2", await GetAsync(proxy.Http));
+
+        // A cluster resource whose bytes do not decode: NACKed too, traffic unchanged.
+        plane.SetRaw(XdsResourceType.Cluster, "garbage", new Any { TypeUrl = XdsTypes.ClusterV3, Value = Google.Protobuf.ByteString.CopyFrom(0x0a, 0xff, 0x01) });
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Cluster).Nacks >= 1, "the cluster NACK");
+        Assert.Equal("v2", await GetAsync(proxy.Http));
+
+        // Fixed: accepted again, and in force.
+        plane.Remove(XdsResourceType.Cluster, "garbage");
+        plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", "v1"));
+        int acks = plane.Responses(XdsResourceType.Route).Acks;
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > acks, "the ACK after the fix");
+        Assert.Equal("v1", await GetAsync(proxy.Http));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ControlPlaneKilledAndRestarted_MidTraffic_LosesNoRequest(bool delta)
+    {
+        await using ControlPlane plane = await ControlPlane.StartAsync();
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2: false);
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+
+        using var stop = new CancellationTokenSource();
+        int ok = 0, failed = 0;
+        Task[] load = [.. Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    string body = await GetAsync(proxy.Http, "layotto");
+                    Interlocked.Increment(ref body == "v1" ? ref ok : ref failed);
+                }
+                catch (HttpRequestException)
+                {
+                    Interlocked.Increment(ref failed);
+                }
+            }
+        }))];
+        await Task.Delay(300);
+        await plane.StopAsync();
+        await Task.Delay(1000);
+        int streams = plane.StreamsOpened;
+        await plane.RestartAsync();
+        await ControlPlane.WaitForAsync(() => plane.StreamsOpened > streams, "the proxy to reconnect");
+        await Task.Delay(300);
+        await stop.CancelAsync();
+        await Task.WhenAll(load);
+        Assert.Equal(0, failed);
+        Assert.True(ok > 50, $"only {ok} requests");
+
+        // The new stream works: a change pushed after the restart is applied.
+        int acks = plane.Responses(XdsResourceType.Route).Acks;
+        plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", "v2"));
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > acks, "the ACK after reconnecting");
+        Assert.Equal("v2", await GetAsync(proxy.Http, "layotto"));
+        Assert.True(proxy.Client.Connects >= 2);
+    }
+
+    [Fact]
+    public async Task ClusterRemoved_WhileRequestsToItAreInFlight_LetsThemFinish()
+    {
+        await using ControlPlane plane = await ControlPlane.StartAsync();
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: false);
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+
+        Task<string>[] inFlight = [.. Enumerable.Range(0, 8).Select(_ => GetAsync(proxy.Http, "layotto", "/slow"))];
+        await ControlPlane.WaitForAsync(() => Volatile.Read(ref _slowStarted) == 8, "all eight requests to reach v1");
+        int acks = plane.Responses(XdsResourceType.Cluster).Acks;
+        plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", "v2"));
+        plane.Remove(XdsResourceType.Cluster, MeshResources.ClusterName("v1"));
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Cluster).Acks > acks, "the CDS ACK");
+        Assert.Equal("v2", await GetAsync(proxy.Http, "layotto"));
+        string[] bodies = await Task.WhenAll(inFlight);
+        Assert.All(bodies, b => Assert.Equal("v1", b));
+        // The EDS subscription followed: v1's name was unsubscribed.
+        Assert.Contains(plane.Requests, r => r is DeltaDiscoveryRequest d && d.ResourceNamesUnsubscribe.Contains(MeshResources.ClusterName("v1")));
+    }
+
+    [Fact]
+    public async Task UnixSocketTransport_AndV2Fallback_WhenTheVersionIsNotSet()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"xds-{Guid.NewGuid():N}.sock");
+        await using ControlPlane plane = await ControlPlane.StartAsync(path);
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: null);
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
+        File.Delete(path);
+    }
+
+    [Fact]
+    public async Task ThousandRouteChanges_UnderContinuousLoad_FailNoRequest()
+    {
+        await using ControlPlane plane = await ControlPlane.StartAsync();
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: false);
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+
+        using var stop = new CancellationTokenSource();
+        int ok = 0, failed = 0;
+        Task[] load = [.. Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    string body = await GetAsync(proxy.Http);
+                    Interlocked.Increment(ref body is "v1" or "v2" ? ref ok : ref failed);
+                }
+                catch (HttpRequestException)
+                {
+                    Interlocked.Increment(ref failed);
+                }
+            }
+        }))];
+        const int Changes = 1000;
+        int before = plane.Responses(XdsResourceType.Route).Acks;
+        for (int i = 0; i < Changes; i++)
+        {
+            plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", i % 2 == 0 ? "v1" : "v2"));
+            // Paced by the ACKs, as a control plane that waits for them would be.
+            int target = before + i + 1;
+            await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= target, $"ACK {i}");
+        }
+        await stop.CancelAsync();
+        await Task.WhenAll(load);
+        Assert.Equal(0, failed);
+        Assert.True(ok > 100, $"only {ok} requests");
+        Assert.Equal(0, plane.Responses(XdsResourceType.Route).Nacks);
+    }
+}
