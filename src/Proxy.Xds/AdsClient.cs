@@ -397,6 +397,12 @@ public sealed class AdsClient : IAsyncDisposable
         {
             throw new ConfigException($"a {type} response holds a resource of type '{any.TypeUrl}'");
         }
+        if (type == XdsResourceType.Route)
+        {
+            // Split, not decoded: only the virtual hosts that changed will be.
+            var (shell, hosts) = RouteConfigurationParts.Split(any.Value.Memory);
+            return shell.Name.Length > 0 ? new XdsResource(shell.Name, version, shell, hosts) : throw new ConfigException($"a {type} resource has no name");
+        }
         IMessage message = XdsTypes.TryUnpack(any.TypeUrl, any.Value, out string? error)
             ?? throw new ConfigException($"a {type} resource does not decode: {error}");
         string name = message switch

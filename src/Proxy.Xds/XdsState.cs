@@ -12,8 +12,12 @@ using PbVirtualHost = Proxy.Xds.Api.Route.VirtualHost;
 
 namespace Proxy.Xds;
 
-/// <summary>One resource of an update: its name, version and decoded message.</summary>
-public readonly record struct XdsResource(string Name, string Version, IMessage Message);
+/// <summary>
+/// One resource of an update: its name, version and decoded message. A RouteConfiguration may come split
+/// (<see cref="RouteConfigurationParts"/>): <see cref="Message"/> is then the shell without virtual hosts
+/// and <see cref="VirtualHosts"/> holds their encoded bytes.
+/// </summary>
+public readonly record struct XdsResource(string Name, string Version, IMessage Message, ReadOnlyMemory<byte>[]? VirtualHosts = null);
 
 /// <summary>
 /// The resources a control plane has given us, and the snapshot they make. Updates are validated whole
@@ -277,23 +281,24 @@ public sealed class XdsState
         foreach (XdsResource r in updated)
         {
             PbRoutes proto = As<PbRoutes>(r);
+            (PbRoutes shell, ReadOnlyMemory<byte>[] hosts) = r.VirtualHosts is { } split ? (proto, split) : RouteConfigurationParts.Split(proto);
             _routes.TryGetValue(r.Name, out RouteEntry? known);
-            if (known?.Proto != null && known.Proto.Equals(proto))
+            if (known?.Shell != null && known.Shell.Equals(shell) && known.SameHosts(hosts))
             {
                 known.Version = r.Version;
                 continue;
             }
-            if (proto.Name != r.Name)
+            if (shell.Name != r.Name)
             {
-                throw new ConfigException($"{Origin("RouteConfiguration", r.Name)}: the resource is named '{proto.Name}'");
+                throw new ConfigException($"{Origin("RouteConfiguration", r.Name)}: the resource is named '{shell.Name}'");
             }
-            var entry = new RouteEntry(ConfigNode.FromMessage(proto, Origin("RouteConfiguration", r.Name)), r.Version, proto);
-            BuildRoutes(entry, _active, known);
+            var entry = new RouteEntry(ConfigNode.FromMessage(shell, Origin("RouteConfiguration", r.Name)), r.Version, shell);
+            BuildRoutes(entry, hosts, _active, known);
             fresh.Add(entry);
         }
         foreach (RouteEntry entry in fresh)
         {
-            _routes[entry.Proto!.Name] = entry;
+            _routes[entry.Shell!.Name] = entry;
         }
         foreach (string name in removed)
         {
@@ -302,51 +307,78 @@ public sealed class XdsState
     }
 
     /// <summary>
-    /// Builds a route configuration, reusing the virtual hosts of <paramref name="previous"/> whose resource
-    /// is unchanged and whose clusters are the same objects as in <paramref name="clusters"/>.
+    /// Builds a route configuration from its virtual hosts' bytes, reusing the built hosts of
+    /// <paramref name="previous"/> whose bytes are the same and whose clusters are the same objects as in
+    /// <paramref name="clusters"/>; only the others are decoded and built.
     /// </summary>
-    private CoreRoutes BuildRoutes(RouteEntry entry, IReadOnlyDictionary<string, Cluster> clusters, RouteEntry? previous = null)
+    private CoreRoutes BuildRoutes(RouteEntry entry, IReadOnlyList<ReadOnlyMemory<byte>> encoded, IReadOnlyDictionary<string, Cluster> clusters, RouteEntry? previous)
     {
-        var hosts = new List<CoreVirtualHost>();
-        var built = new List<HostEntry>();
-        Dictionary<string, HostEntry>? reusable = previous?.Hosts?.Where(static h => h.Proto != null).GroupBy(static h => h.Proto!.Name, StringComparer.Ordinal)
-            .Where(static g => g.Count() == 1).ToDictionary(static g => g.Key, static g => g.First(), StringComparer.Ordinal);
-        if (entry.Proto != null)
+        Dictionary<int, List<HostEntry>>? byHash = null;
+        if (previous?.Hosts != null)
         {
-            int index = 0;
-            foreach (ConfigNode vh in entry.Node["virtual_hosts"].Items)
+            byHash = [];
+            foreach (HostEntry old in previous.Hosts)
             {
-                PbVirtualHost proto = entry.Proto.VirtualHosts[index++];
-                if (reusable != null && reusable.TryGetValue(proto.Name, out HostEntry? old) && old.DependsOnSame(clusters) && old.Proto!.Equals(proto))
+                if (!byHash.TryGetValue(old.Hash, out List<HostEntry>? list))
                 {
-                    built.Add(old);
-                    hosts.Add(old.Built);
-                    continue;
+                    byHash[old.Hash] = list = [];
                 }
-                var referenced = new HashSet<string>(StringComparer.Ordinal);
-                _loader.ReferencedClusters = referenced;
-                try
-                {
-                    CoreVirtualHost host = _loader.LoadVirtualHost(vh, clusters);
-                    built.Add(new HostEntry(proto, host, Dependencies(referenced, clusters)));
-                    hosts.Add(host);
-                }
-                finally
-                {
-                    _loader.ReferencedClusters = null;
-                }
+                list.Add(old);
             }
-            entry.Hosts = built;
-            entry.Built = _loader.AssembleRoutes(entry.Node, hosts);
-            return entry.Built;
         }
-        // An inline route_config of a listener: built whole.
+        var built = new List<HostEntry>(encoded.Count);
+        var hosts = new List<CoreVirtualHost>(encoded.Count);
+        for (int i = 0; i < encoded.Count; i++)
+        {
+            ReadOnlyMemory<byte> bytes = encoded[i];
+            int hash = HostEntry.HashOf(bytes.Span);
+            HostEntry? reuse = null;
+            if (byHash != null && byHash.TryGetValue(hash, out List<HostEntry>? candidates))
+            {
+                reuse = candidates.Find(c => c.Raw.Span.SequenceEqual(bytes.Span) && c.DependsOnSame(clusters));
+            }
+            if (reuse != null)
+            {
+                built.Add(reuse);
+                hosts.Add(reuse.Built);
+                continue;
+            }
+            PbVirtualHost proto;
+            try
+            {
+                proto = PbVirtualHost.Parser.ParseFrom(bytes.Span);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                throw new ConfigException($"{entry.Node.Path}.virtual_hosts[{i}]: does not decode: {e.Message}");
+            }
+            var referenced = new HashSet<string>(StringComparer.Ordinal);
+            _loader.ReferencedClusters = referenced;
+            try
+            {
+                CoreVirtualHost host = _loader.LoadVirtualHost(ConfigNode.FromMessage(proto, $"{entry.Node.Path}.virtual_hosts[{i}]"), clusters);
+                built.Add(new HostEntry(bytes, hash, host, Dependencies(referenced, clusters)));
+                hosts.Add(host);
+            }
+            finally
+            {
+                _loader.ReferencedClusters = null;
+            }
+        }
+        entry.Hosts = built;
+        entry.Built = _loader.AssembleRoutes(entry.Node, hosts);
+        return entry.Built;
+    }
+
+    /// <summary>An inline route_config of a listener: built whole, depending on every cluster it names.</summary>
+    private CoreRoutes BuildInlineRoutes(RouteEntry entry, IReadOnlyDictionary<string, Cluster> clusters)
+    {
         var all = new HashSet<string>(StringComparer.Ordinal);
         _loader.ReferencedClusters = all;
         try
         {
             entry.Built = _loader.LoadRoutes(entry.Node["route_config"], clusters);
-            entry.Hosts = [new HostEntry(null, null!, Dependencies(all, clusters))];
+            entry.Hosts = [new HostEntry(default, 0, null!, Dependencies(all, clusters))];
             return entry.Built;
         }
         finally
@@ -395,7 +427,7 @@ public sealed class XdsState
         {
             if (routes.Built == null || (setChanged && routes.Hosts!.Any(h => !h.DependsOnSame(active))))
             {
-                BuildRoutes(routes, active, routes);
+                BuildRoutes(routes, [.. routes.Hosts!.Select(static h => h.Raw)], active, routes);
             }
         }
 
@@ -468,7 +500,7 @@ public sealed class XdsState
     private void BuildInline(ListenerEntry entry, IReadOnlyDictionary<string, Cluster> clusters)
     {
         var holder = new RouteEntry(entry.Shape!.Hcm, "", null);
-        entry.Inline = BuildRoutes(holder, clusters);
+        entry.Inline = BuildInlineRoutes(holder, clusters);
         entry.InlineHosts = holder.Hosts![0];
     }
 
@@ -527,19 +559,46 @@ public sealed class XdsState
         public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;
     }
 
-    private sealed class RouteEntry(ConfigNode node, string version, PbRoutes? proto)
+    private sealed class RouteEntry(ConfigNode node, string version, PbRoutes? shell)
     {
         public ConfigNode Node { get; } = node;
         public string Version { get; set; } = version;
-        public PbRoutes? Proto { get; } = proto;
+
+        /// <summary>The resource without its virtual hosts (null for a listener's inline route_config).</summary>
+        public PbRoutes? Shell { get; } = shell;
         public List<HostEntry>? Hosts { get; set; }
         public CoreRoutes? Built { get; set; }
+
+        public bool SameHosts(ReadOnlyMemory<byte>[] encoded)
+        {
+            if (Hosts == null || Hosts.Count != encoded.Length)
+            {
+                return false;
+            }
+            for (int i = 0; i < encoded.Length; i++)
+            {
+                if (!Hosts[i].Raw.Span.SequenceEqual(encoded[i].Span))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
     }
 
-    private sealed class HostEntry(PbVirtualHost? proto, CoreVirtualHost built, (string Name, Cluster? Cluster)[] dependencies)
+    private sealed class HostEntry(ReadOnlyMemory<byte> raw, int hash, CoreVirtualHost built, (string Name, Cluster? Cluster)[] dependencies)
     {
-        public PbVirtualHost? Proto { get; } = proto;
+        /// <summary>The virtual host's encoded bytes, as the control plane sent them.</summary>
+        public ReadOnlyMemory<byte> Raw { get; } = raw;
+        public int Hash { get; } = hash;
         public CoreVirtualHost Built { get; } = built;
+
+        public static int HashOf(ReadOnlySpan<byte> bytes)
+        {
+            var hash = new HashCode();
+            hash.AddBytes(bytes);
+            return hash.ToHashCode();
+        }
 
         /// <summary>Whether every cluster this host routes to is still the same object (or still absent).</summary>
         public bool DependsOnSame(IReadOnlyDictionary<string, Cluster> clusters)

@@ -161,9 +161,10 @@ public static class MeshResources
 
     /// <summary>
     /// A big mesh for the push bars: <paramref name="services"/> services, each an EDS cluster with
-    /// <paramref name="endpointsEach"/> endpoints and a virtual host with one route, all in one route configuration.
+    /// the endpoints at <paramref name="ports"/> and a virtual host with one route (Istio's: prefix "/",
+    /// retry policy, timeouts), all in one route configuration.
     /// </summary>
-    public static (Cluster[] Clusters, ClusterLoadAssignment[] Endpoints, RouteConfiguration Routes) BigMesh(int services, int endpointsEach, int basePort, string routeName, int variant = 0)
+    public static (Cluster[] Clusters, ClusterLoadAssignment[] Endpoints, RouteConfiguration Routes) BigMesh(int services, int[] ports, string routeName)
     {
         var clusters = new Cluster[services];
         var assignments = new ClusterLoadAssignment[services];
@@ -173,7 +174,7 @@ public static class MeshResources
             string service = $"svc{i}.ns{i % 20}.svc.cluster.local";
             string cluster = $"outbound|9090||{service}";
             clusters[i] = EdsCluster(cluster);
-            assignments[i] = Endpoints(cluster, [.. Enumerable.Range(0, endpointsEach).Select(e => basePort + e)]);
+            assignments[i] = Endpoints(cluster, ports);
             routes.VirtualHosts.Add(new VirtualHost
             {
                 Name = $"{service}:9090",
@@ -183,7 +184,7 @@ public static class MeshResources
                     new Route
                     {
                         Name = "default",
-                        Match = new RouteMatch { Prefix = "/", Headers = { new HeaderMatcher { Name = "x-variant", StringMatch = new StringMatcher { Exact = variant.ToString(System.Globalization.CultureInfo.InvariantCulture) }, InvertMatch = true } } },
+                        Match = new RouteMatch { Prefix = "/" },
                         Route_ = ToCluster(cluster),
                     },
                 },

@@ -11,8 +11,11 @@ public sealed class RouteConfiguration
 {
     private const int MaxAuthorityLength = 255 + 6;
 
-    private readonly FrozenDictionary<string, VirtualHost> _exact;
-    private readonly FrozenDictionary<string, VirtualHost>.AlternateLookup<ReadOnlySpan<char>> _exactLookup;
+    // Exact domains: a Dictionary at once, then a FrozenDictionary (faster lookups) built off the update
+    // path. A control plane resends a configuration of thousands of domains for a one-route change, and
+    // freezing costs ~1 ms per thousand; the swap should not wait for it.
+    private readonly Dictionary<string, VirtualHost>.AlternateLookup<ReadOnlySpan<char>> _exactLookup;
+    private FrozenLookup? _frozen;
     private readonly (string Suffix, VirtualHost Host)[] _suffixes;
     private readonly (string Prefix, VirtualHost Host)[] _prefixes;
     private readonly VirtualHost? _any;
@@ -52,10 +55,28 @@ public sealed class RouteConfiguration
                 }
             }
         }
-        _exact = exact.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
-        _exactLookup = _exact.GetAlternateLookup<ReadOnlySpan<char>>();
+        _exactLookup = exact.GetAlternateLookup<ReadOnlySpan<char>>();
+        if (exact.Count > 64)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static state => state.Freeze(), this, preferLocal: false);
+        }
+        else
+        {
+            Freeze();
+        }
         _suffixes = [.. suffixes.OrderByDescending(static s => s.Item1.Length)];
         _prefixes = [.. prefixes.OrderByDescending(static p => p.Item1.Length)];
+    }
+
+    private void Freeze()
+    {
+        FrozenDictionary<string, VirtualHost> frozen = _exactLookup.Dictionary.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+        Volatile.Write(ref _frozen, new FrozenLookup(frozen.GetAlternateLookup<ReadOnlySpan<char>>()));
+    }
+
+    private sealed class FrozenLookup(FrozenDictionary<string, VirtualHost>.AlternateLookup<ReadOnlySpan<char>> lookup)
+    {
+        public readonly FrozenDictionary<string, VirtualHost>.AlternateLookup<ReadOnlySpan<char>> Lookup = lookup;
     }
 
     /// <summary>No virtual hosts: every request gets "no route".</summary>
@@ -82,7 +103,8 @@ public sealed class RouteConfiguration
         {
             chars[i] = (char)authority[i];
         }
-        if (_exactLookup.TryGetValue(chars, out VirtualHost? host))
+        FrozenLookup? frozen = Volatile.Read(ref _frozen);
+        if (frozen != null ? frozen.Lookup.TryGetValue(chars, out VirtualHost? host) : _exactLookup.TryGetValue(chars, out host))
         {
             return host;
         }

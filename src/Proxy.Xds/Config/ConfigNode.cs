@@ -1,4 +1,5 @@
 using System.Collections;
+using System.Collections.Frozen;
 using System.Globalization;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
@@ -299,13 +300,28 @@ public readonly struct ConfigNode
     /// <summary>The value of a message's field, or null when it is not set (see the class remarks).</summary>
     private static object? MessageField(IMessage message, string name)
     {
-        FieldDescriptor? field = message.Descriptor.FindFieldByName(name);
-        return field == null ? null : FieldValue(message, field);
+        // MessageDescriptor.FindFieldByName searches the whole pool, and FieldDescriptor's properties are
+        // computed on each call; a table per message type with what we need makes a probe cheap.
+        return Fields(message.Descriptor).TryGetValue(name, out FieldInfo? field) ? FieldValue(message, field) : null;
     }
 
-    private static object? FieldValue(IMessage message, FieldDescriptor field)
+    private static FrozenDictionary<string, FieldInfo> Fields(MessageDescriptor descriptor) =>
+        s_fields.GetOrAdd(descriptor, static d => d.Fields.InDeclarationOrder().ToFrozenDictionary(static f => f.Name, static f => new FieldInfo(f), StringComparer.Ordinal));
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<MessageDescriptor, FrozenDictionary<string, FieldInfo>> s_fields = new();
+
+    private sealed class FieldInfo(FieldDescriptor field)
     {
-        if (field.IsMap || field.IsRepeated)
+        public readonly string Name = field.Name;
+        public readonly bool IsCollection = field.IsMap || field.IsRepeated;
+        public readonly bool HasPresence = field.HasPresence;
+        public readonly EnumDescriptor? Enum = field.FieldType == FieldType.Enum ? field.EnumType : null;
+        public readonly IFieldAccessor Accessor = field.Accessor;
+    }
+
+    private static object? FieldValue(IMessage message, FieldInfo field)
+    {
+        if (field.IsCollection)
         {
             object list = field.Accessor.GetValue(message);
             return ((ICollection)list).Count == 0 ? null : list;
@@ -315,25 +331,25 @@ public readonly struct ConfigNode
             return null;
         }
         object? value = field.Accessor.GetValue(message);
-        if (!field.HasPresence && value is "" or false or 0 or 0u or 0L or 0UL or 0.0 or 0f || value is ByteString { IsEmpty: true })
-        {
-            return null;
-        }
-        if (field.FieldType == FieldType.Enum)
+        if (field.Enum != null)
         {
             int number = Convert.ToInt32(value, CultureInfo.InvariantCulture);
             if (!field.HasPresence && number == 0)
             {
                 return null;
             }
-            return field.EnumType.FindValueByNumber(number)?.Name ?? number.ToString(CultureInfo.InvariantCulture);
+            return field.Enum.FindValueByNumber(number)?.Name ?? number.ToString(CultureInfo.InvariantCulture);
+        }
+        if (!field.HasPresence && value is "" or false or 0 or 0u or 0L or 0UL or 0.0 or 0f || value is ByteString { IsEmpty: true })
+        {
+            return null;
         }
         return Wrap(value);
     }
 
     private static IEnumerable<string> SetFields(IMessage message)
     {
-        foreach (FieldDescriptor field in message.Descriptor.Fields.InDeclarationOrder())
+        foreach (FieldInfo field in Fields(message.Descriptor).Values)
         {
             if (FieldValue(message, field) != null)
             {
