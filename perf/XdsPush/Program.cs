@@ -166,21 +166,117 @@ static long Retained()
     return GC.GetTotalMemory(true);
 }
 
-// 1. The big push over gRPC.
+// 1. The big push over gRPC, to the proxy in this process (JIT) or, with --proxy PATH, to the shipped
+// binary (Native AOT) in its own process: then the receipt→swap figures are the proxy's own log lines.
 await using ControlPlane plane = await ControlPlane.StartAsync();
 int listenPort = FreePort();
-var proxyPools = new UpstreamPools();
-var server = new ProxyServer(new ProxySnapshot([], [], 0), proxyPools);
-server.Start();
 var updates = new System.Collections.Concurrent.ConcurrentQueue<XdsUpdate>();
-var node = new Proxy.Xds.Api.Core.Node { Id = "sidecar~127.0.0.1~bench.default~default.svc.cluster.local", Cluster = "bench" };
-await using var client = new AdsClient(new XdsState(proxyPools, [], []), new AdsBootstrap(plane.Target, delta, false, true, true, true, node), server.ApplyAsync);
-client.Updated += updates.Enqueue;
+string? proxyPath = Array.IndexOf(args, "--proxy") is int pi and >= 0 ? args[pi + 1] : null;
+await using IAsyncDisposable proxy = proxyPath == null ? await InProcessAsync() : StartProcess(proxyPath);
+
+async Task<IAsyncDisposable> InProcessAsync()
+{
+    var pools = new UpstreamPools();
+    var server = new ProxyServer(new ProxySnapshot([], [], 0), pools);
+    server.Start();
+    var node = new Proxy.Xds.Api.Core.Node { Id = "sidecar~127.0.0.1~bench.default~default.svc.cluster.local", Cluster = "bench" };
+    var client = new AdsClient(new XdsState(pools, [], []), new AdsBootstrap(plane.Target, delta, false, true, true, true, node), server.ApplyAsync);
+    client.Updated += updates.Enqueue;
+    await Task.Yield();
+    return new Owned(async () =>
+    {
+        await client.DisposeAsync();
+        await server.DisposeAsync();
+    });
+}
+
+IAsyncDisposable StartProcess(string path)
+{
+    string bootstrap = $$"""
+        node: { id: "sidecar~127.0.0.1~bench.default~default.svc.cluster.local", cluster: bench }
+        dynamic_resources:
+          ads_config:
+            api_type: {{(delta ? "DELTA_GRPC" : "GRPC")}}
+            transport_api_version: V3
+            set_node_on_first_message_only: true
+            grpc_services: [ { envoy_grpc: { cluster_name: xds-grpc } } ]
+          cds_config: { ads: {}, resource_api_version: V3 }
+          lds_config: { ads: {}, resource_api_version: V3 }
+        static_resources:
+          clusters:
+          - name: xds-grpc
+            type: STATIC
+            connect_timeout: 1s
+            http2_protocol_options: {}
+            load_assignment: { cluster_name: xds-grpc, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{plane.Port}} } } } } ] } ] }
+        """;
+    var psi = new ProcessStartInfo(path) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+    foreach (string a in new[] { "--config-yaml", bootstrap, "-l", "debug", "--concurrency", "1" })
+    {
+        psi.ArgumentList.Add(a);
+    }
+    Process process = Process.Start(psi)!;
+    var line = new System.Text.RegularExpressions.Regex(@"xds: (\w+) update applied: (\d+) resources, (\d+) removed, ([\d.]+) ms to (swap|no change)");
+    process.ErrorDataReceived += (_, e) =>
+    {
+        if (e.Data != null && line.Match(e.Data) is { Success: true } m)
+        {
+            updates.Enqueue(new XdsUpdate(Enum.Parse<XdsResourceType>(m.Groups[1].Value), int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture),
+                int.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture), true, null,
+                TimeSpan.FromMilliseconds(double.Parse(m.Groups[4].Value, System.Globalization.CultureInfo.InvariantCulture)), m.Groups[5].Value == "swap"));
+        }
+    };
+    process.BeginErrorReadLine();
+    process.BeginOutputReadLine();
+    Console.WriteLine($"proxy: {path} (pid {process.Id})");
+    return new Owned(async () =>
+    {
+        process.Kill();
+        await process.WaitForExitAsync();
+        Console.WriteLine($"proxy: peak RSS {PeakRss(process.Id)}");
+        process.Dispose();
+    }, () => PeakRss(process.Id));
+}
+
+static string PeakRss(int pid)
+{
+    try
+    {
+        return File.ReadAllLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("VmHWM", StringComparison.Ordinal))?.Split(':')[1].Trim() ?? "?";
+    }
+    catch (IOException)
+    {
+        return "?";
+    }
+}
+
+async Task<bool> Listening(int port)
+{
+    try
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, port);
+        return true;
+    }
+    catch (SocketException)
+    {
+        return false;
+    }
+}
+
+async Task WaitListening(int port, bool listening)
+{
+    for (int i = 0; i < 6000 && await Listening(port) != listening; i++)
+    {
+        await Task.Delay(10);
+    }
+}
+
 await ControlPlane.WaitForAsync(() => plane.StreamsOpened > 0, "the stream");
 await Task.Delay(200);
 
-// Warm-up (the JIT compiles the paths once; the shipped binary is Native AOT and has no such first time):
-// a mesh of other names pushed and removed.
+// Warm-up (in process, the JIT compiles the paths once; the shipped binary is Native AOT and has no such
+// first time): a mesh of other names pushed and removed.
 var warm = MeshResources.BigMesh(services, ports, "warm");
 foreach (var cl in warm.Clusters)
 {
@@ -191,34 +287,71 @@ foreach (var cla in warm.Endpoints)
 {
     cla.ClusterName = "warm-" + cla.ClusterName;
 }
+int warmPort = FreePort();
 plane.Set(XdsResourceType.Cluster, warm.Clusters);
 plane.Set(XdsResourceType.Endpoint, warm.Endpoints);
-plane.Set(XdsResourceType.Listener, MeshResources.HttpListener("warm", FreePort(), "warm"));
+plane.Set(XdsResourceType.Listener, MeshResources.HttpListener("warm", warmPort, "warm"));
 plane.Set(XdsResourceType.Route, warm.Routes);
-await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1 && server.Listeners.Count == 1, "the warm-up", TimeSpan.FromSeconds(60));
+await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "the warm-up", TimeSpan.FromSeconds(60));
+await WaitListening(warmPort, true);
 XdsUpdate[] cold = [.. updates];
 plane.Remove(XdsResourceType.Listener, "warm");
 plane.Remove(XdsResourceType.Route, "warm");
 plane.Remove(XdsResourceType.Cluster, [.. warm.Clusters.Select(x => x.Name)]);
 plane.Remove(XdsResourceType.Endpoint, [.. warm.Endpoints.Select(x => x.ClusterName)]);
-await ControlPlane.WaitForAsync(() => server.Listeners.Count == 0, "the warm-up's removal", TimeSpan.FromSeconds(60));
-await Task.Delay(500);
-Console.WriteLine($"cold push (first time, JIT compiling): receipt→swap sum {cold.Sum(u => u.ReceiptToSwap.TotalMilliseconds):F1} ms");
+await WaitListening(warmPort, false);
+await Task.Delay(1000);
+Console.WriteLine($"first push (cold{(proxyPath == null ? ", JIT compiling" : "")}): receipt→swap " + string.Join(", ", cold.Select(u => $"{u.Type} {u.Resources} {u.ReceiptToSwap.TotalMilliseconds:F1} ms")) + $"; sum {cold.Sum(u => u.ReceiptToSwap.TotalMilliseconds):F1} ms");
 
+// The push, five times: each replaces every cluster, endpoint set and virtual host by new ones (cluster
+// names change, so every route changes), as a mesh-wide change would. The median is quoted.
 var mesh = MeshResources.BigMesh(services, ports, "9090");
-int routeAcks = plane.Responses(XdsResourceType.Route).Acks;
-updates.Clear();
-var wall = Stopwatch.StartNew();
-plane.Set(XdsResourceType.Cluster, mesh.Clusters);
-plane.Set(XdsResourceType.Endpoint, mesh.Endpoints);
-plane.Set(XdsResourceType.Listener, MeshResources.HttpListener("bench", listenPort, "9090"));
-plane.Set(XdsResourceType.Route, mesh.Routes);
-await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > routeAcks && server.Listeners.Count == 1, "the route ACK", TimeSpan.FromSeconds(60));
-wall.Stop();
-XdsUpdate[] push = [.. updates];
-Console.WriteLine($"push: {push.Length} responses, all accepted: {push.All(u => u.Accepted)}; receipt→swap per response: " +
-    string.Join(", ", push.Select(u => $"{u.Type} {u.Resources} {u.ReceiptToSwap.TotalMilliseconds:F1} ms")));
-Console.WriteLine($"push: sum of receipt→swap {push.Sum(u => u.ReceiptToSwap.TotalMilliseconds):F1} ms; wall from first Set to the RDS ACK at the control plane (incl. its encoding and the transport) {wall.Elapsed.TotalMilliseconds:F1} ms");
+var sums = new List<double>();
+var walls = new List<double>();
+for (int round = 0; round < 5; round++)
+{
+    mesh = MeshResources.BigMesh(services, ports, "9090");
+    foreach (var cl in mesh.Clusters)
+    {
+        cl.Name = $"r{round}-" + cl.Name;
+        cl.EdsClusterConfig.ServiceName = cl.Name;
+    }
+    foreach (var cla in mesh.Endpoints)
+    {
+        cla.ClusterName = $"r{round}-" + cla.ClusterName;
+    }
+    foreach (var vh in mesh.Routes.VirtualHosts)
+    {
+        vh.Routes[0].Route_.Cluster = $"r{round}-" + vh.Routes[0].Route_.Cluster;
+    }
+    int routeAcks = plane.Responses(XdsResourceType.Route).Acks;
+    updates.Clear();
+    var wall = Stopwatch.StartNew();
+    plane.Replace(XdsResourceType.Cluster, mesh.Clusters);
+    plane.Replace(XdsResourceType.Endpoint, mesh.Endpoints);
+    if (round == 0)
+    {
+        plane.Set(XdsResourceType.Listener, MeshResources.HttpListener("bench", listenPort, "9090"));
+    }
+    plane.Set(XdsResourceType.Route, mesh.Routes);
+    await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > routeAcks, "the route ACK", TimeSpan.FromSeconds(60));
+    wall.Stop();
+    await WaitListening(listenPort, true);
+    await Task.Delay(300);
+    XdsUpdate[] push = [.. updates];
+    sums.Add(push.Sum(u => u.ReceiptToSwap.TotalMilliseconds));
+    walls.Add(wall.Elapsed.TotalMilliseconds);
+    Console.WriteLine($"push {round}: {push.Length} responses, all accepted: {push.All(u => u.Accepted)}; receipt→swap " +
+        string.Join(", ", push.Select(u => $"{u.Type} {u.Resources}{(u.Removed > 0 ? $"(-{u.Removed})" : "")} {u.ReceiptToSwap.TotalMilliseconds:F1} ms")) +
+        $"; sum {sums[^1]:F1} ms; first Set → RDS ACK at the control plane {walls[^1]:F1} ms");
+}
+if (proxy is Owned owned && proxyPath != null)
+{
+    Console.WriteLine($"proxy: peak RSS {owned.Describe()}");
+}
+sums.Sort();
+walls.Sort();
+Console.WriteLine($"push of {services} clusters + {services} endpoint sets + {services} routes: receipt→swap summed over the responses, median of 5 {sums[2]:F1} ms (min {sums[0]:F1}, max {sums[4]:F1}); control plane's first Set → RDS ACK median {walls[2]:F1} ms");
 
 // Traffic goes through: a request to svc7.
 using var http = new HttpClient(new SocketsHttpHandler
@@ -288,4 +421,11 @@ swaps.Sort();
 Console.WriteLine($"under load: {changes} routing changes pushed and ACKed in {changeClock.Elapsed.TotalSeconds:F1} s (receipt→swap median {swaps[swaps.Count / 2]:F2} ms, max {swaps[^1]:F2} ms); requests meanwhile: {ok} ok, {failed} failed; NACKs {plane.Responses(XdsResourceType.Route).Nacks}");
 
 await upstream.StopAsync();
-await server.DisposeAsync();
+
+/// <summary>Runs a cleanup when disposed.</summary>
+internal sealed class Owned(Func<Task> dispose, Func<string>? describe = null) : IAsyncDisposable
+{
+    public string Describe() => describe?.Invoke() ?? "";
+
+    public async ValueTask DisposeAsync() => await dispose();
+}

@@ -377,8 +377,8 @@ public sealed class AdsClient : IAsyncDisposable
 
     private HashSet<string> Subscription(XdsResourceType type) => type switch
     {
-        XdsResourceType.Endpoint => [.. _state.EndpointNames],
-        XdsResourceType.Route => [.. _state.RouteNames],
+        XdsResourceType.Endpoint => _state.EndpointNames as HashSet<string> ?? [.. _state.EndpointNames],
+        XdsResourceType.Route => _state.RouteNames as HashSet<string> ?? [.. _state.RouteNames],
         _ => [],
     };
 

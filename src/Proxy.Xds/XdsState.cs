@@ -65,7 +65,9 @@ public sealed class XdsState
     public ProxySnapshot? Snapshot { get; private set; }
 
     /// <summary>Names EDS should be subscribed to: the service names of the EDS clusters CDS gave us.</summary>
-    public IReadOnlySet<string> EndpointNames => _clusters.Values.Where(static c => c.EdsName != null).Select(static c => c.EdsName!).ToHashSet(StringComparer.Ordinal);
+    public IReadOnlySet<string> EndpointNames => _endpointNames ??= _clusters.Values.Where(static c => c.EdsName != null).Select(static c => c.EdsName!).ToHashSet(StringComparer.Ordinal);
+
+    private HashSet<string>? _endpointNames;
 
     /// <summary>Names RDS should be subscribed to: the route configurations LDS's listeners name.</summary>
     public IReadOnlySet<string> RouteNames => _listeners.Values.Where(static l => l.Shape?.RouteConfigName != null).Select(static l => l.Shape!.RouteConfigName!).ToHashSet(StringComparer.Ordinal);
@@ -152,7 +154,8 @@ public sealed class XdsState
                 throw new ConfigException($"{Origin("Cluster", r.Name)}: a static cluster of the bootstrap has this name");
             }
             var entry = new ClusterEntry(proto, r.Version, _clock());
-            // Validate now (with the endpoints we hold, if any), so a bad cluster is refused with its update.
+            // Read now (and with the endpoints we hold, built), so a bad cluster is refused with its update.
+            entry.Settings = _loader.ReadCluster(ConfigNode.FromMessage(proto, Origin("Cluster", r.Name)));
             entry.Built = BuildCluster(entry);
             fresh.Add(entry);
         }
@@ -164,24 +167,28 @@ public sealed class XdsState
         {
             _clusters.Remove(name);
         }
+        if (fresh.Count > 0 || removed.Count > 0)
+        {
+            _endpointNames = null;
+        }
     }
 
+    /// <summary>The cluster with the endpoints we hold; null while an EDS cluster warms (no assignment, timeout not passed).</summary>
     private Cluster? BuildCluster(ClusterEntry entry)
     {
         ConfigNode assignment = default;
+        entry.BuiltWith = null;
         if (entry.EdsName != null)
         {
             if (!_assignments.TryGetValue(entry.EdsName, out var known))
             {
-                // Built (and so checked) without endpoints, but used only once warming has given up.
-                entry.BuiltWith = null;
-                Cluster empty = _loader.LoadCluster(ConfigNode.FromMessage(entry.Proto, Origin("Cluster", entry.Proto.Name)));
-                return entry.WarmingExpired(_clock()) ? empty : null;
+                // Used without endpoints only once warming has given up.
+                return entry.WarmingExpired(_clock()) ? _loader.BuildCluster(entry.Settings!, default) : null;
             }
             entry.BuiltWith = known.Assignment;
             assignment = ConfigNode.FromMessage(known.Assignment, Origin("ClusterLoadAssignment", entry.EdsName));
         }
-        return _loader.LoadCluster(ConfigNode.FromMessage(entry.Proto, Origin("Cluster", entry.Proto.Name)), assignment);
+        return _loader.BuildCluster(entry.Settings!, assignment);
     }
 
     private void ApplyAssignments(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
@@ -199,7 +206,7 @@ public sealed class XdsState
             foreach (ClusterEntry user in users[r.Name])
             {
                 ConfigNode assignment = ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", r.Name));
-                built.Add((user, _loader.LoadCluster(ConfigNode.FromMessage(user.Proto, Origin("Cluster", user.Proto.Name)), assignment), proto));
+                built.Add((user, _loader.BuildCluster(user.Settings!, assignment), proto));
             }
             _ = users[r.Name].Any() || ValidateAlone(proto, r.Name);
         }
@@ -222,7 +229,7 @@ public sealed class XdsState
                 // Envoy clears the hosts of a cluster whose assignment is removed.
                 foreach (ClusterEntry user in users[name])
                 {
-                    user.Built = _loader.LoadCluster(ConfigNode.FromMessage(user.Proto, Origin("Cluster", user.Proto.Name)));
+                    user.Built = _loader.BuildCluster(user.Settings!, default);
                     user.BuiltWith = null;
                 }
             }
@@ -313,6 +320,7 @@ public sealed class XdsState
     /// </summary>
     private CoreRoutes BuildRoutes(RouteEntry entry, IReadOnlyList<ReadOnlyMemory<byte>> encoded, IReadOnlyDictionary<string, Cluster> clusters, RouteEntry? previous)
     {
+        _resolving = clusters;
         Dictionary<int, List<HostEntry>>? byHash = null;
         if (previous?.Hosts != null)
         {
@@ -332,15 +340,23 @@ public sealed class XdsState
         {
             ReadOnlyMemory<byte> bytes = encoded[i];
             int hash = HostEntry.HashOf(bytes.Span);
-            HostEntry? reuse = null;
+            HostEntry? same = null;
             if (byHash != null && byHash.TryGetValue(hash, out List<HostEntry>? candidates))
             {
-                reuse = candidates.Find(c => c.Raw.Span.SequenceEqual(bytes.Span) && c.DependsOnSame(clusters));
+                same = candidates.Find(c => c.Raw.Span.SequenceEqual(bytes.Span));
             }
-            if (reuse != null)
+            if (same != null && same.DependsOnSame(clusters))
             {
-                built.Add(reuse);
-                hosts.Add(reuse.Built);
+                built.Add(same);
+                hosts.Add(same.Built);
+                continue;
+            }
+            // The same host whose clusters changed (new endpoints, or one came or went): its routes are
+            // rebound to the clusters in use now, not built again.
+            if (same?.Rebind(clusters, Resolve) is HostEntry rebound)
+            {
+                built.Add(rebound);
+                hosts.Add(rebound.Built);
                 continue;
             }
             PbVirtualHost proto;
@@ -387,6 +403,23 @@ public sealed class XdsState
         }
     }
 
+    /// <summary>A cluster by name for rebinding: the one in use, or (absent) one with no endpoints, which answers 503.</summary>
+    private Cluster Resolve(string name)
+    {
+        if (_resolving != null && _resolving.TryGetValue(name, out Cluster? cluster))
+        {
+            return cluster;
+        }
+        if (!_placeholders.TryGetValue(name, out Cluster? placeholder))
+        {
+            _placeholders[name] = placeholder = new Cluster(name, UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(5)) { State = _pools.ClusterState(name) };
+        }
+        return placeholder;
+    }
+
+    private IReadOnlyDictionary<string, Cluster>? _resolving;
+    private readonly Dictionary<string, Cluster> _placeholders = new(StringComparer.Ordinal);
+
     private static (string Name, Cluster? Cluster)[] Dependencies(HashSet<string> names, IReadOnlyDictionary<string, Cluster> clusters) =>
         [.. names.Select(n => (n, clusters.TryGetValue(n, out Cluster? c) ? c : null))];
 
@@ -420,6 +453,10 @@ public sealed class XdsState
                 active[entry.Proto.Name] = use;
             }
         }
+        if (_placeholders.Count > 4096)
+        {
+            _placeholders.Clear();
+        }
         bool setChanged = active.Count != _active.Count || active.Any(p => !_active.TryGetValue(p.Key, out Cluster? c) || !ReferenceEquals(c, p.Value));
 
         // Route configurations: rebuild those whose clusters changed.
@@ -452,7 +489,9 @@ public sealed class XdsState
         {
             return null;
         }
-        Snapshot = new ProxySnapshot(listeners, active.Values, ++_version);
+        Snapshot = setChanged || Snapshot == null
+            ? new ProxySnapshot(listeners, active.Values, ++_version)
+            : new ProxySnapshot(listeners, Snapshot.Clusters, ++_version);
         return Snapshot;
     }
 
@@ -527,6 +566,7 @@ public sealed class XdsState
         private TimeSpan Timeout { get; }
         public Cluster? Built { get; set; }
         public PbLoadAssignment? BuiltWith { get; set; }
+        public ClusterSettings? Settings { get; set; }
 
         public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;
     }
@@ -592,6 +632,15 @@ public sealed class XdsState
         public ReadOnlyMemory<byte> Raw { get; } = raw;
         public int Hash { get; } = hash;
         public CoreVirtualHost Built { get; } = built;
+
+        public HostEntry? Rebind(IReadOnlyDictionary<string, Cluster> clusters, Func<string, Cluster> resolve)
+        {
+            if (Array.Exists(dependencies, static d => d.Name == BootstrapLoader.AllClusters) || Built.Rebind(resolve) is not CoreVirtualHost host)
+            {
+                return null;
+            }
+            return new HostEntry(Raw, Hash, host, [.. dependencies.Select(d => (d.Name, clusters.TryGetValue(d.Name, out Cluster? c) ? c : null))]);
+        }
 
         public static int HashOf(ReadOnlySpan<byte> bytes)
         {

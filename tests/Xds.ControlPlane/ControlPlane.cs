@@ -127,6 +127,21 @@ public sealed class ControlPlane : IAsyncDisposable
         Notify();
     }
 
+    /// <summary>Replaces every resource of a type at once: one push with the new ones and the removals.</summary>
+    public void Replace(XdsResourceType type, params IMessage[] resources)
+    {
+        lock (_gate)
+        {
+            string version = (++_version).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            _resources[type].Clear();
+            foreach (IMessage resource in resources)
+            {
+                _resources[type][NameOf(resource)] = (version, Any.Pack(resource));
+            }
+        }
+        Notify();
+    }
+
     public void Remove(XdsResourceType type, params string[] names)
     {
         lock (_gate)

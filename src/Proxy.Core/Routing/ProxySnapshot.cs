@@ -16,6 +16,14 @@ public sealed class ProxySnapshot
         Version = version;
     }
 
+    /// <summary>A snapshot with new listeners over the same clusters (their index is shared, not rebuilt).</summary>
+    public ProxySnapshot(IReadOnlyList<ListenerConfig> listeners, FrozenDictionary<string, Cluster> clusters, long version)
+    {
+        Listeners = listeners;
+        Clusters = clusters;
+        Version = version;
+    }
+
     public IReadOnlyList<ListenerConfig> Listeners { get; }
     public FrozenDictionary<string, Cluster> Clusters { get; }
     public long Version { get; }

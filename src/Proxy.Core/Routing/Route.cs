@@ -37,6 +37,34 @@ public sealed class Route
         }
     }
 
+    private Route(Route other, RouteAction action)
+    {
+        Name = other.Name;
+        Kind = other.Kind;
+        MatchValue = other.MatchValue;
+        _value = other._value;
+        _pathRegex = other._pathRegex;
+        CaseSensitive = other.CaseSensitive;
+        Headers = other.Headers;
+        QueryParameters = other.QueryParameters;
+        GrpcOnly = other.GrpcOnly;
+        RequestHeaderMutations = other.RequestHeaderMutations;
+        Fault = other.Fault;
+        Cors = other.Cors;
+        ResponseHeaderMutations = other.ResponseHeaderMutations;
+        Action = action;
+    }
+
+    /// <summary>
+    /// This route with its clusters replaced through <paramref name="map"/> (by name), everything else
+    /// shared; null when its action cannot be rebound (cluster_header, which needs every cluster).
+    /// </summary>
+    public Route? Rebind(Func<string, Cluster> map)
+    {
+        RouteAction? action = Action.Rebind(map);
+        return action == null ? null : ReferenceEquals(action, Action) ? this : new Route(this, action);
+    }
+
     public Route(string name, PathMatchKind kind, string value, Cluster cluster, TimeSpan timeout, bool caseSensitive = true)
         : this(name, kind, value, RouteAction.ToCluster(cluster, timeout), caseSensitive)
     {

@@ -162,6 +162,45 @@ public sealed class RouteAction
         _clusterLookup = _clusterLookup,
     };
 
+    /// <summary>
+    /// A copy whose clusters (target, weighted, mirror) are replaced through <paramref name="map"/> by name;
+    /// this action itself when it names none; null for cluster_header, which would need the whole set.
+    /// </summary>
+    public RouteAction? Rebind(Func<string, Cluster> map)
+    {
+        if (Kind == RouteActionKind.ClusterHeader)
+        {
+            return null;
+        }
+        if (Kind is RouteActionKind.DirectResponse or RouteActionKind.Redirect)
+        {
+            return this;
+        }
+        return new RouteAction(Kind)
+        {
+            RetryPolicy = RetryPolicy,
+            HashPolicies = HashPolicies,
+            Mirror = Mirror == null ? null : new MirrorPolicy(map(Mirror.Cluster.Name), Mirror.Fraction),
+            WeightedMutations = WeightedMutations,
+            IdleTimeout = IdleTimeout,
+            MaxGrpcTimeout = MaxGrpcTimeout,
+            AutoHostRewrite = AutoHostRewrite,
+            RegexRewrite = RegexRewrite,
+            RegexSubstitution = RegexSubstitution,
+            Cluster = Cluster == null ? null : map(Cluster.Name),
+            WeightedClusters = [.. WeightedClusters.Select(w => (map(w.Cluster.Name), w.Weight))],
+            TotalWeight = TotalWeight,
+            DirectStatus = DirectStatus,
+            DirectBody = DirectBody,
+            Timeout = Timeout,
+            PrefixRewrite = PrefixRewrite,
+            HostRewrite = HostRewrite,
+            _weighted = [.. _weighted.Select(w => (map(w.Cluster.Name), w.Cumulative))],
+            _clusterHeader = _clusterHeader,
+            _clusterLookup = _clusterLookup,
+        };
+    }
+
     /// <summary>Envoy's RedirectAction: parts of the request URL replaced; unset parts keep the request's.</summary>
     public static RouteAction ToRedirect(int status, string? scheme, string? host, int port, string? path, string? prefixRewrite, bool stripQuery) =>
         new(RouteActionKind.Redirect)

@@ -11,6 +11,31 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
     public CorsPolicy? Cors { get; init; }
     public HeaderMutations? ResponseHeaders { get; init; }
 
+    /// <summary>
+    /// This host with the clusters of its routes replaced through <paramref name="map"/> (by name) and
+    /// everything else shared: a cluster that changed (new endpoints) costs no rebuild of the routes to it.
+    /// Null when a route cannot be rebound (cluster_header).
+    /// </summary>
+    public VirtualHost? Rebind(Func<string, Cluster> map)
+    {
+        var routes = new Route[Routes.Length];
+        for (int i = 0; i < routes.Length; i++)
+        {
+            if (Routes[i].Rebind(map) is not Route route)
+            {
+                return null;
+            }
+            routes[i] = route;
+        }
+        return new VirtualHost(Name, Domains, routes)
+        {
+            RequestHeaders = RequestHeaders,
+            Fault = Fault,
+            Cors = Cors,
+            ResponseHeaders = ResponseHeaders,
+        };
+    }
+
     public Route? FindRoute(ReadOnlySpan<byte> path)
     {
         foreach (Route route in Routes)

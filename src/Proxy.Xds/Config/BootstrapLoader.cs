@@ -270,7 +270,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     /// One Cluster resource. An EDS cluster takes its endpoints from <paramref name="edsAssignment"/> (the
     /// ClusterLoadAssignment EDS delivered; absent: no endpoints yet).
     /// </summary>
-    public Cluster LoadCluster(ConfigNode c, ConfigNode edsAssignment = default)
+    public Cluster LoadCluster(ConfigNode c, ConfigNode edsAssignment = default) => BuildCluster(ReadCluster(c), edsAssignment);
+
+    /// <summary>Everything of a Cluster resource but its endpoints (EDS brings those, perhaps many times).</summary>
+    public ClusterSettings ReadCluster(ConfigNode c)
     {
         string name = c["name"].RequiredString();
         string type = c["type"].String() ?? "STATIC";
@@ -324,8 +327,33 @@ public sealed class BootstrapLoader(UpstreamPools pools)
 
         UpstreamProtocol protocol = c["http2_protocol_options"].Exists || UsesHttp2(c["typed_extension_protocol_options"])
             ? UpstreamProtocol.Http2 : UpstreamProtocol.Http1;
+        CircuitBreakers? breakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null;
+        bool localityWeighted = c["common_lb_config"]["locality_weighted_lb_config"].Exists;
+        OutlierDetection? outlier = c["outlier_detection"].Exists ? LoadOutlierDetection(c["outlier_detection"]) : null;
+        var settings = new ClusterSettings(name, type, protocol, connectTimeout, policy, panic, localityWeighted, breakers, outlier, c);
+        if (type != "EDS")
+        {
+            // Check the endpoints now: a static assignment is part of the resource.
+            settings.Static = BuildCluster(settings, default);
+        }
+        return settings;
+    }
+
+    /// <summary>
+    /// The cluster of <paramref name="settings"/> with its endpoints: from <paramref name="edsAssignment"/>
+    /// for an EDS cluster (absent: none yet), else from the resource's load_assignment (or v2's hosts).
+    /// </summary>
+    public Cluster BuildCluster(ClusterSettings settings, ConfigNode edsAssignment)
+    {
+        if (settings.Static != null)
+        {
+            return settings.Static;
+        }
+        ConfigNode c = settings.Node;
+        string type = settings.Type;
+        UpstreamProtocol protocol = settings.Protocol;
         var endpoints = new List<UpstreamEndpoint>();
-        ClusterState state = pools.ClusterState(name);
+        ClusterState state = pools.ClusterState(settings.Name);
         int localityIndex = -1;
         ConfigNode assignment = type == "EDS" ? edsAssignment : c["load_assignment"];
         foreach (ConfigNode locality in assignment["endpoints"].Items)
@@ -371,13 +399,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             EndPoint address = ParseSocketAddress(host["socket_address"], allowNames: type != "STATIC");
             endpoints.Add(pools.Endpoint(address, protocol, 1, EndpointHealth.Unknown, 0, state, localityIndex + 1, 1));
         }
-        CircuitBreakers? breakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null;
-        state.MaxConnections = breakers?.MaxConnections ?? long.MaxValue;
-        bool localityWeighted = c["common_lb_config"]["locality_weighted_lb_config"].Exists;
-        return new Cluster(name, protocol, endpoints, connectTimeout, policy, panic, localityWeighted)
+        state.MaxConnections = settings.CircuitBreakers?.MaxConnections ?? long.MaxValue;
+        return new Cluster(settings.Name, protocol, endpoints, settings.ConnectTimeout, settings.Policy, settings.PanicThresholdPercent, settings.LocalityWeighted)
         {
-            CircuitBreakers = breakers,
-            OutlierDetection = c["outlier_detection"].Exists ? LoadOutlierDetection(c["outlier_detection"]) : null,
+            CircuitBreakers = settings.CircuitBreakers,
+            OutlierDetection = settings.OutlierDetection,
             State = state,
         };
     }
@@ -1255,3 +1281,11 @@ public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToP
 /// <see cref="V2"/> null means "v3, falling back to v2 if the server does not know v3's service".
 /// </summary>
 public sealed record AdsBootstrap(string Target, bool Delta, bool? V2, bool SetNodeOnFirstMessageOnly, bool Clusters, bool Listeners, Api.Core.Node Node);
+
+/// <summary>A Cluster resource read, all but its endpoints (see <see cref="BootstrapLoader.BuildCluster"/>).</summary>
+public sealed record ClusterSettings(string Name, string Type, UpstreamProtocol Protocol, TimeSpan ConnectTimeout, LbPolicy Policy, double PanicThresholdPercent,
+    bool LocalityWeighted, CircuitBreakers? CircuitBreakers, OutlierDetection? OutlierDetection, ConfigNode Node)
+{
+    /// <summary>The built cluster, for a type whose endpoints are in the resource itself (not EDS).</summary>
+    public Cluster? Static { get; set; }
+}
