@@ -57,6 +57,13 @@ public static class XdsTypes
         ["google.protobuf.Struct"] = Google.Protobuf.WellKnownTypes.Struct.Descriptor,
     }.ToFrozenDictionary(StringComparer.Ordinal);
 
+    /// <summary>The message that decodes a type (by type URL or full name, v3 or v2); null for types we do not know.</summary>
+    public static MessageDescriptor? Find(string typeUrl)
+    {
+        int slash = typeUrl.LastIndexOf('/');
+        return s_messages.GetValueOrDefault(slash < 0 ? typeUrl : typeUrl[(slash + 1)..]);
+    }
+
     /// <summary>The resource type a type URL names, v3 or v2; null for others (Secret, unknown).</summary>
     public static XdsResourceType? ResourceType(string typeUrl) => typeUrl switch
     {

@@ -261,13 +261,15 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.True(proxy.Client.Connects >= 2);
     }
 
-    [Fact]
-    public async Task ClusterRemoved_WhileRequestsToItAreInFlight_LetsThemFinish()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ClusterRemoved_WhileRequestsToItAreInFlight_LetsThemFinish(bool delta)
     {
         await using ControlPlane plane = await ControlPlane.StartAsync();
         int port = FreePort();
         PushMesh(plane, port, legacy: false);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: false);
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2: false);
         await WaitForListenerAsync(proxy);
         await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
 
@@ -280,8 +282,18 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.Equal("v2", await GetAsync(proxy.Http, "layotto"));
         string[] bodies = await Task.WhenAll(inFlight);
         Assert.All(bodies, b => Assert.Equal("v1", b));
-        // The EDS subscription followed: v1's name was unsubscribed.
-        Assert.Contains(plane.Requests, r => r is DeltaDiscoveryRequest d && d.ResourceNamesUnsubscribe.Contains(MeshResources.ClusterName("v1")));
+        // The EDS subscription followed: v1's name was unsubscribed (Delta) or left out of the list (SotW),
+        // and State of the World's complete CDS set removed it without a removal list.
+        if (delta)
+        {
+            Assert.Contains(plane.Requests, r => r is DeltaDiscoveryRequest d && d.ResourceNamesUnsubscribe.Contains(MeshResources.ClusterName("v1")));
+        }
+        else
+        {
+            var eds = plane.Requests.OfType<DiscoveryRequest>().Last(r => r.TypeUrl == XdsTypes.EndpointV3);
+            Assert.Equal([MeshResources.ClusterName("v2")], eds.ResourceNames);
+        }
+        Assert.Equal(0, plane.Responses(XdsResourceType.Cluster).Nacks);
     }
 
     [Fact]
@@ -296,6 +308,72 @@ public sealed class XdsTests : IAsyncLifetime
         await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
         Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
         File.Delete(path);
+    }
+
+    [Fact]
+    public async Task TheProxyBinary_WithAnIstioStyleBootstrap_FollowsTheControlPlaneOverAUnixSocket()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"xds-{Guid.NewGuid():N}.sock");
+        await using ControlPlane plane = await ControlPlane.StartAsync(path);
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        string bootstrap = $$"""
+            {
+              "node": { "id": "sidecar~127.0.0.1~client.default~default.svc.cluster.local", "cluster": "client.default",
+                        "metadata": { "ISTIO_VERSION": "1.28.0", "ENVOY_PROMETHEUS_PORT": 15090 } },
+              "dynamic_resources": {
+                "lds_config": { "ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3" },
+                "cds_config": { "ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3" },
+                "ads_config": { "api_type": "DELTA_GRPC", "set_node_on_first_message_only": true, "transport_api_version": "V3",
+                                "grpc_services": [ { "envoy_grpc": { "cluster_name": "xds-grpc" } } ] }
+              },
+              "static_resources": {
+                "clusters": [ {
+                  "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+                  "load_assignment": { "cluster_name": "xds-grpc", "endpoints": [ { "lb_endpoints": [ { "endpoint": { "address": { "pipe": { "path": "{{path}}" } } } } ] } ] },
+                  "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": { "http2_protocol_options": {} } } }
+                } ]
+              }
+            }
+            """;
+        // The Host's own build output (its dependencies resolved for it, not for this test project).
+        string binary = AppContext.BaseDirectory.Replace(Path.Combine("tests", "EndToEnd.Tests"), Path.Combine("src", "Proxy.Host"), StringComparison.Ordinal) + "layotto-fast";
+        var psi = new System.Diagnostics.ProcessStartInfo(binary) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (string a in new[] { "--config-yaml", bootstrap, "-l", "info" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        process.ErrorDataReceived += (_, e) => log.Enqueue(e.Data ?? "");
+        process.BeginErrorReadLine();
+        try
+        {
+            await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "the binary's RDS ACK");
+            string Url() => $"http://127.0.0.1:{port}/hello";
+            var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "-H", "Host: server", "-H", "name: layotto", Url()]);
+            Assert.True(exit == 0, stderr);
+            Assert.Equal("v1", stdout);
+            (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-H", "Host: server", Url()]);
+            Assert.Equal("v2", stdout);
+
+            int acks = plane.Responses(XdsResourceType.Route).Acks;
+            plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", "v1"));
+            await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > acks, "the ACK of the change");
+            (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-H", "Host: server", Url()]);
+            Assert.Equal("v1", stdout);
+            var first = (DeltaDiscoveryRequest)plane.Requests.First();
+            Assert.Equal("1.28.0", first.Node.Metadata.Fields["ISTIO_VERSION"].StringValue);
+            Assert.Equal(15090, first.Node.Metadata.Fields["ENVOY_PROMETHEUS_PORT"].NumberValue);
+        }
+        finally
+        {
+            process.Kill();
+            await process.WaitForExitAsync();
+            File.Delete(path);
+        }
+        Assert.Contains(log, l => l.Contains($"xds: delta ADS to unix:{path}", StringComparison.Ordinal));
     }
 
     [Fact]

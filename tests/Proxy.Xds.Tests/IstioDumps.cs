@@ -1,0 +1,112 @@
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
+
+namespace Proxy.Xds.Tests;
+
+/// <summary>
+/// The xDS resources inside Istio's config dumps (../shared/testdata/xds), decoded into our messages as
+/// they would arrive in a DiscoveryResponse. Any typed_config of a type we do not know (Istio's Wasm,
+/// TypedStruct, Mixer, RBAC...) becomes an Any of another unknown type, since a JSON parser cannot encode
+/// what it has no schema for; v2 resources (Istio 1.5) decode with the v3 messages, as on the wire.
+/// </summary>
+internal static class IstioDumps
+{
+    public static string TestData(params string[] parts)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        {
+            foreach (string candidate in new[] { Path.Combine(dir.FullName, "shared", "testdata"), Path.Combine(dir.FullName, "..", "shared", "testdata") })
+            {
+                if (Directory.Exists(Path.Combine(candidate, "xds")))
+                {
+                    return Path.Combine([candidate, .. parts]);
+                }
+            }
+        }
+        throw new DirectoryNotFoundException("shared/testdata beside the checkout");
+    }
+
+    private static readonly MessageDescriptor[] s_known =
+    [
+        Api.Cluster.Cluster.Descriptor, Api.Endpoint.ClusterLoadAssignment.Descriptor, Api.Listener.Listener.Descriptor, Api.Route.RouteConfiguration.Descriptor,
+        Api.Hcm.HttpConnectionManager.Descriptor, Api.Fault.HTTPFault.Descriptor, Api.Cors.CorsPolicy.Descriptor, Api.Route.FilterConfig.Descriptor,
+        Api.UpstreamHttp.HttpProtocolOptions.Descriptor, Google.Protobuf.WellKnownTypes.Struct.Descriptor, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
+    ];
+
+    private static readonly JsonParser s_parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true).WithTypeRegistry(TypeRegistry.FromMessages(s_known)));
+
+    /// <summary>Every resource of a config dump: (type, decoded message, the original @type).</summary>
+    public static List<(XdsResourceType Type, IMessage Message, string TypeUrl)> Resources(string file)
+    {
+        JsonNode root = JsonNode.Parse(File.ReadAllText(TestData("xds", file)))!;
+        var result = new List<(XdsResourceType, IMessage, string)>();
+        Walk(root, result);
+        return result;
+    }
+
+    private static void Walk(JsonNode? node, List<(XdsResourceType, IMessage, string)> result)
+    {
+        if (node is JsonObject obj)
+        {
+            foreach (string key in new[] { "listener", "cluster", "route_config", "endpoint_config" })
+            {
+                if (obj[key] is JsonObject resource && resource["@type"]?.GetValue<string>() is string typeUrl && XdsTypes.ResourceType(typeUrl) is XdsResourceType type)
+                {
+                    result.Add((type, Decode(resource), typeUrl));
+                }
+            }
+            foreach (var (_, child) in obj.ToList())
+            {
+                Walk(child, result);
+            }
+        }
+        else if (node is JsonArray array)
+        {
+            foreach (JsonNode? item in array)
+            {
+                Walk(item, result);
+            }
+        }
+    }
+
+    private static IMessage Decode(JsonObject resource)
+    {
+        var copy = (JsonObject)resource.DeepClone();
+        MessageDescriptor descriptor = XdsTypes.Find(copy["@type"]!.GetValue<string>())!;
+        copy.Remove("@type");
+        Rewrite(copy);
+        return s_parser.Parse(copy.ToJsonString(), descriptor);
+    }
+
+    /// <summary>Known Any types get their v3 name; unknown ones become an Empty under an unknown-looking name.</summary>
+    private static void Rewrite(JsonNode? node)
+    {
+        if (node is JsonObject obj)
+        {
+            foreach (var (key, child) in obj.ToList())
+            {
+                if (child is JsonObject inner && inner["@type"]?.GetValue<string>() is string typeUrl)
+                {
+                    if (XdsTypes.Find(typeUrl) is MessageDescriptor known)
+                    {
+                        inner["@type"] = "type.googleapis.com/" + known.FullName;
+                    }
+                    else
+                    {
+                        obj[key] = new JsonObject { ["@type"] = "type.googleapis.com/google.protobuf.Empty", ["value"] = new JsonObject() };
+                        continue;
+                    }
+                }
+                Rewrite(child);
+            }
+        }
+        else if (node is JsonArray array)
+        {
+            foreach (JsonNode? item in array)
+            {
+                Rewrite(item);
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Proxy.Core.Routing;
+using Proxy.Core.Upstream;
+using Proxy.Http2;
+using Proxy.Xds.Api.Route;
+using Xds.ControlPlane;
+using CoreRoutes = Proxy.Core.Routing.RouteConfiguration;
+using PbRoutes = Proxy.Xds.Api.Route.RouteConfiguration;
+
+namespace Proxy.Xds.Tests;
+
+/// <summary>The xDS state machine without a network: validation, warming, sharing, Istio's resources.</summary>
+public sealed class XdsStateTests
+{
+    private DateTime _now = new(2026, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    private XdsState NewState() => new(new UpstreamPools(), [], [], () => _now);
+
+    private static XdsResource R(IMessage m) => new(ControlPlane.NameOf(m), "1", m);
+
+    private static void Apply(XdsState state, XdsResourceType type, params IMessage[] resources) => state.Apply(type, [.. resources.Select(R)], []);
+
+    private static string V1 => MeshResources.ClusterName("v1");
+    private static string V2 => MeshResources.ClusterName("v2");
+
+    private static HeaderList Request(string authority, string path = "/hello", string? name = null)
+    {
+        var headers = new HeaderList();
+        headers.Add(":method"u8, "GET"u8);
+        headers.Add(":scheme"u8, "http"u8);
+        headers.Add(":authority"u8, System.Text.Encoding.ASCII.GetBytes(authority));
+        headers.Add(":path"u8, System.Text.Encoding.ASCII.GetBytes(path));
+        if (name != null)
+        {
+            headers.Add("name"u8, System.Text.Encoding.ASCII.GetBytes(name));
+        }
+        return headers;
+    }
+
+    private static Cluster? Route(CoreRoutes routes, string authority, string? name = null)
+    {
+        HeaderList request = Request(authority, name: name);
+        Core.Routing.VirtualHost host = routes.FindVirtualHost(System.Text.Encoding.ASCII.GetBytes(authority))!;
+        return host.FindRoute("/hello"u8, request, false)?.Action.PickCluster(request);
+    }
+
+    [Fact]
+    public void EdsCluster_IsNotUsedBeforeItsEndpointsArrive()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1));
+        ProxySnapshot first = state.Build()!;
+        Assert.False(first.Clusters.ContainsKey(V1));
+        Assert.True(state.Warming);
+        Assert.Contains(V1, state.EndpointNames);
+
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001, 9002));
+        ProxySnapshot second = state.Build()!;
+        Assert.Equal(2, second.Clusters[V1].Endpoints.Length);
+        Assert.False(state.Warming);
+        Assert.Equal(UpstreamProtocol.Http2, second.Clusters[V1].Protocol);
+        Assert.Equal(LbPolicy.LeastRequest, second.Clusters[V1].LbPolicy);
+    }
+
+    [Fact]
+    public void EdsCluster_InitialFetchTimeout_UsesItWithoutEndpoints_AndZeroWaitsForEver()
+    {
+        XdsState state = NewState();
+        var timed = MeshResources.EdsCluster(V1);
+        timed.EdsClusterConfig.EdsConfig.InitialFetchTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(2));
+        var forever = MeshResources.EdsCluster(V2);
+        forever.EdsClusterConfig.EdsConfig.InitialFetchTimeout = Duration.FromTimeSpan(TimeSpan.Zero);
+        Apply(state, XdsResourceType.Cluster, timed, forever);
+        Assert.Empty(state.Build()!.Clusters);
+        _now += TimeSpan.FromSeconds(1);
+        Assert.Null(state.Build());
+        _now += TimeSpan.FromSeconds(2);
+        ProxySnapshot after = state.Build()!;
+        Assert.Empty(after.Clusters[V1].Endpoints);
+        Assert.False(after.Clusters.ContainsKey(V2));
+        _now += TimeSpan.FromHours(1);
+        Assert.Null(state.Build());
+        Assert.True(state.Warming);
+    }
+
+    [Fact]
+    public void Listener_IsNotServedBeforeItsRoutes_AndAnUpdatedOneKeepsServingWhileItWarms()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1), MeshResources.EdsCluster(V2));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001), MeshResources.Endpoints(V2, 9002));
+        Apply(state, XdsResourceType.Listener, MeshResources.HttpListener("l", 15001, "a"));
+        Assert.Empty(state.Build()!.Listeners);
+        Assert.Equal(["a"], state.RouteNames);
+
+        Apply(state, XdsResourceType.Route, MeshResources.AllTo("a", "v1"));
+        ListenerConfig served = Assert.Single(state.Build()!.Listeners);
+        Assert.Equal(V1, Route(served.Routes, "server")!.Name);
+
+        // The listener now wants RDS "b": until it comes, the old version serves.
+        Apply(state, XdsResourceType.Listener, MeshResources.HttpListener("l", 15001, "b"));
+        ProxySnapshot? warming = state.Build();
+        Assert.Same(served, Assert.Single((warming ?? state.Snapshot!).Listeners));
+        Apply(state, XdsResourceType.Route, MeshResources.AllTo("b", "v2"));
+        Assert.Equal(V2, Route(Assert.Single(state.Build()!.Listeners).Routes, "server")!.Name);
+    }
+
+    [Fact]
+    public void BadResource_RejectsTheWholeUpdate_NamingResourceAndField()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1));
+        var good = MeshResources.EdsCluster(V2);
+        var bad = MeshResources.EdsCluster("bad");
+        bad.CommonLbConfig = new Api.Cluster.Cluster.Types.CommonLbConfig { HealthyPanicThreshold = new Api.Type.Percent { Value = 150 } };
+        var e = Assert.Throws<ConfigException>(() => Apply(state, XdsResourceType.Cluster, good, bad));
+        Assert.Contains("Cluster 'bad'", e.Message, StringComparison.Ordinal);
+        Assert.Contains("healthy_panic_threshold", e.Message, StringComparison.Ordinal);
+        Assert.Equal([V1], state.Names(XdsResourceType.Cluster));
+
+        var routes = MeshResources.AllTo("r", "v1");
+        routes.VirtualHosts[0].Routes[0].Match = new RouteMatch { SafeRegex = new Api.Matcher.RegexMatcher { Regex = "(" } };
+        e = Assert.Throws<ConfigException>(() => Apply(state, XdsResourceType.Route, routes));
+        Assert.Contains("RouteConfiguration 'r'.virtual_hosts[0].routes[0].match.safe_regex", e.Message, StringComparison.Ordinal);
+        Assert.Empty(state.Names(XdsResourceType.Route));
+
+        var mismatch = MeshResources.EdsCluster("x");
+        e = Assert.Throws<ConfigException>(() => state.Apply(XdsResourceType.Cluster, [new XdsResource("y", "1", mismatch)], []));
+        Assert.Contains("named 'x'", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void OneRouteChange_SharesEveryOtherVirtualHost_AndEndpointChangesRebindWithoutRebuilding()
+    {
+        XdsState state = NewState();
+        var mesh = MeshResources.BigMesh(50, [9001], "r");
+        Apply(state, XdsResourceType.Cluster, mesh.Clusters);
+        Apply(state, XdsResourceType.Endpoint, mesh.Endpoints);
+        Apply(state, XdsResourceType.Listener, MeshResources.HttpListener("l", 15001, "r"));
+        Apply(state, XdsResourceType.Route, mesh.Routes);
+        CoreRoutes before = Assert.Single(state.Build()!.Listeners).Routes;
+
+        mesh.Routes.VirtualHosts[7].Routes[0].Route_.Cluster = mesh.Clusters[8].Name;
+        Apply(state, XdsResourceType.Route, mesh.Routes);
+        ProxySnapshot changed = state.Build()!;
+        CoreRoutes after = Assert.Single(changed.Listeners).Routes;
+        Assert.NotSame(before, after);
+        for (int i = 0; i < 50; i++)
+        {
+            if (i == 7)
+            {
+                Assert.NotSame(before.VirtualHosts[i], after.VirtualHosts[i]);
+                Assert.Same(changed.Clusters[mesh.Clusters[8].Name], after.VirtualHosts[i].Routes[0].Cluster);
+            }
+            else
+            {
+                Assert.Same(before.VirtualHosts[i], after.VirtualHosts[i]);
+            }
+        }
+        Assert.Same(state.Snapshot!.Clusters, changed.Clusters);
+
+        // New endpoints for cluster 3: its cluster is rebuilt; the host routing to it is rebound (its
+        // matchers shared), the others untouched.
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(mesh.Clusters[3].Name, 9001, 9002));
+        ProxySnapshot rebound = state.Build()!;
+        CoreRoutes third = Assert.Single(rebound.Listeners).Routes;
+        Assert.Equal(2, third.VirtualHosts[3].Routes[0].Cluster!.Endpoints.Length);
+        Assert.NotSame(after.VirtualHosts[3], third.VirtualHosts[3]);
+        Assert.Same(after.VirtualHosts[3].Routes[0].Headers, third.VirtualHosts[3].Routes[0].Headers);
+        Assert.Same(after.VirtualHosts[4], third.VirtualHosts[4]);
+        Assert.Same(changed.Clusters[mesh.Clusters[4].Name], rebound.Clusters[mesh.Clusters[4].Name]);
+    }
+
+    [Fact]
+    public void RouteToAClusterNotYetKnown_Answers503_ThenFollowsTheClusterWhenItComes()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Listener, MeshResources.HttpListener("l", 15001, "r"));
+        Apply(state, XdsResourceType.Route, MeshResources.HeaderRoutes("r"));
+        CoreRoutes routes = Assert.Single(state.Build()!.Listeners).Routes;
+        Cluster placeholder = Route(routes, "server", "layotto")!;
+        Assert.Equal(V1, placeholder.Name);
+        Assert.Empty(placeholder.Endpoints);
+        Assert.Empty(Route(routes, "anything.example")!.Endpoints); // allow_any → PassthroughCluster, unknown
+
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001));
+        CoreRoutes now = Assert.Single(state.Build()!.Listeners).Routes;
+        Assert.Single(Route(now, "server", "layotto")!.Endpoints);
+        Assert.Empty(Route(now, "server")!.Endpoints); // v2 not known yet
+    }
+
+    [Fact]
+    public void RemovedCluster_LeavesTheSnapshot_AndEndpointRemovalClearsHosts()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1), MeshResources.EdsCluster(V2));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001), MeshResources.Endpoints(V2, 9002));
+        Assert.Equal(2, state.Build()!.Clusters.Count);
+        state.Apply(XdsResourceType.Cluster, [], [V2]);
+        Assert.Equal([V1], state.Build()!.Clusters.Keys.ToArray());
+        Assert.Equal([V1], state.EndpointNames.ToArray());
+        state.Apply(XdsResourceType.Endpoint, [], [V1]);
+        Assert.Empty(state.Build()!.Clusters[V1].Endpoints);
+    }
+
+    [Fact]
+    public void V2Fields_AreHandledExplicitly()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1), MeshResources.EdsCluster(V2));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001), MeshResources.Endpoints(V2, 9002));
+
+        // deprecated_v1.bind_to_port false (Istio 1.5's per-port listeners): read, not bound.
+        var unbound = MeshResources.HttpListener("0.0.0.0_9080", 9080, "r");
+        unbound.DeprecatedV1 = new Api.Listener.Listener.Types.DeprecatedV1 { BindToPort = false };
+        Apply(state, XdsResourceType.Listener, unbound, MeshResources.HttpListener("bound", 15001, "r"));
+
+        // The singular request_mirror_policy (RouteAction field 10 in v2, reserved in v3) and a v2
+        // per_filter_config Struct for envoy.fault under its legacy key.
+        var routes = MeshResources.AllTo("r", "v1");
+        Api.Route.Route route = routes.VirtualHosts[0].Routes[0];
+        route.Route_.RequestMirrorPolicy = new Api.Route.RouteAction.Types.RequestMirrorPolicy { Cluster = V2 };
+        route.Route_.HostRewriteLiteral = "rewritten.example";
+        route.PerFilterConfig["envoy.fault"] = Struct.Parser.ParseJson("""{ "abort": { "http_status": 418, "percentage": { "numerator": 100 } } }""");
+        Apply(state, XdsResourceType.Route, routes);
+        ProxySnapshot snapshot = state.Build()!;
+        ListenerConfig listener = Assert.Single(snapshot.Listeners);
+        Assert.Equal("bound", listener.Name);
+        Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));
+        Core.Routing.Route built = listener.Routes.VirtualHosts[0].Routes[0];
+        Assert.Equal(V2, built.Action.Mirror!.Cluster.Name);
+        Assert.Equal("rewritten.example"u8.ToArray(), built.Action.HostRewrite);
+        Assert.Equal(418, built.Fault!.AbortHttpStatus);
+
+        // v2's std::regex path matcher is refused with a clear error (it is unsafe; v3 dropped it).
+        var legacyRegex = MeshResources.AllTo("r", "v1");
+        legacyRegex.VirtualHosts[0].Routes[0].Match = new RouteMatch { Regex = "/.*" };
+        var e = Assert.Throws<ConfigException>(() => Apply(state, XdsResourceType.Route, legacyRegex));
+        Assert.Contains("match.regex", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void IstioV3SidecarDumps_EveryResourceLoads_UnknownFiltersAreNamedAndSkipped()
+    {
+        XdsState state = NewState();
+        var resources = IstioDumps.Resources("istio-master/config_dump-sidecar-listeners.json")
+            .Concat(IstioDumps.Resources("istio-master/config_dump-route-and-subset-cluster.json"))
+            .Concat(IstioDumps.Resources("istio-master/config_dump-sidecar-endpoints.json"))
+            .ToList();
+        foreach (XdsResourceType type in new[] { XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route })
+        {
+            var ofType = resources.Where(r => r.Type == type).Select(r => R(r.Message)).GroupBy(r => r.Name).Select(g => g.First()).ToList();
+            Assert.NotEmpty(ofType);
+            state.Apply(type, ofType, []);
+        }
+        ProxySnapshot snapshot = state.Build()!;
+        Assert.True(state.Names(XdsResourceType.Listener).Count >= 20);
+        // The subset cluster is EDS and the endpoints dump has no assignment for it: it warms, unused.
+        const string subset = "outbound|9080|v1|productpage.default.svc.cluster.local";
+        Assert.Contains(subset, state.Names(XdsResourceType.Cluster));
+        Assert.Contains(subset, state.EndpointNames);
+        Assert.DoesNotContain(subset, snapshot.Clusters.Keys);
+        Assert.True(state.Warming);
+        Assert.Contains(snapshot.Listeners, l => l.Name == "virtualOutbound" || l.Address.Port == 15090);
+        // HTTP listeners with an HTTP connection manager are served; TCP-only and original-dst ones are named.
+        Assert.Contains(state.Warnings, w => w.Contains("not honoured yet", StringComparison.Ordinal));
+        Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));
+        Assert.Contains("9080", state.RouteNames);
+    }
+
+    [Fact]
+    public void Istio15V2Dump_EveryResourceLoads()
+    {
+        XdsState state = NewState();
+        var resources = IstioDumps.Resources("istio-1.5/config_dump-productpage-v2api.json");
+        Assert.Contains(resources, r => r.TypeUrl == XdsTypes.ListenerV2);
+        foreach (XdsResourceType type in new[] { XdsResourceType.Cluster, XdsResourceType.Listener, XdsResourceType.Route })
+        {
+            var ofType = resources.Where(r => r.Type == type).Select(r => R(r.Message)).GroupBy(r => r.Name).Select(g => g.First()).ToList();
+            Assert.NotEmpty(ofType);
+            state.Apply(type, ofType, []);
+        }
+        ProxySnapshot snapshot = state.Build()!;
+        Assert.Contains(state.Names(XdsResourceType.Cluster), n => n.StartsWith("outbound|9080|v1|reviews", StringComparison.Ordinal));
+        Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));
+        Assert.NotNull(snapshot);
+    }
+}
+
+/// <summary>The ADS source of Istio's real bootstraps (current and 1.5).</summary>
+public sealed class AdsBootstrapTests
+{
+    [Fact]
+    public void IstioMasterBootstrap_DeltaAdsOverTheAgentsUnixSocket()
+    {
+        var loader = new Config.BootstrapLoader(new UpstreamPools());
+        ProxySnapshot snapshot = loader.Load(File.ReadAllText(IstioDumps.TestData("xds", "istio-master", "bootstrap-default.envoy-rev.json")), "bootstrap");
+        Config.AdsBootstrap ads = loader.Ads!;
+        Assert.Equal("unix:/tmp/XDS", ads.Target);
+        Assert.True(ads.Delta);
+        Assert.False(ads.V2);
+        Assert.True(ads.SetNodeOnFirstMessageOnly);
+        Assert.True(ads.Clusters && ads.Listeners);
+        Assert.Equal("sidecar~1.2.3.4~foo~bar", ads.Node.Id);
+        Assert.Equal("istio-proxy", ads.Node.Cluster);
+        // Metadata keeps its JSON types: istiod unmarshals it into typed fields.
+        Assert.Equal(15090, ads.Node.Metadata.Fields["ENVOY_PROMETHEUS_PORT"].NumberValue);
+        Assert.Equal("binary-1.0", ads.Node.Metadata.Fields["ISTIO_VERSION"].StringValue);
+        Assert.Equal(15000, ads.Node.Metadata.Fields["PROXY_CONFIG"].StructValue.Fields["proxyAdminPort"].NumberValue);
+        Assert.Contains("xds-grpc", snapshot.Clusters.Keys);
+        Assert.Contains(loader.Warnings, w => w.Contains("pipe", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Istio15Bootstrap_SotwAdsToPilot_VersionLeftToNegotiate()
+    {
+        var loader = new Config.BootstrapLoader(new UpstreamPools());
+        loader.Load(File.ReadAllText(IstioDumps.TestData("xds", "istio-1.5", "bootstrap-default.envoy-rev0.json")), "bootstrap");
+        Config.AdsBootstrap ads = loader.Ads!;
+        Assert.Equal("http://istio-pilot:15010", ads.Target);
+        Assert.False(ads.Delta);
+        Assert.Null(ads.V2);
+    }
+}
