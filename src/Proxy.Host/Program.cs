@@ -96,6 +96,9 @@ public static class Program
         Proxy.Xds.AdsClient? xds = null;
         if (ads != null)
         {
+            // Envoy's --service-node and --service-cluster override the bootstrap's node.id and node.cluster.
+            ads.Node.Id = options.ServiceNode ?? ads.Node.Id;
+            ads.Node.Cluster = options.ServiceCluster ?? ads.Node.Cluster;
             var state = new Proxy.Xds.XdsState(pools, [.. snapshot.Clusters.Values], snapshot.Listeners);
             xds = new Proxy.Xds.AdsClient(state, ads, server.ApplyAsync);
             ProxyLog.Write(LogLevel.Info, $"xds: {(ads.Delta ? "delta" : "state-of-the-world")} ADS to {ads.Target} as node '{ads.Node.Id}'");
