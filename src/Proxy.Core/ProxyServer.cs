@@ -46,6 +46,7 @@ public sealed class ProxyServer : IAsyncDisposable
     public async Task ApplyAsync(ProxySnapshot snapshot)
     {
         Snapshots.Publish(snapshot);
+        Pools.Prune(snapshot);
         var wanted = new HashSet<string>(StringComparer.Ordinal);
         foreach (ListenerConfig config in snapshot.Listeners)
         {

@@ -282,6 +282,9 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.Equal("v2", await GetAsync(proxy.Http, "layotto"));
         string[] bodies = await Task.WhenAll(inFlight);
         Assert.All(bodies, b => Assert.Equal("v1", b));
+        // The removed cluster's connections were retired (closed once idle), not kept for ever.
+        Assert.DoesNotContain(MeshResources.ClusterName("v1"), proxy.Server.Pools.PooledClusters);
+        Assert.Contains(MeshResources.ClusterName("v2"), proxy.Server.Pools.PooledClusters);
         // The EDS subscription followed: v1's name was unsubscribed (Delta) or left out of the list (SotW),
         // and State of the World's complete CDS set removed it without a removal list.
         if (delta)

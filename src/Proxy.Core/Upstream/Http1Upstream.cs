@@ -50,6 +50,9 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public bool IsClosed => _connection.IsClosed;
 
+    /// <summary>Closes a connection that is between requests (its pool was retired).</summary>
+    internal void CloseIdle() => _connection.Close();
+
     public int OpenStream(HeaderList headers, bool endStream, Exchange exchange, int generation)
     {
         lock (_lock)

@@ -90,7 +90,27 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     {
         lock (_idle)
         {
-            _idle.Push(connection);
+            if (!IsRetired)
+            {
+                _idle.Push(connection);
+                return;
+            }
+        }
+        connection.CloseIdle();
+    }
+
+    public override void Retire()
+    {
+        Http1Upstream[] idle;
+        lock (_idle)
+        {
+            MarkRetired();
+            idle = [.. _idle];
+            _idle.Clear();
+        }
+        foreach (Http1Upstream connection in idle)
+        {
+            connection.CloseIdle();
         }
     }
 

@@ -122,11 +122,39 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
     /// <summary>A stream ended or the peer raised its limit: waiting requests may fit now.</summary>
     internal void OnStreamCapacity()
     {
+        if (IsRetired)
+        {
+            CloseIdleConnections();
+        }
         if (Volatile.Read(ref _waiting) == 0)
         {
             return;
         }
         ServeWaiters();
+    }
+
+    public override void Retire()
+    {
+        MarkRetired();
+        CloseIdleConnections();
+    }
+
+    private void CloseIdleConnections()
+    {
+        List<Http2Upstream> idle;
+        lock (_connections)
+        {
+            if (_waiters.Count > 0)
+            {
+                return;
+            }
+            idle = _connections.FindAll(static c => c.Protocol.ActiveStreamCount == 0);
+        }
+        foreach (Http2Upstream connection in idle)
+        {
+            connection.Protocol.GoAway(Http2ErrorCode.NoError, "cluster removed");
+            connection.Connection.CloseAfterFlush();
+        }
     }
 
     private int _waiting; // _waiters.Count, readable without the lock

@@ -82,4 +82,16 @@ public abstract class UpstreamPool
     /// or when one is connected), or <see cref="Exchange.OnUpstreamFailed"/> when none can be had.
     /// </summary>
     public abstract void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout);
+
+    /// <summary>
+    /// No snapshot uses this endpoint any more: idle connections close now, busy ones when their requests
+    /// are done (a request still in flight, or retried by an old snapshot, is served as before).
+    /// </summary>
+    public abstract void Retire();
+
+    public bool IsRetired => Volatile.Read(ref _retired);
+
+    protected void MarkRetired() => Volatile.Write(ref _retired, true);
+
+    private bool _retired;
 }

@@ -26,6 +26,43 @@ public sealed class UpstreamPools
             ? new Http2UpstreamPool(state.address, state.self.Http2Options) { Cluster = state.cluster }
             : new Http1UpstreamPool(state.address) { Cluster = state.cluster }, (address, protocol, cluster, self: this));
 
+    /// <summary>
+    /// Retires the pools and forgets the cluster states no snapshot in <paramref name="live"/> uses (a
+    /// cluster or endpoint removed by a new configuration), so connections and memory do not pile up
+    /// as a control plane adds and removes clusters. Busy connections finish their requests first.
+    /// </summary>
+    public int Prune(ProxySnapshot live)
+    {
+        var used = new HashSet<UpstreamPool>(ReferenceEqualityComparer.Instance);
+        foreach (Cluster cluster in live.Clusters.Values)
+        {
+            foreach (UpstreamEndpoint endpoint in cluster.Endpoints)
+            {
+                used.Add(endpoint.Pool);
+            }
+        }
+        int retired = 0;
+        foreach (var (key, pool) in _pools)
+        {
+            if (!used.Contains(pool) && _pools.TryRemove(new KeyValuePair<(string, string, UpstreamProtocol), UpstreamPool>(key, pool)))
+            {
+                pool.Retire();
+                retired++;
+            }
+        }
+        foreach (string name in _clusters.Keys)
+        {
+            if (!live.Clusters.ContainsKey(name))
+            {
+                _clusters.TryRemove(name, out _);
+            }
+        }
+        return retired;
+    }
+
+    /// <summary>The clusters that have pools now (diagnostics and tests).</summary>
+    public IReadOnlyCollection<string> PooledClusters => [.. _pools.Keys.Select(static k => k.Cluster).Distinct()];
+
     public UpstreamEndpoint Endpoint(EndPoint address, UpstreamProtocol protocol, int weight = 1, EndpointHealth health = EndpointHealth.Unknown, int priority = 0,
         ClusterState? cluster = null, int locality = 0, int localityWeight = 1) =>
         new(address, Get(address, protocol, cluster), weight, health, priority) { Locality = locality, LocalityWeight = localityWeight };
