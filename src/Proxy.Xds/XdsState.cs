@@ -132,6 +132,22 @@ public sealed class XdsState
     private static T As<T>(XdsResource r) where T : class, IMessage =>
         r.Message as T ?? throw new ConfigException($"resource '{r.Name}': expected {typeof(T).Name}, got {r.Message.Descriptor.FullName}");
 
+    /// <summary>
+    /// The resource when it is new or changed (and named as its entry says), or null when we hold it
+    /// unchanged, in which case only its version is noted.
+    /// </summary>
+    private static T? Changed<T, TEntry>(Dictionary<string, TEntry> held, XdsResource r, string kind, Func<T, string> nameOf)
+        where T : class, IMessage where TEntry : Entry<T>
+    {
+        T proto = As<T>(r);
+        if (held.TryGetValue(r.Name, out TEntry? known) && known.Proto.Equals(proto))
+        {
+            known.Version = r.Version;
+            return null;
+        }
+        return nameOf(proto) == r.Name ? proto : throw new ConfigException($"{Origin(kind, r.Name)}: the resource is named '{nameOf(proto)}'");
+    }
+
     private static string Origin(string kind, string name) => $"{kind} '{name}'";
 
     private void ApplyClusters(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
@@ -139,15 +155,9 @@ public sealed class XdsState
         var fresh = new List<ClusterEntry>(updated.Count);
         foreach (XdsResource r in updated)
         {
-            PbCluster proto = As<PbCluster>(r);
-            if (_clusters.TryGetValue(r.Name, out ClusterEntry? known) && known.Proto.Equals(proto))
+            if (Changed<PbCluster, ClusterEntry>(_clusters, r, "Cluster", static c => c.Name) is not PbCluster proto)
             {
-                known.Version = r.Version;
                 continue;
-            }
-            if (proto.Name != r.Name)
-            {
-                throw new ConfigException($"{Origin("Cluster", r.Name)}: the resource is named '{proto.Name}'");
             }
             if (_staticClusterNames.Contains(r.Name))
             {
@@ -249,15 +259,9 @@ public sealed class XdsState
         var fresh = new List<ListenerEntry>(updated.Count);
         foreach (XdsResource r in updated)
         {
-            PbListener proto = As<PbListener>(r);
-            if (_listeners.TryGetValue(r.Name, out ListenerEntry? known) && known.Proto.Equals(proto))
+            if (Changed<PbListener, ListenerEntry>(_listeners, r, "Listener", static l => l.Name) is not PbListener proto)
             {
-                known.Version = r.Version;
                 continue;
-            }
-            if (proto.Name != r.Name)
-            {
-                throw new ConfigException($"{Origin("Listener", r.Name)}: the resource is named '{proto.Name}'");
             }
             ListenerShape? shape = _loader.ReadListener(ConfigNode.FromMessage(proto, Origin("Listener", r.Name)));
             var entry = new ListenerEntry(proto, r.Version, shape, _clock());
@@ -545,12 +549,17 @@ public sealed class XdsState
 
     private static TimeSpan InitialFetchTimeout(ConfigNode source) => source["initial_fetch_timeout"].Duration() ?? DefaultInitialFetchTimeout;
 
-    private sealed class ClusterEntry
+    /// <summary>A resource we hold, and its version.</summary>
+    private abstract class Entry<T>(T proto, string version)
     {
-        public ClusterEntry(PbCluster proto, string version, DateTime since)
+        public T Proto { get; } = proto;
+        public string Version { get; set; } = version;
+    }
+
+    private sealed class ClusterEntry : Entry<PbCluster>
+    {
+        public ClusterEntry(PbCluster proto, string version, DateTime since) : base(proto, version)
         {
-            Proto = proto;
-            Version = version;
             Since = since;
             if (proto.Type == PbCluster.Types.DiscoveryType.Eds && proto.ClusterDiscoveryTypeCase == PbCluster.ClusterDiscoveryTypeOneofCase.Type)
             {
@@ -559,8 +568,6 @@ public sealed class XdsState
             }
         }
 
-        public PbCluster Proto { get; }
-        public string Version { get; set; }
         public string? EdsName { get; }
         private DateTime Since { get; }
         private TimeSpan Timeout { get; }
@@ -571,12 +578,10 @@ public sealed class XdsState
         public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;
     }
 
-    private sealed class ListenerEntry
+    private sealed class ListenerEntry : Entry<PbListener>
     {
-        public ListenerEntry(PbListener proto, string version, ListenerShape? shape, DateTime since)
+        public ListenerEntry(PbListener proto, string version, ListenerShape? shape, DateTime since) : base(proto, version)
         {
-            Proto = proto;
-            Version = version;
             Shape = shape;
             Since = since;
             if (shape?.RouteConfigName != null)
@@ -585,8 +590,6 @@ public sealed class XdsState
             }
         }
 
-        public PbListener Proto { get; }
-        public string Version { get; set; }
         public ListenerShape? Shape { get; }
         private DateTime Since { get; }
         private TimeSpan Timeout { get; }

@@ -31,14 +31,9 @@ public sealed class MeshRoutingTests(Xunit.Abstractions.ITestOutputHelper output
 
     private async Task<int> StartVersionAsync(string version)
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2));
-        WebApplication app = builder.Build();
-        app.MapGet("/hello", () => version);
-        await app.StartAsync();
+        var (app, port) = await VersionUpstream.StartAsync(version);
         _apps.Add(app);
-        return new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        return port;
     }
 
     public async Task DisposeAsync()

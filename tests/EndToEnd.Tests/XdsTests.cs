@@ -39,20 +39,14 @@ public sealed class XdsTests : IAsyncLifetime
 
     private async Task<int> StartVersionAsync(string version)
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2));
-        WebApplication app = builder.Build();
-        app.MapGet("/hello", () => version);
-        app.MapGet("/slow", async () =>
+        var (app, port) = await VersionUpstream.StartAsync(version, app => app.MapGet("/slow", async () =>
         {
             Interlocked.Increment(ref _slowStarted);
             await Task.Delay(1500);
             return version;
-        });
-        await app.StartAsync();
+        }));
         _apps.Add(app);
-        return new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        return port;
     }
 
     public async Task DisposeAsync()
@@ -74,6 +68,8 @@ public sealed class XdsTests : IAsyncLifetime
     /// <summary>The proxy in this process, with no static config, driven by <paramref name="plane"/>.</summary>
     private sealed class XdsProxy : IAsyncDisposable
     {
+        public ControlPlane Plane { get; set; } = null!;
+        public int Port { get; set; }
         public required ProxyServer Server { get; init; }
         public required AdsClient Client { get; init; }
         public required HttpClient Http { get; init; }
@@ -83,6 +79,10 @@ public sealed class XdsTests : IAsyncLifetime
             Http.Dispose();
             await Client.DisposeAsync();
             await Server.DisposeAsync();
+            if (Plane != null)
+            {
+                await Plane.DisposeAsync();
+            }
         }
     }
 
@@ -136,6 +136,20 @@ public sealed class XdsTests : IAsyncLifetime
         return await response.Content.ReadAsStringAsync();
     }
 
+    /// <summary>A control plane with the seed scenario pushed, and the proxy serving it (its listener bound, its routes ACKed).</summary>
+    private async Task<XdsProxy> StartMeshAsync(bool delta, bool? v2, bool legacy = false, string? unixPath = null)
+    {
+        ControlPlane plane = await ControlPlane.StartAsync(unixPath);
+        int port = FreePort();
+        PushMesh(plane, port, legacy);
+        XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2);
+        proxy.Plane = plane;
+        proxy.Port = port;
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        return proxy;
+    }
+
     private static Task WaitForListenerAsync(XdsProxy proxy) =>
         ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Count == 1, "the LDS listener to be bound");
 
@@ -146,12 +160,9 @@ public sealed class XdsTests : IAsyncLifetime
     [InlineData(true, true)]
     public async Task RouteChange_TakesEffectOnTheNextRequest(bool delta, bool v2)
     {
-        await using ControlPlane plane = await ControlPlane.StartAsync();
-        int port = FreePort();
-        PushMesh(plane, port, legacy: v2);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2);
-        await WaitForListenerAsync(proxy);
-        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        await using XdsProxy proxy = await StartMeshAsync(delta, v2, legacy: v2, unixPath: null);
+        ControlPlane plane = proxy.Plane;
+        int port = proxy.Port;
 
         Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
         Assert.Equal("v2", await GetAsync(proxy.Http, "someone-else"));
@@ -181,12 +192,9 @@ public sealed class XdsTests : IAsyncLifetime
     [InlineData(true)]
     public async Task BrokenResource_IsNacked_AndTheOldConfigKeepsServing(bool delta)
     {
-        await using ControlPlane plane = await ControlPlane.StartAsync();
-        int port = FreePort();
-        PushMesh(plane, port, legacy: false);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2: false);
-        await WaitForListenerAsync(proxy);
-        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        await using XdsProxy proxy = await StartMeshAsync(delta, v2: false, legacy: false, unixPath: null);
+        ControlPlane plane = proxy.Plane;
+        int port = proxy.Port;
 
         // A route whose regex does not compile: the whole update is refused, by name and field.
         var broken = MeshResources.AllTo("9090", "v1");
@@ -217,12 +225,9 @@ public sealed class XdsTests : IAsyncLifetime
     [InlineData(true)]
     public async Task ControlPlaneKilledAndRestarted_MidTraffic_LosesNoRequest(bool delta)
     {
-        await using ControlPlane plane = await ControlPlane.StartAsync();
-        int port = FreePort();
-        PushMesh(plane, port, legacy: false);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2: false);
-        await WaitForListenerAsync(proxy);
-        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        await using XdsProxy proxy = await StartMeshAsync(delta, v2: false, legacy: false, unixPath: null);
+        ControlPlane plane = proxy.Plane;
+        int port = proxy.Port;
 
         using var stop = new CancellationTokenSource();
         int ok = 0, failed = 0;
@@ -266,12 +271,9 @@ public sealed class XdsTests : IAsyncLifetime
     [InlineData(false)]
     public async Task ClusterRemoved_WhileRequestsToItAreInFlight_LetsThemFinish(bool delta)
     {
-        await using ControlPlane plane = await ControlPlane.StartAsync();
-        int port = FreePort();
-        PushMesh(plane, port, legacy: false);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta, v2: false);
-        await WaitForListenerAsync(proxy);
-        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        await using XdsProxy proxy = await StartMeshAsync(delta, v2: false, legacy: false, unixPath: null);
+        ControlPlane plane = proxy.Plane;
+        int port = proxy.Port;
 
         Task<string>[] inFlight = [.. Enumerable.Range(0, 8).Select(_ => GetAsync(proxy.Http, "layotto", "/slow"))];
         await ControlPlane.WaitForAsync(() => Volatile.Read(ref _slowStarted) == 8, "all eight requests to reach v1");
@@ -303,12 +305,9 @@ public sealed class XdsTests : IAsyncLifetime
     public async Task UnixSocketTransport_AndV2Fallback_WhenTheVersionIsNotSet()
     {
         string path = Path.Combine(Path.GetTempPath(), $"xds-{Guid.NewGuid():N}.sock");
-        await using ControlPlane plane = await ControlPlane.StartAsync(path);
-        int port = FreePort();
-        PushMesh(plane, port, legacy: false);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: null);
-        await WaitForListenerAsync(proxy);
-        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        await using XdsProxy proxy = await StartMeshAsync(delta: true, v2: null, legacy: false, unixPath: path);
+        ControlPlane plane = proxy.Plane;
+        int port = proxy.Port;
         Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
         File.Delete(path);
     }
@@ -382,12 +381,9 @@ public sealed class XdsTests : IAsyncLifetime
     [Fact]
     public async Task ThousandRouteChanges_UnderContinuousLoad_FailNoRequest()
     {
-        await using ControlPlane plane = await ControlPlane.StartAsync();
-        int port = FreePort();
-        PushMesh(plane, port, legacy: false);
-        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: false);
-        await WaitForListenerAsync(proxy);
-        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        await using XdsProxy proxy = await StartMeshAsync(delta: true, v2: false, legacy: false, unixPath: null);
+        ControlPlane plane = proxy.Plane;
+        int port = proxy.Port;
 
         using var stop = new CancellationTokenSource();
         int ok = 0, failed = 0;
