@@ -45,8 +45,12 @@ public sealed class ProxyServer : IAsyncDisposable
     /// </summary>
     public async Task ApplyAsync(ProxySnapshot snapshot)
     {
+        ProxySnapshot previous = Snapshots.Current;
         Snapshots.Publish(snapshot);
-        Pools.Prune(snapshot);
+        if (!ReferenceEquals(previous.Clusters, snapshot.Clusters))
+        {
+            Pools.Prune(snapshot);
+        }
         var wanted = new HashSet<string>(StringComparer.Ordinal);
         foreach (ListenerConfig config in snapshot.Listeners)
         {

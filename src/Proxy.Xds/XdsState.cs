@@ -180,6 +180,7 @@ public sealed class XdsState
         if (fresh.Count > 0 || removed.Count > 0)
         {
             _endpointNames = null;
+            _clustersDirty = true;
         }
     }
 
@@ -231,6 +232,7 @@ public sealed class XdsState
         {
             user.Built = cluster;
             user.BuiltWith = proto;
+            _clustersDirty = true;
         }
         foreach (string name in removed)
         {
@@ -241,6 +243,7 @@ public sealed class XdsState
                 {
                     user.Built = _loader.BuildCluster(user.Settings!, default);
                     user.BuiltWith = null;
+                    _clustersDirty = true;
                 }
             }
         }
@@ -250,7 +253,8 @@ public sealed class XdsState
     private bool ValidateAlone(PbLoadAssignment proto, string name)
     {
         var probe = new PbCluster { Name = name, Type = PbCluster.Types.DiscoveryType.Eds };
-        _loader.LoadCluster(ConfigNode.FromMessage(probe, Origin("Cluster", name)), ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", name)));
+        // A loader of its own: checking must not register connection pools for endpoints nothing uses.
+        new BootstrapLoader(new UpstreamPools()) { Dynamic = true }.LoadCluster(ConfigNode.FromMessage(probe, Origin("Cluster", name)), ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", name)));
         return true;
     }
 
@@ -325,19 +329,7 @@ public sealed class XdsState
     private CoreRoutes BuildRoutes(RouteEntry entry, IReadOnlyList<ReadOnlyMemory<byte>> encoded, IReadOnlyDictionary<string, Cluster> clusters, RouteEntry? previous)
     {
         _resolving = clusters;
-        Dictionary<int, List<HostEntry>>? byHash = null;
-        if (previous?.Hosts != null)
-        {
-            byHash = [];
-            foreach (HostEntry old in previous.Hosts)
-            {
-                if (!byHash.TryGetValue(old.Hash, out List<HostEntry>? list))
-                {
-                    byHash[old.Hash] = list = [];
-                }
-                list.Add(old);
-            }
-        }
+        Dictionary<int, List<HostEntry>>? byHash = previous?.Index();
         var built = new List<HostEntry>(encoded.Count);
         var hosts = new List<CoreVirtualHost>(encoded.Count);
         for (int i = 0; i < encoded.Count; i++)
@@ -434,36 +426,17 @@ public sealed class XdsState
     public ProxySnapshot? Build()
     {
         DateTime now = _clock();
-        // Clusters: the built version of each, or while a new one warms, the one it replaces.
-        var active = new Dictionary<string, Cluster>(_clusters.Count + _staticClusters.Count, StringComparer.Ordinal);
-        foreach (Cluster c in _staticClusters)
-        {
-            active[c.Name] = c;
-        }
-        Warming = false;
-        foreach (ClusterEntry entry in _clusters.Values)
-        {
-            if (entry.Built == null)
-            {
-                entry.Built = BuildCluster(entry);
-            }
-            Cluster? use = entry.Built ?? (_active.TryGetValue(entry.Proto.Name, out Cluster? old) ? old : null);
-            if (entry.Built == null)
-            {
-                Warming = true;
-            }
-            if (use != null)
-            {
-                active[entry.Proto.Name] = use;
-            }
-        }
+        Dictionary<string, Cluster> active = _clustersDirty || _clustersWarming || Snapshot == null ? ActiveClusters() : _active;
+        _clustersDirty = false;
+        Warming = _clustersWarming;
         if (_placeholders.Count > 4096)
         {
             _placeholders.Clear();
         }
-        bool setChanged = active.Count != _active.Count || active.Any(p => !_active.TryGetValue(p.Key, out Cluster? c) || !ReferenceEquals(c, p.Value));
+        bool setChanged = !ReferenceEquals(active, _active)
+            && (active.Count != _active.Count || active.Any(p => !_active.TryGetValue(p.Key, out Cluster? c) || !ReferenceEquals(c, p.Value)));
 
-        // Route configurations: rebuild those whose clusters changed.
+        // Route configurations: rebind or rebuild the hosts whose clusters changed.
         foreach (RouteEntry routes in _routes.Values)
         {
             if (routes.Built == null || (setChanged && routes.Hosts!.Any(h => !h.DependsOnSame(active))))
@@ -497,6 +470,33 @@ public sealed class XdsState
             ? new ProxySnapshot(listeners, active.Values, ++_version)
             : new ProxySnapshot(listeners, Snapshot.Clusters, ++_version);
         return Snapshot;
+    }
+
+    // Whether clusters or assignments changed since the last build (if not, and none warms, the set is reused).
+    private bool _clustersDirty = true;
+    private bool _clustersWarming;
+
+    /// <summary>The clusters to use now: each one's built version, or while a new one warms, the one it replaces.</summary>
+    private Dictionary<string, Cluster> ActiveClusters()
+    {
+        var active = new Dictionary<string, Cluster>(_clusters.Count + _staticClusters.Count, StringComparer.Ordinal);
+        foreach (Cluster c in _staticClusters)
+        {
+            active[c.Name] = c;
+        }
+        bool warming = false;
+        foreach (ClusterEntry entry in _clusters.Values)
+        {
+            entry.Built ??= BuildCluster(entry);
+            Cluster? use = entry.Built ?? (_active.TryGetValue(entry.Proto.Name, out Cluster? old) ? old : null);
+            warming |= entry.Built == null;
+            if (use != null)
+            {
+                active[entry.Proto.Name] = use;
+            }
+        }
+        _clustersWarming = warming;
+        return active;
     }
 
     /// <summary>Whether a cluster or listener is still waiting for its EDS or RDS resource.</summary>
@@ -609,8 +609,39 @@ public sealed class XdsState
 
         /// <summary>The resource without its virtual hosts (null for a listener's inline route_config).</summary>
         public PbRoutes? Shell { get; } = shell;
-        public List<HostEntry>? Hosts { get; set; }
+        public List<HostEntry>? Hosts
+        {
+            get => _hosts;
+            set
+            {
+                _hosts = value;
+                _index = null;
+            }
+        }
+
+        private List<HostEntry>? _hosts;
+        private Dictionary<int, List<HostEntry>>? _index;
+
         public CoreRoutes? Built { get; set; }
+
+        /// <summary>The hosts by the hash of their bytes (kept: the next version of this configuration is compared with it).</summary>
+        public Dictionary<int, List<HostEntry>>? Index()
+        {
+            if (_index != null || _hosts == null)
+            {
+                return _index;
+            }
+            var index = new Dictionary<int, List<HostEntry>>(_hosts.Count);
+            foreach (HostEntry host in _hosts)
+            {
+                if (!index.TryGetValue(host.Hash, out List<HostEntry>? list))
+                {
+                    index[host.Hash] = list = [];
+                }
+                list.Add(host);
+            }
+            return _index = index;
+        }
 
         public bool SameHosts(ReadOnlyMemory<byte>[] encoded)
         {
