@@ -376,6 +376,7 @@ for (int i = 0; i < 50; i++)
     int acks = plane.Responses(XdsResourceType.Route).Acks;
     plane.Set(XdsResourceType.Route, mesh.Routes);
     await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > acks, "ACK");
+    await ControlPlane.WaitForAsync(() => updates.Any(u => u.Type == XdsResourceType.Route), "the proxy's log line");
     oneRoute.Add(updates.First(u => u.Type == XdsResourceType.Route).ReceiptToSwap.TotalMilliseconds);
 }
 oneRoute.Sort();
@@ -409,6 +410,7 @@ for (int i = 0; i < changes; i++)
     updates.Clear();
     plane.Set(XdsResourceType.Route, mesh.Routes);
     await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks > acks, "ACK", TimeSpan.FromSeconds(30));
+    await ControlPlane.WaitForAsync(() => updates.Any(u => u.Type == XdsResourceType.Route), "the proxy's log line");
     if (updates.FirstOrDefault(u => u.Type == XdsResourceType.Route) is { Accepted: true } u)
     {
         swaps.Add(u.ReceiptToSwap.TotalMilliseconds);
