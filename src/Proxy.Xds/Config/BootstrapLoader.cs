@@ -370,7 +370,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                 ConfigNode socket = lbEndpoint["endpoint"]["address"]["socket_address"];
                 if (!socket.Exists && lbEndpoint["endpoint"]["address"]["pipe"].Exists)
                 {
-                    Warn(lbEndpoint["endpoint"]["address"]["pipe"], "unix-socket endpoints carry only the xDS connection, not proxied traffic; skipped");
+                    Warn(lbEndpoint["endpoint"]["address"]["pipe"], "unix-socket endpoints are not used for proxied traffic yet (ads_config reads its own pipe); skipped");
                     continue;
                 }
                 EndPoint address = ParseSocketAddress(socket, allowNames: type != "STATIC");
