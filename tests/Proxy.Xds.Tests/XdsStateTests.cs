@@ -263,7 +263,7 @@ public sealed class XdsStateTests
         Assert.Contains(subset, state.EndpointNames);
         Assert.DoesNotContain(subset, snapshot.Clusters.Keys);
         Assert.True(state.Warming);
-        Assert.Contains(snapshot.Listeners, l => l.Name == "virtualOutbound" || l.Address.Port == 15090);
+        Assert.Contains(snapshot.Listeners, l => l.Name == "virtualInbound" && l.Address.Port == 15006);
         // HTTP listeners with an HTTP connection manager are served; TCP-only and original-dst ones are named.
         Assert.Contains(state.Warnings, w => w.Contains("not honoured yet", StringComparison.Ordinal));
         Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));

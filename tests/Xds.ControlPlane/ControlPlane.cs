@@ -33,6 +33,7 @@ public sealed class ControlPlane : IAsyncDisposable
         [XdsResourceType.Route] = new(StringComparer.Ordinal),
     };
     private readonly List<Action> _streams = [];
+    private CancellationTokenSource _closer = new();
     private long _version;
     private long _nonce;
     private WebApplication? _app;
@@ -142,6 +143,22 @@ public sealed class ControlPlane : IAsyncDisposable
         Notify();
     }
 
+    /// <summary>
+    /// Ends every open stream gracefully (status OK), as istiod does when a connection reaches its maximum
+    /// age (about every 30 minutes): the proxy is expected to reconnect at once, with the versions it holds.
+    /// </summary>
+    public void CloseStreams()
+    {
+        CancellationTokenSource closer;
+        lock (_gate)
+        {
+            closer = _closer;
+            _closer = new CancellationTokenSource();
+        }
+        closer.Cancel();
+        closer.Dispose();
+    }
+
     public void Remove(XdsResourceType type, params string[] names)
     {
         lock (_gate)
@@ -238,10 +255,11 @@ public sealed class ControlPlane : IAsyncDisposable
             _streams.Add(notify);
         }
         var types = new Dictionary<XdsResourceType, (string Url, HashSet<string>? Names, long Sent)>();
-        Task reader = PumpAsync(requests, events.Writer, context.CancellationToken);
+        using var linked = Linked(context);
+        Task reader = PumpAsync(requests, events.Writer, linked.Token);
         try
         {
-            await foreach (DiscoveryRequest? request in events.Reader.ReadAllAsync(context.CancellationToken))
+            await foreach (DiscoveryRequest? request in events.Reader.ReadAllAsync(linked.Token))
             {
                 if (request != null && XdsTypes.ResourceType(request.TypeUrl) is XdsResourceType asked)
                 {
@@ -273,6 +291,10 @@ public sealed class ControlPlane : IAsyncDisposable
                 }
             }
         }
+        catch (OperationCanceledException) when (!context.CancellationToken.IsCancellationRequested)
+        {
+            // CloseStreams: end the call with status OK.
+        }
         finally
         {
             lock (_gate)
@@ -294,10 +316,11 @@ public sealed class ControlPlane : IAsyncDisposable
             _streams.Add(notify);
         }
         var types = new Dictionary<XdsResourceType, DeltaType>();
-        Task reader = PumpAsync(requests, events.Writer, context.CancellationToken);
+        using var linked = Linked(context);
+        Task reader = PumpAsync(requests, events.Writer, linked.Token);
         try
         {
-            await foreach (DeltaDiscoveryRequest? request in events.Reader.ReadAllAsync(context.CancellationToken))
+            await foreach (DeltaDiscoveryRequest? request in events.Reader.ReadAllAsync(linked.Token))
             {
                 if (request != null && request.ResponseNonce.Length == 0 && XdsTypes.ResourceType(request.TypeUrl) is XdsResourceType asked)
                 {
@@ -356,6 +379,10 @@ public sealed class ControlPlane : IAsyncDisposable
                 }
             }
         }
+        catch (OperationCanceledException) when (!context.CancellationToken.IsCancellationRequested)
+        {
+            // CloseStreams: end the call with status OK.
+        }
         finally
         {
             lock (_gate)
@@ -372,6 +399,14 @@ public sealed class ControlPlane : IAsyncDisposable
         public bool Wildcard { get; set; }
         public HashSet<string> Names { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, string> Sent { get; } = new(StringComparer.Ordinal);
+    }
+
+    private CancellationTokenSource Linked(ServerCallContext context)
+    {
+        lock (_gate)
+        {
+            return CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _closer.Token);
+        }
     }
 
     private async Task PumpAsync<T>(IAsyncStreamReader<T> requests, ChannelWriter<T?> events, CancellationToken token) where T : class, IMessage

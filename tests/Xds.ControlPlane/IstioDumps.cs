@@ -1,8 +1,9 @@
 using System.Text.Json.Nodes;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
+using Proxy.Xds;
 
-namespace Proxy.Xds.Tests;
+namespace Xds.ControlPlane;
 
 /// <summary>
 /// The xDS resources inside Istio's config dumps (../shared/testdata/xds), decoded into our messages as
@@ -10,7 +11,7 @@ namespace Proxy.Xds.Tests;
 /// TypedStruct, Mixer, RBAC...) becomes an Any of another unknown type, since a JSON parser cannot encode
 /// what it has no schema for; v2 resources (Istio 1.5) decode with the v3 messages, as on the wire.
 /// </summary>
-internal static class IstioDumps
+public static class IstioDumps
 {
     public static string TestData(params string[] parts)
     {
@@ -29,14 +30,15 @@ internal static class IstioDumps
 
     private static readonly MessageDescriptor[] s_known =
     [
-        Api.Cluster.Cluster.Descriptor, Api.Endpoint.ClusterLoadAssignment.Descriptor, Api.Listener.Listener.Descriptor, Api.Route.RouteConfiguration.Descriptor,
-        Api.Hcm.HttpConnectionManager.Descriptor, Api.Fault.HTTPFault.Descriptor, Api.Cors.CorsPolicy.Descriptor, Api.Route.FilterConfig.Descriptor,
-        Api.UpstreamHttp.HttpProtocolOptions.Descriptor, Google.Protobuf.WellKnownTypes.Struct.Descriptor, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
+        Proxy.Xds.Api.Cluster.Cluster.Descriptor, Proxy.Xds.Api.Endpoint.ClusterLoadAssignment.Descriptor, Proxy.Xds.Api.Listener.Listener.Descriptor,
+        Proxy.Xds.Api.Route.RouteConfiguration.Descriptor, Proxy.Xds.Api.Hcm.HttpConnectionManager.Descriptor, Proxy.Xds.Api.Fault.HTTPFault.Descriptor,
+        Proxy.Xds.Api.Cors.CorsPolicy.Descriptor, Proxy.Xds.Api.Route.FilterConfig.Descriptor, Proxy.Xds.Api.UpstreamHttp.HttpProtocolOptions.Descriptor,
+        Google.Protobuf.WellKnownTypes.Struct.Descriptor, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
     ];
 
     private static readonly JsonParser s_parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true).WithTypeRegistry(TypeRegistry.FromMessages(s_known)));
 
-    /// <summary>Every resource of a config dump: (type, decoded message, the original @type).</summary>
+    /// <summary>Every dynamic resource of a config dump: (type, decoded message, the original @type).</summary>
     public static List<(XdsResourceType Type, IMessage Message, string TypeUrl)> Resources(string file)
     {
         JsonNode root = JsonNode.Parse(File.ReadAllText(TestData("xds", file)))!;
@@ -56,9 +58,14 @@ internal static class IstioDumps
                     result.Add((type, Decode(resource), typeUrl));
                 }
             }
-            foreach (var (_, child) in obj.ToList())
+            foreach (var (key, child) in obj.ToList())
             {
-                Walk(child, result);
+                // What a control plane sends: the dynamic resources, not the bootstrap's static ones
+                // (a static listener may have no name, which LDS does not allow).
+                if (!key.StartsWith("static_", StringComparison.Ordinal) && key != "bootstrap")
+                {
+                    Walk(child, result);
+                }
             }
         }
         else if (node is JsonArray array)
