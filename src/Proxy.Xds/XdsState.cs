@@ -301,6 +301,7 @@ public sealed class XdsState
             if (known?.Shell != null && known.Shell.Equals(shell) && known.SameHosts(hosts))
             {
                 known.Version = r.Version;
+                known.Pending = null;
                 continue;
             }
             if (shell.Name != r.Name)
@@ -313,6 +314,13 @@ public sealed class XdsState
         }
         foreach (RouteEntry entry in fresh)
         {
+            // A new cluster and the route that uses it are not seen half-applied: while a cluster this
+            // version routes to still warms, the version it replaces keeps serving.
+            if (_routes.TryGetValue(entry.Shell!.Name, out RouteEntry? serving) && serving.Built != null && RoutesToWarmingCluster(entry, _active))
+            {
+                serving.Pending = entry;
+                continue;
+            }
             _routes[entry.Shell!.Name] = entry;
         }
         foreach (string name in removed)
@@ -320,6 +328,10 @@ public sealed class XdsState
             _routes.Remove(name);
         }
     }
+
+    /// <summary>Whether a host routes to a cluster CDS gave us that is not usable yet (its endpoints have not come).</summary>
+    private bool RoutesToWarmingCluster(RouteEntry entry, IReadOnlyDictionary<string, Cluster> active) =>
+        entry.Hosts!.Any(h => h.Names.Any(n => _clusters.TryGetValue(n, out ClusterEntry? c) && c.Built == null && !active.ContainsKey(n)));
 
     /// <summary>
     /// Builds a route configuration from its virtual hosts' bytes, reusing the built hosts of
@@ -436,10 +448,25 @@ public sealed class XdsState
         bool setChanged = !ReferenceEquals(active, _active)
             && (active.Count != _active.Count || active.Any(p => !_active.TryGetValue(p.Key, out Cluster? c) || !ReferenceEquals(c, p.Value)));
 
+        // Route configurations held back for warming clusters go live once those are ready.
+        HashSet<RouteEntry>? promoted = null;
+        foreach (RouteEntry serving in _routes.Values.Where(static r => r.Pending != null).ToList())
+        {
+            RouteEntry pending = serving.Pending!;
+            if (RoutesToWarmingCluster(pending, active))
+            {
+                Warming = true;
+                continue;
+            }
+            serving.Pending = null;
+            _routes[pending.Shell!.Name] = pending;
+            (promoted ??= []).Add(pending);
+        }
+
         // Route configurations: rebind or rebuild the hosts whose clusters changed.
         foreach (RouteEntry routes in _routes.Values)
         {
-            if (routes.Built == null || (setChanged && routes.Hosts!.Any(h => !h.DependsOnSame(active))))
+            if (routes.Built == null || ((setChanged || promoted?.Contains(routes) == true) && routes.Hosts!.Any(h => !h.DependsOnSame(active))))
             {
                 BuildRoutes(routes, [.. routes.Hosts!.Select(static h => h.Raw)], active, routes);
             }
@@ -624,6 +651,9 @@ public sealed class XdsState
 
         public CoreRoutes? Built { get; set; }
 
+        /// <summary>A newer version, accepted but held back while a cluster it routes to warms.</summary>
+        public RouteEntry? Pending { get; set; }
+
         /// <summary>The hosts by the hash of their bytes (kept: the next version of this configuration is compared with it).</summary>
         public Dictionary<int, List<HostEntry>>? Index()
         {
@@ -666,6 +696,9 @@ public sealed class XdsState
         public ReadOnlyMemory<byte> Raw { get; } = raw;
         public int Hash { get; } = hash;
         public CoreVirtualHost Built { get; } = built;
+
+        /// <summary>The clusters this host routes to, by name.</summary>
+        public IEnumerable<string> Names => dependencies.Select(static d => d.Name);
 
         public HostEntry? Rebind(IReadOnlyDictionary<string, Cluster> clusters, Func<string, Cluster> resolve)
         {

@@ -107,6 +107,32 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public void ANewClusterAndTheRouteThatUsesIt_AreNeverSeenHalfApplied()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001));
+        Apply(state, XdsResourceType.Listener, MeshResources.HttpListener("l", 15001, "r"));
+        Apply(state, XdsResourceType.Route, MeshResources.AllTo("r", "v1"));
+        Assert.Equal(V1, Route(Assert.Single(state.Build()!.Listeners).Routes, "server")!.Name);
+
+        // v2 arrives by CDS, and the route to it by RDS, before v2's endpoints: the old route serves on.
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V2));
+        Apply(state, XdsResourceType.Route, MeshResources.AllTo("r", "v2"));
+        ProxySnapshot held = state.Build() ?? state.Snapshot!;
+        Assert.Equal(V1, Route(Assert.Single(held.Listeners).Routes, "server")!.Name);
+        Assert.True(state.Warming);
+
+        // v2's endpoints: cluster and route go live in the same snapshot.
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V2, 9002));
+        ProxySnapshot live = state.Build()!;
+        Cluster routed = Route(Assert.Single(live.Listeners).Routes, "server")!;
+        Assert.Equal(V2, routed.Name);
+        Assert.Same(live.Clusters[V2], routed);
+        Assert.Single(routed.Endpoints);
+    }
+
+    [Fact]
     public void BadResource_RejectsTheWholeUpdate_NamingResourceAndField()
     {
         XdsState state = NewState();
