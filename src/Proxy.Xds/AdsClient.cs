@@ -136,6 +136,11 @@ public sealed class AdsClient : IAsyncDisposable
             {
                 ProxyLog.Write(LogLevel.Warning, $"xds: stream to {_config.Target} failed: {e.Message}");
             }
+            catch (Exception e) when (!_stop.IsCancellationRequested)
+            {
+                // Never stop following the control plane: report, back off, reconnect.
+                ProxyLog.Write(LogLevel.Critical, $"xds: stream to {_config.Target} failed unexpectedly: {e}");
+            }
             // A stream that worked for a while starts the back-off over; one that never answered grows it.
             failures = _streamReceived ? 0 : failures + 1;
             try
@@ -432,15 +437,22 @@ public sealed class AdsClient : IAsyncDisposable
         await _lock.WaitAsync();
         try
         {
+            ProxySnapshot? snapshot;
             try
             {
                 _state.Apply(type, resources, removed);
+                snapshot = _state.Build();
             }
             catch (ConfigException e)
             {
                 return Rejection(type, resources.Count, e.Message, start);
             }
-            ProxySnapshot? snapshot = _state.Build();
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // A bug of ours, not a bad resource: still refuse the update rather than stop following.
+                ProxyLog.Write(LogLevel.Critical, $"xds: {type} update failed: {e}");
+                return Rejection(type, resources.Count, $"internal error: {e.GetType().Name}: {e.Message}", start);
+            }
             TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
             if (snapshot != null)
             {
