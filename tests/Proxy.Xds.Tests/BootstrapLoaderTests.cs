@@ -24,6 +24,19 @@ public sealed class BootstrapLoaderTests
     private static ProxySnapshot Load(string text) => new BootstrapLoader(new UpstreamPools()).Load(text, "test");
 
     [Fact]
+    public void AdsExample_NamesTheControlPlane_AndNeedsNoStaticListener()
+    {
+        var loader = new BootstrapLoader(new UpstreamPools());
+        ProxySnapshot snapshot = loader.Load(File.ReadAllText(Path.Combine(FindRoot(), "examples", "bootstrap-ads.yaml")), "bootstrap-ads.yaml");
+        Assert.Empty(snapshot.Listeners);
+        Assert.Equal("http://127.0.0.1:15010", loader.Ads!.Target);
+        Assert.True(loader.Ads.Delta);
+        Assert.False(loader.Ads.V2);
+        Assert.Equal("Kubernetes", loader.Ads.Node.Metadata.Fields["CLUSTER_ID"].StringValue);
+        Assert.Empty(loader.Warnings);
+    }
+
+    [Fact]
     public void Example_LoadsListenersRoutesAndClusters()
     {
         ProxySnapshot snapshot = Load(Example);
