@@ -3,12 +3,6 @@ using System.Net.Sockets;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Proxy.Core;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
@@ -137,6 +131,48 @@ public sealed class XdsTests : IAsyncLifetime
         return await response.Content.ReadAsStringAsync();
     }
 
+    /// <summary>Clients sending requests without pause until stopped, counting answers as expected or not.</summary>
+    private sealed class Load : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task[] _workers;
+        private int _ok;
+        private int _failed;
+
+        public Load(HttpClient client, int workers, string? name, Func<string, bool> expected)
+        {
+            _workers = [.. Enumerable.Range(0, workers).Select(_ => Task.Run(async () =>
+            {
+                while (!_stop.IsCancellationRequested)
+                {
+                    try
+                    {
+                        Interlocked.Increment(ref expected(await GetAsync(client, name)) ? ref _ok : ref _failed);
+                    }
+                    catch (HttpRequestException)
+                    {
+                        Interlocked.Increment(ref _failed);
+                    }
+                }
+            }))];
+        }
+
+        public int Ok => Volatile.Read(ref _ok);
+        public int Failed => Volatile.Read(ref _failed);
+
+        public async Task StopAsync()
+        {
+            await _stop.CancelAsync();
+            await Task.WhenAll(_workers);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await StopAsync();
+            _stop.Dispose();
+        }
+    }
+
     /// <summary>A control plane with the seed scenario pushed, and the proxy serving it (its listener bound, its routes ACKed).</summary>
     private async Task<XdsProxy> StartMeshAsync(bool delta, bool? v2, bool legacy = false, string? unixPath = null)
     {
@@ -230,23 +266,7 @@ public sealed class XdsTests : IAsyncLifetime
         ControlPlane plane = proxy.Plane;
         int port = proxy.Port;
 
-        using var stop = new CancellationTokenSource();
-        int ok = 0, failed = 0;
-        Task[] load = [.. Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    string body = await GetAsync(proxy.Http, "layotto");
-                    Interlocked.Increment(ref body == "v1" ? ref ok : ref failed);
-                }
-                catch (HttpRequestException)
-                {
-                    Interlocked.Increment(ref failed);
-                }
-            }
-        }))];
+        await using var load = new Load(proxy.Http, 4, "layotto", static body => body == "v1");
         await Task.Delay(300);
         await plane.StopAsync();
         await Task.Delay(1000);
@@ -254,10 +274,9 @@ public sealed class XdsTests : IAsyncLifetime
         await plane.RestartAsync();
         await ControlPlane.WaitForAsync(() => plane.StreamsOpened > streams, "the proxy to reconnect");
         await Task.Delay(300);
-        await stop.CancelAsync();
-        await Task.WhenAll(load);
-        Assert.Equal(0, failed);
-        Assert.True(ok > 50, $"only {ok} requests");
+        await load.StopAsync();
+        Assert.Equal(0, load.Failed);
+        Assert.True(load.Ok > 50, $"only {load.Ok} requests");
 
         // The new stream works: a change pushed after the restart is applied.
         int acks = plane.Responses(XdsResourceType.Route).Acks;
@@ -309,22 +328,7 @@ public sealed class XdsTests : IAsyncLifetime
     {
         await using XdsProxy proxy = await StartMeshAsync(delta, v2: false);
         ControlPlane plane = proxy.Plane;
-        using var stop = new CancellationTokenSource();
-        int ok = 0, failed = 0;
-        Task load = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    Interlocked.Increment(ref await GetAsync(proxy.Http, "layotto") == "v1" ? ref ok : ref failed);
-                }
-                catch (HttpRequestException)
-                {
-                    Interlocked.Increment(ref failed);
-                }
-            }
-        });
+        await using var load = new Load(proxy.Http, 1, "layotto", static body => body == "v1");
         await Task.Delay(200);
         int before = plane.Requests.Count;
         int streams = plane.StreamsOpened;
@@ -332,10 +336,9 @@ public sealed class XdsTests : IAsyncLifetime
         await ControlPlane.WaitForAsync(() => plane.StreamsOpened > streams, "the reconnect", TimeSpan.FromSeconds(5));
         await ControlPlane.WaitForAsync(() => plane.Requests.Count >= before + 3, "the resubscription");
         await Task.Delay(200);
-        await stop.CancelAsync();
-        await load;
-        Assert.Equal(0, failed);
-        Assert.True(ok > 10, $"only {ok} requests");
+        await load.StopAsync();
+        Assert.Equal(0, load.Failed);
+        Assert.True(load.Ok > 10, $"only {load.Ok} requests");
 
         IMessage[] after = [.. plane.Requests.Skip(before)];
         if (delta)
@@ -503,23 +506,7 @@ public sealed class XdsTests : IAsyncLifetime
         ControlPlane plane = proxy.Plane;
         int port = proxy.Port;
 
-        using var stop = new CancellationTokenSource();
-        int ok = 0, failed = 0;
-        Task[] load = [.. Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    string body = await GetAsync(proxy.Http);
-                    Interlocked.Increment(ref body is "v1" or "v2" ? ref ok : ref failed);
-                }
-                catch (HttpRequestException)
-                {
-                    Interlocked.Increment(ref failed);
-                }
-            }
-        }))];
+        await using var load = new Load(proxy.Http, 4, null, static body => body is "v1" or "v2");
         const int Changes = 1000;
         int before = plane.Responses(XdsResourceType.Route).Acks;
         for (int i = 0; i < Changes; i++)
@@ -529,10 +516,9 @@ public sealed class XdsTests : IAsyncLifetime
             int target = before + i + 1;
             await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= target, $"ACK {i}");
         }
-        await stop.CancelAsync();
-        await Task.WhenAll(load);
-        Assert.Equal(0, failed);
-        Assert.True(ok > 100, $"only {ok} requests");
+        await load.StopAsync();
+        Assert.Equal(0, load.Failed);
+        Assert.True(load.Ok > 100, $"only {load.Ok} requests");
         Assert.Equal(0, plane.Responses(XdsResourceType.Route).Nacks);
     }
 }
