@@ -85,6 +85,17 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public void Listener_RdsInitialFetchTimeout_ServesWithNoRoutes()
+    {
+        XdsState state = NewState();
+        Apply(state, XdsResourceType.Listener, MeshResources.HttpListener("l", 15001, "never", Duration.FromTimeSpan(TimeSpan.FromSeconds(2))));
+        Assert.Empty(state.Build()!.Listeners);
+        _now += TimeSpan.FromSeconds(3);
+        ListenerConfig listener = Assert.Single(state.Build()!.Listeners);
+        Assert.Empty(listener.Routes.VirtualHosts); // every request: 404, as Envoy after its RDS timeout
+    }
+
+    [Fact]
     public void Listener_IsNotServedBeforeItsRoutes_AndAnUpdatedOneKeepsServingWhileItWarms()
     {
         XdsState state = NewState();
