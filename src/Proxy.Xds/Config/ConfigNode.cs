@@ -74,6 +74,11 @@ public readonly struct ConfigNode
         get
         {
             NodePath path = new(_path, field, -1);
+            // The common case first: a decoded message (not a Struct), without the interface checks below.
+            if (_node is IBufferMessage decoded && _node is not Struct)
+            {
+                return new ConfigNode(MessageField((IMessage)decoded, field), path);
+            }
             switch (_node)
             {
                 case YamlMappingNode map:
@@ -305,8 +310,22 @@ public readonly struct ConfigNode
         return Fields(message.Descriptor).TryGetValue(name, out FieldInfo? field) ? FieldValue(message, field) : null;
     }
 
-    private static FrozenDictionary<string, FieldInfo> Fields(MessageDescriptor descriptor) =>
-        s_fields.GetOrAdd(descriptor, static d => d.Fields.InDeclarationOrder().ToFrozenDictionary(static f => f.Name, static f => new FieldInfo(f), StringComparer.Ordinal));
+    private static FrozenDictionary<string, FieldInfo> Fields(MessageDescriptor descriptor)
+    {
+        // The loader asks one message type many times in a row: the last table is kept per thread.
+        (MessageDescriptor Descriptor, FrozenDictionary<string, FieldInfo> Fields) last = t_lastFields;
+        if (ReferenceEquals(last.Descriptor, descriptor))
+        {
+            return last.Fields;
+        }
+        FrozenDictionary<string, FieldInfo> fields = s_fields.GetOrAdd(descriptor, static d =>
+            d.Fields.InDeclarationOrder().ToFrozenDictionary(static f => f.Name, static f => new FieldInfo(f), StringComparer.Ordinal));
+        t_lastFields = (descriptor, fields);
+        return fields;
+    }
+
+    [ThreadStatic]
+    private static (MessageDescriptor Descriptor, FrozenDictionary<string, FieldInfo> Fields) t_lastFields;
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<MessageDescriptor, FrozenDictionary<string, FieldInfo>> s_fields = new();
 
