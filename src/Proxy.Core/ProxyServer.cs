@@ -14,6 +14,7 @@ public sealed class ProxyServer : IAsyncDisposable
     {
         Snapshots = new SnapshotHolder(snapshot);
         Pools = pools;
+        ApplyClusterLimits(snapshot);
     }
 
     public SnapshotHolder Snapshots { get; }
@@ -49,6 +50,7 @@ public sealed class ProxyServer : IAsyncDisposable
         Snapshots.Publish(snapshot);
         if (!ReferenceEquals(previous.Clusters, snapshot.Clusters))
         {
+            ApplyClusterLimits(snapshot);
             Pools.Prune(snapshot);
         }
         var wanted = new HashSet<string>(StringComparer.Ordinal);
@@ -75,6 +77,18 @@ public sealed class ProxyServer : IAsyncDisposable
         foreach (string name in _byName.Keys.Where(n => !wanted.Contains(n)).ToList())
         {
             await Retire(name, _byName[name].Listener);
+        }
+    }
+
+    /// <summary>
+    /// The live per-cluster limits follow the published snapshot (not a configuration that was only
+    /// checked, and perhaps refused): circuit_breakers.max_connections of each cluster.
+    /// </summary>
+    private static void ApplyClusterLimits(ProxySnapshot snapshot)
+    {
+        foreach (Cluster cluster in snapshot.Clusters.Values)
+        {
+            cluster.State.MaxConnections = cluster.CircuitBreakers?.MaxConnections ?? long.MaxValue;
         }
     }
 

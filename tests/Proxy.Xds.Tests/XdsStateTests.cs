@@ -168,6 +168,33 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public async Task CircuitBreakerLimits_FollowThePublishedSnapshot_NotARefusedUpdate()
+    {
+        var pools = new UpstreamPools();
+        var state = new XdsState(pools, [], [], () => _now);
+        Api.Cluster.Cluster Limited(uint max)
+        {
+            var cluster = MeshResources.EdsCluster(V1);
+            cluster.CircuitBreakers.Thresholds[0].MaxConnections = max;
+            return cluster;
+        }
+        Apply(state, XdsResourceType.Cluster, Limited(5));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001));
+        await using var server = new Core.ProxyServer(state.Build()!, pools);
+        Assert.Equal(5, pools.ClusterState(V1).MaxConnections);
+
+        var bad = MeshResources.EdsCluster("bad");
+        bad.LbPolicy = Api.Cluster.Cluster.Types.LbPolicy.RingHash;
+        bad.CommonLbConfig = new Api.Cluster.Cluster.Types.CommonLbConfig { HealthyPanicThreshold = new Api.Type.Percent { Value = -1 } };
+        Assert.Throws<ConfigException>(() => Apply(state, XdsResourceType.Cluster, Limited(7), bad));
+        Assert.Equal(5, pools.ClusterState(V1).MaxConnections);
+
+        Apply(state, XdsResourceType.Cluster, Limited(7));
+        await server.ApplyAsync(state.Build()!);
+        Assert.Equal(7, pools.ClusterState(V1).MaxConnections);
+    }
+
+    [Fact]
     public void OneRouteChange_SharesEveryOtherVirtualHost_AndEndpointChangesRebindWithoutRebuilding()
     {
         XdsState state = NewState();

@@ -399,7 +399,6 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             EndPoint address = ParseSocketAddress(host["socket_address"], allowNames: type != "STATIC");
             endpoints.Add(pools.Endpoint(address, protocol, 1, EndpointHealth.Unknown, 0, state, localityIndex + 1, 1));
         }
-        state.MaxConnections = settings.CircuitBreakers?.MaxConnections ?? long.MaxValue;
         return new Cluster(settings.Name, protocol, endpoints, settings.ConnectTimeout, settings.Policy, settings.PanicThresholdPercent, settings.LocalityWeighted)
         {
             CircuitBreakers = settings.CircuitBreakers,
