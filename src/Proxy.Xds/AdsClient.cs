@@ -233,7 +233,7 @@ public sealed class AdsClient : IAsyncDisposable
             {
                 // State of the World: CDS and LDS responses are complete; what they leave out is gone.
                 var names = resources.Select(static r => r.Name).ToHashSet(StringComparer.Ordinal);
-                removed = [.. _state.Names(type).Where(n => !names.Contains(n))];
+                removed = await Locked(() => _state.Names(type).Where(n => !names.Contains(n)).ToArray());
             }
             XdsUpdate update = error == null ? await ApplyAsync(type, resources, removed, start) : Rejection(type, resources.Count, error, start);
             if (update.Accepted)
@@ -292,7 +292,7 @@ public sealed class AdsClient : IAsyncDisposable
             {
                 request.ResourceNamesSubscribe.AddRange(names);
             }
-            foreach (var (name, version) in _state.Versions(type))
+            foreach (var (name, version) in await Locked(() => _state.Versions(type)))
             {
                 if (type is XdsResourceType.Cluster or XdsResourceType.Listener || names.Contains(name))
                 {
@@ -358,6 +358,20 @@ public sealed class AdsClient : IAsyncDisposable
                 await Forget(follow, change.ResourceNamesUnsubscribe);
                 await Send(change);
             }
+        }
+    }
+
+    /// <summary>Reads the state under the lock (the warming timer may be building a snapshot).</summary>
+    private async Task<T> Locked<T>(Func<T> read)
+    {
+        await _lock.WaitAsync();
+        try
+        {
+            return read();
+        }
+        finally
+        {
+            _lock.Release();
         }
     }
 
