@@ -267,6 +267,10 @@ public sealed class XdsState
             {
                 continue;
             }
+            if (_staticListeners.Any(l => l.Name == r.Name))
+            {
+                throw new ConfigException($"{Origin("Listener", r.Name)}: a static listener of the bootstrap has this name");
+            }
             ListenerShape? shape = _loader.ReadListener(ConfigNode.FromMessage(proto, Origin("Listener", r.Name)));
             var entry = new ListenerEntry(proto, r.Version, shape, _clock());
             if (shape is { RouteConfigName: null })

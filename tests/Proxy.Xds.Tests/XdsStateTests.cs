@@ -162,6 +162,10 @@ public sealed class XdsStateTests
         Assert.Contains("RouteConfiguration 'r'.virtual_hosts[0].routes[0].match.safe_regex", e.Message, StringComparison.Ordinal);
         Assert.Empty(state.Names(XdsResourceType.Route));
 
+        var withStatic = new XdsState(new UpstreamPools(), [], [new ListenerConfig("static", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 15000), CoreRoutes.Empty)]);
+        e = Assert.Throws<ConfigException>(() => Apply(withStatic, XdsResourceType.Listener, MeshResources.HttpListener("static", 15001, "r")));
+        Assert.Contains("static listener", e.Message, StringComparison.Ordinal);
+
         var mismatch = MeshResources.EdsCluster("x");
         e = Assert.Throws<ConfigException>(() => state.Apply(XdsResourceType.Cluster, [new XdsResource("y", "1", mismatch)], []));
         Assert.Contains("named 'x'", e.Message, StringComparison.Ordinal);
