@@ -23,11 +23,13 @@ public readonly record struct XdsResource(string Name, string Version, IMessage 
 /// The resources a control plane has given us, and the snapshot they make. Updates are validated whole
 /// before anything changes (a bad resource rejects its update and the last good state keeps serving, as a
 /// NACK says). <see cref="Build"/> makes a new immutable snapshot in which unchanged parts are the previous
-/// snapshot's objects: a cluster is rebuilt only when its resource or its endpoints changed, a virtual host
-/// only when its resource changed or a cluster it routes to did. Warming is Envoy's: a new EDS cluster is
-/// used once its endpoints have arrived, a listener once its route configuration has (or when the
-/// config source's initial_fetch_timeout has passed; 0 waits for ever); meanwhile the previous version,
-/// if any, keeps serving. Not thread-safe: the xDS client calls it from one place at a time.
+/// snapshot's objects: a cluster is rebuilt only when its resource or its endpoints changed; a virtual host
+/// is decoded and built only when its bytes changed, and rebound (its routes pointed at the new objects)
+/// when only a cluster it routes to changed. Warming is Envoy's: a new EDS cluster is used once its
+/// endpoints have arrived, a listener once its route configuration has (or when the config source's
+/// initial_fetch_timeout has passed; 0 waits for ever); meanwhile the previous version, if any, keeps
+/// serving. A route configuration that routes to a still-warming cluster is held back the same way, so a
+/// new cluster and the route to it go live together. Not thread-safe: the xDS client calls it under a lock.
 /// </summary>
 public sealed class XdsState
 {
