@@ -242,17 +242,10 @@ public sealed class AdsClient : IAsyncDisposable
             }
             await Send(type, response.Nonce, update.Accepted ? null : new RpcStatus { Code = (int)StatusCode.Internal, Message = update.Error });
             Updated?.Invoke(update);
-            // EDS and RDS follow what CDS and LDS now reference: a changed list is sent as a new request.
-            foreach (XdsResourceType follow in new[] { XdsResourceType.Endpoint, XdsResourceType.Route })
+            // A changed list is sent as a new request with the whole list.
+            foreach (var (follow, _, _) in await FollowAsync())
             {
-                HashSet<string> now = Subscription(follow);
-                HashSet<string> before = _subscribed.GetValueOrDefault(follow) ?? [];
-                if (Wanted(follow) && !now.SetEquals(before))
-                {
-                    _subscribed[follow] = now;
-                    await Forget(follow, before.Where(n => !now.Contains(n)));
-                    await Send(follow, _nonce.GetValueOrDefault(follow), null);
-                }
+                await Send(follow, _nonce.GetValueOrDefault(follow), null);
             }
         }
     }
@@ -342,23 +335,37 @@ public sealed class AdsClient : IAsyncDisposable
             }
             await Send(ack);
             Updated?.Invoke(update);
-            foreach (XdsResourceType follow in new[] { XdsResourceType.Endpoint, XdsResourceType.Route })
+            foreach (var (follow, now, before) in await FollowAsync())
             {
-                HashSet<string> now = Subscription(follow);
-                HashSet<string> before = _subscribed.GetValueOrDefault(follow) ?? [];
-                if (!Wanted(follow) || now.SetEquals(before))
-                {
-                    continue;
-                }
                 // A changed subscription goes as its own nonce-less request.
                 var change = new DeltaDiscoveryRequest { TypeUrl = XdsTypes.TypeUrl(follow, _v2) };
                 change.ResourceNamesSubscribe.AddRange(now.Where(n => !before.Contains(n)));
                 change.ResourceNamesUnsubscribe.AddRange(before.Where(n => !now.Contains(n)));
-                _subscribed[follow] = now;
-                await Forget(follow, change.ResourceNamesUnsubscribe);
                 await Send(change);
             }
         }
+    }
+
+    /// <summary>
+    /// EDS and RDS follow what CDS and LDS reference: the types whose name list changed since it was last
+    /// sent (now taken as sent), with the names before; resources no longer referenced are dropped.
+    /// </summary>
+    private async Task<List<(XdsResourceType Type, HashSet<string> Now, HashSet<string> Before)>> FollowAsync()
+    {
+        var changed = new List<(XdsResourceType, HashSet<string>, HashSet<string>)>(2);
+        foreach (XdsResourceType follow in new[] { XdsResourceType.Endpoint, XdsResourceType.Route })
+        {
+            HashSet<string> now = Subscription(follow);
+            HashSet<string> before = _subscribed.GetValueOrDefault(follow) ?? [];
+            if (!Wanted(follow) || now.SetEquals(before))
+            {
+                continue;
+            }
+            _subscribed[follow] = now;
+            await Forget(follow, before.Where(n => !now.Contains(n)));
+            changed.Add((follow, now, before));
+        }
+        return changed;
     }
 
     /// <summary>Reads the state under the lock (the warming timer may be building a snapshot).</summary>

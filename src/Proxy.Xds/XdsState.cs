@@ -35,7 +35,6 @@ public sealed class XdsState
 {
     private static readonly TimeSpan DefaultInitialFetchTimeout = TimeSpan.FromSeconds(15);
 
-    private readonly UpstreamPools _pools;
     private readonly BootstrapLoader _loader;
     private readonly IReadOnlyList<Cluster> _staticClusters;
     private readonly IReadOnlyList<ListenerConfig> _staticListeners;
@@ -53,7 +52,6 @@ public sealed class XdsState
 
     public XdsState(UpstreamPools pools, IReadOnlyList<Cluster> staticClusters, IReadOnlyList<ListenerConfig> staticListeners, Func<DateTime>? clock = null)
     {
-        _pools = pools;
         _loader = new BootstrapLoader(pools) { Dynamic = true };
         _staticClusters = staticClusters;
         _staticListeners = staticListeners;
@@ -190,7 +188,6 @@ public sealed class XdsState
     private Cluster? BuildCluster(ClusterEntry entry)
     {
         ConfigNode assignment = default;
-        entry.BuiltWith = null;
         if (entry.EdsName != null)
         {
             if (!_assignments.TryGetValue(entry.EdsName, out var known))
@@ -198,7 +195,6 @@ public sealed class XdsState
                 // Used without endpoints only once warming has given up.
                 return entry.WarmingExpired(_clock()) ? _loader.BuildCluster(entry.Settings!, default) : null;
             }
-            entry.BuiltWith = known.Assignment;
             assignment = ConfigNode.FromMessage(known.Assignment, Origin("ClusterLoadAssignment", entry.EdsName));
         }
         return _loader.BuildCluster(entry.Settings!, assignment);
@@ -207,33 +203,34 @@ public sealed class XdsState
     private void ApplyAssignments(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
     {
         var users = _clusters.Values.Where(static c => c.EdsName != null).ToLookup(static c => c.EdsName!, StringComparer.Ordinal);
-        var built = new List<(ClusterEntry, Cluster, PbLoadAssignment)>();
+        var changed = new List<(XdsResource Resource, PbLoadAssignment Assignment)>();
+        var built = new List<(ClusterEntry User, Cluster Cluster)>();
         foreach (XdsResource r in updated)
         {
             PbLoadAssignment proto = As<PbLoadAssignment>(r);
             if (_assignments.TryGetValue(r.Name, out var known) && known.Assignment.Equals(proto))
             {
-                _assignments[r.Name] = (r.Version, known.Assignment);
+                changed.Add((r, known.Assignment));
                 continue;
+            }
+            changed.Add((r, proto));
+            ConfigNode assignment = ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", r.Name));
+            if (!users[r.Name].Any())
+            {
+                ValidateAlone(proto, r.Name);
             }
             foreach (ClusterEntry user in users[r.Name])
             {
-                ConfigNode assignment = ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", r.Name));
-                built.Add((user, _loader.BuildCluster(user.Settings!, assignment), proto));
+                built.Add((user, _loader.BuildCluster(user.Settings!, assignment)));
             }
-            _ = users[r.Name].Any() || ValidateAlone(proto, r.Name);
         }
-        foreach (XdsResource r in updated)
+        foreach (var (r, assignment) in changed)
         {
-            if (!_assignments.TryGetValue(r.Name, out var known) || !ReferenceEquals(known.Assignment, r.Message))
-            {
-                _assignments[r.Name] = (r.Version, (PbLoadAssignment)r.Message);
-            }
+            _assignments[r.Name] = (r.Version, assignment);
         }
-        foreach (var (user, cluster, proto) in built)
+        foreach (var (user, cluster) in built)
         {
             user.Built = cluster;
-            user.BuiltWith = proto;
             _clustersDirty = true;
         }
         foreach (string name in removed)
@@ -244,7 +241,6 @@ public sealed class XdsState
                 foreach (ClusterEntry user in users[name])
                 {
                     user.Built = _loader.BuildCluster(user.Settings!, default);
-                    user.BuiltWith = null;
                     _clustersDirty = true;
                 }
             }
@@ -252,12 +248,11 @@ public sealed class XdsState
     }
 
     /// <summary>An assignment no cluster uses yet is still checked, so that it is refused now rather than later.</summary>
-    private bool ValidateAlone(PbLoadAssignment proto, string name)
+    private static void ValidateAlone(PbLoadAssignment proto, string name)
     {
         var probe = new PbCluster { Name = name, Type = PbCluster.Types.DiscoveryType.Eds };
         // A loader of its own: checking must not register connection pools for endpoints nothing uses.
         new BootstrapLoader(new UpstreamPools()) { Dynamic = true }.LoadCluster(ConfigNode.FromMessage(probe, Origin("Cluster", name)), ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", name)));
-        return true;
     }
 
     private void ApplyListeners(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
@@ -346,7 +341,6 @@ public sealed class XdsState
     /// </summary>
     private CoreRoutes BuildRoutes(RouteEntry entry, IReadOnlyList<ReadOnlyMemory<byte>> encoded, IReadOnlyDictionary<string, Cluster> clusters, RouteEntry? previous)
     {
-        _resolving = clusters;
         Dictionary<int, List<HostEntry>>? byHash = previous?.Index();
         var built = new List<HostEntry>(encoded.Count);
         var hosts = new List<CoreVirtualHost>(encoded.Count);
@@ -367,7 +361,7 @@ public sealed class XdsState
             }
             // The same host whose clusters changed (new endpoints, or one came or went): its routes are
             // rebound to the clusters in use now, not built again.
-            if (same?.Rebind(clusters, Resolve) is HostEntry rebound)
+            if (same?.Rebind(clusters, name => clusters.TryGetValue(name, out Cluster? c) ? c : _loader.Placeholder(name)) is HostEntry rebound)
             {
                 built.Add(rebound);
                 hosts.Add(rebound.Built);
@@ -417,23 +411,6 @@ public sealed class XdsState
         }
     }
 
-    /// <summary>A cluster by name for rebinding: the one in use, or (absent) one with no endpoints, which answers 503.</summary>
-    private Cluster Resolve(string name)
-    {
-        if (_resolving != null && _resolving.TryGetValue(name, out Cluster? cluster))
-        {
-            return cluster;
-        }
-        if (!_placeholders.TryGetValue(name, out Cluster? placeholder))
-        {
-            _placeholders[name] = placeholder = new Cluster(name, UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(5)) { State = _pools.ClusterState(name) };
-        }
-        return placeholder;
-    }
-
-    private IReadOnlyDictionary<string, Cluster>? _resolving;
-    private readonly Dictionary<string, Cluster> _placeholders = new(StringComparer.Ordinal);
-
     private static (string Name, Cluster? Cluster)[] Dependencies(HashSet<string> names, IReadOnlyDictionary<string, Cluster> clusters) =>
         [.. names.Select(n => (n, clusters.TryGetValue(n, out Cluster? c) ? c : null))];
 
@@ -447,10 +424,6 @@ public sealed class XdsState
         Dictionary<string, Cluster> active = _clustersDirty || _clustersWarming || Snapshot == null ? ActiveClusters() : _active;
         _clustersDirty = false;
         Warming = _clustersWarming;
-        if (_placeholders.Count > 4096)
-        {
-            _placeholders.Clear();
-        }
         bool setChanged = !ReferenceEquals(active, _active)
             && (active.Count != _active.Count || active.Any(p => !_active.TryGetValue(p.Key, out Cluster? c) || !ReferenceEquals(c, p.Value)));
 
@@ -605,7 +578,6 @@ public sealed class XdsState
         private DateTime Since { get; }
         private TimeSpan Timeout { get; }
         public Cluster? Built { get; set; }
-        public PbLoadAssignment? BuiltWith { get; set; }
         public ClusterSettings? Settings { get; set; }
 
         public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;

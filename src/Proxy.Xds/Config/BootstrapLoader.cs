@@ -84,7 +84,15 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             ConfigNode socket = address["socket_address"];
             string host = socket["address"].RequiredString();
             long port = socket["port_value"].Integer() ?? throw new ConfigException($"{socket["port_value"].Path}: required");
+            if (port is < 1 or > 65535)
+            {
+                throw new ConfigException($"{socket["port_value"].Path}: {port} is not a port");
+            }
             target = $"http://{(host.Contains(':', StringComparison.Ordinal) ? $"[{host}]" : host)}:{port}";
+            if (!Uri.TryCreate(target, UriKind.Absolute, out _))
+            {
+                throw new ConfigException($"{socket["address"].Path}: '{host}' is not a host name or address");
+            }
         }
         else
         {
@@ -1165,8 +1173,26 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{name.Path}: unknown cluster '{clusterName}'");
         }
-        // Envoy's RDS default (validate_clusters false): the route stands and answers 503 until the cluster comes.
-        return new Cluster(clusterName, UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(5)) { State = pools.ClusterState(clusterName) };
+        return Placeholder(clusterName);
+    }
+
+    private readonly Dictionary<string, Cluster> _placeholders = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A cluster that is not (yet) there: no endpoints, so a route to it answers 503 until it comes
+    /// (Envoy's RDS default, validate_clusters false). One object per name, the cache bounded.
+    /// </summary>
+    public Cluster Placeholder(string name)
+    {
+        if (!_placeholders.TryGetValue(name, out Cluster? placeholder))
+        {
+            if (_placeholders.Count >= 4096)
+            {
+                _placeholders.Clear();
+            }
+            _placeholders[name] = placeholder = new Cluster(name, UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(5)) { State = pools.ClusterState(name) };
+        }
+        return placeholder;
     }
 
     /// <summary>v3 string_match and the legacy fields Istio 1.5 sends (exact_match, prefix_match, suffix_match, safe_regex_match).</summary>
