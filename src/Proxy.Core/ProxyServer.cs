@@ -33,7 +33,7 @@ public sealed class ProxyServer : IAsyncDisposable
     private void StartListener(ListenerConfig config)
     {
         string name = config.Name;
-        var listener = new ProxyListener(config.Address, () => FindRoutes(name));
+        var listener = new ProxyListener(config, () => FindListener(name));
         listener.Start();
         _listeners.Add(listener);
         _byName[name] = (config.Address, listener);
@@ -89,6 +89,7 @@ public sealed class ProxyServer : IAsyncDisposable
         foreach (Cluster cluster in snapshot.Clusters.Values)
         {
             cluster.State.MaxConnections = cluster.CircuitBreakers?.MaxConnections ?? long.MaxValue;
+            cluster.State.BufferLimit = cluster.BufferLimit;
         }
     }
 
@@ -99,8 +100,8 @@ public sealed class ProxyServer : IAsyncDisposable
         await listener.StopAcceptingAndDrainAsync();
     }
 
-    /// <summary>The route configuration a new request on listener <paramref name="name"/> uses: the current snapshot's.</summary>
-    private RouteConfiguration? FindRoutes(string name)
+    /// <summary>The configuration a new connection or request on listener <paramref name="name"/> uses: the current snapshot's.</summary>
+    private ListenerConfig? FindListener(string name)
     {
         // Indexed loop: foreach over the interface would allocate an enumerator per request.
         IReadOnlyList<ListenerConfig> listeners = Snapshots.Current.Listeners;
@@ -108,7 +109,7 @@ public sealed class ProxyServer : IAsyncDisposable
         {
             if (string.Equals(listeners[i].Name, name, StringComparison.Ordinal))
             {
-                return listeners[i].Routes;
+                return listeners[i];
             }
         }
         return null;

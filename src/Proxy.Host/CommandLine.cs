@@ -20,6 +20,16 @@ public sealed class CommandLine
     public string? ServiceNode { get; private set; }
     public int DrainTimeSeconds { get; private set; } = 5;
     public int SnapshotSwapsPerSecond { get; private set; }
+    /// <summary>--request-headers-timeout-s (standalone; default 30).</summary>
+    public double RequestHeadersTimeoutSeconds { get; private set; } = 30;
+    /// <summary>--preface-timeout-s (standalone; default 10).</summary>
+    public double PrefaceTimeoutSeconds { get; private set; } = 10;
+    /// <summary>--idle-timeout-s (standalone; default 300).</summary>
+    public double IdleTimeoutSeconds { get; private set; } = 300;
+    /// <summary>--buffer-limit-bytes (standalone; default 1 MiB).</summary>
+    public int BufferLimitBytes { get; private set; } = 1024 * 1024;
+    /// <summary>--max-connections: the cap on downstream connections (0 = none, or the bootstrap's).</summary>
+    public long MaxConnections { get; private set; }
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
 
@@ -37,6 +47,9 @@ public sealed class CommandLine
               --service-cluster NAME    local cluster name (node.cluster)
               --service-node NAME       local node id (node.id)
               --drain-time-s N          seconds to drain connections on shutdown (default: 5)
+              --max-connections N       cap on downstream connections over all listeners; past it new
+                                        ones are closed at once (default: the bootstrap's overload
+                                        global_downstream_max_connections, else none)
 
         Standalone use (no bootstrap file):
               --listen HOST:PORT        accept HTTP/1.1 and h2c here
@@ -45,6 +58,15 @@ public sealed class CommandLine
               --swap-snapshots-per-second N
                                         load-test aid: rebuild and publish the routing snapshot N times
                                         a second, to show that swaps under load lose nothing (default: 0)
+              --request-headers-timeout-s S
+                                        a request head must arrive within S seconds of its first
+                                        octet, else 408 and close (default: 30; 0 = none)
+              --preface-timeout-s S     an HTTP/2 client must send its preface and first SETTINGS
+                                        within S seconds (default: 10; 0 = none)
+              --idle-timeout-s S        close a connection with no request in flight after S seconds
+                                        (default: 300; 0 = never)
+              --buffer-limit-bytes N    per-connection buffer limit (watermark) both ways (default: 1048576)
+        With a bootstrap, the connection manager's own fields apply instead (Envoy's names and defaults).
 
         Envoy flags accepted for compatibility and ignored: --disable-hot-restart,
         --allow-unknown-static-fields, --local-address-ip-version, --drain-strategy,
@@ -60,6 +82,7 @@ public sealed class CommandLine
     [
         "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
         "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
+        "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections",
     ];
     private static readonly HashSet<string> s_ignoredFlags = ["--disable-hot-restart", "--allow-unknown-static-fields"];
     private static readonly HashSet<string> s_ignoredWithValue =
@@ -176,6 +199,44 @@ public sealed class CommandLine
                         return false;
                     }
                     c.DrainTimeSeconds = drain;
+                    break;
+                case "--request-headers-timeout-s":
+                case "--preface-timeout-s":
+                case "--idle-timeout-s":
+                    if (!double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double seconds)
+                        || seconds < 0 || seconds > 86400 * 365 || double.IsNaN(seconds))
+                    {
+                        error = $"{arg} takes a number of seconds (0 = none)";
+                        return false;
+                    }
+                    if (arg == "--request-headers-timeout-s")
+                    {
+                        c.RequestHeadersTimeoutSeconds = seconds;
+                    }
+                    else if (arg == "--preface-timeout-s")
+                    {
+                        c.PrefaceTimeoutSeconds = seconds;
+                    }
+                    else
+                    {
+                        c.IdleTimeoutSeconds = seconds;
+                    }
+                    break;
+                case "--buffer-limit-bytes":
+                    if (!int.TryParse(value, out int limit) || limit < 16 * 1024)
+                    {
+                        error = "--buffer-limit-bytes takes a number of bytes, at least 16384";
+                        return false;
+                    }
+                    c.BufferLimitBytes = limit;
+                    break;
+                case "--max-connections":
+                    if (!long.TryParse(value, out long max) || max < 0)
+                    {
+                        error = "--max-connections takes a number (0 = no cap)";
+                        return false;
+                    }
+                    c.MaxConnections = max;
                     break;
                 default:
                     if (s_ignoredFlags.Contains(arg))

@@ -52,7 +52,7 @@ public static class Program
         Proxy.Xds.Config.AdsBootstrap? ads = null;
         if (options.Listen != null && options.Upstream != null)
         {
-            snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools);
+            snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools, Standalone.Options(options));
         }
         else if (options.Listen != null || options.Upstream != null)
         {
@@ -73,6 +73,10 @@ public static class Program
             return 0;
         }
 
+        if (options.MaxConnections > 0)
+        {
+            Proxy.Core.Transport.DownstreamLimits.MaxConnections = options.MaxConnections;
+        }
         var server = new ProxyServer(snapshot, pools);
         try
         {
@@ -122,7 +126,7 @@ public static class Program
         var period = TimeSpan.FromSeconds(1.0 / options.SnapshotSwapsPerSecond);
         return new Timer(_ =>
         {
-            ProxySnapshot next = Standalone.Build(options.Listen!, options.Upstream!, options.UpstreamProtocol, server.Pools);
+            ProxySnapshot next = Standalone.Build(options.Listen!, options.Upstream!, options.UpstreamProtocol, server.Pools, Standalone.Options(options));
             server.Snapshots.Publish(next);
             if (++swaps % (options.SnapshotSwapsPerSecond * 10) == 0)
             {

@@ -7,7 +7,7 @@ namespace Proxy.Host;
 /// <summary>The snapshot for flag-only use: everything on --listen goes to --upstream.</summary>
 public static class Standalone
 {
-    public static ProxySnapshot Build(string listen, string upstream, string protocol, UpstreamPools pools)
+    public static ProxySnapshot Build(string listen, string upstream, string protocol, UpstreamPools pools, ListenerOptions? options = null)
     {
         IPEndPoint listenAt = ParseEndPoint(listen, "--listen");
         EndPoint target = ParseEndPoint(upstream, "--upstream");
@@ -15,9 +15,21 @@ public static class Standalone
         var cluster = new Cluster("upstream", upstreamProtocol, [pools.Endpoint(target, upstreamProtocol)], TimeSpan.FromSeconds(5));
         var route = new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero);
         var host = new VirtualHost("all", ["*"], [route]);
-        var listener = new ListenerConfig("listener", listenAt, new RouteConfiguration("standalone", [host]));
+        var listener = new ListenerConfig("listener", listenAt, new RouteConfiguration("standalone", [host]))
+        {
+            Options = options ?? ListenerOptions.Standalone,
+        };
         return new ProxySnapshot([listener], [cluster], 1);
     }
+
+    /// <summary>The standalone listener's limits from the command line (safe defaults of their own).</summary>
+    public static ListenerOptions Options(CommandLine c) => new()
+    {
+        RequestHeadersTimeout = TimeSpan.FromSeconds(c.RequestHeadersTimeoutSeconds),
+        PrefaceTimeout = TimeSpan.FromSeconds(c.PrefaceTimeoutSeconds),
+        IdleTimeout = TimeSpan.FromSeconds(c.IdleTimeoutSeconds),
+        BufferLimit = c.BufferLimitBytes,
+    };
 
     public static IPEndPoint ParseEndPoint(string text, string what)
     {

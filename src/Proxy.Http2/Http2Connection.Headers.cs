@@ -141,6 +141,7 @@ public sealed partial class Http2Connection
                     // The stream opens with HEADERS; END_STREAM is applied once the block is known to be valid.
                     stream = RentStream(streamId, Http2StreamState.Open);
                     _activePeerStreams++;
+                    CountStreamOpened();
                 }
             }
             else if (IsIdle(streamId))

@@ -45,6 +45,7 @@ public sealed partial class Http2Connection
                 return false;
             }
             WriteHeaderBlock(streamId, headers, endStream);
+            stream.HeadersSent = true;
             if (endStream)
             {
                 CloseLocal(stream);
@@ -347,13 +348,10 @@ public sealed partial class Http2Connection
         }
     }
 
-    private void RememberReset(int streamId)
-    {
-        _recentlyReset[_recentlyResetNext] = streamId;
-        _recentlyResetNext = (_recentlyResetNext + 1) % _recentlyReset.Length;
-    }
+    private void RememberReset(int streamId) => _resetStreams.Add(streamId);
 
-    private bool WasResetRecently(int streamId) => Array.IndexOf(_recentlyReset, streamId) >= 0;
+    /// <summary>§5.4.2: whether we reset this stream (at any time: late frames for it are ignored, never an error).</summary>
+    private bool WasResetRecently(int streamId) => _resetStreams.Contains(streamId);
 
     /// <summary>§5.4.2: RST_STREAM for a stream error; the connection goes on.</summary>
     private void ResetForStreamError(int streamId, Http2ErrorCode errorCode)

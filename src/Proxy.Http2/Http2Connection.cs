@@ -35,8 +35,15 @@ public sealed partial class Http2Connection
     private readonly Stack<Http2Stream> _freeStreams = new();
     private readonly List<Http2Stream> _closedStreams = [];
     private readonly List<Http2Stream> _abortedStreams = [];
-    private readonly int[] _recentlyReset = new int[MaxRememberedResets];
-    private int _recentlyResetNext;
+    private readonly ResetStreamSet _resetStreams = new();
+    // Abuse accounting (see Http2ConnectionOptions): streams the peer opened, resets before our answer,
+    // empty frames in a row, PRIORITY and SETTINGS frames received.
+    private int _streamsOpened;
+    private int _windowStreams;
+    private int _prematureResets;
+    private int _consecutiveEmptyFrames;
+    private int _priorityFrames;
+    private int _settingsFrames;
     private readonly int[] _recentlyClosed = new int[MaxRememberedResets];
     private int _recentlyClosedNext;
 
@@ -97,6 +104,9 @@ public sealed partial class Http2Connection
     public object SyncRoot => _sync;
     public bool IsServer => _isServer;
     public bool IsClosed => _closed;
+
+    /// <summary>The peer's preface (server side) and first SETTINGS frame have arrived.</summary>
+    public bool HandshakeReceived => _prefaceReceived && Volatile.Read(ref _firstSettingsReceived);
     public Http2Settings PeerSettings
     {
         get
@@ -233,6 +243,7 @@ public sealed partial class Http2Connection
         {
             throw new Http2ConnectionException(Http2ErrorCode.ProtocolError, $"first frame is {header.Type}, not SETTINGS");
         }
+        CountEmptyFrame(header);
         try
         {
             switch (header.Type)
@@ -378,6 +389,11 @@ public sealed partial class Http2Connection
         {
             throw new Http2ConnectionException(Http2ErrorCode.ProtocolError, "PRIORITY on stream 0"); // §6.3
         }
+        if (_options.MaxPriorityFramesPerStream > 0 && ++_priorityFrames > (long)_options.MaxPriorityFramesPerStream * (1 + _streamsOpened))
+        {
+            // Envoy's max_inbound_priority_frames_per_stream: PRIORITY costs work and changes nothing (§5.3.2).
+            throw new Http2ConnectionException(Http2ErrorCode.EnhanceYourCalm, "PRIORITY flood");
+        }
         if (header.Length != 5)
         {
             throw new Http2StreamException(header.StreamId, Http2ErrorCode.FrameSizeError, "PRIORITY length is not 5"); // §6.3
@@ -404,6 +420,7 @@ public sealed partial class Http2Connection
         }
         var errorCode = (Http2ErrorCode)ReadUInt32(payload);
         Http2Stream? stream;
+        bool premature;
         lock (_sync)
         {
             if (!_streams.TryGetValue(header.StreamId, out stream))
@@ -415,8 +432,13 @@ public sealed partial class Http2Connection
                 return;
             }
             CloseStream(stream);
+            premature = _isServer && !stream.HeadersSent && IsPeerInitiated(stream.Id);
         }
         _handler.OnStreamReset(stream, errorCode, remote: true);
+        if (premature)
+        {
+            CountPrematureReset();
+        }
     }
 
     private void ProcessSettings(in Http2FrameHeader header, in ReadOnlySequence<byte> payload)
@@ -448,6 +470,11 @@ public sealed partial class Http2Connection
         if (header.Length % 6 != 0)
         {
             throw new Http2ConnectionException(Http2ErrorCode.FrameSizeError, "SETTINGS length is not a multiple of 6"); // §6.5
+        }
+        if (_options.MaxSettingsFrames > 0 && ++_settingsFrames > (long)_options.MaxSettingsFrames + _streamsOpened)
+        {
+            // Each SETTINGS costs an ACK and a pass over the open streams: a stream of them is a flood.
+            throw new Http2ConnectionException(Http2ErrorCode.EnhanceYourCalm, "SETTINGS flood");
         }
 
         Http2Settings updated;
@@ -610,6 +637,50 @@ public sealed partial class Http2Connection
         Array.IndexOf(_recentlyClosed, streamId) >= 0
             ? new Http2ConnectionException(Http2ErrorCode.StreamClosed, $"{frame} on closed stream {streamId}")
             : new Http2ConnectionException(Http2ErrorCode.ProtocolError, $"{frame} on stream {streamId}, which is not open");
+
+    /// <summary>
+    /// Envoy's max_consecutive_inbound_frames_with_empty_payload: frames that carry nothing and end nothing
+    /// (DATA without END_STREAM, HEADERS or CONTINUATION without END_HEADERS) cost work for free.
+    /// </summary>
+    private void CountEmptyFrame(in Http2FrameHeader header)
+    {
+        bool empty = header.Length == 0 && header.Type switch
+        {
+            Http2FrameType.Data => !header.HasFlag(Http2FrameFlags.EndStream),
+            Http2FrameType.Headers or Http2FrameType.Continuation => !header.HasFlag(Http2FrameFlags.EndHeaders),
+            _ => false,
+        };
+        if (!empty)
+        {
+            _consecutiveEmptyFrames = 0;
+            return;
+        }
+        if (++_consecutiveEmptyFrames > _options.MaxConsecutiveEmptyFrames)
+        {
+            throw new Http2ConnectionException(Http2ErrorCode.EnhanceYourCalm, $"more than {_options.MaxConsecutiveEmptyFrames} empty {header.Type} frames in a row");
+        }
+    }
+
+    /// <summary>A peer stream opened: the window the rapid-reset ratio is taken over moves on.</summary>
+    private void CountStreamOpened()
+    {
+        _streamsOpened++;
+        if (_options.MaxPrematureResets > 0 && ++_windowStreams >= 2 * _options.MaxPrematureResets)
+        {
+            // Decay: the recent past counts, a long well-behaved history does not excuse a burst.
+            _windowStreams /= 2;
+            _prematureResets /= 2;
+        }
+    }
+
+    /// <summary>The peer reset a stream before we answered it (CVE-2023-44487, "rapid reset").</summary>
+    private void CountPrematureReset()
+    {
+        if (_options.MaxPrematureResets > 0 && ++_prematureResets > _options.MaxPrematureResets)
+        {
+            throw new Http2ConnectionException(Http2ErrorCode.EnhanceYourCalm, "too many streams reset by the client before their response (rapid reset)");
+        }
+    }
 
     private static uint ReadUInt32(in ReadOnlySequence<byte> payload)
     {

@@ -24,6 +24,27 @@ public sealed class Http2ConnectionOptions
     /// <summary>The most our encoder keeps in its dynamic table, whatever the peer allows.</summary>
     public int EncoderTableSizeLimit { get; init; } = Http2Settings.DefaultHeaderTableSize;
 
+    /// <summary>
+    /// Rapid reset (CVE-2023-44487): streams the peer resets before we answered them ("premature" resets).
+    /// More than this many in the recent window (twice as many streams, decayed by half as it fills) is
+    /// abuse: GOAWAY(ENHANCE_YOUR_CALM). Envoy closes when more than half of its recent streams were reset
+    /// prematurely; 0 turns the check off.
+    /// </summary>
+    public int MaxPrematureResets { get; init; } = 100;
+
+    /// <summary>
+    /// Envoy's max_consecutive_inbound_frames_with_empty_payload: DATA, HEADERS and CONTINUATION frames with
+    /// no payload and no END_STREAM / END_HEADERS cost work and carry nothing; more than this many in a row
+    /// is a flood (ENHANCE_YOUR_CALM).
+    /// </summary>
+    public int MaxConsecutiveEmptyFrames { get; init; } = 1;
+
+    /// <summary>Envoy's max_inbound_priority_frames_per_stream: PRIORITY frames allowed per stream opened (plus one stream's worth).</summary>
+    public int MaxPriorityFramesPerStream { get; init; } = 100;
+
+    /// <summary>SETTINGS frames (not ACKs) a peer may send: this many, plus one per stream it opened.</summary>
+    public int MaxSettingsFrames { get; init; } = 100;
+
     public static Http2ConnectionOptions Default { get; } = new();
 
     internal void Validate()

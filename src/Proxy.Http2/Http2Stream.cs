@@ -33,6 +33,8 @@ public sealed class Http2Stream
     internal bool FinalHeadersReceived;
     /// <summary>Client side: our request was HEAD, or the response was 304, so content-length describes no body.</summary>
     internal bool BodylessResponse;
+    /// <summary>We sent a header block on this stream (server side: the response began).</summary>
+    internal bool HeadersSent;
 
     internal void Reset(int id, Http2StreamState state, int sendWindow, int receiveWindow)
     {
@@ -47,6 +49,7 @@ public sealed class Http2Stream
         ReceivedContentLength = 0;
         FinalHeadersReceived = false;
         BodylessResponse = false;
+        HeadersSent = false;
     }
 
     internal bool CanReceive => State is Http2StreamState.Open or Http2StreamState.HalfClosedLocal;

@@ -91,8 +91,23 @@ public sealed partial class Exchange
 
     // ---- downstream events -------------------------------------------------------------------
 
+    private bool AllowedByRbac(RbacPolicySet rbac)
+    {
+        ReadOnlySpan<byte> path = RequestPath();
+        int query = path.IndexOfAny((byte)'?', (byte)'#');
+        var remote = _down!.RemoteEndPoint as System.Net.IPEndPoint;
+        return rbac.Allows(new RbacRequest
+        {
+            Headers = RequestHeaders,
+            Path = query >= 0 ? path.Slice(0, query) : path,
+            DirectRemote = remote,
+            Remote = remote,
+            Local = _down.LocalEndPoint as System.Net.IPEndPoint,
+        });
+    }
+
     /// <summary>The request header block is complete: route it and find an upstream.</summary>
-    public void OnRequestHeaders(int generation, ref HeaderList headers, RouteConfiguration routes, bool endStream)
+    public void OnRequestHeaders(int generation, ref HeaderList headers, RouteConfiguration routes, bool endStream, ListenerOptions? options = null)
     {
         UpstreamEndpoint? endpoint;
         UpstreamPool pool;
@@ -107,6 +122,13 @@ public sealed partial class Exchange
             (RequestHeaders, headers) = (headers, RequestHeaders);
             _requestComplete = endStream;
             ScanRequest();
+            if (options?.HttpRbac is { } rbac && !AllowedByRbac(rbac))
+            {
+                // envoy.filters.http.rbac: 403 with Envoy's body (gRPC: PERMISSION_DENIED).
+                Transport.DownstreamLimits.Denied();
+                SendLocalReply(403, GrpcStatus.PermissionDenied, "RBAC: access denied");
+                return;
+            }
             VirtualHost? host = routes.FindVirtualHost(RequestAuthority());
             _route = host?.FindRoute(RequestPath(), RequestHeaders, _isGrpc);
             _virtualHost = host;
@@ -181,7 +203,9 @@ public sealed partial class Exchange
             {
                 StartMirror(mirror, action.Timeout);
             }
-            ArmDeadline(action.Timeout, action.MaxGrpcTimeout, action.IdleTimeout);
+            // The route's idle_timeout, else the connection manager's stream_idle_timeout (Envoy: 5 min).
+            TimeSpan idleTimeout = action.IdleTimeout > TimeSpan.Zero ? action.IdleTimeout : options?.StreamIdleTimeout ?? default;
+            ArmDeadline(action.Timeout, action.MaxGrpcTimeout, idleTimeout);
             fault = _route.Fault ?? host.Fault;
             if (fault != null && ApplyFault(fault, pool, connectTimeout))
             {
@@ -304,14 +328,18 @@ public sealed partial class Exchange
 
     // ---- upstream events ---------------------------------------------------------------------
 
-    /// <summary>The pool has a connection for us: open the upstream stream.</summary>
-    public void OnUpstreamReady(int generation, IUpstreamConnection connection)
+    /// <summary>
+    /// The pool has a connection for us: open the upstream stream. False when the exchange no longer wants
+    /// it (the client reset or went away meanwhile): the pool takes the connection back at once, so a
+    /// cancelled request never holds upstream capacity.
+    /// </summary>
+    public bool OnUpstreamReady(int generation, IUpstreamConnection connection)
     {
         lock (this)
         {
             if (generation != UpstreamToken || _finished)
             {
-                return;
+                return false;
             }
             bool endStream = _requestComplete && _requestPending.Count == 0 && !_requestTrailersWaiting;
             int id = connection.OpenStream(RequestHeaders, endStream, this, UpstreamToken);
@@ -322,7 +350,7 @@ public sealed partial class Exchange
                 TimeSpan timeout = _cluster!.ConnectTimeout;
                 ThreadPool.UnsafeQueueUserWorkItem(static state => state.pool.Acquire(state.exchange, state.generation, state.timeout),
                     (pool, exchange: this, generation, timeout), preferLocal: true);
-                return;
+                return true;
             }
             _up = connection;
             EndPending();
@@ -334,6 +362,7 @@ public sealed partial class Exchange
             _requestEndSent = endStream;
             connection.ScheduleFlush();
             FlushRequest();
+            return true;
         }
     }
 

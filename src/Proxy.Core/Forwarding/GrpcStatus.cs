@@ -7,6 +7,7 @@ public static class GrpcStatus
     public const int Cancelled = 1;
     public const int Unknown = 2;
     public const int DeadlineExceeded = 4;
+    public const int PermissionDenied = 7;
     public const int ResourceExhausted = 8;
     public const int Unimplemented = 12;
     public const int Internal = 13;

@@ -14,11 +14,8 @@ namespace Proxy.Core.Forwarding;
 /// in the buffer), content-length and chunked bodies, Expect: 100-continue (answered here, as Envoy
 /// does), and responses framed by content-length, chunked coding or close.
 /// </summary>
-public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
+internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 {
-    /// <summary>Request body octets held for a slow upstream before reading stops.</summary>
-    public const int MaxUnconsumed = 1024 * 1024;
-
     private enum State : byte
     {
         Head,
@@ -29,7 +26,15 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     }
 
     private readonly SocketConnection _connection;
-    private readonly Func<RouteConfiguration?> _routes;
+    private readonly Func<ListenerConfig> _listener;
+    private readonly ListenerOptions _options;
+    // Timeouts (Environment.TickCount64 ms; read by the listener's sweep): when the head of the request
+    // being received began (0: none in progress), and since when the connection has been between requests.
+    private long _headStartedAt;
+    private long _idleSince = Environment.TickCount64;
+    // How much of the pending head was already searched for its end: a head that arrives an octet at a
+    // time is scanned once, not once per octet.
+    private int _headScanned;
     private readonly object _lock;
     private HeaderList _fields = new();
     private HeaderList _trailers = new(128, 4);
@@ -50,10 +55,11 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     private bool _responseDone;
     private BodyFraming _responseFraming;
 
-    public Http1Downstream(SocketConnection connection, Func<RouteConfiguration?> routes)
+    public Http1Downstream(SocketConnection connection, Func<ListenerConfig> listener, ListenerOptions options)
     {
         _connection = connection;
-        _routes = routes;
+        _listener = listener;
+        _options = options;
         _lock = connection.Output.SyncRoot;
         _blocked = new BlockedExchange(_lock);
         connection.Drained = _blocked.Wake;
@@ -92,15 +98,24 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                         {
                             return InputStatus.Continue;
                         }
-                        int end = Http1Parser.FindHeadEnd(rest);
+                        int from = Math.Max(0, Math.Min(_headScanned, rest.Length) - 3);
+                        int end = Http1Parser.FindHeadEnd(rest.Slice(from));
                         if (end < 0)
                         {
                             if (rest.Length > Http1Parser.DefaultMaxHeadSize)
                             {
                                 return Reject(431, "request header section too large");
                             }
+                            _headScanned = rest.Length;
+                            if (_headStartedAt == 0)
+                            {
+                                _headStartedAt = Environment.TickCount64;
+                            }
                             return InputStatus.Continue;
                         }
+                        end += from;
+                        _headScanned = 0;
+                        _headStartedAt = 0;
                         if (end > Http1Parser.DefaultMaxHeadSize)
                         {
                             return Reject(431, "request header section too large");
@@ -117,7 +132,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                     }
                     case State.Body:
                     {
-                        if (Volatile.Read(ref _unconsumed) > MaxUnconsumed)
+                        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
                         {
                             return InputStatus.Pause; // woken early: the upstream has not caught up yet
                         }
@@ -170,7 +185,8 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
         Exchange exchange = Exchange.Rent(this, 1, out int generation);
         _exchange = exchange;
         _generation = generation;
-        exchange.OnRequestHeaders(generation, ref _fields, _routes() ?? RouteConfiguration.Empty, endStream);
+        ListenerConfig config = _listener();
+        exchange.OnRequestHeaders(generation, ref _fields, config.Routes, endStream, config.Options);
     }
 
     /// <summary>Passes body octets on; null to keep going, or the status to return.</summary>
@@ -208,7 +224,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                 {
                     Interlocked.Add(ref _unconsumed, data.Length);
                     exchange.OnRequestData(_generation, input.Slice(consumed - data.Length, data.Length), false);
-                    if (Volatile.Read(ref _unconsumed) > MaxUnconsumed)
+                    if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
                     {
                         break;
                     }
@@ -244,7 +260,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                 break;
             }
         }
-        if (Volatile.Read(ref _unconsumed) > MaxUnconsumed)
+        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
         {
             // The upstream is slower than the client: stop reading until it catches up (Consume resumes).
             return InputStatus.Pause;
@@ -400,7 +416,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
                 return -1;
             }
             SocketOutput output = _connection.Output;
-            if (output.PendingBytes > MaxUnconsumed && !data.IsEmpty)
+            if (_connection.IsOutputFull && !data.IsEmpty)
             {
                 return 0; // the client reads slowly: the exchange waits for OnDrained
             }
@@ -446,9 +462,58 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
         {
             _state = State.Head;
             _exchange = null;
+            _idleSince = Environment.TickCount64;
             _connection.ResumeInput();
         }
     }
+
+    /// <summary>
+    /// The listener's sweep: a request head that takes longer than request_headers_timeout (or stops
+    /// arriving for stream_idle_timeout) gets 408 and the connection closes; a connection that has been
+    /// between requests for idle_timeout is closed. A request in flight is its exchange's to time out.
+    /// </summary>
+    public void CheckTimeouts(long now)
+    {
+        bool headTimedOut;
+        lock (_lock)
+        {
+            if (_state != State.Head)
+            {
+                return;
+            }
+            long headStarted = _headStartedAt;
+            if (headStarted == 0)
+            {
+                long idle = (long)_options.IdleTimeout.TotalMilliseconds;
+                if (idle <= 0 || now - _idleSince < idle)
+                {
+                    return;
+                }
+                _state = State.Closed;
+                headTimedOut = false;
+            }
+            else
+            {
+                long limit = _options.HeadTimeoutMs(preface: false);
+                if (limit <= 0 || now - headStarted < limit)
+                {
+                    return;
+                }
+                headTimedOut = true;
+            }
+        }
+        DownstreamLimits.TimedOut();
+        if (headTimedOut)
+        {
+            Reject(408, "request header timeout");
+        }
+        else
+        {
+            _connection.Close(); // idle between requests: nothing to say (Envoy closes quietly too)
+        }
+    }
+
+    public void Drain() => CloseWhenIdle();
 
     public void Reset(int streamId, Http2ErrorCode errorCode)
     {
@@ -486,7 +551,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     public void Consume(int streamId, int bytes)
     {
         long left = Interlocked.Add(ref _unconsumed, -bytes);
-        if (left <= MaxUnconsumed / 2)
+        if (left <= _connection.BufferLimit / 2)
         {
             _connection.ResumeInput();
         }
@@ -499,5 +564,7 @@ public sealed class Http1Downstream : IConnectionProtocol, IExchangePeer
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
     public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
+
+    public System.Net.EndPoint? LocalEndPoint => _connection.LocalEndPoint;
 
 }

@@ -7,9 +7,51 @@ using Proxy.Http2;
 namespace Proxy.Core.Forwarding;
 
 /// <summary>A client's HTTP/2 connection to the proxy: each request stream becomes an <see cref="Exchange"/>.</summary>
-public sealed class Http2Downstream(SocketConnection connection, Func<RouteConfiguration?> routes, Http2ConnectionOptions options)
-    : Http2ProxyConnection(connection, isServer: true, options)
+internal sealed class Http2Downstream(SocketConnection connection, Func<ListenerConfig> listener, ListenerOptions options)
+    : Http2ProxyConnection(connection, isServer: true, options.Http2), IDownstreamProtocol
 {
+    private readonly long _openedAt = Environment.TickCount64;
+    private long _idleSince;
+
+    public void CheckTimeouts(long now)
+    {
+        if (!Protocol.HandshakeReceived)
+        {
+            // The preface and first SETTINGS are due within the preface (or request head) timeout.
+            long limit = options.HeadTimeoutMs(preface: true);
+            if (limit > 0 && now - _openedAt >= limit)
+            {
+                DownstreamLimits.TimedOut();
+                Connection.Close();
+            }
+            return;
+        }
+        if (Protocol.ActiveStreamCount > 0)
+        {
+            _idleSince = 0;
+            return;
+        }
+        if (_idleSince == 0)
+        {
+            _idleSince = now;
+            return;
+        }
+        long idle = (long)options.IdleTimeout.TotalMilliseconds;
+        if (idle > 0 && now - _idleSince >= idle)
+        {
+            // idle_timeout: GOAWAY, then close (Envoy drains the connection the same way).
+            DownstreamLimits.TimedOut();
+            Protocol.GoAway(Http2ErrorCode.NoError, "idle timeout");
+            Connection.CloseAfterFlush();
+        }
+    }
+
+    public void Drain()
+    {
+        Protocol.GoAway(Http2ErrorCode.NoError, "draining");
+        Connection.Output.Flush();
+    }
+
     public void Start()
     {
         Protocol.Start();
@@ -25,15 +67,11 @@ public sealed class Http2Downstream(SocketConnection connection, Func<RouteConfi
             existing.OnRequestTrailers(stream.UserTag, ref Scratch);
             return;
         }
-        RouteConfiguration? table = routes();
+        ListenerConfig config = listener();
         Exchange exchange = Exchange.Rent(this, stream.Id, out int generation);
         stream.UserState = exchange;
         stream.UserTag = generation;
-        if (table == null)
-        {
-            table = RouteConfiguration.Empty;
-        }
-        exchange.OnRequestHeaders(generation, ref Scratch, table, endStream);
+        exchange.OnRequestHeaders(generation, ref Scratch, config.Routes, endStream, config.Options);
     }
 
     public override void OnData(Http2Stream stream, in ReadOnlySequence<byte> data, bool endStream)

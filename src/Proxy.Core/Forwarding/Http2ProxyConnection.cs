@@ -20,8 +20,32 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     {
         Connection = connection;
         Protocol = new Http2Connection(isServer, this, connection.Output, options, connection.Output.SyncRoot);
-        connection.Drained = connection.ResumeInput;
+        connection.Drained = OnOutputDrained;
     }
+
+    /// <summary>
+    /// The send queue emptied: input that was paused for it resumes, and exchanges that stopped writing at
+    /// the high watermark go on (the low watermark is an empty queue).
+    /// </summary>
+    private void OnOutputDrained()
+    {
+        Connection.ResumeInput();
+        if (Volatile.Read(ref _blockedCount) == 0)
+        {
+            return;
+        }
+        FlushBatch.Begin();
+        try
+        {
+            OnWindowUpdate(0);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
+    }
+
+    private int _blockedCount; // _blocked.Count, readable without the lock
 
     public SocketConnection Connection { get; }
     public Http2Connection Protocol { get; }
@@ -49,11 +73,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
         }
         // A peer that sends (PINGs, SETTINGS, resets) but does not read would grow our queue of answers
         // without bound: stop reading it until what we owe it has gone out.
-        return Connection.Output.PendingBytes > MaxPendingOutput ? InputStatus.Pause : InputStatus.Continue;
+        return Connection.IsOutputFull ? InputStatus.Pause : InputStatus.Continue;
     }
-
-    /// <summary>Unsent output above which the connection's input is paused until the queue drains.</summary>
-    public const long MaxPendingOutput = 16 * 1024 * 1024;
 
     public virtual void OnClosed() => Protocol.OnTransportClosed();
 
@@ -61,7 +82,16 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public bool SendHeaders(int streamId, HeaderList headers, bool endStream) => Protocol.SendHeaders(streamId, headers, endStream);
 
-    public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream) => Protocol.SendData(streamId, data, endStream);
+    public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream)
+    {
+        if (!data.IsEmpty && Connection.IsOutputFull)
+        {
+            // High watermark: the peer is not reading. The exchange keeps what it has (and so withholds
+            // credit from its other side) and is woken when the queue drains.
+            return Connection.IsClosed ? -1 : 0;
+        }
+        return Protocol.SendData(streamId, data, endStream);
+    }
 
     public void Reset(int streamId, Http2ErrorCode errorCode) => Protocol.ResetStream(streamId, errorCode);
 
@@ -76,6 +106,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public System.Net.EndPoint? RemoteEndPoint => Connection.RemoteEndPoint;
 
+    public System.Net.EndPoint? LocalEndPoint => Connection.LocalEndPoint;
+
     public void AddBlocked(Exchange exchange, int generation)
     {
         lock (_blocked)
@@ -88,6 +120,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
                 }
             }
             _blocked.Add((exchange, generation));
+            _blockedCount = _blocked.Count;
         }
     }
 
@@ -102,6 +135,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
                     _blocked.RemoveAt(i);
                 }
             }
+            _blockedCount = _blocked.Count;
         }
     }
 

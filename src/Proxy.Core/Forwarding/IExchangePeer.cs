@@ -28,6 +28,9 @@ public interface IExchangePeer
     /// <summary>The peer's address (for source-IP hashing); null when unknown.</summary>
     System.Net.EndPoint? RemoteEndPoint { get; }
 
+    /// <summary>The address the connection was accepted on (RBAC's destination_ip/port); null when unknown.</summary>
+    System.Net.EndPoint? LocalEndPoint => null;
+
     /// <summary>Schedules a flush of what was written at the end of the current input batch.</summary>
     void ScheduleFlush();
 }

@@ -205,6 +205,8 @@ public sealed class Cluster
     public LbPolicy LbPolicy { get; }
     public OutlierDetection? OutlierDetection { get; init; }
     public CircuitBreakers? CircuitBreakers { get; init; }
+    /// <summary>per_connection_buffer_limit_bytes (Envoy's default, 1 MiB).</summary>
+    public int BufferLimit { get; init; } = Transport.SocketConnection.DefaultBufferLimit;
     /// <summary>Request and retry counts of this cluster name, shared by every snapshot.</summary>
     public ClusterState State { get; init; } = new();
 

@@ -1,4 +1,5 @@
 using System.Net;
+using Proxy.Http2;
 
 namespace Proxy.Core.Routing;
 
@@ -8,4 +9,76 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
     public string Name { get; } = name;
     public IPEndPoint Address { get; } = address;
     public RouteConfiguration Routes { get; } = routes;
+
+    /// <summary>The connection manager's limits and timeouts, and its access-control filters.</summary>
+    public ListenerOptions Options { get; init; } = ListenerOptions.Envoy;
+}
+
+/// <summary>
+/// What a listener's connections are held to: Envoy's per_connection_buffer_limit_bytes, the HTTP
+/// connection manager's timeouts (Envoy's names and defaults) and HTTP/2 protocol options, and the RBAC
+/// filters that guard it. Zero for a timeout means none.
+/// </summary>
+public sealed class ListenerOptions
+{
+    /// <summary>Envoy's defaults, for listeners from a bootstrap or xDS.</summary>
+    public static ListenerOptions Envoy { get; } = new();
+
+    /// <summary>
+    /// The quick --listen/--upstream mode, which has no configuration to say otherwise: a request head
+    /// must arrive within 30 s, the HTTP/2 preface and first SETTINGS within 10 s, and a connection with
+    /// nothing in flight is closed after 5 minutes.
+    /// </summary>
+    public static ListenerOptions Standalone { get; } = new()
+    {
+        RequestHeadersTimeout = TimeSpan.FromSeconds(30),
+        PrefaceTimeout = TimeSpan.FromSeconds(10),
+        IdleTimeout = TimeSpan.FromMinutes(5),
+    };
+
+    /// <summary>per_connection_buffer_limit_bytes: the high watermark of each connection's queues (1 MiB).</summary>
+    public int BufferLimit { get; init; } = Transport.SocketConnection.DefaultBufferLimit;
+
+    /// <summary>request_headers_timeout: from the first octet of a request to the end of its head (Envoy: none).</summary>
+    public TimeSpan RequestHeadersTimeout { get; init; }
+
+    /// <summary>
+    /// stream_idle_timeout (5 min): a stream with no activity either way is ended (408 before the response
+    /// began, a reset after); also bounds a request head that stops arriving when there is no request_headers_timeout.
+    /// </summary>
+    public TimeSpan StreamIdleTimeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>common_http_protocol_options.idle_timeout (1 h): a connection with no request in flight is closed.</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>request_timeout: the whole request must have arrived within it (Envoy: none).</summary>
+    public TimeSpan RequestTimeout { get; init; }
+
+    /// <summary>common_http_protocol_options.max_connection_duration: then the connection drains (Envoy: none).</summary>
+    public TimeSpan MaxConnectionDuration { get; init; }
+
+    /// <summary>
+    /// How long an HTTP/2 connection may take to send its preface and first SETTINGS; zero means as for a
+    /// request head (request_headers_timeout, else stream_idle_timeout).
+    /// </summary>
+    public TimeSpan PrefaceTimeout { get; init; }
+
+    /// <summary>http2_protocol_options of the connection manager: Envoy's max_concurrent_streams is 2^31-1, ours 100 (nghttp2's and the RFC's floor).</summary>
+    public Http2ConnectionOptions Http2 { get; init; } = DefaultHttp2;
+
+    /// <summary>The HTTP RBAC filter (envoy.filters.http.rbac), evaluated on every request before routing.</summary>
+    public RbacPolicySet? HttpRbac { get; init; }
+
+    /// <summary>The network RBAC filter (envoy.filters.network.rbac), evaluated once per connection.</summary>
+    public RbacPolicySet? NetworkRbac { get; init; }
+
+    internal static readonly Http2ConnectionOptions DefaultHttp2 = new() { MaxConcurrentStreams = 100 };
+
+    /// <summary>How long a request head (or HTTP/2 preface) may take to arrive, from its first octet.</summary>
+    internal long HeadTimeoutMs(bool preface)
+    {
+        TimeSpan t = preface && PrefaceTimeout > TimeSpan.Zero ? PrefaceTimeout
+            : RequestHeadersTimeout > TimeSpan.Zero ? RequestHeadersTimeout : StreamIdleTimeout;
+        return (long)t.TotalMilliseconds;
+    }
 }

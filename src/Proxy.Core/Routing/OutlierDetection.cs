@@ -46,6 +46,9 @@ public sealed class ClusterState
 
     public string Name { get; init; } = "";
 
+    /// <summary>per_connection_buffer_limit_bytes of the current snapshot: the watermark of each upstream connection.</summary>
+    public int BufferLimit { get; set; } = Transport.SocketConnection.DefaultBufferLimit;
+
     /// <summary>circuit_breakers max_connections of the current snapshot (updated on every load).</summary>
     public long MaxConnections { get; set; } = long.MaxValue;
 

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using Proxy.Core.Diagnostics;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
 using Proxy.Http2;
@@ -9,21 +10,31 @@ namespace Proxy.Core.Transport;
 
 /// <summary>
 /// Accepts connections on one address and serves HTTP/1.1 and HTTP/2 with prior knowledge on the same
-/// port, telling them apart by the first octets (the HTTP/2 connection preface, RFC 9113 §3.4).
+/// port, telling them apart by the first octets (the HTTP/2 connection preface, RFC 9113 §3.4). Holds its
+/// connections to the listener's limits: the process-wide connection cap, the network RBAC filter, and
+/// (through a sweep a few times a second, which costs nothing per request) the head, preface, idle and
+/// duration timeouts.
 /// </summary>
 public sealed class ProxyListener : IAsyncDisposable
 {
+    /// <summary>How often open connections are checked against their timeouts.</summary>
+    public const int SweepMilliseconds = 250;
+
     private readonly Socket _socket;
-    private readonly Func<RouteConfiguration?> _routes;
-    private readonly Http2ConnectionOptions _http2Options;
+    private readonly Func<ListenerConfig?> _config;
+    private ListenerConfig _last;
     private readonly CancellationTokenSource _stop = new();
     private Task? _acceptLoop;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<Sniffer, byte> _connections = new();
+    private readonly Timer _sweep;
+    private int _sweeping;
+    private readonly Func<ListenerConfig> _configSource;
 
-    public ProxyListener(IPEndPoint address, Func<RouteConfiguration?> routes, Http2ConnectionOptions? http2Options = null)
+    public ProxyListener(ListenerConfig config, Func<ListenerConfig?> current)
     {
-        _routes = routes;
-        _http2Options = http2Options ?? new Http2ConnectionOptions { MaxConcurrentStreams = 1024 };
+        _last = config;
+        _config = current;
+        IPEndPoint address = config.Address;
         _socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         if (address.AddressFamily == AddressFamily.InterNetworkV6 && address.Address.Equals(IPAddress.IPv6Any))
@@ -32,41 +43,137 @@ public sealed class ProxyListener : IAsyncDisposable
         }
         _socket.Bind(address);
         LocalEndPoint = (IPEndPoint)_socket.LocalEndPoint!;
+        _configSource = () => Config;
+        _sweep = new Timer(static state => ((ProxyListener)state!).Sweep(), this, Timeout.Infinite, Timeout.Infinite);
     }
 
     public IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>Connections open on this listener now.</summary>
+    public int ConnectionCount => _connections.Count;
 
     public void Start()
     {
         _socket.Listen(4096);
         _acceptLoop = AcceptLoopAsync();
+        _sweep.Change(SweepMilliseconds, SweepMilliseconds);
+    }
+
+    /// <summary>The listener's configuration now (a listener being drained keeps its last one).</summary>
+    internal ListenerConfig Config
+    {
+        get
+        {
+            ListenerConfig? current = _config();
+            if (current != null && !ReferenceEquals(current, _last))
+            {
+                _last = current;
+            }
+            return current ?? _last;
+        }
     }
 
     private async Task AcceptLoopAsync()
     {
+        int backoff = 0;
+        bool warned = false;
         while (!_stop.IsCancellationRequested)
         {
             Socket accepted;
             try
             {
                 accepted = await _socket.AcceptAsync(_stop.Token);
+                backoff = 0;
             }
             catch (OperationCanceledException)
             {
                 return;
             }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
+            {
+                // EMFILE/ENFILE: the pending connection stays queued; retrying at once would spin a core.
+                if (!warned)
+                {
+                    ProxyLog.Write(LogLevel.Error, $"listener {LocalEndPoint}: cannot accept: {e.SocketErrorCode} (out of file descriptors?); backing off");
+                    warned = true;
+                }
+                backoff = Math.Min(Math.Max(backoff * 2, 10), 1000);
+                try
+                {
+                    await Task.Delay(backoff, _stop.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                continue;
+            }
             catch (SocketException)
             {
-                continue; // a connection reset before accept completed, or fd pressure: keep accepting
+                continue; // a connection reset before accept completed: keep accepting
             }
             catch (ObjectDisposedException)
             {
                 return;
             }
-            var connection = new SocketConnection(accepted, new object());
-            var sniffer = new Sniffer(this, connection);
+            if (!DownstreamLimits.TryOpen())
+            {
+                // Over the process-wide cap: close at once (the client sees a reset), counted.
+                accepted.LingerState = new LingerOption(true, 0);
+                accepted.Dispose();
+                continue;
+            }
+            ListenerConfig config = Config;
+            ListenerOptions options = config.Options;
+            if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted))
+            {
+                DownstreamLimits.Denied();
+                DownstreamLimits.Closed();
+                accepted.Dispose();
+                continue;
+            }
+            var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
+            var sniffer = new Sniffer(this, connection, options);
             _connections.TryAdd(sniffer, 0);
             _ = connection.RunAsync(sniffer);
+        }
+    }
+
+    private static bool AllowedByNetworkRbac(RbacPolicySet rbac, Socket socket)
+    {
+        try
+        {
+            var remote = socket.RemoteEndPoint as IPEndPoint;
+            return rbac.Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint });
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Checks every connection against its timeouts; runs on a timer, never on the request path.</summary>
+    private void Sweep()
+    {
+        if (Interlocked.Exchange(ref _sweeping, 1) != 0)
+        {
+            return; // the previous sweep is still running
+        }
+        try
+        {
+            long now = Environment.TickCount64;
+            foreach (Sniffer sniffer in _connections.Keys)
+            {
+                sniffer.CheckTimeouts(now);
+            }
+        }
+        catch (Exception e)
+        {
+            ProxyLog.Write(LogLevel.Error, $"listener {LocalEndPoint}: timeout sweep failed: {e.Message}");
+        }
+        finally
+        {
+            Volatile.Write(ref _sweeping, 0);
         }
     }
 
@@ -92,13 +199,17 @@ public sealed class ProxyListener : IAsyncDisposable
         {
             await _acceptLoop;
         }
+        await _sweep.DisposeAsync();
         _stop.Dispose();
     }
 
     /// <summary>Picks the protocol from the first octets, then hands the connection over.</summary>
-    private sealed class Sniffer(ProxyListener listener, SocketConnection connection) : IConnectionProtocol
+    private sealed class Sniffer(ProxyListener listener, SocketConnection connection, ListenerOptions options) : IConnectionProtocol
     {
-        private IConnectionProtocol? _chosen;
+        private IDownstreamProtocol? _chosen;
+        private readonly long _acceptedAt = Environment.TickCount64;
+        private long _firstByteAt;
+        private bool _draining;
 
         public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)
         {
@@ -110,18 +221,26 @@ public sealed class ProxyListener : IAsyncDisposable
             int n = (int)Math.Min(buffer.Length, preface.Length);
             Span<byte> head = stackalloc byte[preface.Length];
             buffer.Slice(0, n).CopyTo(head);
-            if (head.Slice(0, n).SequenceEqual(preface.Slice(0, n)))
+            int same = head.Slice(0, n).CommonPrefixLength(preface.Slice(0, n));
+            if (same == n && n < preface.Length)
             {
-                if (n < preface.Length)
+                if (_firstByteAt == 0)
                 {
-                    return InputStatus.Continue; // could still be the preface: wait for more
+                    _firstByteAt = Environment.TickCount64;
                 }
-                var h2 = new Http2Downstream(connection, listener._routes, listener._http2Options);
-                _chosen = h2;
-                h2.Start();
-                return h2.OnInput(ref buffer);
+                return InputStatus.Continue; // could still be the preface: wait for more
             }
-            var h1 = new Http1Downstream(connection, listener._routes);
+            // "PRI * HTTP/2.0" is no HTTP/1.1 request (RFC 9113 §3.4: the preface is chosen so): a client that
+            // began it and then went wrong gets the HTTP/2 connection error for an invalid preface.
+            bool h2 = same == preface.Length || same >= "PRI * HTTP/2.0\r\n".Length;
+            if (h2)
+            {
+                var down = new Http2Downstream(connection, listener._configSource, options);
+                _chosen = down;
+                down.Start();
+                return down.OnInput(ref buffer);
+            }
+            var h1 = new Http1Downstream(connection, listener._configSource, options);
             _chosen = h1;
             return h1.OnInput(ref buffer);
         }
@@ -129,23 +248,46 @@ public sealed class ProxyListener : IAsyncDisposable
         public void OnClosed()
         {
             listener._connections.TryRemove(this, out _);
+            DownstreamLimits.Closed();
             _chosen?.OnClosed();
+        }
+
+        public void CheckTimeouts(long now)
+        {
+            if (connection.IsClosed)
+            {
+                return;
+            }
+            TimeSpan maxDuration = options.MaxConnectionDuration;
+            if (maxDuration > TimeSpan.Zero && !_draining && now - _acceptedAt >= (long)maxDuration.TotalMilliseconds)
+            {
+                Drain(); // max_connection_duration: drain, as Envoy does
+            }
+            if (_chosen != null)
+            {
+                _chosen.CheckTimeouts(now);
+                return;
+            }
+            // Nothing chosen yet: silent (idle) or a partial preface (as slow as a request head may be).
+            long limit = _firstByteAt == 0 ? (long)options.IdleTimeout.TotalMilliseconds : options.HeadTimeoutMs(preface: true);
+            long since = _firstByteAt == 0 ? _acceptedAt : _firstByteAt;
+            if (limit > 0 && now - since >= limit)
+            {
+                DownstreamLimits.TimedOut();
+                connection.Close();
+            }
         }
 
         public void Drain()
         {
-            switch (_chosen)
+            _draining = true;
+            if (_chosen != null)
             {
-                case Http2Downstream h2:
-                    h2.Protocol.GoAway(Http2ErrorCode.NoError, "draining");
-                    h2.Connection.Output.Flush();
-                    break;
-                case Http1Downstream h1:
-                    h1.CloseWhenIdle();
-                    break;
-                default:
-                    connection.Close(); // not even a request yet
-                    break;
+                _chosen.Drain();
+            }
+            else
+            {
+                connection.Close(); // not even a request yet
             }
         }
     }

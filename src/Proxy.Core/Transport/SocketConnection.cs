@@ -69,6 +69,19 @@ public sealed class SocketConnection
 
     public SocketOutput Output { get; }
 
+    /// <summary>
+    /// Envoy's per_connection_buffer_limit_bytes (default 1 MiB): the high watermark of this connection's
+    /// queues. Above it a forwarder stops writing here (and so stops reading and crediting the other side
+    /// of the exchange) until the queue has drained.
+    /// </summary>
+    public int BufferLimit { get; set; } = DefaultBufferLimit;
+
+    /// <summary>Envoy's default per_connection_buffer_limit_bytes.</summary>
+    public const int DefaultBufferLimit = 1024 * 1024;
+
+    /// <summary>Whether the output queue is above the high watermark.</summary>
+    public bool IsOutputFull => Output.PendingBytes >= BufferLimit;
+
     private System.Net.EndPoint? _remote;
 
     /// <summary>The peer's address, read once and kept.</summary>
@@ -90,6 +103,30 @@ public sealed class SocketConnection
                 }
             }
             return _remote;
+        }
+    }
+
+    private System.Net.EndPoint? _local;
+
+    /// <summary>The local address of the connection, read once and kept.</summary>
+    public System.Net.EndPoint? LocalEndPoint
+    {
+        get
+        {
+            if (_local == null)
+            {
+                try
+                {
+                    _local = _socket.LocalEndPoint;
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+                catch (System.Net.Sockets.SocketException)
+                {
+                }
+            }
+            return _local;
         }
     }
 

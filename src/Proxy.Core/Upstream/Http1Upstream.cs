@@ -127,7 +127,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 return -1;
             }
             SocketOutput output = _connection.Output;
-            if (output.PendingBytes > Http1Downstream.MaxUnconsumed && !data.IsEmpty)
+            if (_connection.IsOutputFull && !data.IsEmpty)
             {
                 return 0;
             }
@@ -167,7 +167,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public void Consume(int streamId, int bytes)
     {
-        if (Interlocked.Add(ref _unconsumed, -bytes) <= Http1Downstream.MaxUnconsumed / 2)
+        if (Interlocked.Add(ref _unconsumed, -bytes) <= _connection.BufferLimit / 2)
         {
             _connection.ResumeInput();
         }
@@ -242,7 +242,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 }
                 if (_response == ResponseState.Body)
                 {
-                    if (Volatile.Read(ref _unconsumed) > Http1Downstream.MaxUnconsumed)
+                    if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
                     {
                         return InputStatus.Pause;
                     }
@@ -328,7 +328,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 break;
             }
         }
-        if (Volatile.Read(ref _unconsumed) > Http1Downstream.MaxUnconsumed)
+        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
         {
             return InputStatus.Pause;
         }

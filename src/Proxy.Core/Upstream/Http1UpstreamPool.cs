@@ -53,7 +53,10 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
                 _ = ConnectAsync(exchange, generation, connectTimeout);
                 return;
             }
-            exchange.OnUpstreamReady(generation, idle);
+            if (!exchange.OnUpstreamReady(generation, idle))
+            {
+                Return(idle); // the request was cancelled meanwhile: the connection stays free
+            }
             return;
         }
         exchange.OnUpstreamFailed(generation, "upstream connection limit reached");
@@ -72,13 +75,16 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
             exchange.OnUpstreamFailed(generation, error!);
             return;
         }
-        var connection = new SocketConnection(socket, new object());
+        var connection = new SocketConnection(socket, new object()) { BufferLimit = Cluster?.BufferLimit ?? SocketConnection.DefaultBufferLimit };
         var upstream = new Http1Upstream(connection, this);
         _ = connection.RunAsync(upstream);
         FlushBatch.Begin();
         try
         {
-            exchange.OnUpstreamReady(generation, upstream);
+            if (!exchange.OnUpstreamReady(generation, upstream))
+            {
+                Return(upstream); // the request was cancelled while we connected: keep the connection for the next
+            }
         }
         finally
         {

@@ -99,7 +99,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             return;
         }
 
-        var connection = new SocketConnection(socket, new object());
+        var connection = new SocketConnection(socket, new object()) { BufferLimit = Cluster?.BufferLimit ?? SocketConnection.DefaultBufferLimit };
         var upstream = new Http2Upstream(connection, this, options);
         lock (_connections)
         {
