@@ -141,6 +141,10 @@ public static class Program
         string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
         var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
         ProxySnapshot snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
+        if (options.MaxConnections == 0 && loader.MaxDownstreamConnections is long max)
+        {
+            Proxy.Core.Transport.DownstreamLimits.MaxConnections = max;
+        }
         if (logWarnings)
         {
             foreach (string warning in loader.Warnings)

@@ -54,6 +54,10 @@ public static class XdsTypes
         ["envoy.api.v2.route.CorsPolicy"] = CorsPolicy.Descriptor,
         ["envoy.config.route.v3.FilterConfig"] = FilterConfig.Descriptor,
         ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] = Api.UpstreamHttp.HttpProtocolOptions.Descriptor,
+        ["envoy.extensions.filters.http.rbac.v3.RBAC"] = Api.HttpRbac.RBAC.Descriptor,
+        ["envoy.config.filter.http.rbac.v2.RBAC"] = Api.HttpRbac.RBAC.Descriptor,
+        ["envoy.extensions.filters.network.rbac.v3.RBAC"] = Api.NetworkRbac.RBAC.Descriptor,
+        ["envoy.config.filter.network.rbac.v2.RBAC"] = Api.NetworkRbac.RBAC.Descriptor,
         ["google.protobuf.Struct"] = Google.Protobuf.WellKnownTypes.Struct.Descriptor,
     }.ToFrozenDictionary(StringComparer.Ordinal);
 

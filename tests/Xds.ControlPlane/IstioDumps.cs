@@ -33,10 +33,35 @@ public static class IstioDumps
         Proxy.Xds.Api.Cluster.Cluster.Descriptor, Proxy.Xds.Api.Endpoint.ClusterLoadAssignment.Descriptor, Proxy.Xds.Api.Listener.Listener.Descriptor,
         Proxy.Xds.Api.Route.RouteConfiguration.Descriptor, Proxy.Xds.Api.Hcm.HttpConnectionManager.Descriptor, Proxy.Xds.Api.Fault.HTTPFault.Descriptor,
         Proxy.Xds.Api.Cors.CorsPolicy.Descriptor, Proxy.Xds.Api.Route.FilterConfig.Descriptor, Proxy.Xds.Api.UpstreamHttp.HttpProtocolOptions.Descriptor,
+        Proxy.Xds.Api.HttpRbac.RBAC.Descriptor, Proxy.Xds.Api.NetworkRbac.RBAC.Descriptor,
         Google.Protobuf.WellKnownTypes.Struct.Descriptor, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
     ];
 
     private static readonly JsonParser s_parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true).WithTypeRegistry(TypeRegistry.FromMessages(s_known)));
+
+    /// <summary>
+    /// The listener without the HTTP filters named <paramref name="filterName"/> in its connection
+    /// managers (for example a mesh without Istio's CUSTOM authorization, whose ext_authz we refuse).
+    /// </summary>
+    public static Proxy.Xds.Api.Listener.Listener WithoutHttpFilter(Proxy.Xds.Api.Listener.Listener listener, string filterName)
+    {
+        var copy = listener.Clone();
+        foreach (var chain in copy.FilterChains)
+        {
+            foreach (var filter in chain.Filters)
+            {
+                if (filter.TypedConfig is { } any && any.Is(Proxy.Xds.Api.Hcm.HttpConnectionManager.Descriptor))
+                {
+                    var hcm = any.Unpack<Proxy.Xds.Api.Hcm.HttpConnectionManager>();
+                    var kept = hcm.HttpFilters.Where(f => f.Name != filterName).ToList();
+                    hcm.HttpFilters.Clear();
+                    hcm.HttpFilters.AddRange(kept);
+                    filter.TypedConfig = Google.Protobuf.WellKnownTypes.Any.Pack(hcm);
+                }
+            }
+        }
+        return copy;
+    }
 
     /// <summary>Every dynamic resource of a config dump: (type, decoded message, the original @type).</summary>
     public static List<(XdsResourceType Type, IMessage Message, string TypeUrl)> Resources(string file)

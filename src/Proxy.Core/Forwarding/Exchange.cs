@@ -91,19 +91,27 @@ public sealed partial class Exchange
 
     // ---- downstream events -------------------------------------------------------------------
 
-    private bool AllowedByRbac(RbacPolicySet rbac)
+    private bool AllowedByRbac(RbacPolicySet[] filters)
     {
         ReadOnlySpan<byte> path = RequestPath();
         int query = path.IndexOfAny((byte)'?', (byte)'#');
         var remote = _down!.RemoteEndPoint as System.Net.IPEndPoint;
-        return rbac.Allows(new RbacRequest
+        var request = new RbacRequest
         {
             Headers = RequestHeaders,
             Path = query >= 0 ? path.Slice(0, query) : path,
             DirectRemote = remote,
             Remote = remote,
             Local = _down.LocalEndPoint as System.Net.IPEndPoint,
-        });
+        };
+        foreach (RbacPolicySet rbac in filters)
+        {
+            if (!rbac.Allows(request))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     /// <summary>The request header block is complete: route it and find an upstream.</summary>
@@ -122,7 +130,7 @@ public sealed partial class Exchange
             (RequestHeaders, headers) = (headers, RequestHeaders);
             _requestComplete = endStream;
             ScanRequest();
-            if (options?.HttpRbac is { } rbac && !AllowedByRbac(rbac))
+            if (options != null && options.HttpRbac.Length > 0 && !AllowedByRbac(options.HttpRbac))
             {
                 // envoy.filters.http.rbac: 403 with Envoy's body (gRPC: PERMISSION_DENIED).
                 Transport.DownstreamLimits.Denied();

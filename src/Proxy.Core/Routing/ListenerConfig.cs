@@ -66,8 +66,8 @@ public sealed class ListenerOptions
     /// <summary>http2_protocol_options of the connection manager: Envoy's max_concurrent_streams is 2^31-1, ours 100 (nghttp2's and the RFC's floor).</summary>
     public Http2ConnectionOptions Http2 { get; init; } = DefaultHttp2;
 
-    /// <summary>The HTTP RBAC filter (envoy.filters.http.rbac), evaluated on every request before routing.</summary>
-    public RbacPolicySet? HttpRbac { get; init; }
+    /// <summary>The HTTP RBAC filters (envoy.filters.http.rbac) in order, evaluated on every request before routing: each must allow it.</summary>
+    public RbacPolicySet[] HttpRbac { get; init; } = [];
 
     /// <summary>The network RBAC filter (envoy.filters.network.rbac), evaluated once per connection.</summary>
     public RbacPolicySet? NetworkRbac { get; init; }

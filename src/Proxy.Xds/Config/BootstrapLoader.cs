@@ -13,7 +13,7 @@ namespace Proxy.Xds.Config;
 /// features that cannot work without support we lack (RDS, EDS without xDS, other network filters) are
 /// errors naming the field.
 /// </summary>
-public sealed class BootstrapLoader(UpstreamPools pools)
+public sealed partial class BootstrapLoader(UpstreamPools pools)
 {
     /// <summary>
     /// Resources come from a control plane (xDS): a route may name a cluster that has not arrived (it
@@ -140,17 +140,52 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     /// <summary>The files this configuration was read from besides the bootstrap (filesystem subscriptions), to watch for changes.</summary>
     public IReadOnlyList<string> WatchedFiles => _watched;
 
+    /// <summary>
+    /// The cap on downstream connections: the overload manager's global_downstream_max_connections
+    /// resource monitor, or the runtime key overload.global_downstream_max_connections; null when neither.
+    /// </summary>
+    public long? MaxDownstreamConnections { get; private set; }
+
+    private long? ReadMaxDownstreamConnections(ConfigNode root)
+    {
+        long? max = null;
+        foreach (ConfigNode monitor in root["overload_manager"]["resource_monitors"].Items)
+        {
+            if ((monitor["name"].String() ?? "").Contains("global_downstream_max_connections", StringComparison.Ordinal))
+            {
+                max = monitor["typed_config"]["max_active_downstream_connections"].Integer();
+            }
+            else
+            {
+                Warn(monitor, "resource monitor not honoured");
+            }
+        }
+        foreach (ConfigNode layer in root["layered_runtime"]["layers"].Items)
+        {
+            if (layer["static_layer"]["overload.global_downstream_max_connections"].Integer() is long fromRuntime)
+            {
+                max ??= fromRuntime;
+            }
+        }
+        if (max is <= 0)
+        {
+            throw new ConfigException("overload_manager: max_active_downstream_connections must be positive");
+        }
+        return max;
+    }
+
     public ProxySnapshot Load(string text, string origin)
     {
         ConfigNode root = ConfigNode.Parse(text, origin);
         ConfigNode statics = root["static_resources"];
-        foreach (string ignored in new[] { "admin", "stats_sinks", "tracing", "overload_manager", "layered_runtime" })
+        foreach (string ignored in new[] { "admin", "stats_sinks", "tracing" })
         {
             if (root[ignored].Exists)
             {
                 Warn(root[ignored], "not honoured yet");
             }
         }
+        MaxDownstreamConnections = ReadMaxDownstreamConnections(root);
         ConfigNode dynamic = root["dynamic_resources"];
         if (dynamic["ads_config"].Exists)
         {
@@ -338,7 +373,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         CircuitBreakers? breakers = c["circuit_breakers"].Exists ? LoadCircuitBreakers(c["circuit_breakers"]) : null;
         bool localityWeighted = c["common_lb_config"]["locality_weighted_lb_config"].Exists;
         OutlierDetection? outlier = c["outlier_detection"].Exists ? LoadOutlierDetection(c["outlier_detection"]) : null;
-        var settings = new ClusterSettings(name, type, protocol, connectTimeout, policy, panic, localityWeighted, breakers, outlier, c);
+        var settings = new ClusterSettings(name, type, protocol, connectTimeout, policy, panic, localityWeighted, breakers, outlier, c)
+        {
+            BufferLimit = (int)Math.Clamp(Wrapped(c["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2),
+        };
         if (type != "EDS")
         {
             // Check the endpoints now: a static assignment is part of the resource.
@@ -411,6 +449,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             CircuitBreakers = settings.CircuitBreakers,
             OutlierDetection = settings.OutlierDetection,
+            BufferLimit = settings.BufferLimit,
             State = state,
         };
     }
@@ -502,7 +541,7 @@ public sealed class BootstrapLoader(UpstreamPools pools)
     {
         ListenerShape shape = ReadListener(l) ?? throw new ConfigException($"{l["filter_chains"].Path}: no {HttpConnectionManager} filter");
         RouteConfiguration routes = shape.RouteConfigName != null ? LoadRdsFile(shape.Hcm["rds"], clusters) : LoadRoutes(shape.Hcm["route_config"], clusters);
-        return new ListenerConfig(shape.Name, shape.Address, routes);
+        return BuildListener(shape, routes);
     }
 
     /// <summary>
@@ -530,8 +569,10 @@ public sealed class BootstrapLoader(UpstreamPools pools)
             Warn(l["listener_filters"], "listener filters are not honoured yet");
         }
         ConfigNode? hcm = null;
+        RbacPolicySet? networkRbac = null;
         foreach (ConfigNode chain in l["filter_chains"].Items)
         {
+            RbacPolicySet? chainRbac = null;
             if (chain["filter_chain_match"].Exists)
             {
                 Warn(chain["filter_chain_match"], "not honoured yet; the first HTTP filter chain serves every connection");
@@ -554,16 +595,21 @@ public sealed class BootstrapLoader(UpstreamPools pools)
                     || (type.Length == 0 && filterName is HttpConnectionManager or "envoy.http_connection_manager");
                 if (!isHcm)
                 {
-                    if (!Dynamic)
+                    bool isRbac = type.Contains(".rbac.", StringComparison.Ordinal) || filterName == "envoy.filters.network.rbac";
+                    if (!Dynamic && !isRbac)
                     {
-                        throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager})");
+                        throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager} and envoy.filters.network.rbac)");
                     }
                     // Istio puts metadata exchange, stats and RBAC filters before the HTTP connection
                     // manager; a chain that ends in tcp_proxy has none and is not served.
-                    Warn(filter, $"network filter '{(filterName.Length > 0 ? filterName : type)}' is not honoured yet");
+                    chainRbac = ReadNetworkFilter(filter, filterName, type, config, chainRbac);
                     continue;
                 }
-                hcm ??= config;
+                if (hcm == null)
+                {
+                    hcm = config;
+                    networkRbac = chainRbac;
+                }
             }
         }
         if (hcm is not ConfigNode http)
@@ -588,11 +634,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
         {
             Warn(l["bind_to_port"].Exists ? l["bind_to_port"] : l["deprecated_v1"], "bind_to_port false: reached only through original-destination dispatch, which is not supported yet; not bound");
         }
-        return new ListenerShape(name, address, bind, http, rdsName);
+        return new ListenerShape(name, address, bind, http, rdsName) { Options = ReadListenerOptions(l, http, networkRbac) };
     }
 
     /// <summary>A listener that serves inline routes (route_config), against a set of clusters.</summary>
-    public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) => new(shape.Name, shape.Address, routes);
+    public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) => new(shape.Name, shape.Address, routes) { Options = shape.Options };
 
     /// <summary>RDS from a file: the RouteConfiguration named route_config_name in the file's DiscoveryResponse.</summary>
     private RouteConfiguration LoadRdsFile(ConfigNode rds, IReadOnlyDictionary<string, Cluster> clusters)
@@ -1298,7 +1344,11 @@ public sealed class BootstrapLoader(UpstreamPools pools)
 /// A listener as read from its resource: where it listens, whether it binds, and its HTTP connection
 /// manager (<see cref="Hcm"/>), whose routes are inline or named by <see cref="RouteConfigName"/> for RDS.
 /// </summary>
-public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToPort, ConfigNode Hcm, string? RouteConfigName);
+public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToPort, ConfigNode Hcm, string? RouteConfigName)
+{
+    /// <summary>The connection manager's limits, timeouts and security filters.</summary>
+    public ListenerOptions Options { get; init; } = ListenerOptions.Envoy;
+}
 
 /// <summary>
 /// Where and how to reach the control plane: <see cref="Target"/> is http://host:port (plaintext gRPC) or
@@ -1313,4 +1363,7 @@ public sealed record ClusterSettings(string Name, string Type, UpstreamProtocol 
 {
     /// <summary>The built cluster, for a type whose endpoints are in the resource itself (not EDS).</summary>
     public Cluster? Static { get; set; }
+
+    /// <summary>per_connection_buffer_limit_bytes (Envoy's default 1 MiB).</summary>
+    public int BufferLimit { get; init; } = Proxy.Core.Transport.SocketConnection.DefaultBufferLimit;
 }

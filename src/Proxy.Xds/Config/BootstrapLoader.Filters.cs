@@ -1,0 +1,306 @@
+using System.Net;
+using Proxy.Core.Routing;
+using Proxy.Http2;
+
+namespace Proxy.Xds.Config;
+
+/// <summary>
+/// A listener's connection options and filters: the HTTP connection manager's timeouts and HTTP/2
+/// options, its http_filters in order, and the network filters in front of it. Security filters fail
+/// closed: RBAC is enforced; an access-control filter we do not implement refuses the listener (unless
+/// is_optional), so a policy is never silently dropped. Filters that only observe are skipped, named once.
+/// </summary>
+public sealed partial class BootstrapLoader
+{
+    private const string RouterFilter = "envoy.filters.http.router";
+
+    /// <summary>
+    /// Filters whose job is to refuse requests. Matched against the filter's name and its typed_config
+    /// type, so legacy names (envoy.ext_authz) and v2 types are caught too.
+    /// </summary>
+    private static readonly string[] s_accessControl =
+        ["ext_authz", "jwt_authn", "oauth2", "ext_proc", "basic_auth", "api_key_auth", "credential_injector", "lua", "csrf", "local_ratelimit", "ratelimit", "admission_control"];
+
+    /// <summary>Reads the listener's connection manager into the options its connections are held to.</summary>
+    private ListenerOptions ReadListenerOptions(ConfigNode listener, ConfigNode hcm, RbacPolicySet? networkRbac)
+    {
+        ConfigNode common = hcm["common_http_protocol_options"];
+        ConfigNode h2 = hcm["http2_protocol_options"];
+        int bufferLimit = (int)Math.Clamp(Wrapped(listener["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2);
+        var defaults = ListenerOptions.Envoy;
+        return new ListenerOptions
+        {
+            BufferLimit = bufferLimit,
+            RequestHeadersTimeout = hcm["request_headers_timeout"].Duration() ?? defaults.RequestHeadersTimeout,
+            StreamIdleTimeout = hcm["stream_idle_timeout"].Duration() ?? defaults.StreamIdleTimeout,
+            RequestTimeout = hcm["request_timeout"].Duration() ?? defaults.RequestTimeout,
+            IdleTimeout = common["idle_timeout"].Duration() ?? hcm["idle_timeout"].Duration() ?? defaults.IdleTimeout,
+            MaxConnectionDuration = common["max_connection_duration"].Duration() ?? defaults.MaxConnectionDuration,
+            Http2 = h2.Exists ? ReadHttp2Options(h2) : defaults.Http2,
+            HttpRbac = ReadHttpFilters(hcm),
+            NetworkRbac = networkRbac,
+        };
+    }
+
+    private static Http2ConnectionOptions ReadHttp2Options(ConfigNode h2)
+    {
+        Http2ConnectionOptions d = ListenerOptions.Envoy.Http2;
+        long streams = Wrapped(h2["max_concurrent_streams"]) ?? d.MaxConcurrentStreams;
+        long streamWindow = Wrapped(h2["initial_stream_window_size"]) ?? d.InitialStreamWindowSize;
+        long connectionWindow = Wrapped(h2["initial_connection_window_size"]) ?? d.ConnectionWindowSize;
+        long empty = Wrapped(h2["max_consecutive_inbound_frames_with_empty_payload"]) ?? d.MaxConsecutiveEmptyFrames;
+        long priority = Wrapped(h2["max_inbound_priority_frames_per_stream"]) ?? d.MaxPriorityFramesPerStream;
+        if (streams < 1 || streamWindow < 65535 || connectionWindow < 65535 || streamWindow > int.MaxValue || connectionWindow > int.MaxValue)
+        {
+            throw new ConfigException($"{h2.Path}: max_concurrent_streams must be at least 1 and windows within [65535, 2^31-1]");
+        }
+        return new Http2ConnectionOptions
+        {
+            MaxConcurrentStreams = (int)Math.Min(streams, int.MaxValue),
+            InitialStreamWindowSize = (int)streamWindow,
+            ConnectionWindowSize = (int)connectionWindow,
+            MaxConsecutiveEmptyFrames = (int)Math.Min(empty, int.MaxValue),
+            MaxPriorityFramesPerStream = (int)Math.Min(priority, int.MaxValue),
+        };
+    }
+
+    /// <summary>
+    /// http_filters in order: RBAC filters are collected, the router must come last, access-control
+    /// filters we lack refuse the listener, observers are skipped with a warning.
+    /// </summary>
+    private RbacPolicySet[] ReadHttpFilters(ConfigNode hcm)
+    {
+        var rbac = new List<RbacPolicySet>();
+        ConfigNode filters = hcm["http_filters"];
+        // Istio 1.5 writes a single object where a list belongs; Items reads either.
+        List<ConfigNode> list = filters.IsMap ? [filters] : [.. filters.Items];
+        for (int i = 0; i < list.Count; i++)
+        {
+            ConfigNode filter = list[i];
+            string name = filter["name"].String() ?? "";
+            ConfigNode config = filter["typed_config"].Exists ? filter["typed_config"] : filter["config"];
+            string type = config["@type"].String() ?? "";
+            string id = name.Length > 0 ? name : type;
+            bool optional = filter["is_optional"].Boolean() ?? false;
+            if (filter["disabled"].Boolean() == true)
+            {
+                continue; // disabled by default, enabled per route: not supported per route, so never enabled here
+            }
+            if (name is RouterFilter or "envoy.router" || type.EndsWith(".router.v3.Router", StringComparison.Ordinal) || type.EndsWith(".router.v2.Router", StringComparison.Ordinal))
+            {
+                if (i != list.Count - 1)
+                {
+                    throw new ConfigException($"{filter.Path}: {RouterFilter} must be the last HTTP filter");
+                }
+                continue;
+            }
+            if (type.Contains(".rbac.", StringComparison.Ordinal) || name is "envoy.filters.http.rbac" or "envoy.rbac")
+            {
+                if (config["rules"].Exists)
+                {
+                    rbac.Add(LoadRbac(config["rules"]));
+                }
+                // shadow_rules only record what would happen: not enforced (Envoy's semantics).
+                continue;
+            }
+            if (name is "envoy.filters.http.fault" or "envoy.fault" or "envoy.filters.http.cors" or "envoy.cors")
+            {
+                continue; // honoured through the routes' per-filter configuration
+            }
+            if (IsAccessControl(name, type) || (name == "istio_authn" && config["policy"]["origins"].Exists))
+            {
+                if (optional)
+                {
+                    Warn(filter, $"optional access-control filter '{id}' is not implemented; skipped (is_optional)");
+                    continue;
+                }
+                throw new ConfigException($"{filter.Path}: HTTP filter '{id}' enforces access control and is not implemented; refusing the listener rather than letting every request through");
+            }
+            Warn(filter, $"HTTP filter '{id}' is not implemented (it only observes or transforms); skipped");
+        }
+        if (list.Count > 0 && !list.Any(static f => (f["name"].String() ?? "") is RouterFilter or "envoy.router"
+                                                   || (f["typed_config"]["@type"].String() ?? "").EndsWith("Router", StringComparison.Ordinal)))
+        {
+            throw new ConfigException($"{filters.Path}: no {RouterFilter}: the connection manager would answer nothing");
+        }
+        return [.. rbac];
+    }
+
+    private static bool IsAccessControl(string name, string type)
+    {
+        foreach (string word in s_accessControl)
+        {
+            if (name.Contains(word, StringComparison.Ordinal) || type.Contains(word, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// A network filter in front of the connection manager: network RBAC is enforced per connection;
+    /// access-control filters we lack refuse the listener; others are named and skipped.
+    /// </summary>
+    private RbacPolicySet? ReadNetworkFilter(ConfigNode filter, string name, string type, ConfigNode config, RbacPolicySet? current)
+    {
+        if (type.Contains(".rbac.", StringComparison.Ordinal) || name is "envoy.filters.network.rbac" or "envoy.filters.network.rbac")
+        {
+            if (!config["rules"].Exists)
+            {
+                return current; // shadow rules only
+            }
+            if (current != null)
+            {
+                throw new ConfigException($"{filter.Path}: more than one network RBAC filter on one chain is not supported");
+            }
+            return LoadRbac(config["rules"]);
+        }
+        if (IsAccessControl(name, type))
+        {
+            throw new ConfigException($"{filter.Path}: network filter '{(name.Length > 0 ? name : type)}' enforces access control and is not implemented; refusing the listener");
+        }
+        Warn(filter, $"network filter '{(name.Length > 0 ? name : type)}' is not honoured yet");
+        return current;
+    }
+
+    /// <summary>envoy.config.rbac.v3.RBAC: the action and its named policies.</summary>
+    private static RbacPolicySet LoadRbac(ConfigNode rules)
+    {
+        string actionName = (rules["action"].String() ?? "ALLOW").ToUpperInvariant();
+        RbacAction action = actionName switch
+        {
+            "ALLOW" or "0" => RbacAction.Allow,
+            "DENY" or "1" => RbacAction.Deny,
+            "LOG" or "2" => RbacAction.Log,
+            _ => throw new ConfigException($"{rules["action"].Path}: unknown RBAC action '{actionName}'"),
+        };
+        var policies = new List<RbacPolicy>();
+        ConfigNode map = rules["policies"];
+        foreach (string key in map.Keys.OrderBy(static k => k, StringComparer.Ordinal))
+        {
+            ConfigNode policy = map[key];
+            if (policy["condition"].Exists || policy["checked_condition"].Exists)
+            {
+                throw new ConfigException($"{policy.Path}: RBAC conditions (CEL) are not supported");
+            }
+            RbacRule[] permissions = [.. policy["permissions"].Items.Select(p => Permission(p, action, negated: false))];
+            RbacRule[] principals = [.. policy["principals"].Items.Select(p => Principal(p, action, negated: false))];
+            policies.Add(new RbacPolicy(key, permissions, principals));
+        }
+        return new RbacPolicySet(action, policies);
+    }
+
+    /// <summary>
+    /// A rule we cannot evaluate (metadata, SNI, filter state, a field this build does not know) fails
+    /// closed: in an ALLOW policy it never matches, in a DENY policy it always does (inverted under a not).
+    /// </summary>
+    private static RbacRule Unsupported(RbacAction action, bool negated) =>
+        (action == RbacAction.Deny) != negated ? RbacRule.AnyRule : RbacRule.NeverRule;
+
+    private static RbacRule Permission(ConfigNode p, RbacAction action, bool negated)
+    {
+        if (p["any"].Boolean() == true)
+        {
+            return RbacRule.AnyRule;
+        }
+        if (p["and_rules"].Exists)
+        {
+            return RbacRule.And([.. p["and_rules"]["rules"].Items.Select(r => Permission(r, action, negated))]);
+        }
+        if (p["or_rules"].Exists)
+        {
+            return RbacRule.Or([.. p["or_rules"]["rules"].Items.Select(r => Permission(r, action, negated))]);
+        }
+        if (p["not_rule"].Exists)
+        {
+            return RbacRule.Not(Permission(p["not_rule"], action, !negated));
+        }
+        if (p["header"].Exists)
+        {
+            return RbacRule.ForHeader(LoadHeaderMatcher(p["header"]));
+        }
+        if (p["url_path"].Exists)
+        {
+            return RbacRule.ForUrlPath(LoadStringMatcher(p["url_path"]["path"]));
+        }
+        if (p["destination_ip"].Exists)
+        {
+            return RbacRule.ForDestinationIp(Cidr(p["destination_ip"]));
+        }
+        if (p["destination_port"].Integer() is long port and > 0)
+        {
+            return RbacRule.ForDestinationPort((int)port);
+        }
+        if (p["destination_port_range"].Exists)
+        {
+            ConfigNode range = p["destination_port_range"];
+            return RbacRule.ForDestinationPortRange((int)(range["start"].Integer() ?? 0), (int)(range["end"].Integer() ?? 0));
+        }
+        return Unsupported(action, negated);
+    }
+
+    private static RbacRule Principal(ConfigNode p, RbacAction action, bool negated)
+    {
+        if (p["any"].Boolean() == true)
+        {
+            return RbacRule.AnyRule;
+        }
+        if (p["and_ids"].Exists)
+        {
+            return RbacRule.And([.. p["and_ids"]["ids"].Items.Select(r => Principal(r, action, negated))]);
+        }
+        if (p["or_ids"].Exists)
+        {
+            return RbacRule.Or([.. p["or_ids"]["ids"].Items.Select(r => Principal(r, action, negated))]);
+        }
+        if (p["not_id"].Exists)
+        {
+            return RbacRule.Not(Principal(p["not_id"], action, !negated));
+        }
+        if (p["authenticated"].Exists)
+        {
+            ConfigNode name = p["authenticated"]["principal_name"];
+            return RbacRule.ForAuthenticated(name.Exists ? LoadStringMatcher(name) : null);
+        }
+        if (p["direct_remote_ip"].Exists)
+        {
+            return RbacRule.ForDirectRemoteIp(Cidr(p["direct_remote_ip"]));
+        }
+        if (p["source_ip"].Exists)
+        {
+            return RbacRule.ForDirectRemoteIp(Cidr(p["source_ip"]));
+        }
+        if (p["remote_ip"].Exists)
+        {
+            return RbacRule.ForRemoteIp(Cidr(p["remote_ip"]));
+        }
+        if (p["header"].Exists)
+        {
+            return RbacRule.ForHeader(LoadHeaderMatcher(p["header"]));
+        }
+        if (p["url_path"].Exists)
+        {
+            return RbacRule.ForUrlPath(LoadStringMatcher(p["url_path"]["path"]));
+        }
+        return Unsupported(action, negated);
+    }
+
+    private static CidrRange Cidr(ConfigNode c)
+    {
+        string prefix = c["address_prefix"].RequiredString();
+        if (!IPAddress.TryParse(prefix, out IPAddress? address))
+        {
+            throw new ConfigException($"{c["address_prefix"].Path}: '{prefix}' is not an IP address");
+        }
+        long length = Wrapped(c["prefix_len"]) ?? (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+        try
+        {
+            return new CidrRange(address, (int)length);
+        }
+        catch (ConfigException e)
+        {
+            throw new ConfigException($"{c.Path}: {e.Message}");
+        }
+    }
+}
