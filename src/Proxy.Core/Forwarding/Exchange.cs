@@ -220,8 +220,11 @@ public sealed partial class Exchange
                 return;
             }
         }
-        pool.Acquire(this, generation << 8, connectTimeout);
+        FlushBatch.StartUpstream(this, generation << 8, pool, connectTimeout);
     }
+
+    /// <summary>Whether the exchange still wants the upstream connection it asked for with <paramref name="token"/>.</summary>
+    internal bool IsWaitingForUpstream(int token) => Volatile.Read(ref _finished) is false && token == UpstreamToken;
 
     public void OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
     {

@@ -35,8 +35,40 @@ internal static class FlushBatch
 
     public static void Begin() => t_depth++;
 
+    [ThreadStatic]
+    private static List<(Exchange Exchange, int Token, Upstream.UpstreamPool Pool, TimeSpan Timeout)>? t_starts;
+
+    /// <summary>
+    /// Asks <paramref name="pool"/> for a connection for <paramref name="exchange"/> when the current batch
+    /// of input ends (at once outside a batch). A request whose stream the client resets in the same batch
+    /// (HEADERS then RST_STREAM, the rapid-reset pattern) never reaches the upstream.
+    /// </summary>
+    public static void StartUpstream(Exchange exchange, int token, Upstream.UpstreamPool pool, TimeSpan timeout)
+    {
+        if (t_depth == 0)
+        {
+            pool.Acquire(exchange, token, timeout);
+            return;
+        }
+        (t_starts ??= new(8)).Add((exchange, token, pool, timeout));
+    }
+
     public static void End()
     {
+        if (t_depth == 1 && t_starts is { Count: > 0 } starts)
+        {
+            // Still inside the batch: what the starts write is flushed below with the rest.
+            for (int i = 0; i < starts.Count; i++)
+            {
+                var (exchange, token, pool, timeout) = starts[i];
+                starts[i] = default;
+                if (exchange.IsWaitingForUpstream(token))
+                {
+                    pool.Acquire(exchange, token, timeout);
+                }
+            }
+            starts.Clear();
+        }
         if (--t_depth > 0)
         {
             return;
