@@ -158,6 +158,9 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     {
         var (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", Url("/old/page?x=1")]);
         Assert.Equal("301 https://new.example/new/page?x=1", stdout);
+        // host_redirect without port_redirect: the request's port does not follow (Envoy's newUri).
+        (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", Url("/moved-host/a")]);
+        Assert.Equal("302 http://other.example/moved-host/a", stdout);
         (_, stdout, _) = await Processes.RunAsync("curl", ["-sS", "-w", " %{http_code}", Url("/direct")]);
         Assert.Equal("made by the proxy 202", stdout);
     }
@@ -307,11 +310,39 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         Assert.Equal("hello", stdout);
     }
 
-    [Fact]
-    public async Task BadChunkSize_ClosesTheConnection()
+    [Theory]
+    [InlineData("zz\r\nhello\r\n0\r\n\r\n")]                              // not a hex size
+    [InlineData("fffffffffffffffff\r\nhello\r\n0\r\n\r\n")]               // overflows
+    [InlineData("5\r\nhello\r\n0\r\nbad trailer\r\n\r\n")]              // a trailer line without a colon
+    [InlineData("5\r\nhello\r\n0\r\nx-t: a\u0001b\r\n\r\n")]           // a trailer value with a control character
+    [InlineData("5\r\nhello\r\n0\r\n folded: t\r\n\r\n")]               // obs-fold in the trailer section
+    public async Task BadChunkedBody_Is400_WhenNoResponseHasStarted(string body)
     {
-        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"));
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body));
+        Assert.StartsWith("HTTP/1.1 400 ", response);
+        Assert.Contains("connection: close", response);
         Assert.DoesNotContain("received", response);
+    }
+
+    [Theory]
+    [InlineData("GET /hello extra HTTP/1.1\r\nHost: a\r\n\r\n")]
+    [InlineData("GET /hello HTTP/1.1 extra\r\nHost: a\r\n\r\n")]
+    [InlineData("POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")]
+    [InlineData("GET /hello HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\ty\r\n\r\n")]
+    public async Task MoreMalformedRequests_Are400(string request)
+    {
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes(request));
+        Assert.StartsWith("HTTP/1.1 400 ", response);
+    }
+
+    [Fact]
+    public async Task FieldsNamedByConnection_AndH2cUpgradeFields_DoNotReachTheUpstream()
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "-H", "Connection: x-hop, HTTP2-Settings, Upgrade", "-H", "X-Hop: 1", "-H", "X-Kept: 2",
+            "-H", "Upgrade: h2c", "-H", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", Url("/headers")]);
+        Assert.True(exit == 0, stderr);
+        Assert.Contains("x-kept=2", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("x-hop", stdout, StringComparison.Ordinal);
     }
 
     [Fact]

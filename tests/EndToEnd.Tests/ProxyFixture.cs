@@ -144,6 +144,7 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("dead", PathMatchKind.Prefix, "/dead.", dead, TimeSpan.Zero),
             new Route("slow", PathMatchKind.Path, "/slow", http, TimeSpan.FromMilliseconds(300)),
             new Route("moved", PathMatchKind.Prefix, "/old/", RouteAction.ToRedirect(301, "https", "new.example", 0, null, "/new/", stripQuery: false)),
+            new Route("moved-host", PathMatchKind.Prefix, "/moved-host/", RouteAction.ToRedirect(302, null, "other.example", 0, null, null, stripQuery: false)),
             new Route("direct", PathMatchKind.Path, "/direct", RouteAction.Direct(202, "made by the proxy")),
             new Route("cors", PathMatchKind.Prefix, "/cors/", RouteAction.ToCluster(http, TimeSpan.Zero).WithRewrites("/"u8.ToArray(), null))
             {

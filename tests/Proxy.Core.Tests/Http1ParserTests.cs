@@ -29,13 +29,65 @@ public sealed class Http1ParserTests
         Assert.Equal("POST", Field(fields, ":method"));
         Assert.Equal("/a?b=1", Field(fields, ":path"));
         Assert.Equal("Example.com:8080", Field(fields, ":authority"));
-        Assert.Equal("A", Field(fields, "x-up"));
+        // x-up is named by Connection: a connection option, removed before forwarding (RFC 9110 §7.6.1).
+        Assert.Equal("(absent)", Field(fields, "x-up"));
         Assert.Equal("trailers", Field(fields, "te"));
         Assert.Equal("(absent)", Field(fields, "keep-alive"));
         Assert.Equal("(absent)", Field(fields, "connection"));
         Assert.Equal(BodyFraming.ContentLength, head.Framing);
         Assert.Equal(3, head.ContentLength);
         Assert.True(head.KeepAlive);
+    }
+
+    [Theory]
+    [InlineData("GET / extra HTTP/1.1")]
+    [InlineData("GET / HTTP/1.1 extra")]
+    [InlineData("GET  / HTTP/1.1")]
+    [InlineData("GET / FOO")]
+    [InlineData("GET /")]
+    public void RequestLine_WithAnExtraOrMissingToken_Is400(string line)
+    {
+        var (error, _, _) = Request(line + "\r\nHost: x\r\n\r\n");
+        Assert.NotNull(error);
+        Assert.Equal(400, error.Value.Status);
+    }
+
+    [Fact]
+    public void UnknownHttpVersion_Is505()
+    {
+        var (error, _, _) = Request("GET / HTTP/2.0\r\nHost: x\r\n\r\n");
+        Assert.Equal(505, error!.Value.Status);
+    }
+
+    [Fact]
+    public void TransferEncoding_InAnHttp10Request_Is400()
+    {
+        var (error, _, _) = Request("POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        Assert.Equal(400, error!.Value.Status);
+    }
+
+    [Theory]
+    [InlineData("GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n")]
+    [InlineData("GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\r\n\tb\r\n\r\n")]
+    [InlineData("GET / HTTP/1.1\r\n Host: x\r\n\r\n")]
+    public void ObsFold_InAnyField_Is400(string head)
+    {
+        var (error, _, _) = Request(head);
+        Assert.Equal(400, error!.Value.Status);
+    }
+
+    [Fact]
+    public void ConnectionOptions_AndH2cUpgradeFields_AreNotForwarded()
+    {
+        var (error, fields, _) = Request("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, X-Hop\r\nUpgrade: h2c\r\n"
+            + "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nX-Hop: 1\r\nX-Kept: 2\r\nConnection: x-second\r\nX-Second: 3\r\n\r\n");
+        Assert.Null(error);
+        foreach (string gone in new[] { "connection", "upgrade", "http2-settings", "x-hop", "x-second" })
+        {
+            Assert.Equal("(absent)", Field(fields, gone));
+        }
+        Assert.Equal("2", Field(fields, "x-kept"));
+        Assert.Equal("x", Field(fields, ":authority"));
     }
 
     [Fact]

@@ -68,7 +68,27 @@ internal static class DeadlineWheel
         exchange.TimerSlot = -1;
     }
 
+    private static int s_ticking;
+
     private static void Tick()
+    {
+        // Timer callbacks overlap when one runs long: the later one leaves the work to the running one
+        // (which covers every slot up to its own time; the next tick covers the rest), so no two share s_due.
+        if (Interlocked.Exchange(ref s_ticking, 1) != 0)
+        {
+            return;
+        }
+        try
+        {
+            TickOnce();
+        }
+        finally
+        {
+            Volatile.Write(ref s_ticking, 0);
+        }
+    }
+
+    private static void TickOnce()
     {
         long now = Environment.TickCount64;
         long tick = now / TickMilliseconds;
@@ -96,7 +116,7 @@ internal static class DeadlineWheel
         {
             return;
         }
-        // Only this timer callback touches s_due; timer callbacks do not overlap while this one runs long.
+        // Only the one running tick touches s_due (see Tick).
         (Exchange Exchange, int Generation)[] due = [.. s_due];
         s_due.Clear();
         FlushBatch.Begin();

@@ -15,6 +15,8 @@ public sealed partial class Exchange
     private long _deadlineAt = long.MaxValue;   // absolute, Environment.TickCount64 ms
     private long _idleTimeout;                  // ms; 0 = none
     private long _lastActivity;                 // ms, updated on every body or header event
+    private long _perTryAt = long.MaxValue;     // absolute: the current try's per_try_timeout
+    private int _perTryToken;                   // the upstream token of the try it belongs to
 
     /// <summary>Notes traffic on the stream, for the route's idle_timeout (one store, no lock needed).</summary>
     private void Touch()
@@ -28,7 +30,7 @@ public sealed partial class Exchange
     /// <summary>Arms the wheel for whichever comes first: the deadline, or idleness.</summary>
     private void ArmTimer()
     {
-        long due = _deadlineAt;
+        long due = Math.Min(_deadlineAt, _perTryAt);
         if (_idleTimeout > 0)
         {
             due = Math.Min(due, Volatile.Read(ref _lastActivity) + _idleTimeout);
@@ -103,6 +105,10 @@ public sealed partial class Exchange
                 return;
             }
             long now = Environment.TickCount64;
+            if (OnPerTryDeadline(now))
+            {
+                return;
+            }
             bool timedOut = now >= _deadlineAt;
             bool idle = !timedOut && _idleTimeout > 0 && now >= Volatile.Read(ref _lastActivity) + _idleTimeout;
             if (!timedOut && !idle)

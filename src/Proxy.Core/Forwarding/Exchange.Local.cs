@@ -123,7 +123,10 @@ public sealed partial class Exchange
         }
         if (action.RedirectHost != null)
         {
+            // host_redirect replaces the whole authority: the request's port goes with it unless
+            // port_redirect names one (Envoy's newUri).
             host = action.RedirectHost;
+            port = "";
         }
         if (action.RedirectPort > 0)
         {

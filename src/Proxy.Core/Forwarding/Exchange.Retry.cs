@@ -33,6 +33,7 @@ public sealed partial class Exchange
         _creditedAhead = 0;
         _hasRequestTrailers = false;
         _retryScheduled = false;
+        _perTryAt = long.MaxValue;
     }
 
     /// <summary>Keeps a copy of request body octets for a possible retry, up to the policy's buffer limit (Envoy: 1 MiB).</summary>
@@ -161,40 +162,48 @@ public sealed partial class Exchange
         return true;
     }
 
-    /// <summary>per_try_timeout: the attempt still without a response when it fires is abandoned, and retried or answered with 504.</summary>
-    private async Task PerTryTimeoutAsync(TimeSpan limit, int token)
+    /// <summary>
+    /// per_try_timeout, on the exchange's own slot of the deadline wheel (so it costs no timer of its own
+    /// and goes away with the try): the attempt still without a response when it fires is abandoned, and
+    /// retried or answered with 504. Under the exchange's lock.
+    /// </summary>
+    private void ArmPerTryTimeout(TimeSpan limit)
     {
-        await Task.Delay(limit);
-        FlushBatch.Begin();
-        try
+        _perTryAt = Environment.TickCount64 + Math.Max((long)limit.TotalMilliseconds, 1);
+        _perTryToken = UpstreamToken;
+        DeadlineWheel.Remove(this);
+        ArmTimer();
+    }
+
+    /// <summary>Under the lock, from <see cref="OnDeadline"/>: whether the current try's own deadline passed, and if so deals with it.</summary>
+    private bool OnPerTryDeadline(long now)
+    {
+        if (now < _perTryAt)
         {
-            lock (this)
-            {
-                if (token != UpstreamToken || _finished || _responseStarted)
-                {
-                    return;
-                }
-                if (_endpoint != null)
-                {
-                    _cluster?.RecordOutcome(_endpoint, failure: true, gatewayFailure: true);
-                }
-                if (_retry!.OnPerTryTimeout && TryRetry())
-                {
-                    return;
-                }
-                if (_up != null && !_upstreamClosed)
-                {
-                    _up.Reset(_upId, Http2ErrorCode.Cancel);
-                    _up.ScheduleFlush();
-                }
-                _upstreamClosed = true;
-                SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream per-try timeout");
-            }
+            return false;
         }
-        finally
+        _perTryAt = long.MaxValue;
+        if (_perTryToken != UpstreamToken || _responseStarted)
         {
-            FlushBatch.End();
+            return false; // that try is over (retried, or answered): nothing to do
         }
+        if (_endpoint != null)
+        {
+            _cluster?.RecordOutcome(_endpoint, failure: true, gatewayFailure: true);
+        }
+        if (_retry!.OnPerTryTimeout && TryRetry())
+        {
+            ArmTimer();
+            return true;
+        }
+        if (_up != null && !_upstreamClosed)
+        {
+            _up.Reset(_upId, Http2ErrorCode.Cancel);
+            _up.ScheduleFlush();
+        }
+        _upstreamClosed = true;
+        SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream per-try timeout");
+        return true;
     }
 
     private async Task RetryAfterAsync(TimeSpan delay, UpstreamPool pool, int token, TimeSpan connectTimeout)

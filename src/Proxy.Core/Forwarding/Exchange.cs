@@ -367,7 +367,7 @@ public sealed partial class Exchange
             EndPending();
             if (_retry is { PerTryTimeout: var perTry } && perTry > TimeSpan.Zero)
             {
-                _ = PerTryTimeoutAsync(perTry, UpstreamToken);
+                ArmPerTryTimeout(perTry);
             }
             _upId = id;
             _requestEndSent = endStream;
@@ -765,6 +765,7 @@ public sealed partial class Exchange
         _blockedOnUp = _blockedOnDown = false;
         _weightedIndex = -1;
         _deadlineAt = long.MaxValue;
+        _perTryAt = long.MaxValue;
         _idleTimeout = 0;
         _cors = null;
         _corsOriginIndex = -1;

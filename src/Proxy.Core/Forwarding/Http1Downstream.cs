@@ -218,7 +218,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                 }
                 if (result == ChunkedDecoder.Result.Error)
                 {
-                    return Abort("bad chunked encoding");
+                    return RejectBody("bad chunked encoding");
                 }
                 if (result == ChunkedDecoder.Result.Data)
                 {
@@ -232,16 +232,16 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                 }
                 if (result == ChunkedDecoder.Result.Trailer)
                 {
-                    int colon = data.IndexOf((byte)':');
-                    if (colon <= 0 || _trailers.Count > 64)
+                    // Trailer fields are checked like header fields (RFC 9112 §7.1.2, §5).
+                    Span<byte> lower = stackalloc byte[256];
+                    if (_trailers.Count > 64 || Http1Parser.ParseTrailerLine(data, lower, out int nameLength, out ReadOnlySpan<byte> value) is not null)
                     {
-                        return Abort("bad trailer field");
+                        return RejectBody("bad trailer field");
                     }
-                    Span<byte> lower = stackalloc byte[Math.Min(colon, 256)];
-                    Ascii.ToLower(data.Slice(0, lower.Length), lower, out _);
-                    if (!Http1Writer.IsHopByHop(lower) && !lower.SequenceEqual("content-length"u8))
+                    ReadOnlySpan<byte> name = lower.Slice(0, nameLength);
+                    if (!Http1Writer.IsHopByHop(name) && !name.SequenceEqual("content-length"u8) && !name.SequenceEqual("host"u8) && !name.SequenceEqual("transfer-encoding"u8))
                     {
-                        _trailers.Add(lower, data.Slice(colon + 1).Trim(" \t"u8));
+                        _trailers.Add(name, value);
                     }
                     continue;
                 }
@@ -300,6 +300,22 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         }
         _connection.CloseAfterFlush();
         return InputStatus.Close;
+    }
+
+    /// <summary>
+    /// A malformed request body (bad chunk size or trailer): 400 when nothing of the response has gone out
+    /// (RFC 9112 §7.1), otherwise the exchange is cut off; either way the upstream request is cancelled and
+    /// the connection closes, since the message boundaries are lost.
+    /// </summary>
+    private InputStatus RejectBody(string reason)
+    {
+        bool answering;
+        lock (_lock)
+        {
+            answering = _responseStarted && !_responseDone;
+        }
+        _exchange?.OnDownstreamReset(_generation);
+        return answering ? Abort(reason) : Reject(400, reason);
     }
 
     /// <summary>A broken body after the request went upstream: the exchange is cut off and the connection closed.</summary>

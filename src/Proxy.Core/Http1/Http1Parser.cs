@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Buffers.Text;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using Proxy.Http2;
 
@@ -66,9 +68,9 @@ public static class Http1Parser
         // request-line = method SP request-target SP HTTP-version (RFC 9112 §3): exactly two spaces.
         int sp1 = line.IndexOf((byte)' ');
         int sp2 = line.LastIndexOf((byte)' ');
-        if (sp1 <= 0 || sp2 <= sp1 + 1)
+        if (sp1 <= 0 || sp2 <= sp1 + 1 || line.Count((byte)' ') != 2)
         {
-            return new Http1Error(400, "bad request line");
+            return new Http1Error(400, "bad request line"); // an extra token, or a missing one
         }
         ReadOnlySpan<byte> method = line.Slice(0, sp1);
         ReadOnlySpan<byte> target = line.Slice(sp1 + 1, sp2 - sp1 - 1);
@@ -85,9 +87,13 @@ public static class Http1Parser
         {
             request.Http10 = true;
         }
-        else
+        else if (version.Length == 8 && version.StartsWith("HTTP/"u8) && char.IsAsciiDigit((char)version[5]) && version[6] == (byte)'.' && char.IsAsciiDigit((char)version[7]))
         {
             return new Http1Error(505, "unsupported HTTP version");
+        }
+        else
+        {
+            return new Http1Error(400, "bad request line"); // not an HTTP-version (RFC 9112 §2.3)
         }
         if (target.IsEmpty || target.ContainsAny(s_invalidValueChars) || target.Contains((byte)' '))
         {
@@ -133,6 +139,9 @@ public static class Http1Parser
         ReadOnlySpan<byte> host = default;
         int hostCount = 0;
         Span<byte> lower = stackalloc byte[256];
+        // Fields the Connection header names are hop-by-hop too (RFC 9110 §7.6.1): removed below.
+        Span<Range> connectionValues = stackalloc Range[8];
+        int connectionCount = 0;
         int pos = lineEnd + 2;
         while (pos < head.Length)
         {
@@ -169,9 +178,16 @@ public static class Http1Parser
                     return new Http1Error(417, "unsupported expectation");
                 case 7 when lname.SequenceEqual("upgrade"u8):
                 case 10 when lname.SequenceEqual("keep-alive"u8):
+                case 13 when lname.SequenceEqual("http2-settings"u8):
                 case 16 when lname.SequenceEqual("proxy-connection"u8):
-                    continue; // hop-by-hop (RFC 9110 §7.6.1)
+                    continue; // hop-by-hop (RFC 9110 §7.6.1; h2c upgrade fields never go upstream, RFC 9113 §3.1)
                 case 10 when lname.SequenceEqual("connection"u8):
+                    if (connectionCount == connectionValues.Length)
+                    {
+                        return new Http1Error(400, "too many connection header fields");
+                    }
+                    int offset = (int)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(head), ref MemoryMarshal.GetReference(value));
+                    connectionValues[connectionCount++] = new Range(offset, offset + value.Length);
                     if (ContainsToken(value, "close"u8))
                     {
                         request.KeepAlive = false;
@@ -201,6 +217,15 @@ public static class Http1Parser
             fields.Add(lname, value);
         }
 
+        if (transferEncoding && request.Http10)
+        {
+            // RFC 9112 §6.1: HTTP/1.0 has no chunked coding; a Transfer-Encoding here means a broken or smuggling sender.
+            return new Http1Error(400, "transfer-encoding in an HTTP/1.0 request");
+        }
+        for (int c = 0; c < connectionCount; c++)
+        {
+            RemoveConnectionOptions(fields, head[connectionValues[c]]);
+        }
         if (transferEncoding && contentLength >= 0)
         {
             // RFC 9112 §6.1: both present is a smuggling risk; we refuse rather than guess.
@@ -364,6 +389,45 @@ public static class Http1Parser
         }
         Ascii.ToLower(raw, lower, out nameLength);
         return null;
+    }
+
+    /// <summary>Removes the fields a Connection header names (its connection options), but never the pseudo-headers.</summary>
+    private static void RemoveConnectionOptions(HeaderList fields, ReadOnlySpan<byte> value)
+    {
+        Span<byte> lower = stackalloc byte[64];
+        foreach (Range part in value.Split((byte)','))
+        {
+            ReadOnlySpan<byte> token = value[part].Trim(" \t"u8);
+            if (token.IsEmpty || token.Length > lower.Length)
+            {
+                continue;
+            }
+            Ascii.ToLower(token, lower, out int n);
+            ReadOnlySpan<byte> name = lower.Slice(0, n);
+            if (name.SequenceEqual("close"u8) || name.SequenceEqual("keep-alive"u8) || name.SequenceEqual("te"u8))
+            {
+                continue; // options of the connection itself, already acted on
+            }
+            for (int i = fields.Count - 1; i >= 0; i--)
+            {
+                if (fields.Name(i).SequenceEqual(name) && fields.Name(i)[0] != (byte)':')
+                {
+                    fields.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    /// <summary>A field line of a chunked trailer section, checked like a header field line.</summary>
+    internal static Http1Error? ParseTrailerLine(ReadOnlySpan<byte> fieldLine, scoped Span<byte> lower, out int nameLength, out ReadOnlySpan<byte> value)
+    {
+        if (fieldLine.IsEmpty)
+        {
+            nameLength = 0;
+            value = default;
+            return new Http1Error(400, "bad trailer field");
+        }
+        return ParseFieldLine(fieldLine, lower, 400, out nameLength, out value);
     }
 
     private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)

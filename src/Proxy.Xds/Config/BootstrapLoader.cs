@@ -880,7 +880,8 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
             string pattern = rr["pattern"]["regex"].RequiredString();
             try
             {
-                regexRewrite = new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+                // RE2's guarantee, kept: linear time whatever the pattern and path.
+                regexRewrite = new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.CultureInvariant | System.Text.RegularExpressions.RegexOptions.NonBacktracking);
             }
             catch (ArgumentException e)
             {
