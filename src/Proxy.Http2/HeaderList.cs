@@ -40,6 +40,23 @@ public sealed class HeaderList
         ListSize = 0;
     }
 
+    /// <summary>
+    /// Clears, and gives back an arena or field table that grew past its working size for one unusually
+    /// large header section (up to 64 KiB), so pooled lists do not each keep the largest they ever saw.
+    /// </summary>
+    public void ClearAndTrim(int maxArenaBytes = 8 * 1024, int maxFields = 128)
+    {
+        Clear();
+        if (_arena.Length > maxArenaBytes)
+        {
+            _arena = new byte[1024];
+        }
+        if (_fields.Length > maxFields)
+        {
+            _fields = new Field[32];
+        }
+    }
+
     public ReadOnlySpan<byte> Name(int index)
     {
         ref Field f = ref FieldAt(index);

@@ -16,6 +16,7 @@ public sealed partial class Exchange
     private long _idleTimeout;                  // ms; 0 = none
     private long _lastActivity;                 // ms, updated on every body or header event
     private long _perTryAt = long.MaxValue;     // absolute: the current try's per_try_timeout
+    private long _requestDeadlineAt = long.MaxValue; // absolute: the HCM's request_timeout, until the request is complete
     private int _perTryToken;                   // the upstream token of the try it belongs to
 
     /// <summary>Notes traffic on the stream, for the route's idle_timeout (one store, no lock needed).</summary>
@@ -30,7 +31,7 @@ public sealed partial class Exchange
     /// <summary>Arms the wheel for whichever comes first: the deadline, or idleness.</summary>
     private void ArmTimer()
     {
-        long due = Math.Min(_deadlineAt, _perTryAt);
+        long due = Math.Min(Math.Min(_deadlineAt, _perTryAt), _requestComplete ? long.MaxValue : _requestDeadlineAt);
         if (_idleTimeout > 0)
         {
             due = Math.Min(due, Volatile.Read(ref _lastActivity) + _idleTimeout);
@@ -107,6 +108,18 @@ public sealed partial class Exchange
             long now = Environment.TickCount64;
             if (OnPerTryDeadline(now))
             {
+                return;
+            }
+            if (!_requestComplete && now >= _requestDeadlineAt)
+            {
+                // request_timeout: the client took too long to send its request (Envoy: 408).
+                if (_up != null && !_upstreamClosed)
+                {
+                    _up.Reset(_upId, Http2ErrorCode.Cancel);
+                    _up.ScheduleFlush();
+                }
+                _upstreamClosed = true;
+                SendLocalReply(408, GrpcStatus.DeadlineExceeded, "request timeout");
                 return;
             }
             bool timedOut = now >= _deadlineAt;

@@ -28,7 +28,7 @@ public sealed partial class Exchange
     {
         _retry = null;
         _attempt = 0;
-        _retained.Release();
+        ReleaseRetained();
         _retainOverflow = false;
         _creditedAhead = 0;
         _hasRequestTrailers = false;
@@ -43,14 +43,25 @@ public sealed partial class Exchange
         {
             return;
         }
-        if (_retained.Count + data.Length > _retry.BufferLimit)
+        if (_retained.Count + data.Length > _retry.BufferLimit || !_down!.TryReserveReplay((int)data.Length))
         {
-            // Too large to replay: this request will not be retried.
+            // Too large to replay, or the connection's replay budget is spent by its other streams:
+            // this request will not be retried (Envoy's per-connection buffer limit does the same).
             _retainOverflow = true;
-            _retained.Release();
+            ReleaseRetained();
             return;
         }
         _retained.Append(data);
+    }
+
+    /// <summary>Drops the replay copy and gives its octets back to the downstream connection's budget.</summary>
+    private void ReleaseRetained()
+    {
+        if (_retained.Count > 0)
+        {
+            _down?.ReleaseReplay(_retained.Count);
+        }
+        _retained.Release();
     }
 
     /// <summary>Returns flow-control credit to the client, except for replayed octets it already had credit for.</summary>

@@ -213,6 +213,10 @@ public sealed partial class Exchange
             }
             // The route's idle_timeout, else the connection manager's stream_idle_timeout (Envoy: 5 min).
             TimeSpan idleTimeout = action.IdleTimeout > TimeSpan.Zero ? action.IdleTimeout : options?.StreamIdleTimeout ?? default;
+            if (!endStream && options?.RequestTimeout is { } requestTimeout && requestTimeout > TimeSpan.Zero)
+            {
+                _requestDeadlineAt = Environment.TickCount64 + (long)requestTimeout.TotalMilliseconds;
+            }
             ArmDeadline(action.Timeout, action.MaxGrpcTimeout, idleTimeout);
             fault = _route.Fault ?? host.Fault;
             if (fault != null && ApplyFault(fault, pool, connectTimeout))
@@ -740,7 +744,7 @@ public sealed partial class Exchange
         _blockedOnUp = _blockedOnDown = false;
         _requestPending.Release();
         _responsePending.Release();
-        _retained.Release();
+        ReleaseRetained();
         // Late events from either connection carry the old generation and are ignored from here on.
         _generation++;
         Interlocked.Decrement(ref s_active);
@@ -749,10 +753,10 @@ public sealed partial class Exchange
 
     private void Reset()
     {
-        RequestHeaders.Clear();
-        RequestTrailers.Clear();
-        ResponseHeaders.Clear();
-        ResponseTrailers.Clear();
+        RequestHeaders.ClearAndTrim();
+        RequestTrailers.ClearAndTrim();
+        ResponseHeaders.ClearAndTrim();
+        ResponseTrailers.ClearAndTrim();
         _requestPending.Release();
         _responsePending.Release();
         _down = null;
@@ -766,6 +770,7 @@ public sealed partial class Exchange
         _weightedIndex = -1;
         _deadlineAt = long.MaxValue;
         _perTryAt = long.MaxValue;
+        _requestDeadlineAt = long.MaxValue;
         _idleTimeout = 0;
         _cors = null;
         _corsOriginIndex = -1;

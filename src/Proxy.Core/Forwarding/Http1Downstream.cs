@@ -579,6 +579,22 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
+    private long _replayBytes;
+
+    /// <inheritdoc/>
+    public bool TryReserveReplay(int bytes)
+    {
+        if (Interlocked.Add(ref _replayBytes, bytes) <= _connection.BufferLimit)
+        {
+            return true;
+        }
+        Interlocked.Add(ref _replayBytes, -bytes);
+        return false;
+    }
+
+    /// <inheritdoc/>
+    public void ReleaseReplay(int bytes) => Interlocked.Add(ref _replayBytes, -bytes);
+
     public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
 
     public System.Net.EndPoint? LocalEndPoint => _connection.LocalEndPoint;

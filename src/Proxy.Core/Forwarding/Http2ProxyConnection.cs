@@ -104,6 +104,22 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void ScheduleFlush() => FlushBatch.Add(Connection.Output);
 
+    private long _replayBytes;
+
+    /// <inheritdoc/>
+    public bool TryReserveReplay(int bytes)
+    {
+        if (Interlocked.Add(ref _replayBytes, bytes) <= Connection.BufferLimit)
+        {
+            return true;
+        }
+        Interlocked.Add(ref _replayBytes, -bytes);
+        return false;
+    }
+
+    /// <inheritdoc/>
+    public void ReleaseReplay(int bytes) => Interlocked.Add(ref _replayBytes, -bytes);
+
     public System.Net.EndPoint? RemoteEndPoint => Connection.RemoteEndPoint;
 
     public System.Net.EndPoint? LocalEndPoint => Connection.LocalEndPoint;

@@ -31,6 +31,17 @@ public interface IExchangePeer
     /// <summary>The address the connection was accepted on (RBAC's destination_ip/port); null when unknown.</summary>
     System.Net.EndPoint? LocalEndPoint => null;
 
+    /// <summary>
+    /// Takes <paramref name="bytes"/> of this (downstream) connection's budget for request bodies kept for
+    /// a retry; false when its streams together already keep per_connection_buffer_limit_bytes.
+    /// </summary>
+    bool TryReserveReplay(int bytes) => true;
+
+    /// <summary>Gives back what <see cref="TryReserveReplay"/> took.</summary>
+    void ReleaseReplay(int bytes)
+    {
+    }
+
     /// <summary>Schedules a flush of what was written at the end of the current input batch.</summary>
     void ScheduleFlush();
 }

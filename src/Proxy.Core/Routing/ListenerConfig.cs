@@ -21,6 +21,9 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
 /// </summary>
 public sealed class ListenerOptions
 {
+    // Before Envoy and Standalone: static initializers run in order.
+    private static readonly Http2ConnectionOptions s_defaultHttp2 = new() { MaxConcurrentStreams = 100 };
+
     /// <summary>Envoy's defaults, for listeners from a bootstrap or xDS.</summary>
     public static ListenerOptions Envoy { get; } = new();
 
@@ -64,15 +67,13 @@ public sealed class ListenerOptions
     public TimeSpan PrefaceTimeout { get; init; }
 
     /// <summary>http2_protocol_options of the connection manager: Envoy's max_concurrent_streams is 2^31-1, ours 100 (nghttp2's and the RFC's floor).</summary>
-    public Http2ConnectionOptions Http2 { get; init; } = DefaultHttp2;
+    public Http2ConnectionOptions Http2 { get; init; } = s_defaultHttp2;
 
     /// <summary>The HTTP RBAC filters (envoy.filters.http.rbac) in order, evaluated on every request before routing: each must allow it.</summary>
     public RbacPolicySet[] HttpRbac { get; init; } = [];
 
     /// <summary>The network RBAC filter (envoy.filters.network.rbac), evaluated once per connection.</summary>
     public RbacPolicySet? NetworkRbac { get; init; }
-
-    internal static readonly Http2ConnectionOptions DefaultHttp2 = new() { MaxConcurrentStreams = 100 };
 
     /// <summary>How long a request head (or HTTP/2 preface) may take to arrive, from its first octet.</summary>
     internal long HeadTimeoutMs(bool preface)
