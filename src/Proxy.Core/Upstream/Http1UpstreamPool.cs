@@ -13,6 +13,18 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     public EndPoint Address { get; } = address;
 
+    /// <summary>Connections open or being opened (idle ones included).</summary>
+    public int OpenCount
+    {
+        get
+        {
+            lock (_idle)
+            {
+                return _open;
+            }
+        }
+    }
+
     public int IdleCount
     {
         get
