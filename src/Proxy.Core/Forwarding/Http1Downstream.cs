@@ -132,7 +132,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                     }
                     case State.Body:
                     {
-                        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
+                        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit / 2)
                         {
                             return InputStatus.Pause; // woken early: the upstream has not caught up yet
                         }
@@ -224,7 +224,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                 {
                     Interlocked.Add(ref _unconsumed, data.Length);
                     exchange.OnRequestData(_generation, input.Slice(consumed - data.Length, data.Length), false);
-                    if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
+                    if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit / 2)
                     {
                         break;
                     }
@@ -260,7 +260,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                 break;
             }
         }
-        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
+        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit / 2)
         {
             // The upstream is slower than the client: stop reading until it catches up (Consume resumes).
             return InputStatus.Pause;
@@ -567,7 +567,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     public void Consume(int streamId, int bytes)
     {
         long left = Interlocked.Add(ref _unconsumed, -bytes);
-        if (left <= _connection.BufferLimit / 2)
+        if (left <= _connection.BufferLimit / 4)
         {
             _connection.ResumeInput();
         }

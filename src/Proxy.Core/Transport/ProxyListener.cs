@@ -18,7 +18,7 @@ namespace Proxy.Core.Transport;
 public sealed class ProxyListener : IAsyncDisposable
 {
     /// <summary>How often open connections are checked against their timeouts.</summary>
-    public const int SweepMilliseconds = 250;
+    public const int SweepMilliseconds = 500;
 
     private readonly Socket _socket;
     private readonly Func<ListenerConfig?> _config;
@@ -162,7 +162,8 @@ public sealed class ProxyListener : IAsyncDisposable
         try
         {
             long now = Environment.TickCount64;
-            foreach (Sniffer sniffer in _connections.Keys)
+            // The dictionary's enumerator takes no lock and copies nothing (Keys would do both).
+            foreach (var (sniffer, _) in _connections)
             {
                 sniffer.CheckTimeouts(now);
             }

@@ -167,7 +167,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public void Consume(int streamId, int bytes)
     {
-        if (Interlocked.Add(ref _unconsumed, -bytes) <= _connection.BufferLimit / 2)
+        if (Interlocked.Add(ref _unconsumed, -bytes) <= _connection.BufferLimit / 4)
         {
             _connection.ResumeInput();
         }
@@ -242,7 +242,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 }
                 if (_response == ResponseState.Body)
                 {
-                    if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
+                    if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit / 2)
                     {
                         return InputStatus.Pause;
                     }
@@ -328,7 +328,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 break;
             }
         }
-        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit)
+        if (Volatile.Read(ref _unconsumed) > _connection.BufferLimit / 2)
         {
             return InputStatus.Pause;
         }
