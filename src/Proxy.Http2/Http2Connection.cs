@@ -129,6 +129,18 @@ public sealed partial class Http2Connection
         }
     }
 
+    /// <summary>Appends each open stream's <see cref="Http2Stream.UserState"/> and tag (for periodic checks off the data path).</summary>
+    public void CopyStreamStates(List<(object? State, int Tag)> into)
+    {
+        lock (_sync)
+        {
+            foreach (Http2Stream stream in _streams.Values)
+            {
+                into.Add((stream.UserState, stream.UserTag));
+            }
+        }
+    }
+
     /// <summary>Client side: whether <see cref="OpenStream"/> would succeed now.</summary>
     public bool CanOpenStream
     {

@@ -13,7 +13,8 @@ public sealed partial class Exchange
     internal int TimerGeneration;
 
     private long _deadlineAt = long.MaxValue;   // absolute, Environment.TickCount64 ms
-    private long _idleTimeout;                  // ms; 0 = none
+    private long _idleTimeout;                  // ms; 0 = none (the route's idle_timeout, on the wheel)
+    private long _streamIdleMs;                 // ms; 0 = none (the HCM's stream_idle_timeout, checked by the sweep)
     private long _lastActivity;                 // ms, updated on every body or header event
     private long _perTryAt = long.MaxValue;     // absolute: the current try's per_try_timeout
     private long _requestDeadlineAt = long.MaxValue; // absolute: the HCM's request_timeout, until the request is complete
@@ -22,7 +23,7 @@ public sealed partial class Exchange
     /// <summary>Notes traffic on the stream, for the route's idle_timeout (one store, no lock needed).</summary>
     private void Touch()
     {
-        if (_idleTimeout > 0)
+        if ((_idleTimeout | _streamIdleMs) > 0)
         {
             Volatile.Write(ref _lastActivity, Environment.TickCount64);
         }
@@ -73,6 +74,40 @@ public sealed partial class Exchange
             _deadlineAt = Environment.TickCount64 + Math.Max(milliseconds, 1);
         }
         ArmTimer();
+    }
+
+    /// <summary>
+    /// From the listener's sweep: ends the stream if it has been idle for the connection manager's
+    /// stream_idle_timeout (408 before the response began, a reset after, as Envoy does).
+    /// </summary>
+    internal void CheckStreamIdle(int generation, long now)
+    {
+        if (Volatile.Read(ref _streamIdleMs) == 0 || now - Volatile.Read(ref _lastActivity) < Volatile.Read(ref _streamIdleMs))
+        {
+            return;
+        }
+        FlushBatch.Begin();
+        try
+        {
+            lock (this)
+            {
+                if (generation != _generation || _finished || _streamIdleMs == 0 || now - _lastActivity < _streamIdleMs)
+                {
+                    return;
+                }
+                if (_up != null && !_upstreamClosed)
+                {
+                    _up.Reset(_upId, Http2ErrorCode.Cancel);
+                    _up.ScheduleFlush();
+                }
+                _upstreamClosed = true;
+                SendLocalReply(408, GrpcStatus.DeadlineExceeded, "stream idle timeout");
+            }
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
     }
 
     /// <summary>grpc-timeout = 1*8DIGIT unit, unit one of H M S m u n.</summary>

@@ -211,8 +211,15 @@ public sealed partial class Exchange
             {
                 StartMirror(mirror, action.Timeout);
             }
-            // The route's idle_timeout, else the connection manager's stream_idle_timeout (Envoy: 5 min).
-            TimeSpan idleTimeout = action.IdleTimeout > TimeSpan.Zero ? action.IdleTimeout : options?.StreamIdleTimeout ?? default;
+            // The route's idle_timeout is armed on the wheel; the connection manager's stream_idle_timeout
+            // (Envoy: 5 min, on every stream) is checked by the listener's sweep instead, so the common
+            // case touches no shared timer structure per request.
+            if (action.IdleTimeout <= TimeSpan.Zero && options?.StreamIdleTimeout is { } streamIdle && streamIdle > TimeSpan.Zero)
+            {
+                _streamIdleMs = (long)streamIdle.TotalMilliseconds;
+                _lastActivity = Environment.TickCount64;
+            }
+            TimeSpan idleTimeout = action.IdleTimeout;
             if (!endStream && options?.RequestTimeout is { } requestTimeout && requestTimeout > TimeSpan.Zero)
             {
                 _requestDeadlineAt = Environment.TickCount64 + (long)requestTimeout.TotalMilliseconds;
@@ -772,6 +779,7 @@ public sealed partial class Exchange
         _perTryAt = long.MaxValue;
         _requestDeadlineAt = long.MaxValue;
         _idleTimeout = 0;
+        _streamIdleMs = 0;
         _cors = null;
         _corsOriginIndex = -1;
         _shadow = null;

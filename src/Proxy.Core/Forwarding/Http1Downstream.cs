@@ -491,6 +491,21 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     public void CheckTimeouts(long now)
     {
         bool headTimedOut;
+        Exchange? inFlight = null;
+        int generation = 0;
+        lock (_lock)
+        {
+            if (_state != State.Head)
+            {
+                inFlight = _state == State.Closed ? null : _exchange;
+                generation = _generation;
+            }
+        }
+        if (inFlight != null)
+        {
+            inFlight.CheckStreamIdle(generation, now);
+            return;
+        }
         lock (_lock)
         {
             if (_state != State.Head)
@@ -579,21 +594,13 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
-    private long _replayBytes;
+    private ReplayBudget _replay;
 
     /// <inheritdoc/>
-    public bool TryReserveReplay(int bytes)
-    {
-        if (Interlocked.Add(ref _replayBytes, bytes) <= _connection.BufferLimit)
-        {
-            return true;
-        }
-        Interlocked.Add(ref _replayBytes, -bytes);
-        return false;
-    }
+    public bool TryReserveReplay(int bytes) => _replay.TryReserve(bytes, _connection.BufferLimit);
 
     /// <inheritdoc/>
-    public void ReleaseReplay(int bytes) => Interlocked.Add(ref _replayBytes, -bytes);
+    public void ReleaseReplay(int bytes) => _replay.Release(bytes);
 
     public System.Net.EndPoint? RemoteEndPoint => _connection.RemoteEndPoint;
 

@@ -11,6 +11,8 @@ internal sealed class Http2Downstream(SocketConnection connection, Func<Listener
     : Http2ProxyConnection(connection, isServer: true, options.Http2), IDownstreamProtocol
 {
     private readonly long _openedAt = Environment.TickCount64;
+    [ThreadStatic]
+    private static List<(object? State, int Tag)>? s_sweepScratch;
     private long _idleSince;
 
     public void CheckTimeouts(long now)
@@ -29,6 +31,14 @@ internal sealed class Http2Downstream(SocketConnection connection, Func<Listener
         if (Protocol.ActiveStreamCount > 0)
         {
             _idleSince = 0;
+            // stream_idle_timeout of each open stream (the sweep is the only caller: one scratch list).
+            List<(object? State, int Tag)> streams = s_sweepScratch ??= [];
+            Protocol.CopyStreamStates(streams);
+            foreach (var (state, tag) in streams)
+            {
+                (state as Exchange)?.CheckStreamIdle(tag, now);
+            }
+            streams.Clear();
             return;
         }
         if (_idleSince == 0)

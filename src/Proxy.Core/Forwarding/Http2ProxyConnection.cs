@@ -104,21 +104,13 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void ScheduleFlush() => FlushBatch.Add(Connection.Output);
 
-    private long _replayBytes;
+    private ReplayBudget _replay;
 
     /// <inheritdoc/>
-    public bool TryReserveReplay(int bytes)
-    {
-        if (Interlocked.Add(ref _replayBytes, bytes) <= Connection.BufferLimit)
-        {
-            return true;
-        }
-        Interlocked.Add(ref _replayBytes, -bytes);
-        return false;
-    }
+    public bool TryReserveReplay(int bytes) => _replay.TryReserve(bytes, Connection.BufferLimit);
 
     /// <inheritdoc/>
-    public void ReleaseReplay(int bytes) => Interlocked.Add(ref _replayBytes, -bytes);
+    public void ReleaseReplay(int bytes) => _replay.Release(bytes);
 
     public System.Net.EndPoint? RemoteEndPoint => Connection.RemoteEndPoint;
 

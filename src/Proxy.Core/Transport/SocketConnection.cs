@@ -83,68 +83,33 @@ public sealed class SocketConnection
     public bool IsOutputFull => Output.PendingBytes >= BufferLimit;
 
     private System.Net.EndPoint? _remote;
-
-    /// <summary>The peer's address, read once and kept.</summary>
-    public System.Net.EndPoint? RemoteEndPoint
-    {
-        get
-        {
-            if (_remote == null)
-            {
-                try
-                {
-                    _remote = _socket.RemoteEndPoint;
-                }
-                catch (ObjectDisposedException)
-                {
-                }
-                catch (System.Net.Sockets.SocketException)
-                {
-                }
-            }
-            return _remote;
-        }
-    }
-
     private System.Net.EndPoint? _local;
 
+    /// <summary>The peer's address, read once and kept.</summary>
+    public System.Net.EndPoint? RemoteEndPoint => _remote ??= ReadEndPoint(remote: true);
+
     /// <summary>The local address of the connection, read once and kept.</summary>
-    public System.Net.EndPoint? LocalEndPoint
+    public System.Net.EndPoint? LocalEndPoint => _local ??= ReadEndPoint(remote: false);
+
+    private System.Net.EndPoint? ReadEndPoint(bool remote)
     {
-        get
+        try
         {
-            if (_local == null)
-            {
-                try
-                {
-                    _local = _socket.LocalEndPoint;
-                }
-                catch (ObjectDisposedException)
-                {
-                }
-                catch (System.Net.Sockets.SocketException)
-                {
-                }
-            }
-            return _local;
+            return remote ? _socket.RemoteEndPoint : _socket.LocalEndPoint;
+        }
+        catch (ObjectDisposedException)
+        {
+            return null;
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            return null;
         }
     }
 
-    /// <summary>The peer's address for log lines ("?" once the socket is gone).</summary>
-    public string RemoteAddress
-    {
-        get
-        {
-            try
-            {
-                return _socket.RemoteEndPoint?.ToString() ?? "?";
-            }
-            catch (ObjectDisposedException)
-            {
-                return "?";
-            }
-        }
-    }
+    /// <summary>The peer's address for log lines ("?" when unknown).</summary>
+    public string RemoteAddress => RemoteEndPoint?.ToString() ?? "?";
+
     public Socket Socket => _socket;
     /// <summary>The most a protocol may leave unconsumed (one frame, one header section) before the connection is closed.</summary>
     public int MaxBufferSize { get; }

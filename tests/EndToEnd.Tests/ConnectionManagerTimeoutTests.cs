@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Proxy.Core;
+using Proxy.Core.Upstream;
+using Proxy.Xds.Config;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// The HTTP connection manager's own timeouts, from a bootstrap: stream_idle_timeout (checked by the
+/// listener's sweep, not per request) and request_timeout, over HTTP/1.1 and h2c.
+/// </summary>
+public sealed class ConnectionManagerTimeoutTests(ProxyFixture upstream) : IClassFixture<ProxyFixture>, IAsyncLifetime
+{
+    private ProxyServer? _proxy;
+
+    private int IdlePort => _proxy!.Listeners[0].LocalEndPoint.Port;
+    private int RequestPort => _proxy!.Listeners[1].LocalEndPoint.Port;
+
+    public Task InitializeAsync()
+    {
+        string Listener(string name, string timeouts) => $$"""
+              - name: {{name}}
+                address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+                filter_chains:
+                - filters:
+                  - name: envoy.filters.network.http_connection_manager
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                      stat_prefix: {{name}}
+                      {{timeouts}}
+                      route_config: { virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: / }, route: { cluster: http, timeout: 0s } } ] } ] }
+                      http_filters: [ { name: envoy.filters.http.router } ]
+            """;
+        string bootstrap = $$"""
+            static_resources:
+              listeners:
+            {{Listener("idle", "stream_idle_timeout: 1s")}}
+            {{Listener("request", "request_timeout: 1s")}}
+              clusters:
+              - name: http
+                load_assignment: { cluster_name: http, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream.HttpUpstreamPort}} } } } } ] } ] }
+            """;
+        var pools = new UpstreamPools();
+        _proxy = new ProxyServer(new BootstrapLoader(pools).Load(bootstrap, "timeouts"), pools);
+        _proxy.Start();
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_proxy != null)
+        {
+            await _proxy.DisposeAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task StreamIdleTimeout_Is408_WhenTheUpstreamSaysNothing(bool h2)
+    {
+        var watch = Stopwatch.StartNew();
+        var args = new List<string> { "-sS", "-w", " %{http_code}" };
+        if (h2)
+        {
+            args.Add("--http2-prior-knowledge");
+        }
+        args.Add($"http://127.0.0.1:{IdlePort}/sleep/4000");
+        var (exit, stdout, stderr) = await Processes.RunAsync("curl", args);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal("stream idle timeout\n 408", stdout);
+        Assert.InRange(watch.Elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(3.5));
+    }
+
+    [Fact]
+    public async Task RequestTimeout_Is408_ForABodyThatTrickles()
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, RequestPort);
+        await socket.SendAsync(Encoding.ASCII.GetBytes("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"));
+        var watch = Stopwatch.StartNew();
+        var received = new StringBuilder();
+        var buffer = new byte[4096];
+        Task<int> receive = socket.ReceiveAsync(buffer.AsMemory()).AsTask();
+        // One octet every 200 ms: never idle, never done.
+        while (!receive.IsCompleted && watch.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            try
+            {
+                await socket.SendAsync(new byte[] { (byte)'x' });
+            }
+            catch (SocketException)
+            {
+                break;
+            }
+            await Task.WhenAny(receive, Task.Delay(200));
+        }
+        int n = await receive.WaitAsync(TimeSpan.FromSeconds(5));
+        received.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        Assert.StartsWith("HTTP/1.1 408 ", received.ToString(), StringComparison.Ordinal);
+        Assert.InRange(watch.Elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(3));
+    }
+}
