@@ -44,6 +44,7 @@ public sealed class HeaderList
     /// Clears, and gives back an arena or field table that grew past its working size for one unusually
     /// large header section (up to 64 KiB), so pooled lists do not each keep the largest they ever saw.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void ClearAndTrim(int maxArenaBytes = 8 * 1024, int maxFields = 128)
     {
         Clear();

@@ -255,7 +255,14 @@ public sealed partial class Http2Connection
         {
             throw new Http2ConnectionException(Http2ErrorCode.ProtocolError, $"first frame is {header.Type}, not SETTINGS");
         }
-        CountEmptyFrame(header);
+        if (header.Length != 0)
+        {
+            _consecutiveEmptyFrames = 0;
+        }
+        else
+        {
+            CountEmptyFrame(header);
+        }
         try
         {
             switch (header.Type)
@@ -656,7 +663,7 @@ public sealed partial class Http2Connection
     /// </summary>
     private void CountEmptyFrame(in Http2FrameHeader header)
     {
-        bool empty = header.Length == 0 && header.Type switch
+        bool empty = header.Type switch
         {
             Http2FrameType.Data => !header.HasFlag(Http2FrameFlags.EndStream),
             Http2FrameType.Headers or Http2FrameType.Continuation => !header.HasFlag(Http2FrameFlags.EndHeaders),

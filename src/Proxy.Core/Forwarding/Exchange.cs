@@ -231,7 +231,17 @@ public sealed partial class Exchange
                 return;
             }
         }
-        FlushBatch.StartUpstream(this, generation << 8, pool, connectTimeout);
+        if (endStream)
+        {
+            // No body: the upstream is asked for at the end of this read, so a stream the client resets in
+            // the same read (rapid reset's HEADERS + RST_STREAM) never reaches it. A request with a body
+            // asks at once: its DATA, usually in the same read, then goes straight out instead of being copied.
+            FlushBatch.StartUpstream(this, generation << 8, pool, connectTimeout);
+        }
+        else
+        {
+            pool.Acquire(this, generation << 8, connectTimeout);
+        }
     }
 
     /// <summary>Whether the exchange still wants the upstream connection it asked for with <paramref name="token"/>.</summary>

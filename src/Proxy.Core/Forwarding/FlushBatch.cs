@@ -36,7 +36,9 @@ internal static class FlushBatch
     public static void Begin() => t_depth++;
 
     [ThreadStatic]
-    private static List<(Exchange Exchange, int Token, Upstream.UpstreamPool Pool, TimeSpan Timeout)>? t_starts;
+    private static (Exchange Exchange, int Token, Upstream.UpstreamPool Pool, TimeSpan Timeout)[]? t_starts;
+    [ThreadStatic]
+    private static int t_startCount;
 
     /// <summary>
     /// Asks <paramref name="pool"/> for a connection for <paramref name="exchange"/> when the current batch
@@ -50,24 +52,30 @@ internal static class FlushBatch
             pool.Acquire(exchange, token, timeout);
             return;
         }
-        (t_starts ??= new(8)).Add((exchange, token, pool, timeout));
+        var starts = t_starts ??= new (Exchange, int, Upstream.UpstreamPool, TimeSpan)[16];
+        if (t_startCount == starts.Length)
+        {
+            Array.Resize(ref t_starts, starts.Length * 2);
+        }
+        t_starts![t_startCount++] = (exchange, token, pool, timeout);
     }
 
     public static void End()
     {
-        if (t_depth == 1 && t_starts is { Count: > 0 } starts)
+        if (t_depth == 1 && t_startCount > 0)
         {
-            // Still inside the batch: what the starts write is flushed below with the rest.
-            for (int i = 0; i < starts.Count; i++)
+            // Still inside the batch: what the starts write is flushed below with the rest. A start may
+            // add more (the array is re-read each time round).
+            for (int i = 0; i < t_startCount; i++)
             {
-                var (exchange, token, pool, timeout) = starts[i];
-                starts[i] = default;
+                var (exchange, token, pool, timeout) = t_starts![i];
+                t_starts[i] = default;
                 if (exchange.IsWaitingForUpstream(token))
                 {
                     pool.Acquire(exchange, token, timeout);
                 }
             }
-            starts.Clear();
+            t_startCount = 0;
         }
         if (--t_depth > 0)
         {

@@ -39,7 +39,7 @@ public abstract class UpstreamPool
     private long _ejectedUntil;
 
     /// <summary>Whether outlier detection has this endpoint out of rotation now.</summary>
-    public bool IsEjected => Volatile.Read(ref _ejectedUntil) > Environment.TickCount64;
+    public bool IsEjected => Volatile.Read(ref _ejectedUntil) is var until && until != 0 && until > Environment.TickCount64;
 
     /// <summary>Counts one outcome; returns true when it should be ejected now (the caller checks the cluster's limit).</summary>
     public bool RecordOutcome(bool failure, bool gatewayFailure, Proxy.Core.Routing.OutlierDetection policy)
