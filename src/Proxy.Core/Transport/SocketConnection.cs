@@ -119,11 +119,20 @@ public sealed class SocketConnection
     public async Task RunAsync(IConnectionProtocol protocol)
     {
         _protocol = protocol;
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+        byte[] buffer = [];
         int start = 0;
         int end = 0;
         try
         {
+            // A connection that has sent nothing yet holds no buffer: a zero-byte receive waits for its
+            // first octets (one extra call per connection, none per request), so thousands of silent
+            // connections cost only their socket and this loop.
+            int ready = await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
+            if (ready < 0 || IsClosed)
+            {
+                return;
+            }
+            buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
             while (true)
             {
                 if (start == end)
@@ -193,7 +202,10 @@ public sealed class SocketConnection
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
             Close();
         }
     }
