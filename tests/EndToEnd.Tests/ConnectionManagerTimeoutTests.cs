@@ -18,6 +18,7 @@ public sealed class ConnectionManagerTimeoutTests(ProxyFixture upstream) : IClas
 
     private int IdlePort => _proxy!.Listeners[0].LocalEndPoint.Port;
     private int RequestPort => _proxy!.Listeners[1].LocalEndPoint.Port;
+    private int DurationPort => _proxy!.Listeners[2].LocalEndPoint.Port;
 
     public Task InitializeAsync()
     {
@@ -39,6 +40,7 @@ public sealed class ConnectionManagerTimeoutTests(ProxyFixture upstream) : IClas
               listeners:
             {{Listener("idle", "stream_idle_timeout: 1s")}}
             {{Listener("request", "request_timeout: 1s")}}
+            {{Listener("duration", "common_http_protocol_options: { max_connection_duration: 1s, idle_timeout: 30s }")}}
               clusters:
               - name: http
                 load_assignment: { cluster_name: http, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream.HttpUpstreamPort}} } } } } ] } ] }
@@ -102,5 +104,18 @@ public sealed class ConnectionManagerTimeoutTests(ProxyFixture upstream) : IClas
         received.Append(Encoding.ASCII.GetString(buffer, 0, n));
         Assert.StartsWith("HTTP/1.1 408 ", received.ToString(), StringComparison.Ordinal);
         Assert.InRange(watch.Elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(3));
+    }
+
+    [Fact]
+    public async Task MaxConnectionDuration_DrainsTheConnection_WithGoAway()
+    {
+        using var client = await Abuse.RawH2Client.ConnectAsync(DurationPort);
+        client.Preface();
+        Assert.True(await client.FlushAsync());
+        var watch = Stopwatch.StartNew();
+        var frames = await client.ReadFramesAsync((type, _) => type == Proxy.Http2.Http2FrameType.GoAway, TimeSpan.FromSeconds(5));
+        var goAway = Assert.Single(frames, f => f.Type == Proxy.Http2.Http2FrameType.GoAway);
+        Assert.Equal(0u, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload.AsSpan(4))); // NO_ERROR: a drain
+        Assert.InRange(watch.Elapsed, TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(3));
     }
 }
