@@ -62,7 +62,7 @@ public sealed class CommandLine
                                         a request head must arrive within S seconds of its first
                                         octet, else 408 and close (default: 30; 0 = none)
               --preface-timeout-s S     an HTTP/2 client must send its preface and first SETTINGS
-                                        within S seconds (default: 10; 0 = none)
+                                        within S seconds (default: 10; 0 = as for a request head)
               --idle-timeout-s S        close a connection with no request in flight after S seconds
                                         (default: 300; 0 = never)
               --buffer-limit-bytes N    per-connection buffer limit (watermark) both ways (default: 1048576)

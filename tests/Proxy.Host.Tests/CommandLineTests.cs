@@ -22,6 +22,10 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--concurrency", "lots" }, "--concurrency takes a number")]
     [InlineData(new[] { "--upstream-protocol", "h3" }, "--upstream-protocol must be h1 or h2")]
     [InlineData(new[] { "--help=yes" }, "--help takes no value")]
+    [InlineData(new[] { "--request-headers-timeout-s", "-1" }, "--request-headers-timeout-s takes a number of seconds")]
+    [InlineData(new[] { "--idle-timeout-s", "soon" }, "--idle-timeout-s takes a number of seconds")]
+    [InlineData(new[] { "--buffer-limit-bytes", "100" }, "--buffer-limit-bytes takes a number of bytes, at least 16384")]
+    [InlineData(new[] { "--max-connections", "-5" }, "--max-connections takes a number")]
     public void BadArguments_AreExplained(string[] args, string expected)
     {
         Assert.False(CommandLine.TryParse(args, out _, out string? error));
@@ -34,5 +38,35 @@ public sealed class CommandLineTests
         Assert.True(CommandLine.TryParse(["--listen=127.0.0.1:1", "--upstream=127.0.0.1:2", "--upstream-protocol=grpc"], out CommandLine? c, out _));
         Assert.Equal("127.0.0.1:1", c.Listen);
         Assert.Equal("grpc", c.UpstreamProtocol);
+    }
+
+    [Fact]
+    public void StandaloneLimits_HaveSafeDefaults_AndFlags()
+    {
+        Assert.True(CommandLine.TryParse(["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2"], out CommandLine? d, out _));
+        var defaults = Standalone.Options(d);
+        Assert.Equal(TimeSpan.FromSeconds(30), defaults.RequestHeadersTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(10), defaults.PrefaceTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(5), defaults.IdleTimeout);
+        Assert.Equal(1024 * 1024, defaults.BufferLimit);
+        Assert.Equal(0, d.MaxConnections);
+
+        Assert.True(CommandLine.TryParse(["--request-headers-timeout-s", "2.5", "--preface-timeout-s", "0", "--idle-timeout-s=60", "--buffer-limit-bytes", "65536",
+            "--max-connections", "1000"], out CommandLine? c, out string? error), error);
+        var options = Standalone.Options(c);
+        Assert.Equal(TimeSpan.FromSeconds(2.5), options.RequestHeadersTimeout);
+        Assert.Equal(TimeSpan.Zero, options.PrefaceTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(60), options.IdleTimeout);
+        Assert.Equal(65536, options.BufferLimit);
+        Assert.Equal(1000, c.MaxConnections);
+    }
+
+    [Fact]
+    public void Help_NamesEveryFlagItAccepts()
+    {
+        foreach (string flag in new[] { "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections" })
+        {
+            Assert.Contains(flag, CommandLine.Usage, StringComparison.Ordinal);
+        }
     }
 }
