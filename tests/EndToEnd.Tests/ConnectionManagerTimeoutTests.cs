@@ -22,25 +22,13 @@ public sealed class ConnectionManagerTimeoutTests(ProxyFixture upstream) : IClas
 
     public Task InitializeAsync()
     {
-        string Listener(string name, string timeouts) => $$"""
-              - name: {{name}}
-                address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-                filter_chains:
-                - filters:
-                  - name: envoy.filters.network.http_connection_manager
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                      stat_prefix: {{name}}
-                      {{timeouts}}
-                      route_config: { virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: / }, route: { cluster: http, timeout: 0s } } ] } ] }
-                      http_filters: [ { name: envoy.filters.http.router } ]
-            """;
+        const string Routes = """{ virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: / }, route: { cluster: http, timeout: 0s } } ] } ] }""";
         string bootstrap = $$"""
             static_resources:
               listeners:
-            {{Listener("idle", "stream_idle_timeout: 1s")}}
-            {{Listener("request", "request_timeout: 1s")}}
-            {{Listener("duration", "common_http_protocol_options: { max_connection_duration: 1s, idle_timeout: 30s }")}}
+            {{BootstrapYaml.Listener("idle", Routes, "stream_idle_timeout: 1s")}}
+            {{BootstrapYaml.Listener("request", Routes, "request_timeout: 1s")}}
+            {{BootstrapYaml.Listener("duration", Routes, "common_http_protocol_options: { max_connection_duration: 1s, idle_timeout: 30s }")}}
               clusters:
               - name: http
                 load_assignment: { cluster_name: http, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream.HttpUpstreamPort}} } } } } ] } ] }

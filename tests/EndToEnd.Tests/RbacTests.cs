@@ -65,36 +65,23 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
 
     public async Task InitializeAsync()
     {
-        string Listener(string name, string filters) => $$"""
-              - name: {{name}}
-                address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-                filter_chains:
-                - filters:
-                  - name: envoy.filters.network.http_connection_manager
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                      stat_prefix: {{name}}
-                      route_config:
-                        virtual_hosts:
-                        - name: all
-                          domains: ["*"]
-                          routes:
-                          - match: { prefix: /layotto.test.Echo/ }
-                            route: { cluster: grpc }
-                          - match: { prefix: /admin/ }
-                            route: { cluster: http, prefix_rewrite: / }
-                          - match: { prefix: / }
-                            route: { cluster: http }
-                      http_filters:
-            {{Indent(filters, 10)}}
-                      - name: envoy.filters.http.router
-                        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+        const string Routes = """
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: /layotto.test.Echo/ }
+                route: { cluster: grpc }
+              - match: { prefix: /admin/ }
+                route: { cluster: http, prefix_rewrite: / }
+              - match: { prefix: / }
+                route: { cluster: http }
             """;
         string bootstrap = $$"""
             static_resources:
               listeners:
-            {{Listener("deny", DenyAdmin)}}
-            {{Listener("allow", AllowAlice)}}
+            {{BootstrapYaml.Listener("deny", Routes, httpFilters: DenyAdmin)}}
+            {{BootstrapYaml.Listener("allow", Routes, httpFilters: AllowAlice)}}
               clusters:
               - name: grpc
                 type: STATIC
@@ -121,9 +108,6 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
         _allowPort = _proxy.Listeners[1].LocalEndPoint.Port;
         await Task.CompletedTask;
     }
-
-    private static string Indent(string text, int spaces) =>
-        string.Join('\n', text.Split('\n').Select(l => new string(' ', spaces) + l));
 
     public async Task DisposeAsync()
     {
