@@ -105,5 +105,9 @@ public sealed class ConnectionManagerTimeoutTests(ProxyFixture upstream) : IClas
         var goAway = Assert.Single(frames, f => f.Type == Proxy.Http2.Http2FrameType.GoAway);
         Assert.Equal(0u, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload.AsSpan(4))); // NO_ERROR: a drain
         Assert.InRange(watch.Elapsed, TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(3));
+        // Nothing in flight: the drained connection is then closed (the read ends), not left open.
+        var rest = await client.ReadFramesAsync((_, _) => false, TimeSpan.FromSeconds(5));
+        Assert.DoesNotContain(rest, f => f.Type == Proxy.Http2.Http2FrameType.Headers);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(4.5), $"still open after {watch.Elapsed}");
     }
 }

@@ -28,6 +28,12 @@ internal sealed class Http2Downstream(SocketConnection connection, Func<Listener
             }
             return;
         }
+        if (_draining && Protocol.ActiveStreamCount == 0)
+        {
+            // GOAWAY went out and every stream it let finish has: nothing more can come (Envoy closes too).
+            Connection.CloseAfterFlush();
+            return;
+        }
         if (Protocol.ActiveStreamCount > 0)
         {
             _idleSince = 0;
@@ -56,8 +62,11 @@ internal sealed class Http2Downstream(SocketConnection connection, Func<Listener
         }
     }
 
+    private volatile bool _draining;
+
     public void Drain()
     {
+        _draining = true;
         Protocol.GoAway(Http2ErrorCode.NoError, "draining");
         Connection.Output.Flush();
     }

@@ -255,6 +255,25 @@ public sealed class AbuseTests
     }
 
     [Fact]
+    public async Task IdleHttp2Connection_GetsGoAwayThenIsClosed()
+    {
+        await using CountingUpstream upstream = await CountingUpstream.StartAsync();
+        await using AotProxy proxy = await AotProxy.StartAsync(upstream.Port, "h1", "--idle-timeout-s", "1");
+        using RawH2Client client = await RawH2Client.ConnectAsync(proxy.Port);
+        client.Preface().Headers(1, "GET", "/hello", endStream: true);
+        Assert.True(await client.FlushAsync());
+        var started = DateTime.UtcNow;
+        // The request is answered; then, with nothing in flight, idle_timeout sends GOAWAY(NO_ERROR) and closes.
+        var frames = await client.ReadFramesAsync((_, _) => false, TimeSpan.FromSeconds(8));
+        TimeSpan closedAfter = DateTime.UtcNow - started;
+        Assert.Contains(frames, f => f.Type == Http2FrameType.Headers && f.StreamId == 1);
+        var goAway = Assert.Single(frames, f => f.Type == Http2FrameType.GoAway);
+        Assert.Equal(Http2ErrorCode.NoError, (Http2ErrorCode)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload.AsSpan(4)));
+        Assert.Equal(1, (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload));
+        Assert.True(closedAfter < TimeSpan.FromSeconds(5), $"closed after {closedAfter}");
+    }
+
+    [Fact]
     public async Task PastTheConnectionCap_NewConnectionsAreClosedAtOnce()
     {
         await using CountingUpstream upstream = await CountingUpstream.StartAsync();
