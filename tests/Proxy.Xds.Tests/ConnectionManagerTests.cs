@@ -291,4 +291,25 @@ public sealed class ConnectionManagerTests
                   """)));
         Assert.Contains("ext_authz", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void AccessControlFilter_DisabledByDefaultForPerRouteEnabling_IsRefused()
+    {
+        var e = Assert.Throws<ConfigException>(() => Load(Bootstrap(filters: """
+            - name: envoy.filters.http.rbac
+              disabled: true
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+                rules: { action: DENY, policies: { p: { permissions: [ { any: true } ], principals: [ { any: true } ] } } }
+            """)));
+        Assert.Contains("enabled per route", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PerRouteRbac_IsRefused()
+    {
+        string yaml = Bootstrap().Replace("route: { cluster: c } }", "route: { cluster: c }, typed_per_filter_config: { envoy.filters.http.rbac: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute, rbac: { rules: { action: DENY } } } } }", StringComparison.Ordinal);
+        var e = Assert.Throws<ConfigException>(() => Load(yaml));
+        Assert.Contains("per-route access control", e.Message, StringComparison.Ordinal);
+    }
 }

@@ -84,7 +84,14 @@ public sealed partial class BootstrapLoader
             bool optional = filter["is_optional"].Boolean() ?? false;
             if (filter["disabled"].Boolean() == true)
             {
-                continue; // disabled by default, enabled per route: not supported per route, so never enabled here
+                // Disabled by default and enabled per route, which we do not support: an access-control
+                // filter would then guard no route at all, so it is refused rather than skipped.
+                if (!optional && (IsAccessControl(name, type) || type.Contains(".rbac.", StringComparison.Ordinal) || name == "envoy.filters.http.rbac"))
+                {
+                    throw new ConfigException($"{filter.Path}: access-control filter '{id}' is disabled here and enabled per route, which is not supported; refusing the listener");
+                }
+                Warn(filter, $"HTTP filter '{id}' is disabled by default (per-route enabling is not supported); skipped");
+                continue;
             }
             if (name is RouterFilter or "envoy.router" || type.EndsWith(".router.v3.Router", StringComparison.Ordinal) || type.EndsWith(".router.v2.Router", StringComparison.Ordinal))
             {

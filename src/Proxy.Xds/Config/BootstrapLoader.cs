@@ -995,6 +995,12 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
             {
                 cors = LoadCors(any);
             }
+            else if (type.Contains(".rbac.", StringComparison.Ordinal) || IsAccessControl(key, type))
+            {
+                // A route's own access policy (RBACPerRoute...) that we would not apply could be stricter
+                // than the listener's: refused rather than silently served with the looser one.
+                throw new ConfigException($"{any.Path}: per-route access control ('{(type.Length == 0 ? key : type)}') is not supported");
+            }
             else
             {
                 Warn(any, $"filter config of type '{(type.Length == 0 ? "(none)" : type)}' is not honoured; skipped");
