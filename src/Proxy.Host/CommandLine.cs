@@ -30,6 +30,10 @@ public sealed class CommandLine
     public int BufferLimitBytes { get; private set; } = 1024 * 1024;
     /// <summary>--max-connections: the cap on downstream connections (0 = none, or the bootstrap's).</summary>
     public long MaxConnections { get; private set; }
+    /// <summary>--runtime-api ADDRESS (or LAYOTTO_RUNTIME_API): where the runtime API is served; null = off.</summary>
+    public string? RuntimeApi { get; private set; }
+    /// <summary>--runtime-api-max-message-bytes (default 16 MiB).</summary>
+    public int RuntimeApiMaxMessageBytes { get; private set; } = 16 * 1024 * 1024;
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
 
@@ -68,6 +72,13 @@ public sealed class CommandLine
               --buffer-limit-bytes N    per-connection buffer limit (watermark) both ways (default: 1048576)
         With a bootstrap, the connection manager's own fields apply instead (Envoy's names and defaults).
 
+        Runtime API (Layotto's spec.proto.runtime.v1.Runtime: InvokeService, SayHello; h2c gRPC):
+              --runtime-api ADDRESS     serve it on HOST:PORT or unix:PATH (unix:@NAME: abstract socket);
+                                        default: the LAYOTTO_RUNTIME_API environment variable, else off.
+                                        InvokeService calls are routed like HTTP requests to their id
+              --runtime-api-max-message-bytes N
+                                        largest request or response message (default: 16777216)
+
         Envoy flags accepted for compatibility and ignored: --disable-hot-restart,
         --allow-unknown-static-fields, --local-address-ip-version, --drain-strategy,
         --parent-shutdown-time-s, --file-flush-interval-msec, --log-format, --component-log-level,
@@ -83,6 +94,7 @@ public sealed class CommandLine
         "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
         "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
         "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections",
+        "--runtime-api", "--runtime-api-max-message-bytes",
     ];
     private static readonly HashSet<string> s_ignoredFlags = ["--disable-hot-restart", "--allow-unknown-static-fields"];
     private static readonly HashSet<string> s_ignoredWithValue =
@@ -238,6 +250,22 @@ public sealed class CommandLine
                     }
                     c.MaxConnections = max;
                     break;
+                case "--runtime-api":
+                    if (!Proxy.Core.Runtime.RuntimeApiServer.TryParseAddress(value!, out _, out string? bad))
+                    {
+                        error = $"--runtime-api: {bad}";
+                        return false;
+                    }
+                    c.RuntimeApi = value;
+                    break;
+                case "--runtime-api-max-message-bytes":
+                    if (!int.TryParse(value, out int messageLimit) || messageLimit < 1024)
+                    {
+                        error = "--runtime-api-max-message-bytes takes a number of bytes, at least 1024";
+                        return false;
+                    }
+                    c.RuntimeApiMaxMessageBytes = messageLimit;
+                    break;
                 default:
                     if (s_ignoredFlags.Contains(arg))
                     {
@@ -250,6 +278,16 @@ public sealed class CommandLine
                     error = $"unknown option '{args[i]}'";
                     return false;
             }
+        }
+        if (c.RuntimeApi == null && Environment.GetEnvironmentVariable("LAYOTTO_RUNTIME_API") is { Length: > 0 } fromEnvironment)
+        {
+            // Set by a pod annotation under pilot-agent, which launches us with Envoy's command line.
+            if (!Proxy.Core.Runtime.RuntimeApiServer.TryParseAddress(fromEnvironment, out _, out string? bad))
+            {
+                error = $"LAYOTTO_RUNTIME_API: {bad}";
+                return false;
+            }
+            c.RuntimeApi = fromEnvironment;
         }
         result = c;
         return true;

@@ -91,6 +91,30 @@ public static class Program
         {
             ProxyLog.Write(LogLevel.Info, $"listening on {listener.LocalEndPoint}");
         }
+        Proxy.Core.Runtime.RuntimeApiServer? runtime = null;
+        if (options.RuntimeApi != null)
+        {
+            if (!Proxy.Core.Runtime.RuntimeApiServer.TryParseAddress(options.RuntimeApi, out System.Net.EndPoint? address, out string? bad))
+            {
+                throw new ConfigException($"--runtime-api: {bad}"); // checked by the command line already
+            }
+            try
+            {
+                runtime = new Proxy.Core.Runtime.RuntimeApiServer(address!, server.Snapshots, new Proxy.Core.Runtime.RuntimeApiOptions
+                {
+                    MaxMessageBytes = options.RuntimeApiMaxMessageBytes,
+                    ConnectionBudgetBytes = Math.Max(64L * 1024 * 1024, 4L * options.RuntimeApiMaxMessageBytes),
+                });
+                runtime.Start();
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                Console.Error.WriteLine($"layotto-fast: cannot serve the runtime API on {options.RuntimeApi}: {e.Message}");
+                server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
+                return 1;
+            }
+            ProxyLog.Write(LogLevel.Info, $"runtime API (spec.proto.runtime.v1.Runtime) on {options.RuntimeApi}");
+        }
         using Timer? swapper = options.SnapshotSwapsPerSecond > 0 && options.Listen != null && options.Upstream != null
             ? StartSwapping(server, options)
             : null;
@@ -114,7 +138,9 @@ public static class Program
         ProxyLog.Write(LogLevel.Info, $"draining for up to {options.DrainTimeSeconds} s ({Proxy.Core.Forwarding.Exchange.ActiveCount} requests in flight)");
         watcher?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         xds?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+        runtime?.StopAcceptingAndDrainAsync().Wait(TimeSpan.FromSeconds(1));
         server.DrainAsync(TimeSpan.FromSeconds(options.DrainTimeSeconds)).Wait();
+        runtime?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         return 0;
     }

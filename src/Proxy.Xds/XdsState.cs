@@ -452,6 +452,7 @@ public sealed class XdsState
         }
 
         var listeners = new List<ListenerConfig>(_staticListeners.Count + _listeners.Count);
+        var unbound = new List<(CoreRoutes Routes, int Port)>();
         listeners.AddRange(_staticListeners);
         foreach (ListenerEntry entry in _listeners.Values)
         {
@@ -464,17 +465,24 @@ public sealed class XdsState
             {
                 listeners.Add(config);
             }
+            else
+            {
+                // Not bound (Istio's per-port outbound listeners): its routes still serve the runtime API.
+                unbound.Add((config.Routes, config.Address.Port));
+            }
         }
         _active = active;
         bool changed = setChanged || Snapshot == null || listeners.Count != Snapshot.Listeners.Count
-            || listeners.Where((l, i) => !ReferenceEquals(l, Snapshot.Listeners[i])).Any();
+            || listeners.Where((l, i) => !ReferenceEquals(l, Snapshot.Listeners[i])).Any()
+            || unbound.Count != Snapshot.UnboundRoutes.Count
+            || unbound.Where((u, i) => !ReferenceEquals(u.Routes, Snapshot.UnboundRoutes[i].Routes) || u.Port != Snapshot.UnboundRoutes[i].Port).Any();
         if (!changed)
         {
             return null;
         }
         Snapshot = setChanged || Snapshot == null
-            ? new ProxySnapshot(listeners, active.Values, ++_version)
-            : new ProxySnapshot(listeners, Snapshot.Clusters, ++_version);
+            ? new ProxySnapshot(listeners, active.Values, ++_version) { UnboundRoutes = unbound }
+            : new ProxySnapshot(listeners, Snapshot.Clusters, ++_version) { UnboundRoutes = unbound };
         return Snapshot;
     }
 

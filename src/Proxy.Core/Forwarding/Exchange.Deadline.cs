@@ -19,6 +19,7 @@ public sealed partial class Exchange
     private long _perTryAt = long.MaxValue;     // absolute: the current try's per_try_timeout
     private long _requestDeadlineAt = long.MaxValue; // absolute: the HCM's request_timeout, until the request is complete
     private int _perTryToken;                   // the upstream token of the try it belongs to
+    private long _callDeadlineAt = long.MaxValue; // absolute: the deadline of an internal caller (the runtime API)
 
     /// <summary>Notes traffic on the stream, for the route's idle_timeout (one store, no lock needed).</summary>
     private void Touch()
@@ -73,6 +74,7 @@ public sealed partial class Exchange
         {
             _deadlineAt = Environment.TickCount64 + Math.Max(milliseconds, 1);
         }
+        _deadlineAt = Math.Min(_deadlineAt, _callDeadlineAt);
         ArmTimer();
     }
 

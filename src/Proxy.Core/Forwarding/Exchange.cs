@@ -181,6 +181,7 @@ public sealed partial class Exchange
             {
                 // Envoy's circuit breaker: 503 with x-envoy-overloaded, no upstream attempt.
                 _overloaded = true;
+                cluster.State.Overflowed();
                 SendLocalReply(503, GrpcStatus.Unavailable, "upstream overflow");
                 return;
             }
@@ -241,6 +242,83 @@ public sealed partial class Exchange
         else
         {
             pool.Acquire(this, generation << 8, connectTimeout);
+        }
+    }
+
+    /// <summary>
+    /// A whole request from inside the proxy (the runtime API): routed exactly as one from a client, with
+    /// <paramref name="deadlineAt"/> (Environment.TickCount64 ms) as the call's deadline on top of the
+    /// route's timeout. The body, if any, is in <paramref name="body"/> (rented from ArrayPool.Shared): the
+    /// exchange takes it over and returns it to the pool, so its octets are not copied again.
+    /// </summary>
+    public void OnRequest(int generation, ref HeaderList headers, RouteConfiguration routes, byte[]? body, int start, int count, long deadlineAt)
+    {
+        lock (this)
+        {
+            if (generation != _generation)
+            {
+                if (body != null)
+                {
+                    ArrayPool<byte>.Shared.Return(body);
+                }
+                return;
+            }
+            _callDeadlineAt = deadlineAt;
+        }
+        bool bodyless = body == null || count == 0;
+        OnRequestHeaders(generation, ref headers, routes, endStream: bodyless);
+        if (body == null)
+        {
+            return;
+        }
+        if (bodyless)
+        {
+            ArrayPool<byte>.Shared.Return(body);
+            return;
+        }
+        OnRequestBody(generation, body, start, count);
+    }
+
+    /// <summary>The complete request body in a pooled array the exchange takes over (see <see cref="OnRequest"/>).</summary>
+    private void OnRequestBody(int generation, byte[] body, int start, int count)
+    {
+        lock (this)
+        {
+            if (generation != _generation || _finished)
+            {
+                ArrayPool<byte>.Shared.Return(body);
+                return;
+            }
+            _requestComplete = true;
+            var data = new ReadOnlySequence<byte>(body, start, count);
+            Touch();
+            _shadow?.OnRequestData(_shadowGeneration, data, endStream: true);
+            Retain(data);
+            if (_up == null || _requestPending.Count > 0 || _upstreamClosed)
+            {
+                if (_upstreamClosed && !_retryScheduled)
+                {
+                    ArrayPool<byte>.Shared.Return(body);
+                    return;
+                }
+                _requestPending.Adopt(body, start, count);
+                _requestPending.EndStream = true;
+                return;
+            }
+            int sent = _up.SendData(_upId, data, endStream: true);
+            if (sent >= 0)
+            {
+                _up.ScheduleFlush();
+            }
+            if (sent < 0 || sent == count)
+            {
+                _requestEndSent |= sent == count;
+                ArrayPool<byte>.Shared.Return(body);
+                return;
+            }
+            _requestPending.Adopt(body, start + sent, count - sent);
+            _requestPending.EndStream = true;
+            FlushRequest();
         }
     }
 
@@ -487,7 +565,10 @@ public sealed partial class Exchange
             int sent = _down!.SendData(_downId, data, endStream);
             if (sent < 0)
             {
+                // The downstream stream is gone (or refused the response): the upstream one is cancelled.
                 _up!.Consume(_upId, length);
+                _downstreamClosed = true;
+                Finish();
                 return;
             }
             _down.ScheduleFlush();
@@ -788,6 +869,7 @@ public sealed partial class Exchange
         _deadlineAt = long.MaxValue;
         _perTryAt = long.MaxValue;
         _requestDeadlineAt = long.MaxValue;
+        _callDeadlineAt = long.MaxValue;
         _idleTimeout = 0;
         _streamIdleMs = 0;
         _cors = null;

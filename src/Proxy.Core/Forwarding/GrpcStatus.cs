@@ -6,6 +6,7 @@ public static class GrpcStatus
     public const int Ok = 0;
     public const int Cancelled = 1;
     public const int Unknown = 2;
+    public const int InvalidArgument = 3;
     public const int DeadlineExceeded = 4;
     public const int PermissionDenied = 7;
     public const int ResourceExhausted = 8;

@@ -7,7 +7,7 @@ using Proxy.Http2;
 namespace Proxy.Core.Forwarding;
 
 /// <summary>A client's HTTP/2 connection to the proxy: each request stream becomes an <see cref="Exchange"/>.</summary>
-internal sealed class Http2Downstream(SocketConnection connection, Func<ListenerConfig> listener, ListenerOptions options)
+internal class Http2Downstream(SocketConnection connection, Func<ListenerConfig> listener, ListenerOptions options)
     : Http2ProxyConnection(connection, isServer: true, options.Http2), IDownstreamProtocol
 {
     private readonly long _openedAt = Environment.TickCount64;
@@ -42,7 +42,7 @@ internal sealed class Http2Downstream(SocketConnection connection, Func<Listener
             Protocol.CopyStreamStates(streams);
             foreach (var (state, tag) in streams)
             {
-                (state as Exchange)?.CheckStreamIdle(tag, now);
+                CheckStream(state, tag, now);
             }
             streams.Clear();
             return;
@@ -61,6 +61,9 @@ internal sealed class Http2Downstream(SocketConnection connection, Func<Listener
             Connection.CloseAfterFlush();
         }
     }
+
+    /// <summary>From the sweep, for each open stream: its exchange's stream_idle_timeout.</summary>
+    protected virtual void CheckStream(object? state, int tag, long now) => (state as Exchange)?.CheckStreamIdle(tag, now);
 
     private volatile bool _draining;
 

@@ -30,7 +30,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     private void OnOutputDrained()
     {
         Connection.ResumeInput();
-        if (Volatile.Read(ref _blockedCount) == 0)
+        if (!HasBlocked)
         {
             return;
         }
@@ -46,6 +46,9 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     }
 
     private int _blockedCount; // _blocked.Count, readable without the lock
+
+    /// <summary>Whether anything waits for this connection's windows or send queue.</summary>
+    protected virtual bool HasBlocked => Volatile.Read(ref _blockedCount) > 0;
 
     public SocketConnection Connection { get; }
     public Http2Connection Protocol { get; }

@@ -39,6 +39,24 @@ internal struct PendingData
         _count += length;
     }
 
+    /// <summary>
+    /// Takes over <paramref name="buffer"/> (rented from <see cref="ArrayPool{T}.Shared"/>) instead of
+    /// copying it: its octets from <paramref name="start"/> are the pending data, and it goes back to the
+    /// pool when they have been sent. If data is already pending, the octets are appended and the buffer returned.
+    /// </summary>
+    public void Adopt(byte[] buffer, int start, int count)
+    {
+        if (_buffer != null || count == 0)
+        {
+            Append(new ReadOnlySequence<byte>(buffer, start, count));
+            ArrayPool<byte>.Shared.Return(buffer);
+            return;
+        }
+        _buffer = buffer;
+        _start = start;
+        _count = count;
+    }
+
     public void Consume(int bytes)
     {
         _start += bytes;

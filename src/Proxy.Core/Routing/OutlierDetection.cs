@@ -77,4 +77,10 @@ public sealed class ClusterState
     public int PendingRequests => Volatile.Read(ref _pending);
     public void PendingStarted() => Interlocked.Increment(ref _pending);
     public void PendingEnded() => Interlocked.Decrement(ref _pending);
+
+    private long _overflows;
+
+    /// <summary>Requests failed at once by the circuit breakers (Envoy's upstream_rq_pending_overflow).</summary>
+    public long Overflows => Volatile.Read(ref _overflows);
+    public void Overflowed() => Interlocked.Increment(ref _overflows);
 }

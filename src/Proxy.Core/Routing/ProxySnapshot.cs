@@ -27,6 +27,89 @@ public sealed class ProxySnapshot
     public IReadOnlyList<ListenerConfig> Listeners { get; }
     public FrozenDictionary<string, Cluster> Clusters { get; }
     public long Version { get; }
+
+    /// <summary>
+    /// Route configurations that no bound listener serves but that the runtime API routes by: RDS
+    /// configurations of listeners not bound to a port (Istio's outbound 0.0.0.0_9090, named "9090"), each
+    /// with the port of the listener that names it (0 when none does).
+    /// </summary>
+    public IReadOnlyList<(RouteConfiguration Routes, int Port)> UnboundRoutes { get; init; } = [];
+
+    private RuntimeRouteIndex? _runtimeRoutes;
+
+    /// <summary>
+    /// The routes an internal request for <paramref name="authority"/> (host[:port]) takes — the runtime
+    /// API's InvokeService: the route configuration named after the port (Istio's outbound naming), else the
+    /// one of a listener on that port, else the first HTTP listener whose virtual hosts know the host.
+    /// </summary>
+    public RouteConfiguration? FindRoutesFor(ReadOnlySpan<byte> authority)
+    {
+        RuntimeRouteIndex index = _runtimeRoutes ??= new RuntimeRouteIndex(this);
+        return index.Find(authority);
+    }
+}
+
+/// <summary>Route configurations by port, and all of them in order: built once per snapshot, on first use.</summary>
+internal sealed class RuntimeRouteIndex
+{
+    private readonly FrozenDictionary<int, RouteConfiguration> _byPort;
+    private readonly RouteConfiguration[] _all;
+
+    public RuntimeRouteIndex(ProxySnapshot snapshot)
+    {
+        var byName = new Dictionary<int, RouteConfiguration>();
+        var byListener = new Dictionary<int, RouteConfiguration>();
+        var all = new List<RouteConfiguration>();
+        void Add(RouteConfiguration routes, int port)
+        {
+            if (int.TryParse(routes.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int named) && named is > 0 and <= 65535)
+            {
+                byName.TryAdd(named, routes);
+            }
+            if (port > 0)
+            {
+                byListener.TryAdd(port, routes);
+            }
+            if (!all.Contains(routes))
+            {
+                all.Add(routes);
+            }
+        }
+        foreach (ListenerConfig listener in snapshot.Listeners)
+        {
+            Add(listener.Routes, listener.Address.Port);
+        }
+        foreach (var (routes, port) in snapshot.UnboundRoutes)
+        {
+            Add(routes, port);
+        }
+        foreach (var (port, routes) in byListener)
+        {
+            byName.TryAdd(port, routes);
+        }
+        _byPort = byName.ToFrozenDictionary();
+        _all = [.. all];
+    }
+
+    public RouteConfiguration? Find(ReadOnlySpan<byte> authority)
+    {
+        int colon = authority.LastIndexOf((byte)':');
+        if (colon > 0 && authority.LastIndexOf((byte)']') < colon
+            && System.Buffers.Text.Utf8Parser.TryParse(authority.Slice(colon + 1), out int port, out int consumed)
+            && consumed == authority.Length - colon - 1
+            && _byPort.TryGetValue(port, out RouteConfiguration? routes))
+        {
+            return routes;
+        }
+        foreach (RouteConfiguration candidate in _all)
+        {
+            if (candidate.FindVirtualHost(authority) != null)
+            {
+                return candidate;
+            }
+        }
+        return null;
+    }
 }
 
 /// <summary>Where snapshots are published; the data path reads <see cref="Current"/> once per request.</summary>

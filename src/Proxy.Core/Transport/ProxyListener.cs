@@ -31,23 +31,57 @@ public sealed class ProxyListener : IAsyncDisposable
     private readonly Func<ListenerConfig> _configSource;
 
     public ProxyListener(ListenerConfig config, Func<ListenerConfig?> current)
+        : this(config, current, config.Address, http2: null)
+    {
+    }
+
+    /// <summary>
+    /// A listener on <paramref name="bind"/> (an IP address, or a unix socket) whose HTTP/2 connections are
+    /// served by <paramref name="http2"/> (the runtime API) instead of being forwarded.
+    /// </summary>
+    internal ProxyListener(ListenerConfig config, Func<ListenerConfig?> current, EndPoint bind, Http2Factory? http2)
     {
         _last = config;
         _config = current;
-        IPEndPoint address = config.Address;
-        _socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        if (address.AddressFamily == AddressFamily.InterNetworkV6 && address.Address.Equals(IPAddress.IPv6Any))
+        _http2 = http2;
+        if (bind is UnixDomainSocketEndPoint)
         {
-            _socket.DualMode = true;
+            _socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         }
-        _socket.Bind(address);
-        LocalEndPoint = (IPEndPoint)_socket.LocalEndPoint!;
+        else
+        {
+            var address = (IPEndPoint)bind;
+            _socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            if (address.AddressFamily == AddressFamily.InterNetworkV6 && address.Address.Equals(IPAddress.IPv6Any))
+            {
+                _socket.DualMode = true;
+            }
+        }
+        try
+        {
+            _socket.Bind(bind);
+        }
+        catch
+        {
+            _socket.Dispose();
+            throw;
+        }
+        BoundEndPoint = _socket.LocalEndPoint ?? bind;
         _configSource = () => Config;
         _sweep = new Timer(static state => ((ProxyListener)state!).Sweep(), this, Timeout.Infinite, Timeout.Infinite);
     }
 
-    public IPEndPoint LocalEndPoint { get; }
+    /// <summary>Makes the HTTP/2 side of a connection (the listener's sniffer picks HTTP/2 or HTTP/1.1).</summary>
+    internal delegate Http2Downstream Http2Factory(SocketConnection connection, Func<ListenerConfig> config, ListenerOptions options);
+
+    private readonly Http2Factory? _http2;
+
+    /// <summary>The address bound: an IP end point, or a unix socket.</summary>
+    public EndPoint BoundEndPoint { get; }
+
+    /// <summary>The IP address and port bound (for an IP listener).</summary>
+    public IPEndPoint LocalEndPoint => BoundEndPoint as IPEndPoint ?? throw new InvalidOperationException($"listener {BoundEndPoint} is not on an IP address");
 
     /// <summary>Connections open on this listener now.</summary>
     public int ConnectionCount => _connections.Count;
@@ -94,7 +128,7 @@ public sealed class ProxyListener : IAsyncDisposable
                 // EMFILE/ENFILE: the pending connection stays queued; retrying at once would spin a core.
                 if (!warned)
                 {
-                    ProxyLog.Write(LogLevel.Error, $"listener {LocalEndPoint}: cannot accept: {e.SocketErrorCode} (out of file descriptors?); backing off");
+                    ProxyLog.Write(LogLevel.Error, $"listener {BoundEndPoint}: cannot accept: {e.SocketErrorCode} (out of file descriptors?); backing off");
                     warned = true;
                 }
                 backoff = Math.Min(Math.Max(backoff * 2, 10), 1000);
@@ -170,7 +204,7 @@ public sealed class ProxyListener : IAsyncDisposable
         }
         catch (Exception e)
         {
-            ProxyLog.Write(LogLevel.Error, $"listener {LocalEndPoint}: timeout sweep failed: {e.Message}");
+            ProxyLog.Write(LogLevel.Error, $"listener {BoundEndPoint}: timeout sweep failed: {e.Message}");
         }
         finally
         {
@@ -236,7 +270,8 @@ public sealed class ProxyListener : IAsyncDisposable
             bool h2 = same == preface.Length || same >= "PRI * HTTP/2.0\r\n".Length;
             if (h2)
             {
-                var down = new Http2Downstream(connection, listener._configSource, options);
+                Http2Downstream down = listener._http2?.Invoke(connection, listener._configSource, options)
+                    ?? new Http2Downstream(connection, listener._configSource, options);
                 _chosen = down;
                 down.Start();
                 return down.OnInput(ref buffer);

@@ -44,7 +44,10 @@ public sealed class SocketConnection
     public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024)
     {
         _socket = socket;
-        socket.NoDelay = true;
+        if (socket.ProtocolType == ProtocolType.Tcp)
+        {
+            socket.NoDelay = true; // not an option of unix sockets
+        }
         // Sync sends must return WouldBlock rather than wait: see SocketOutput.
         socket.Blocking = false;
         Output = new SocketOutput(socket, syncRoot);

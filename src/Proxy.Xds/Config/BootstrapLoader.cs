@@ -211,15 +211,23 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
 
         var listeners = new List<ListenerConfig>();
+        var unbound = new List<(RouteConfiguration, int)>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         void AddListener(ConfigNode l)
         {
-            ListenerConfig listener = LoadListener(l, clusters);
+            (ListenerConfig listener, bool bind) = LoadListener(l, clusters);
             if (!names.Add(listener.Name))
             {
                 throw new ConfigException($"{l["name"].Path}: duplicate listener name '{listener.Name}'");
             }
-            listeners.Add(listener);
+            if (bind)
+            {
+                listeners.Add(listener);
+            }
+            else
+            {
+                unbound.Add((listener.Routes, listener.Address.Port)); // its routes serve the runtime API
+            }
         }
         foreach (ConfigNode l in statics["listeners"].Items)
         {
@@ -229,11 +237,11 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         {
             AddListener(l);
         }
-        if (listeners.Count == 0 && Ads == null)
+        if (listeners.Count == 0 && unbound.Count == 0 && Ads == null)
         {
             throw new ConfigException("static_resources.listeners: at least one listener is needed (or dynamic_resources.lds_config with a path)");
         }
-        return new ProxySnapshot(listeners, clusters.Values, 1);
+        return new ProxySnapshot(listeners, clusters.Values, 1) { UnboundRoutes = unbound };
     }
 
     /// <summary>
@@ -537,11 +545,11 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         return new DnsEndPoint(host, (int)port);
     }
 
-    private ListenerConfig LoadListener(ConfigNode l, IReadOnlyDictionary<string, Cluster> clusters)
+    private (ListenerConfig Listener, bool Bind) LoadListener(ConfigNode l, IReadOnlyDictionary<string, Cluster> clusters)
     {
         ListenerShape shape = ReadListener(l) ?? throw new ConfigException($"{l["filter_chains"].Path}: no {HttpConnectionManager} filter");
         RouteConfiguration routes = shape.RouteConfigName != null ? LoadRdsFile(shape.Hcm["rds"], clusters) : LoadRoutes(shape.Hcm["route_config"], clusters);
-        return BuildListener(shape, routes);
+        return (BuildListener(shape, routes), shape.BindToPort);
     }
 
     /// <summary>
@@ -632,7 +640,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         if (!bind)
         {
-            Warn(l["bind_to_port"].Exists ? l["bind_to_port"] : l["deprecated_v1"], "bind_to_port false: reached only through original-destination dispatch, which is not supported yet; not bound");
+            Warn(l["bind_to_port"].Exists ? l["bind_to_port"] : l["deprecated_v1"], "bind_to_port false: reached only through original-destination dispatch, which is not supported yet; not bound (its routes serve the runtime API)");
         }
         return new ListenerShape(name, address, bind, http, rdsName) { Options = ReadListenerOptions(l, http, networkRbac) };
     }
