@@ -53,7 +53,7 @@ internal sealed class LayottoServer : IAsyncDisposable
         Interlocked.Increment(ref Requests);
         HttpRequest request = context.Request;
         string path = request.Path.Value ?? "/";
-        if (path.StartsWith("/slow", StringComparison.Ordinal))
+        if (path.StartsWith("/slow", StringComparison.Ordinal) || path.EndsWith("/slow", StringComparison.Ordinal))
         {
             try
             {

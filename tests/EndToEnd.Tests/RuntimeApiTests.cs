@@ -37,11 +37,15 @@ public sealed class RuntimeApiTests : IAsyncLifetime
                         route:
                           cluster: "outbound|9090|v1|server.default.svc.cluster.local"
                           retry_policy: { retry_on: 5xx, num_retries: 3, retry_back_off: { base_interval: 0.005s } }
+                      - match: { prefix: "/limited/" }
+                        route: { cluster: "outbound|9090|limited|server.default.svc.cluster.local", timeout: 0s }
                       - match: { prefix: "/", headers: [ { name: name, string_match: { exact: layotto } } ] }
                         route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local", timeout: 0s }
                       - match: { prefix: "/" }
                         route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local", timeout: 0s }
         """;
+
+    private const string Limited = "outbound|9090|limited|server.default.svc.cluster.local";
 
     private const string AllToV1 = """
                       - match: { prefix: "/" }
@@ -68,6 +72,10 @@ public sealed class RuntimeApiTests : IAsyncLifetime
           clusters:
           - name: outbound|9090|v1|server.default.svc.cluster.local
             connect_timeout: 1s
+            load_assignment: { endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{_v1.Port}} } } } } ] } ] }
+          - name: outbound|9090|limited|server.default.svc.cluster.local
+            connect_timeout: 1s
+            circuit_breakers: { thresholds: [ { max_requests: 1 } ] }
             load_assignment: { endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{_v1.Port}} } } } } ] } ] }
           - name: outbound|9090|v2|server.default.svc.cluster.local
             connect_timeout: 1s
@@ -213,6 +221,24 @@ public sealed class RuntimeApiTests : IAsyncLifetime
         Assert.Equal(StatusCode.Unavailable, e.StatusCode);
         Assert.Equal("http response code 503, body: status 503 from v2", e.Status.Detail);
         Assert.True(RuntimeApiStats.WithStatus(14) > before);
+    }
+
+    [Fact]
+    public async Task CircuitBreakerOverflow_IsUnavailable_AndCounted()
+    {
+        using GrpcChannel channel = Channel();
+        var client = new Runtime.RuntimeClient(channel);
+        ClusterState state = _proxy.Snapshots.Current.Clusters[Limited].State;
+        long overflows = state.Overflows;
+        // One call holds the cluster's only request slot (max_requests: 1) until its deadline.
+        using var holder = client.InvokeServiceAsync(Invoke("/limited/slow"), new Metadata { { "rpc_request_timeout", "2000" } });
+        await WaitUntilAsync(() => state.ActiveRequests == 1);
+        var e = await Assert.ThrowsAsync<RpcException>(() => client.InvokeServiceAsync(Invoke("/limited/x")).ResponseAsync.WaitAsync(Limit));
+        Assert.Equal(StatusCode.Unavailable, e.StatusCode);
+        Assert.Equal("http response code 503, body: upstream overflow\n", e.Status.Detail);
+        Assert.Equal(overflows + 1, state.Overflows);
+        var held = await Assert.ThrowsAsync<RpcException>(() => holder.ResponseAsync.WaitAsync(Limit));
+        Assert.Equal(StatusCode.DeadlineExceeded, held.StatusCode);
     }
 
     [Fact]

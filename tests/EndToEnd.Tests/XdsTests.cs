@@ -527,4 +527,80 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.True(load.Ok > 100, $"only {load.Ok} requests");
         Assert.Equal(0, plane.Responses(XdsResourceType.Route).Nacks);
     }
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RuntimeApiInvokeService_RoutedByXds_RouteChangesUnderCallsFailNone(bool delta)
+    {
+        // Istio's shape: the per-port outbound listener is not bound (traffic reaches it through the
+        // virtual outbound listener); its RDS "9090" routes runtime API calls to port 9090. HTTP/2 clusters.
+        ControlPlane plane = await ControlPlane.StartAsync();
+        plane.Set(XdsResourceType.Cluster, MeshResources.EdsCluster(MeshResources.ClusterName("v1")), MeshResources.EdsCluster(MeshResources.ClusterName("v2")));
+        plane.Set(XdsResourceType.Endpoint, MeshResources.Endpoints(MeshResources.ClusterName("v1"), _v1Port), MeshResources.Endpoints(MeshResources.ClusterName("v2"), _v2Port));
+        Proxy.Xds.Api.Listener.Listener outbound = MeshResources.HttpListener("0.0.0.0_9090", 9090, "9090");
+        outbound.Address.SocketAddress.Address = "0.0.0.0";
+        outbound.BindToPort = false;
+        plane.Set(XdsResourceType.Listener, outbound);
+        plane.Set(XdsResourceType.Route, MeshResources.HeaderRoutes("9090"));
+        await using XdsProxy proxy = await StartProxyAsync(plane, 0, delta, v2: false);
+        proxy.Plane = plane;
+        await using var runtime = new Proxy.Core.Runtime.RuntimeApiServer(new IPEndPoint(IPAddress.Loopback, 0), proxy.Server.Snapshots);
+        runtime.Start();
+        using var channel = global::Grpc.Net.Client.GrpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)runtime.EndPoint).Port}");
+        var client = new Layotto.Runtime.V1.Runtime.RuntimeClient(channel);
+        var request = new Layotto.Runtime.V1.InvokeServiceRequest
+        {
+            Id = "server.default.svc.cluster.local:9090",
+            Message = new Layotto.Runtime.V1.CommonInvokeRequest { Method = "/hello" },
+        };
+        async Task<string> CallAsync(string? name)
+        {
+            var metadata = new global::Grpc.Core.Metadata();
+            if (name != null)
+            {
+                metadata.Add("name", name);
+            }
+            var response = await client.InvokeServiceAsync(request, metadata).ResponseAsync.WaitAsync(TimeSpan.FromSeconds(20));
+            return response.Data.Value.ToStringUtf8();
+        }
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+        Assert.Empty(proxy.Server.Listeners);
+        Assert.Equal("v1", await CallAsync("layotto"));
+        Assert.Equal("v2", await CallAsync("someone"));
+        Assert.Equal("v2", await CallAsync(null));
+
+        using var stop = new CancellationTokenSource();
+        int ok = 0;
+        int failed = 0;
+        Task[] callers = [.. Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    string body = await CallAsync(null);
+                    Interlocked.Increment(ref body is "v1" or "v2" ? ref ok : ref failed);
+                }
+                catch (global::Grpc.Core.RpcException)
+                {
+                    Interlocked.Increment(ref failed);
+                }
+            }
+        }))];
+        int before = plane.Responses(XdsResourceType.Route).Acks;
+        for (int i = 0; i < 200; i++)
+        {
+            plane.Set(XdsResourceType.Route, MeshResources.AllTo("9090", i % 2 == 0 ? "v1" : "v2"));
+            int target = before + i + 1;
+            await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= target, $"ACK {i}");
+        }
+        await stop.CancelAsync();
+        await Task.WhenAll(callers);
+        Assert.Equal(0, failed);
+        Assert.True(ok > 50, $"only {ok} calls");
+        // The last push (everything to v2) rules every call now.
+        Assert.Equal("v2", await CallAsync("layotto"));
+        Assert.Equal(0, plane.Responses(XdsResourceType.Route).Nacks);
+        Assert.Equal(0, plane.Responses(XdsResourceType.Listener).Nacks);
+    }
 }
