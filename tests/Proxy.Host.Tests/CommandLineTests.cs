@@ -26,10 +26,28 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--idle-timeout-s", "soon" }, "--idle-timeout-s takes a number of seconds")]
     [InlineData(new[] { "--buffer-limit-bytes", "100" }, "--buffer-limit-bytes takes a number of bytes, at least 16384")]
     [InlineData(new[] { "--max-connections", "-5" }, "--max-connections takes a number")]
+    [InlineData(new[] { "--runtime-api", "34904" }, "--runtime-api: '34904' is not HOST:PORT")]
+    [InlineData(new[] { "--runtime-api", "localhost:34904" }, "--runtime-api: 'localhost:34904' is not HOST:PORT")]
+    [InlineData(new[] { "--runtime-api", "unix:" }, "--runtime-api: unix: needs a socket path")]
+    [InlineData(new[] { "--runtime-api-max-message-bytes", "10" }, "--runtime-api-max-message-bytes takes a number of bytes, at least 1024")]
     public void BadArguments_AreExplained(string[] args, string expected)
     {
         Assert.False(CommandLine.TryParse(args, out _, out string? error));
         Assert.StartsWith(expected, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RuntimeApi_OffByDefault_TcpOrUnixWhenAsked()
+    {
+        Assert.True(CommandLine.TryParse(["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2"], out CommandLine? d, out _));
+        Assert.Equal(Environment.GetEnvironmentVariable("LAYOTTO_RUNTIME_API") is { Length: > 0 } v ? v : null, d.RuntimeApi);
+        Assert.Equal(16 * 1024 * 1024, d.RuntimeApiMaxMessageBytes);
+        Assert.True(CommandLine.TryParse(["--runtime-api", "127.0.0.1:34904", "--runtime-api-max-message-bytes=4096"], out CommandLine? c, out _));
+        Assert.Equal("127.0.0.1:34904", c.RuntimeApi);
+        Assert.Equal(4096, c.RuntimeApiMaxMessageBytes);
+        Assert.True(CommandLine.TryParse(["--runtime-api", "[::1]:34904"], out c, out _));
+        Assert.True(CommandLine.TryParse(["--runtime-api", "unix:/var/run/layotto.sock"], out c, out _));
+        Assert.Equal("unix:/var/run/layotto.sock", c.RuntimeApi);
     }
 
     [Fact]

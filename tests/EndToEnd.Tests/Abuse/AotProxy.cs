@@ -51,11 +51,19 @@ public sealed class AotProxy : IAsyncDisposable
     }
 
     /// <summary>Starts the binary in standalone mode in front of <paramref name="upstreamPort"/>, with extra flags.</summary>
-    public static async Task<AotProxy> StartAsync(int upstreamPort, string protocol, params string[] flags)
+    public static Task<AotProxy> StartAsync(int upstreamPort, string protocol, params string[] flags) =>
+        StartAsync(upstreamPort, protocol, new Dictionary<string, string>(), flags);
+
+    /// <summary>As <see cref="StartAsync(int, string, string[])"/>, with environment variables set for the process.</summary>
+    public static async Task<AotProxy> StartAsync(int upstreamPort, string protocol, IReadOnlyDictionary<string, string> environment, params string[] flags)
     {
         string binary = await BinaryAsync();
         int port = FreePort();
         var psi = new ProcessStartInfo(binary) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var (name, value) in environment)
+        {
+            psi.Environment[name] = value;
+        }
         foreach (string a in new[] { "--listen", $"127.0.0.1:{port}", "--upstream", $"127.0.0.1:{upstreamPort}", "--upstream-protocol", protocol, "--concurrency", "1" })
         {
             psi.ArgumentList.Add(a);
