@@ -195,10 +195,9 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
     /// <summary>Warms <paramref name="oneRequest"/> up, then fails if it allocates in each of three windows.</summary>
     private void AssertNoAllocationPerRequest(Action oneRequest)
     {
-        Action OneRequest = oneRequest;
         for (int i = 0; i < 3000; i++)
         {
-            OneRequest();
+            oneRequest();
         }
         // Five windows of 10,000 requests; the smallest count is the proxy's own. Anything else in the
         // process (the test runner, timers) only ever adds to a window, and a per-request allocation in the
@@ -210,7 +209,7 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
             long before = GC.GetTotalAllocatedBytes(precise: true);
             for (int i = 0; i < Requests; i++)
             {
-                OneRequest();
+                oneRequest();
             }
             long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
             output.WriteLine($"window {window}: {allocated} bytes over {Requests} forwarded requests = {(double)allocated / Requests:F2} B/request");
@@ -225,7 +224,7 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
             diag.On = true;
             for (int i = 0; i < Requests; i++)
             {
-                OneRequest();
+                oneRequest();
             }
             diag.On = false;
             Assert.Fail($"{best} bytes over {Requests} requests = {perRequest:F2} B/request; sampled: " +
