@@ -178,6 +178,18 @@ public sealed class RuntimeApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Head_AnswersWithoutData_ThoughTheUpstreamGivesAContentLength()
+    {
+        using GrpcChannel channel = Channel();
+        var client = new Runtime.RuntimeClient(channel);
+        using var call = client.InvokeServiceAsync(Invoke("/hello", verb: HTTPExtension.Types.Verb.Head));
+        InvokeResponse response = await call.ResponseAsync.WaitAsync(Limit);
+        Assert.True(response.Data.Value.IsEmpty);
+        Assert.Equal("text/plain; charset=utf-8", response.ContentType);
+        Assert.Equal(Service, (await call.ResponseHeadersAsync).GetValue("x-seen-host"));
+    }
+
+    [Fact]
     public async Task IdWithoutPort_FoundThroughTheVirtualHosts()
     {
         using GrpcChannel channel = Channel();

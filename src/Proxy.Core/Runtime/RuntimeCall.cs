@@ -76,6 +76,7 @@ internal sealed class RuntimeCall : IExchangePeer
     private int _excerptLength;
     private readonly HeaderList _responseMetadata = new();
     private int _grpcStatusInResponse = -1;
+    private bool _bodiless;     // a HEAD request: the answer has no body
 
     private byte[]? _out;
     private int _outStart;
@@ -390,6 +391,7 @@ internal sealed class RuntimeCall : IExchangePeer
                 return;
             }
             routes = found;
+            _bodiless = request.Verb == 2;
             BuildRequest(message, request);
             (start, count) = request.Data.GetOffsetAndLength(_messageLength);
             body = _message;
@@ -675,6 +677,10 @@ internal sealed class RuntimeCall : IExchangePeer
             {
                 _responseMetadata.Add(name, value, headers.Indexing(i));
             }
+        }
+        if (_bodiless || _status is 204 or 304)
+        {
+            contentLength = 0; // its content-length describes a body that does not come
         }
         return EnsureBody(Math.Max(contentLength, 0), exact: contentLength >= 0);
     }
@@ -964,6 +970,7 @@ internal sealed class RuntimeCall : IExchangePeer
         _contentTypeLength = 0;
         _excerptLength = 0;
         _grpcStatusInResponse = -1;
+        _bodiless = false;
         _metadata.ClearAndTrim();
         _request.ClearAndTrim();
         _answer.ClearAndTrim();
