@@ -306,6 +306,7 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
             var reader = new FrameReader(client);
             int streamId = 1;
             int answers = 0;
+            byte[] windowUpdate = [0, 0, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
             void OneCall()
             {
@@ -327,6 +328,9 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
                     else if (type == 0 && stream == streamId && length > 5)
                     {
                         answers++; // the InvokeResponse message
+                        // Give the connection's window back (each stream's is used once).
+                        BinaryPrimitives.WriteInt32BigEndian(windowUpdate.AsSpan(9), length);
+                        client.Send(windowUpdate);
                     }
                     else if (type == 1 && stream == streamId && (flags & 1) != 0)
                     {

@@ -438,6 +438,29 @@ public sealed class RuntimeApiTests : IAsyncLifetime
         Assert.Equal("GET /hello \n hello, i am layotto v2", ok.Data.Value.ToStringUtf8());
     }
 
+    [Fact]
+    public async Task ClientThatDoesNotRead_IsResetAtTheDeadline_AndItsAnswerLetGo()
+    {
+        // A stream window of 0: the answer's DATA can never go out. The call's deadline ends it.
+        using var client = await Abuse.RawH2Client.ConnectAsync(((IPEndPoint)_runtime.EndPoint).Port);
+        byte[] message = Invoke("/hello").ToByteArray();
+        byte[] frame = [0, .. BitConverter.GetBytes(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(message.Length)), .. message];
+        client.Preface((Proxy.Http2.Http2SettingsParameter.InitialWindowSize, 0))
+            .Headers(1, "POST", "/spec.proto.runtime.v1.Runtime/InvokeService", endStream: false, "localhost",
+                ("content-type", "application/grpc"), ("te", "trailers"), ("rpc_request_timeout", "400"))
+            .Data(1, frame, endStream: true);
+        Assert.True(await client.FlushAsync());
+        long before = RuntimeApiStats.WithStatus(4);
+        var frames = await client.ReadFramesAsync((type, _) => type == Proxy.Http2.Http2FrameType.RstStream, Limit);
+        var reset = frames.Last();
+        Assert.Equal(Proxy.Http2.Http2FrameType.RstStream, reset.Type);
+        Assert.Equal(1, reset.StreamId);
+        Assert.Equal((int)Proxy.Http2.Http2ErrorCode.Cancel, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(reset.Payload));
+        Assert.Contains(frames, f => f.Type == Proxy.Http2.Http2FrameType.Headers && f.StreamId == 1); // the answer's head went out
+        Assert.DoesNotContain(frames, f => f.Type == Proxy.Http2.Http2FrameType.Data);
+        Assert.True(RuntimeApiStats.WithStatus(4) > before);
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition)
     {
         var deadline = DateTime.UtcNow + Limit;

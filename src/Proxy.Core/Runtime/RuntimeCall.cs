@@ -319,7 +319,11 @@ internal sealed class RuntimeCall : IExchangePeer
         }
     }
 
-    /// <summary>From the listener's sweep: a call whose request is still arriving past its deadline ends.</summary>
+    /// <summary>
+    /// From the listener's sweep: a call past its deadline ends — with DEADLINE_EXCEEDED while its request
+    /// is still arriving, with RST_STREAM(CANCEL) when its answer waits for a client that does not read
+    /// (the buffered answer is let go). While forwarding, the exchange holds the same deadline.
+    /// </summary>
     public void CheckDeadline(int generation, long now)
     {
         if (now < Volatile.Read(ref _deadlineAt))
@@ -328,9 +332,20 @@ internal sealed class RuntimeCall : IExchangePeer
         }
         lock (this)
         {
-            if (generation == _generation && _phase == Phase.Receiving && now >= _deadlineAt)
+            if (generation != _generation || now < _deadlineAt)
+            {
+                return;
+            }
+            if (_phase == Phase.Receiving)
             {
                 Fail(GrpcStatus.DeadlineExceeded, "deadline exceeded while the request was arriving");
+            }
+            else if (_phase == Phase.Sending)
+            {
+                Protocol.ResetStream(_streamId, Http2ErrorCode.Cancel);
+                FlushBatch.Add(_connection!.Connection.Output);
+                RuntimeApiStats.Answered(GrpcStatus.DeadlineExceeded);
+                Done();
             }
         }
     }

@@ -48,15 +48,21 @@ public sealed class RawH2Client : IDisposable
         return this;
     }
 
-    public RawH2Client Headers(int streamId, string method, string path, bool endStream, string authority = "proxy.test")
+    public RawH2Client Headers(int streamId, string method, string path, bool endStream, string authority = "proxy.test", params (string Name, string Value)[] more)
     {
         var block = new ArrayBufferWriter<byte>(128);
         _encoder.BeginBlock(block);
-        foreach (var (name, value) in new[] { (":method", method), (":scheme", "http"), (":authority", authority), (":path", path) })
+        foreach (var (name, value) in new[] { (":method", method), (":scheme", "http"), (":authority", authority), (":path", path) }.Concat(more))
         {
             _encoder.Encode(block, System.Text.Encoding.ASCII.GetBytes(name), System.Text.Encoding.ASCII.GetBytes(value), HeaderIndexing.Auto);
         }
         Http2FrameWriter.WriteHeaders(_out, streamId, block.WrittenSpan, endStream, 16384);
+        return this;
+    }
+
+    public RawH2Client Data(int streamId, ReadOnlySpan<byte> data, bool endStream)
+    {
+        Http2FrameWriter.WriteData(_out, streamId, data, endStream);
         return this;
     }
 
