@@ -603,4 +603,65 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.Equal(0, plane.Responses(XdsResourceType.Route).Nacks);
         Assert.Equal(0, plane.Responses(XdsResourceType.Listener).Nacks);
     }
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task OurOwnAdsServer_ServesTheProxy_AndPushesChanges(bool delta)
+    {
+        // The embedded control plane's ADS server (our gRPC server on our HTTP/2 engine), not the test one.
+        await using var ads = new Proxy.Xds.Server.AdsServer(new IPEndPoint(IPAddress.Loopback, 0));
+        ads.Start();
+        int port = FreePort();
+        (XdsResourceType, string, IMessage)[] Mesh(Proxy.Xds.Api.Route.RouteConfiguration routes) =>
+        [
+            (XdsResourceType.Cluster, MeshResources.ClusterName("v1"), MeshResources.EdsCluster(MeshResources.ClusterName("v1"))),
+            (XdsResourceType.Cluster, MeshResources.ClusterName("v2"), MeshResources.EdsCluster(MeshResources.ClusterName("v2"))),
+            (XdsResourceType.Endpoint, MeshResources.ClusterName("v1"), MeshResources.Endpoints(MeshResources.ClusterName("v1"), _v1Port)),
+            (XdsResourceType.Endpoint, MeshResources.ClusterName("v2"), MeshResources.Endpoints(MeshResources.ClusterName("v2"), _v2Port)),
+            (XdsResourceType.Listener, $"127.0.0.1_{port}", MeshResources.HttpListener($"127.0.0.1_{port}", port, "9090")),
+            (XdsResourceType.Route, "9090", routes),
+        ];
+        ads.Publish(Mesh(MeshResources.HeaderRoutes("9090")));
+        var pools = new UpstreamPools();
+        await using var server = new ProxyServer(new ProxySnapshot([], [], 0), pools);
+        server.Start();
+        var node = new Proxy.Xds.Api.Core.Node { Id = "sidecar~127.0.0.1~client.default~default.svc.cluster.local", Cluster = "client.default" };
+        await using var client = new AdsClient(new XdsState(pools, [], []), new AdsBootstrap($"http://127.0.0.1:{((IPEndPoint)ads.EndPoint).Port}", delta, false, true, true, true, node), server.ApplyAsync, TimeSpan.FromSeconds(1));
+        await ControlPlane.WaitForAsync(() => server.Listeners.Count == 1, "the listener from our ADS server");
+        using var http = new HttpClient(new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, token) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, port, token);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+        }) { BaseAddress = new Uri("http://server:9090"), DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        async Task<string> GetAsync(string? name)
+        {
+            for (int i = 0; ; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, "/hello");
+                if (name != null)
+                {
+                    request.Headers.Add("name", name);
+                }
+                using HttpResponseMessage response = await http.SendAsync(request);
+                if (response.IsSuccessStatusCode || i > 100)
+                {
+                    return await response.Content.ReadAsStringAsync();
+                }
+                await Task.Delay(20); // routes may still be on their way
+            }
+        }
+        Assert.Equal("v1", await GetAsync("layotto"));
+        Assert.Equal("v2", await GetAsync(null));
+        long version = ads.Version;
+        Assert.False(ads.Publish(Mesh(MeshResources.HeaderRoutes("9090"))), "the same configuration is no change");
+        Assert.True(ads.Publish(Mesh(MeshResources.AllTo("9090", "v1"))));
+        Assert.Equal(version + 1, ads.Version);
+        await ControlPlane.WaitForAsync(() => GetAsync(null).Result == "v1", "the pushed route");
+        Assert.Equal("v1", await GetAsync("someone"));
+        Assert.Equal(1, ads.Streams);
+    }
 }
