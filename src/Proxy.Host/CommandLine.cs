@@ -39,6 +39,7 @@ public sealed class CommandLine
 
     public const string Usage = """
         Usage: layotto-fast [options]
+               layotto-fast mesh --config DIR [options]   (an embedded control plane: see mesh --help)
 
         A sidecar L7 proxy for HTTP/1.1, HTTP/2 and gRPC, configured by an Envoy bootstrap or by flags.
 

@@ -10,6 +10,10 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "mesh")
+        {
+            return Mesh.Run(args[1..]);
+        }
         if (!CommandLine.TryParse(args, out CommandLine? options, out string? error))
         {
             Console.Error.WriteLine($"layotto-fast: {error}");

@@ -1,0 +1,160 @@
+using System.Net;
+using Proxy.Core.Diagnostics;
+using Proxy.Core.Routing;
+using Proxy.Xds.Mesh;
+using Proxy.Xds.Server;
+
+namespace Proxy.Host;
+
+/// <summary>
+/// `layotto-fast mesh --config DIR`: an embedded control plane. It reads the Istio YAML users would
+/// apply (every *.yaml / *.yml of DIR), translates it as istiod would for a sidecar, and serves it over
+/// ADS (State of the World and Delta) to any number of proxies; a saved change is pushed within a
+/// quarter of a second. A broken file is reported (file, resource, field) and the last good
+/// configuration keeps being served.
+/// </summary>
+public static class Mesh
+{
+    public const string Usage = """
+        Usage: layotto-fast mesh --config DIR [options]
+
+        An embedded control plane: serves the Istio resources in DIR (VirtualService, DestinationRule,
+        ServiceEntry, WorkloadEntry of networking.istio.io v1alpha3/v1beta1/v1, and Kubernetes Services)
+        to proxies over ADS (Envoy API v3, SotW and Delta), translated as istiod translates them for a
+        sidecar. Files are re-read when they change; a bad file is reported and the last good
+        configuration keeps being served.
+
+          --config DIR              the directory of YAML files (required)
+          --xds-address ADDRESS     where to serve ADS: HOST:PORT or unix:PATH (default: 127.0.0.1:15010)
+          --listen-address IP       the address the sidecars' outbound listeners bind, one per service
+                                    port, as with INTERCEPTION_MODE NONE (default: 127.0.0.1)
+          --once                    translate, print the resources' names and exit (1 on an error)
+          -l, --log-level LEVEL     as for the proxy (default: info)
+          -h, --help                this text
+
+        """;
+
+    public static int Run(string[] args)
+    {
+        string? dir = null;
+        string address = "127.0.0.1:15010";
+        string listen = "127.0.0.1";
+        bool once = false;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            string? Value() => i + 1 < args.Length ? args[++i] : null;
+            switch (arg)
+            {
+                case "-h":
+                case "--help":
+                    Console.Out.Write(Usage);
+                    return 0;
+                case "--config":
+                    dir = Value();
+                    break;
+                case "--xds-address":
+                    address = Value() ?? "";
+                    break;
+                case "--listen-address":
+                    listen = Value() ?? "";
+                    break;
+                case "--once":
+                    once = true;
+                    break;
+                case "-l":
+                case "--log-level":
+                    ProxyLog.Level = ProxyLog.Parse(Value() ?? "info");
+                    break;
+                default:
+                    Console.Error.WriteLine($"layotto-fast mesh: unknown option '{arg}'");
+                    return 2;
+            }
+        }
+        if (dir == null || !Directory.Exists(dir))
+        {
+            Console.Error.WriteLine(dir == null ? "layotto-fast mesh: --config DIR is required" : $"layotto-fast mesh: {dir} is not a directory");
+            return 2;
+        }
+        if (!IPAddress.TryParse(listen, out _))
+        {
+            Console.Error.WriteLine($"layotto-fast mesh: --listen-address '{listen}' is not an IP address");
+            return 2;
+        }
+        if (!Proxy.Core.Runtime.RuntimeApiServer.TryParseAddress(address, out EndPoint? endPoint, out string? bad))
+        {
+            Console.Error.WriteLine($"layotto-fast mesh: --xds-address: {bad}");
+            return 2;
+        }
+        var translator = new IstioTranslator { ListenAddress = listen };
+        if (once)
+        {
+            try
+            {
+                foreach (var (type, name, _) in translator.Translate(ReadFiles(dir)))
+                {
+                    Console.Out.WriteLine($"{type} {name}");
+                }
+                return 0;
+            }
+            catch (ConfigException e)
+            {
+                Console.Error.WriteLine($"layotto-fast mesh: {e.Message}");
+                return 1;
+            }
+        }
+        var ads = new AdsServer(endPoint!);
+        ads.Nacked += message => ProxyLog.Write(LogLevel.Warning, $"mesh: a proxy refused the configuration: {message}");
+        string? signature = null;
+        void Reload()
+        {
+            string now = Signature(dir);
+            if (now == signature)
+            {
+                return;
+            }
+            signature = now;
+            try
+            {
+                var resources = translator.Translate(ReadFiles(dir));
+                if (ads.Publish(resources))
+                {
+                    ProxyLog.Write(LogLevel.Info, $"mesh: version {ads.Version}: {resources.Count(r => r.Type == Proxy.Xds.XdsResourceType.Cluster)} clusters, {resources.Count(r => r.Type == Proxy.Xds.XdsResourceType.Route)} route configurations");
+                }
+            }
+            catch (Exception e) when (e is ConfigException or IOException or UnauthorizedAccessException)
+            {
+                ProxyLog.Write(LogLevel.Error, $"mesh: {e.Message}; still serving version {ads.Version}");
+            }
+        }
+        Reload();
+        try
+        {
+            ads.Start();
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            Console.Error.WriteLine($"layotto-fast mesh: cannot serve ADS on {address}: {e.Message}");
+            return 1;
+        }
+        ProxyLog.Write(LogLevel.Info, $"mesh: serving {dir} over ADS on {address}");
+        using var stop = new ManualResetEventSlim();
+        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
+        using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
+        while (!stop.Wait(200))
+        {
+            Reload();
+        }
+        ads.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+        return 0;
+    }
+
+    private static IEnumerable<string> YamlFiles(string dir) =>
+        Directory.EnumerateFiles(dir).Where(f => f.EndsWith(".yaml", StringComparison.Ordinal) || f.EndsWith(".yml", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+
+    private static List<(string, string)> ReadFiles(string dir) => [.. YamlFiles(dir).Select(f => (f, File.ReadAllText(f)))];
+
+    /// <summary>Names, sizes and write times: a change to any file (or a file added or removed) changes it.</summary>
+    private static string Signature(string dir) =>
+        string.Join('|', YamlFiles(dir).Select(f => new FileInfo(f)).Select(f => $"{f.Name}:{f.Length}:{f.LastWriteTimeUtc.Ticks}"));
+}
