@@ -103,9 +103,9 @@ public sealed class IstioTranslator
                 }
                 if (!routesByPort.TryGetValue(port.Number, out RouteConfiguration? routes))
                 {
-                    routes = routesByPort[port.Number] = new RouteConfiguration { Name = port.Number.ToString(CultureInfo.InvariantCulture), IgnorePortInHostMatching = false };
+                    routes = routesByPort[port.Number] = new RouteConfiguration { Name = port.Number.ToString(CultureInfo.InvariantCulture), IgnorePortInHostMatching = true };
                 }
-                routes.VirtualHosts.Add(new VirtualHost { Name = $"{service.Host}:{port.Number}", Domains = { Domains(service, port.Number) } });
+                routes.VirtualHosts.Add(new VirtualHost { Name = $"{service.Host}:{port.Number}", Domains = { Domains(service) } });
             }
         }
 
@@ -300,7 +300,7 @@ public sealed class IstioTranslator
         throw new ConfigException($"{where}: host '{host}' is not a known service (give it a ServiceEntry or Service)");
     }
 
-    private static IEnumerable<string> Domains(Service service, uint port)
+    private static IEnumerable<string> Domains(Service service)
     {
         string host = service.Host;
         var names = new List<string> { host };
@@ -309,10 +309,10 @@ public sealed class IstioTranslator
         {
             string shortName = host[..^suffix.Length];
             names.Add(shortName);
-            names.Add($"{shortName}.{service.Namespace}");
             names.Add($"{shortName}.{service.Namespace}.svc");
+            names.Add($"{shortName}.{service.Namespace}");
         }
-        return names.SelectMany(n => new[] { n, $"{n}:{port}" });
+        return names; // recent Istio: no ":port" variants, the route configuration ignores the port
     }
 
     // ---- clusters and endpoints ---------------------------------------------------------------------
@@ -431,7 +431,11 @@ public sealed class IstioTranslator
         {
             throw new ConfigException($"{where}: route is required (redirect and directResponse are not translated)");
         }
-        var action = new RouteAction { Timeout = Duration.FromTimeSpan(http["timeout"].Duration() ?? TimeSpan.Zero) };
+        var action = new RouteAction
+        {
+            Timeout = Duration.FromTimeSpan(http["timeout"].Duration() ?? TimeSpan.Zero),
+            MaxGrpcTimeout = Duration.FromTimeSpan(http["timeout"].Duration() ?? TimeSpan.Zero),
+        };
         string Cluster(ConfigNode destination)
         {
             Refuse(destination, ["host", "subset", "port"], d.Origin);
@@ -538,7 +542,6 @@ public sealed class IstioTranslator
         {
             matches.Add(default);
         }
-        int m = 0;
         foreach (ConfigNode match in matches)
         {
             var route = new Route
@@ -549,7 +552,6 @@ public sealed class IstioTranslator
             };
             AddHeaders(route, http["headers"], d.Origin);
             AddFault(route, http["fault"], d.Origin);
-            m++;
             yield return route;
         }
     }
@@ -587,10 +589,7 @@ public sealed class IstioTranslator
         {
             result.Prefix = "/";
         }
-        if (match["ignoreUriCase"].Boolean() is true)
-        {
-            result.CaseSensitive = false;
-        }
+        result.CaseSensitive = match["ignoreUriCase"].Boolean() is not true;
         foreach (string name in match["headers"].Keys)
         {
             result.Headers.Add(new HeaderMatcher { Name = name.ToLowerInvariant(), StringMatch = Match(match["headers"][name], origin) });
