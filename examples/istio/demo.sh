@@ -66,7 +66,12 @@ apply() { cp "$1" "$WORK/mesh/"; echo "\$ cp ${1#"$ROOT"/} <mesh config>/      #
 expect() { # expected-version curl-args...
   local want=$1; shift
   local got=""
-  for _ in $(seq 1 60); do got=$(call "$@"); [[ "$got" == *"hello, i am layotto $want"* ]] && break; sleep 0.1; done
+  local streak=0
+  # Five answers in a row from the expected version: the change has reached the sidecar.
+  for _ in $(seq 1 100); do
+    got=$(call "$@")
+    if [[ "$got" == *"hello, i am layotto $want"* ]]; then streak=$((streak + 1)); [ $streak -ge 5 ] && break; else streak=0; sleep 0.1; fi
+  done
   local shown=""; [ $# -gt 0 ] && shown="$1 '$2' "
   printf '$ curl %slocalhost:%s/grpc\n%s\n' "$shown" "$CLIENT" "$got"
   [[ "$got" == *"hello, i am layotto $want"* ]] || fail "expected server $want to answer, got: $got"

@@ -2,7 +2,6 @@ using System.Net;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Xds.Mesh;
-using Proxy.Xds.Server;
 
 namespace Proxy.Host;
 
@@ -103,34 +102,10 @@ public static class Mesh
                 return 1;
             }
         }
-        var ads = new AdsServer(endPoint!);
-        ads.Nacked += message => ProxyLog.Write(LogLevel.Warning, $"mesh: a proxy refused the configuration: {message}");
-        string? signature = null;
-        void Reload()
-        {
-            string now = Signature(dir);
-            if (now == signature)
-            {
-                return;
-            }
-            signature = now;
-            try
-            {
-                var resources = translator.Translate(ReadFiles(dir));
-                if (ads.Publish(resources))
-                {
-                    ProxyLog.Write(LogLevel.Info, $"mesh: version {ads.Version}: {resources.Count(r => r.Type == Proxy.Xds.XdsResourceType.Cluster)} clusters, {resources.Count(r => r.Type == Proxy.Xds.XdsResourceType.Route)} route configurations");
-                }
-            }
-            catch (Exception e) when (e is ConfigException or IOException or UnauthorizedAccessException)
-            {
-                ProxyLog.Write(LogLevel.Error, $"mesh: {e.Message}; still serving version {ads.Version}");
-            }
-        }
-        Reload();
+        var mesh = new MeshControlPlane(dir, endPoint!, listen);
         try
         {
-            ads.Start();
+            mesh.Start(TimeSpan.FromMilliseconds(200));
         }
         catch (System.Net.Sockets.SocketException e)
         {
@@ -141,11 +116,8 @@ public static class Mesh
         using var stop = new ManualResetEventSlim();
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
-        while (!stop.Wait(200))
-        {
-            Reload();
-        }
-        ads.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+        stop.Wait();
+        mesh.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         return 0;
     }
 
@@ -153,8 +125,4 @@ public static class Mesh
         Directory.EnumerateFiles(dir).Where(f => f.EndsWith(".yaml", StringComparison.Ordinal) || f.EndsWith(".yml", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
 
     private static List<(string, string)> ReadFiles(string dir) => [.. YamlFiles(dir).Select(f => (f, File.ReadAllText(f)))];
-
-    /// <summary>Names, sizes and write times: a change to any file (or a file added or removed) changes it.</summary>
-    private static string Signature(string dir) =>
-        string.Join('|', YamlFiles(dir).Select(f => new FileInfo(f)).Select(f => $"{f.Name}:{f.Length}:{f.LastWriteTimeUtc.Ticks}"));
 }

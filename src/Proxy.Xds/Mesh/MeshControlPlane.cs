@@ -1,0 +1,109 @@
+using System.Net;
+using Proxy.Core.Diagnostics;
+using Proxy.Core.Routing;
+using Proxy.Xds.Server;
+
+namespace Proxy.Xds.Mesh;
+
+/// <summary>
+/// The embedded control plane: a directory of Istio YAML, translated (<see cref="IstioTranslator"/>) and
+/// served over ADS (<see cref="AdsServer"/>). <see cref="Reload"/> re-reads the directory when a file
+/// changed (names, sizes, write times) and then held still for one poll; a configuration that does not
+/// translate is reported and the last good one keeps being served.
+/// </summary>
+public sealed class MeshControlPlane : IAsyncDisposable
+{
+    private readonly string _directory;
+    private readonly IstioTranslator _translator;
+    private readonly AdsServer _ads;
+    private string? _signature;
+    private string? _pending;
+    private Timer? _timer;
+
+    public MeshControlPlane(string directory, EndPoint xdsAddress, string listenAddress = "127.0.0.1")
+    {
+        _directory = directory;
+        _translator = new IstioTranslator { ListenAddress = listenAddress };
+        _ads = new AdsServer(xdsAddress);
+        _ads.Nacked += message => ProxyLog.Write(LogLevel.Warning, $"mesh: a proxy refused the configuration: {message}");
+    }
+
+    public AdsServer Ads => _ads;
+
+    /// <summary>The error of the last reload that failed (null once one succeeds).</summary>
+    public string? LastError { get; private set; }
+
+    /// <summary>Reads and serves the directory, then checks it for changes every <paramref name="pollInterval"/>.</summary>
+    public void Start(TimeSpan pollInterval)
+    {
+        Reload();
+        _ads.Start();
+        _timer = new Timer(_ => Reload(), null, pollInterval, pollInterval);
+    }
+
+    /// <summary>Translates and publishes the directory if it changed; returns whether a new version is served.</summary>
+    public bool Reload()
+    {
+        lock (_translator)
+        {
+            string now;
+            try
+            {
+                now = Signature();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return Failed($"cannot read {_directory}: {e.Message}");
+            }
+            if (now == _signature)
+            {
+                return false;
+            }
+            if (_signature != null && now != _pending)
+            {
+                // Changed since the last look: wait until it holds still for one poll, so that a file
+                // being written (an editor truncates, then writes) is not read half-way.
+                _pending = now;
+                return false;
+            }
+            _signature = now;
+            try
+            {
+                var resources = _translator.Translate([.. YamlFiles().Select(f => (f, File.ReadAllText(f)))]);
+                LastError = null;
+                if (!_ads.Publish(resources))
+                {
+                    return false;
+                }
+                ProxyLog.Write(LogLevel.Info, $"mesh: version {_ads.Version}: {resources.Count(r => r.Type == XdsResourceType.Cluster)} clusters, {resources.Count(r => r.Type == XdsResourceType.Route)} route configurations");
+                return true;
+            }
+            catch (Exception e) when (e is ConfigException or IOException or UnauthorizedAccessException)
+            {
+                return Failed(e.Message);
+            }
+        }
+    }
+
+    private bool Failed(string message)
+    {
+        LastError = message;
+        ProxyLog.Write(LogLevel.Error, $"mesh: {message}; still serving version {_ads.Version}");
+        return false;
+    }
+
+    private IEnumerable<string> YamlFiles() =>
+        Directory.EnumerateFiles(_directory).Where(f => f.EndsWith(".yaml", StringComparison.Ordinal) || f.EndsWith(".yml", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+
+    private string Signature() =>
+        string.Join('|', YamlFiles().Select(f => new FileInfo(f)).Select(f => $"{f.Name}:{f.Length}:{f.LastWriteTimeUtc.Ticks}"));
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_timer != null)
+        {
+            await _timer.DisposeAsync();
+        }
+        await _ads.DisposeAsync();
+    }
+}
