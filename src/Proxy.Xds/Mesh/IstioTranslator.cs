@@ -191,7 +191,12 @@ public sealed class IstioTranslator
             }
             if (kind is not ("VirtualService" or "DestinationRule" or "ServiceEntry" or "WorkloadEntry" or "Service"))
             {
-                throw new ConfigException($"{origin}: kind '{kind}' is not translated (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Service)");
+                if (apiVersion.Contains("istio.io/", StringComparison.Ordinal))
+                {
+                    // Istio policy we would not apply (Gateway, Sidecar, EnvoyFilter, AuthorizationPolicy...): refused, not ignored.
+                    throw new ConfigException($"{origin}: kind '{kind}' is not translated (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Service)");
+                }
+                continue; // Kubernetes workloads (Deployment...) carry no routing: skipped
             }
             yield return new Doc(kind, name, ns, root["spec"], origin);
         }
