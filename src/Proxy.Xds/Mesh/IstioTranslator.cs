@@ -113,11 +113,11 @@ public sealed class IstioTranslator
         var claimed = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (Doc d in docs.Where(d => d.Kind == "VirtualService"))
         {
-            Refuse(d.Spec, ["hosts", "http", "gateways", "exportTo"], d.Origin);
             if (d.Spec["tcp"].Exists || d.Spec["tls"].Exists)
             {
                 throw new ConfigException($"{d.Origin}: spec.tcp/spec.tls: only http routes are translated");
             }
+            Refuse(d.Spec, ["hosts", "http", "gateways", "exportTo"], d.Origin);
             foreach (ConfigNode h in d.Spec["hosts"].Items)
             {
                 string host = Resolve(h.RequiredString(), d.Namespace, services, $"{d.Origin}: {h.Path}");
@@ -397,7 +397,7 @@ public sealed class IstioTranslator
             if (pool["http"]["http2MaxRequests"].Integer() is long r) { thresholds.MaxRequests = (uint)r; }
             if (pool["http"]["maxRetries"].Integer() is long m) { thresholds.MaxRetries = (uint)m; }
             cluster.CircuitBreakers = new CircuitBreakers { Thresholds = { thresholds } };
-            if (pool["tcp"]["connectTimeout"].Duration() is TimeSpan t)
+            if (Dur(pool["tcp"]["connectTimeout"]) is TimeSpan t)
             {
                 cluster.ConnectTimeout = Duration.FromTimeSpan(t);
             }
@@ -409,8 +409,8 @@ public sealed class IstioTranslator
             var od = new OutlierDetection();
             if ((outlier["consecutive5xxErrors"].Integer() ?? outlier["consecutiveErrors"].Integer()) is long x) { od.Consecutive5Xx = (uint)x; }
             if (outlier["consecutiveGatewayErrors"].Integer() is long g) { od.ConsecutiveGatewayFailure = (uint)g; }
-            if (outlier["interval"].Duration() is TimeSpan i) { od.Interval = Duration.FromTimeSpan(i); }
-            if (outlier["baseEjectionTime"].Duration() is TimeSpan b) { od.BaseEjectionTime = Duration.FromTimeSpan(b); }
+            if (Dur(outlier["interval"]) is TimeSpan i) { od.Interval = Duration.FromTimeSpan(i); }
+            if (Dur(outlier["baseEjectionTime"]) is TimeSpan b) { od.BaseEjectionTime = Duration.FromTimeSpan(b); }
             if (outlier["maxEjectionPercent"].Integer() is long mp) { od.MaxEjectionPercent = (uint)mp; }
             cluster.OutlierDetection = od;
         }
@@ -438,8 +438,8 @@ public sealed class IstioTranslator
         }
         var action = new RouteAction
         {
-            Timeout = Duration.FromTimeSpan(http["timeout"].Duration() ?? TimeSpan.Zero),
-            MaxGrpcTimeout = Duration.FromTimeSpan(http["timeout"].Duration() ?? TimeSpan.Zero),
+            Timeout = Duration.FromTimeSpan(Dur(http["timeout"]) ?? TimeSpan.Zero),
+            MaxGrpcTimeout = Duration.FromTimeSpan(Dur(http["timeout"]) ?? TimeSpan.Zero),
         };
         string Cluster(ConfigNode destination)
         {
@@ -481,7 +481,7 @@ public sealed class IstioTranslator
             if (attempts > 0)
             {
                 var policy = new RetryPolicy { NumRetries = (uint)attempts, RetryOn = retries["retryOn"].String() ?? "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes" };
-                if (retries["perTryTimeout"].Duration() is TimeSpan perTry)
+                if (Dur(retries["perTryTimeout"]) is TimeSpan perTry)
                 {
                     policy.PerTryTimeout = Duration.FromTimeSpan(perTry);
                 }
@@ -524,7 +524,7 @@ public sealed class IstioTranslator
                 AllowHeaders = string.Join(",", cors["allowHeaders"].Items.Select(i => i.String())),
                 ExposeHeaders = string.Join(",", cors["exposeHeaders"].Items.Select(i => i.String())),
             };
-            if (cors["maxAge"].Duration() is TimeSpan maxAge)
+            if (Dur(cors["maxAge"]) is TimeSpan maxAge)
             {
                 policy.MaxAge = ((long)maxAge.TotalSeconds).ToString(CultureInfo.InvariantCulture);
             }
@@ -647,7 +647,7 @@ public sealed class IstioTranslator
             Refuse(delay, ["fixedDelay", "percentage", "percent"], origin);
             http.Delay = new Api.Fault.FaultDelay
             {
-                FixedDelay = Duration.FromTimeSpan(delay["fixedDelay"].Duration() ?? throw new ConfigException($"{origin}: {delay.Path}: fixedDelay is required")),
+                FixedDelay = Duration.FromTimeSpan(Dur(delay["fixedDelay"]) ?? throw new ConfigException($"{origin}: {delay.Path}: fixedDelay is required")),
                 Percentage = Fraction(Percent(delay)),
             };
         }
@@ -662,6 +662,36 @@ public sealed class IstioTranslator
             };
         }
         route.TypedPerFilterConfig["envoy.filters.http.fault"] = Any.Pack(http);
+    }
+
+    /// <summary>An Istio duration: Go's form ("50ms", "1h30m", "2.5s"), as the CRDs take it.</summary>
+    private static TimeSpan? Dur(ConfigNode node)
+    {
+        string? text = node.String();
+        if (text == null)
+        {
+            return null;
+        }
+        var match = System.Text.RegularExpressions.Regex.Match(text, @"^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns))+$");
+        if (!match.Success)
+        {
+            throw new ConfigException($"{node.Path}: '{text}' is not a duration such as \"50ms\", \"2s\" or \"1h30m\"");
+        }
+        double ticks = 0;
+        for (int i = 0; i < match.Groups[1].Captures.Count; i++)
+        {
+            double value = double.Parse(match.Groups[1].Captures[i].Value, CultureInfo.InvariantCulture);
+            ticks += match.Groups[2].Captures[i].Value switch
+            {
+                "h" => value * TimeSpan.TicksPerHour,
+                "m" => value * TimeSpan.TicksPerMinute,
+                "s" => value * TimeSpan.TicksPerSecond,
+                "ms" => value * TimeSpan.TicksPerMillisecond,
+                "us" or "µs" => value * 10,
+                _ => value / 100,
+            };
+        }
+        return TimeSpan.FromTicks((long)ticks);
     }
 
     private static double Percent(ConfigNode node) =>
