@@ -27,6 +27,9 @@ public static class Mesh
           --xds-address ADDRESS     where to serve ADS: HOST:PORT or unix:PATH (default: 127.0.0.1:15010)
           --listen-address IP       the address the sidecars' outbound listeners bind, one per service
                                     port, as with INTERCEPTION_MODE NONE (default: 127.0.0.1)
+          --interception none|redirect
+                                    none (default): the outbound listeners bind --listen-address:PORT;
+                                    redirect: istiod's 0.0.0.0_PORT listeners, not bound (iptables)
           --once                    translate, print the resources' names and exit (1 on an error)
           -l, --log-level LEVEL     as for the proxy (default: info)
           -h, --help                this text
@@ -39,6 +42,7 @@ public static class Mesh
         string address = "127.0.0.1:15010";
         string listen = "127.0.0.1";
         bool once = false;
+        bool bind = true;
         for (int i = 0; i < args.Length; i++)
         {
             string arg = args[i];
@@ -57,6 +61,15 @@ public static class Mesh
                     break;
                 case "--listen-address":
                     listen = Value() ?? "";
+                    break;
+                case "--interception":
+                    string? mode = Value();
+                    if (mode is not ("none" or "redirect"))
+                    {
+                        Console.Error.WriteLine("layotto-fast mesh: --interception takes none or redirect");
+                        return 2;
+                    }
+                    bind = mode == "none";
                     break;
                 case "--once":
                     once = true;
@@ -85,7 +98,7 @@ public static class Mesh
             Console.Error.WriteLine($"layotto-fast mesh: --xds-address: {bad}");
             return 2;
         }
-        var translator = new IstioTranslator { ListenAddress = listen };
+        var translator = new IstioTranslator { ListenAddress = listen, BindOutboundListeners = bind };
         if (once)
         {
             try
@@ -102,7 +115,7 @@ public static class Mesh
                 return 1;
             }
         }
-        var mesh = new MeshControlPlane(dir, endPoint!, listen);
+        var mesh = new MeshControlPlane(dir, endPoint!, listen, bind);
         try
         {
             mesh.Start(TimeSpan.FromMilliseconds(200));

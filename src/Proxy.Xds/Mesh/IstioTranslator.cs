@@ -35,26 +35,141 @@ public sealed class IstioTranslator
     /// <summary>Where the outbound listeners bind: a sidecar with INTERCEPTION_MODE NONE listens on 127.0.0.1:PORT.</summary>
     public string ListenAddress { get; init; } = "127.0.0.1";
 
+    /// <summary>
+    /// False for sidecars whose traffic iptables redirects (INTERCEPTION_MODE REDIRECT): the per-port
+    /// listeners are istiod's 0.0.0.0_PORT with bind_to_port false (their routes still serve the runtime API).
+    /// </summary>
+    public bool BindOutboundListeners { get; init; } = true;
+
     private sealed record Port(uint Number, string Name, bool Http2);
     private sealed record Workload(string Address, Dictionary<string, string> Labels, Dictionary<string, uint> Ports, string Origin);
     private sealed record Service(string Host, string Namespace, List<Port> Ports, Dictionary<string, string>? Selector, List<Workload> Endpoints, string Origin);
     private sealed record Doc(string Kind, string Name, string Namespace, ConfigNode Spec, string Origin);
 
+    private Dictionary<string, (string Text, List<Doc> Docs)> _parsed = new(StringComparer.Ordinal);
+
     /// <summary>Translates the YAML documents of <paramref name="files"/> (path, text) into Envoy resources.</summary>
     public List<(XdsResourceType Type, string Name, IMessage Resource)> Translate(IEnumerable<(string Path, string Text)> files)
     {
         var docs = new List<Doc>();
+        var parsed = new Dictionary<string, (string Text, List<Doc> Docs)>(StringComparer.Ordinal);
         foreach (var (path, text) in files)
         {
-            docs.AddRange(Parse(path, text));
+            // A file that did not change is not parsed again (a push re-reads the whole directory).
+            List<Doc> fileDocs = _parsed.TryGetValue(path, out var cached) && cached.Text == text ? cached.Docs : [.. Parse(path, text)];
+            parsed[path] = (text, fileDocs);
+            docs.AddRange(fileDocs);
         }
+        _parsed = parsed;
+        // Services, DestinationRules and their clusters depend on no VirtualService: while none of their
+        // documents changed, they (and their resource objects) are reused, and so is each unchanged
+        // VirtualService's translation — a route change costs one file, not the whole mesh.
+        List<Doc> inputs = [.. docs.Where(d => d.Kind != "VirtualService")];
+        if (_world == null || inputs.Count != _world.Inputs.Count || inputs.Where((d, i) => !ReferenceEquals(d, _world.Inputs[i])).Any())
+        {
+            _world = BuildWorld(inputs);
+            _virtualServices.Clear();
+        }
+        World world = _world;
+        var services = world.Services;
+        var rules = world.Rules;
+        var result = new List<(XdsResourceType, string, IMessage)>(world.Clusters);
+        var routesByPort = new SortedDictionary<uint, RouteConfiguration>();
+        var hosts = new Dictionary<string, VirtualHost>(StringComparer.Ordinal);
+        foreach (var (number, name, domains) in world.Hosts)
+        {
+            if (!routesByPort.TryGetValue(number, out RouteConfiguration? routes))
+            {
+                routes = routesByPort[number] = new RouteConfiguration { Name = number.ToString(CultureInfo.InvariantCulture), IgnorePortInHostMatching = true };
+            }
+            var vhost = new VirtualHost { Name = name, Domains = { domains } };
+            routes.VirtualHosts.Add(vhost);
+            hosts[name] = vhost;
+        }
+
+        // VirtualServices replace the default route of the hosts they name.
+        var claimed = new Dictionary<string, string>(StringComparer.Ordinal);
+        var translated = new Dictionary<Doc, List<(string Host, string VirtualHost, List<Route> Routes)>>(ReferenceEqualityComparer.Instance);
+        foreach (Doc d in docs.Where(d => d.Kind == "VirtualService"))
+        {
+            if (_virtualServices.TryGetValue(d, out var done))
+            {
+                foreach (var (host, name, routes) in done)
+                {
+                    if (!claimed.TryAdd(host, d.Origin))
+                    {
+                        throw new ConfigException($"{d.Origin}: spec.hosts: host '{host}' is already routed by {claimed[host]}");
+                    }
+                    hosts[name].Routes.AddRange(routes);
+                }
+                translated[d] = done;
+                continue;
+            }
+            var mine = translated[d] = [];
+            if (d.Spec["tcp"].Exists || d.Spec["tls"].Exists)
+            {
+                throw new ConfigException($"{d.Origin}: spec.tcp/spec.tls: only http routes are translated");
+            }
+            Refuse(d.Spec, ["hosts", "http", "gateways", "exportTo"], d.Origin);
+            foreach (ConfigNode h in d.Spec["hosts"].Items)
+            {
+                string host = Resolve(h.RequiredString(), d.Namespace, services, $"{d.Origin}: {h.Path}");
+                if (claimed.TryGetValue(host, out string? other))
+                {
+                    throw new ConfigException($"{d.Origin}: {h.Path}: host '{host}' is already routed by {other}");
+                }
+                claimed[host] = d.Origin;
+                Service service = services[host];
+                foreach (Port port in service.Ports)
+                {
+                    VirtualHost vhost = hosts[$"{host}:{port.Number}"];
+                    int index = 0;
+                    var routes = new List<Route>();
+                    foreach (ConfigNode http in d.Spec["http"].Items)
+                    {
+                        routes.AddRange(HttpRoutes(http, index++, d, service, port, services, rules));
+                    }
+                    vhost.Routes.AddRange(routes);
+                    mine.Add((host, vhost.Name, routes));
+                }
+            }
+        }
+        _virtualServices = translated;
+        foreach (RouteConfiguration routes in routesByPort.Values)
+        {
+            foreach (VirtualHost vhost in routes.VirtualHosts)
+            {
+                if (vhost.Routes.Count == 0)
+                {
+                    // No VirtualService: everything to the service's cluster, with Istio's default retries.
+                    string cluster = "outbound|" + vhost.Name[(vhost.Name.LastIndexOf(':') + 1)..] + "||" + vhost.Name[..vhost.Name.LastIndexOf(':')];
+                    vhost.Routes.Add(new Route { Name = "default", Match = new RouteMatch { Prefix = "/" }, Route_ = new RouteAction { Cluster = cluster, Timeout = Duration.FromTimeSpan(TimeSpan.Zero), RetryPolicy = DefaultRetries() } });
+                }
+            }
+            result.Add((XdsResourceType.Route, routes.Name, routes));
+            Listener outbound = OutboundListener(routes.Name);
+            result.Add((XdsResourceType.Listener, outbound.Name, outbound));
+        }
+        return result;
+    }
+
+    private sealed record World(List<Doc> Inputs, Dictionary<string, Service> Services,
+        Dictionary<string, (Doc Doc, ConfigNode Policy, Dictionary<string, (Dictionary<string, string> Labels, ConfigNode Policy)> Subsets)> Rules,
+        List<(XdsResourceType, string, IMessage)> Clusters, List<(uint Port, string Name, string[] Domains)> Hosts);
+
+    private World? _world;
+    private Dictionary<Doc, List<(string Host, string VirtualHost, List<Route> Routes)>> _virtualServices = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Services (ServiceEntry, Service, WorkloadEntry), DestinationRules, and the clusters and endpoints they make.</summary>
+    private World BuildWorld(List<Doc> inputs)
+    {
         var services = new Dictionary<string, Service>(StringComparer.Ordinal);
         var workloads = new List<(string Namespace, Workload Workload)>();
-        foreach (Doc d in docs.Where(d => d.Kind == "WorkloadEntry"))
+        foreach (Doc d in inputs.Where(d => d.Kind == "WorkloadEntry"))
         {
             workloads.Add((d.Namespace, ReadWorkload(d.Spec, d.Origin)));
         }
-        foreach (Doc d in docs.Where(d => d.Kind is "ServiceEntry" or "Service"))
+        foreach (Doc d in inputs.Where(d => d.Kind is "ServiceEntry" or "Service"))
         {
             foreach (Service s in d.Kind == "Service" ? [ReadKubernetesService(d)] : ReadServiceEntry(d))
             {
@@ -69,7 +184,7 @@ public sealed class IstioTranslator
             }
         }
         var rules = new Dictionary<string, (Doc Doc, ConfigNode Policy, Dictionary<string, (Dictionary<string, string> Labels, ConfigNode Policy)> Subsets)>(StringComparer.Ordinal);
-        foreach (Doc d in docs.Where(d => d.Kind == "DestinationRule"))
+        foreach (Doc d in inputs.Where(d => d.Kind == "DestinationRule"))
         {
             string host = Resolve(d.Spec["host"].RequiredString(), d.Namespace, services, $"{d.Origin}: spec.host");
             var subsets = new Dictionary<string, (Dictionary<string, string>, ConfigNode)>(StringComparer.Ordinal);
@@ -89,70 +204,22 @@ public sealed class IstioTranslator
             }
         }
 
-        var result = new List<(XdsResourceType, string, IMessage)>();
-        var routesByPort = new SortedDictionary<uint, RouteConfiguration>();
+        var clusters = new List<(XdsResourceType, string, IMessage)>();
+        var virtualHosts = new List<(uint, string, string[])>();
         foreach (Service service in services.Values.OrderBy(s => s.Host, StringComparer.Ordinal))
         {
             rules.TryGetValue(service.Host, out var rule);
             foreach (Port port in service.Ports)
             {
-                AddCluster(result, service, port, null, rule.Policy, null);
+                AddCluster(clusters, service, port, null, rule.Policy, null);
                 foreach (var (subset, (labels, policy)) in rule.Subsets ?? [])
                 {
-                    AddCluster(result, service, port, subset, policy.Exists ? policy : rule.Policy, labels);
+                    AddCluster(clusters, service, port, subset, policy.Exists ? policy : rule.Policy, labels);
                 }
-                if (!routesByPort.TryGetValue(port.Number, out RouteConfiguration? routes))
-                {
-                    routes = routesByPort[port.Number] = new RouteConfiguration { Name = port.Number.ToString(CultureInfo.InvariantCulture), IgnorePortInHostMatching = true };
-                }
-                routes.VirtualHosts.Add(new VirtualHost { Name = $"{service.Host}:{port.Number}", Domains = { Domains(service) } });
+                virtualHosts.Add((port.Number, $"{service.Host}:{port.Number}", [.. Domains(service)]));
             }
         }
-
-        // VirtualServices replace the default route of the hosts they name.
-        var claimed = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (Doc d in docs.Where(d => d.Kind == "VirtualService"))
-        {
-            if (d.Spec["tcp"].Exists || d.Spec["tls"].Exists)
-            {
-                throw new ConfigException($"{d.Origin}: spec.tcp/spec.tls: only http routes are translated");
-            }
-            Refuse(d.Spec, ["hosts", "http", "gateways", "exportTo"], d.Origin);
-            foreach (ConfigNode h in d.Spec["hosts"].Items)
-            {
-                string host = Resolve(h.RequiredString(), d.Namespace, services, $"{d.Origin}: {h.Path}");
-                if (claimed.TryGetValue(host, out string? other))
-                {
-                    throw new ConfigException($"{d.Origin}: {h.Path}: host '{host}' is already routed by {other}");
-                }
-                claimed[host] = d.Origin;
-                Service service = services[host];
-                foreach (Port port in service.Ports)
-                {
-                    VirtualHost vhost = routesByPort[port.Number].VirtualHosts.First(v => v.Name == $"{host}:{port.Number}");
-                    int index = 0;
-                    foreach (ConfigNode http in d.Spec["http"].Items)
-                    {
-                        vhost.Routes.AddRange(HttpRoutes(http, index++, d, service, port, services, rules));
-                    }
-                }
-            }
-        }
-        foreach (RouteConfiguration routes in routesByPort.Values)
-        {
-            foreach (VirtualHost vhost in routes.VirtualHosts)
-            {
-                if (vhost.Routes.Count == 0)
-                {
-                    // No VirtualService: everything to the service's cluster, with Istio's default retries.
-                    string cluster = "outbound|" + vhost.Name[(vhost.Name.LastIndexOf(':') + 1)..] + "||" + vhost.Name[..vhost.Name.LastIndexOf(':')];
-                    vhost.Routes.Add(new Route { Name = "default", Match = new RouteMatch { Prefix = "/" }, Route_ = new RouteAction { Cluster = cluster, Timeout = Duration.FromTimeSpan(TimeSpan.Zero), RetryPolicy = DefaultRetries() } });
-                }
-            }
-            result.Add((XdsResourceType.Route, routes.Name, routes));
-            result.Add((XdsResourceType.Listener, $"{ListenAddress}_{routes.Name}", OutboundListener(routes.Name)));
-        }
-        return result;
+        return new World(inputs, services, rules, clusters, virtualHosts);
     }
 
     // ---- parsing ---------------------------------------------------------------------------------
@@ -705,10 +772,12 @@ public sealed class IstioTranslator
             Rds = new Rds { ConfigSource = Ads(), RouteConfigName = port },
             HttpFilters = { new HttpFilter { Name = "envoy.filters.http.router", TypedConfig = new Any { TypeUrl = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } } },
         };
+        string address = BindOutboundListeners ? ListenAddress : "0.0.0.0";
         return new Listener
         {
-            Name = $"{ListenAddress}_{port}",
-            Address = new Address { SocketAddress = new SocketAddress { Address = ListenAddress, PortValue = uint.Parse(port, CultureInfo.InvariantCulture) } },
+            Name = $"{address}_{port}",
+            BindToPort = BindOutboundListeners ? null : false,
+            Address = new Address { SocketAddress = new SocketAddress { Address = address, PortValue = uint.Parse(port, CultureInfo.InvariantCulture) } },
             TrafficDirection = Listener.Types.TrafficDirection.Outbound,
             FilterChains = { new FilterChain { Filters = { new Filter { Name = "envoy.filters.network.http_connection_manager", TypedConfig = Any.Pack(hcm) } } } },
         };

@@ -20,10 +20,10 @@ public sealed class MeshControlPlane : IAsyncDisposable
     private string? _pending;
     private Timer? _timer;
 
-    public MeshControlPlane(string directory, EndPoint xdsAddress, string listenAddress = "127.0.0.1")
+    public MeshControlPlane(string directory, EndPoint xdsAddress, string listenAddress = "127.0.0.1", bool bindOutboundListeners = true)
     {
         _directory = directory;
-        _translator = new IstioTranslator { ListenAddress = listenAddress };
+        _translator = new IstioTranslator { ListenAddress = listenAddress, BindOutboundListeners = bindOutboundListeners };
         _ads = new AdsServer(xdsAddress);
         _ads.Nacked += message => ProxyLog.Write(LogLevel.Warning, $"mesh: a proxy refused the configuration: {message}");
     }

@@ -24,6 +24,7 @@ public sealed class AdsServer : IAsyncDisposable
     private readonly GrpcServer _server;
     private long _version;
     private long _nonce;
+    private Dictionary<IMessage, (string Version, Any Resource)> _packed = new(ReferenceEqualityComparer.Instance);
 
     public AdsServer(EndPoint address)
     {
@@ -64,12 +65,20 @@ public sealed class AdsServer : IAsyncDisposable
     public bool Publish(IEnumerable<(XdsResourceType Type, string Name, IMessage Resource)> resources)
     {
         var next = Empty();
+        var packedNow = new Dictionary<IMessage, (string, Any)>(ReferenceEqualityComparer.Instance);
         foreach (var (type, name, resource) in resources)
         {
-            Any packed = Any.Pack(resource);
-            string version = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(packed.Value.Span)).Substring(0, 16);
-            next[type][name] = (version, packed);
+            // The same object as in the last publish (a translator that reuses what did not change):
+            // not serialized and hashed again.
+            if (!_packed.TryGetValue(resource, out var entry))
+            {
+                Any packed = Any.Pack(resource);
+                entry = (Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(packed.Value.Span)).Substring(0, 16), packed);
+            }
+            packedNow[resource] = entry;
+            next[type][name] = entry;
         }
+        _packed = packedNow;
         Action[] notify;
         lock (_gate)
         {
