@@ -1,11 +1,20 @@
 namespace EndToEnd.Tests;
 
 /// <summary>
+/// Tests that build or publish the repository's projects themselves (dotnet build, the AOT publish of
+/// the image layout): they run alone, after the parallel tests, so that no two builds of one project
+/// share its obj/ folder at the same time.
+/// </summary>
+[CollectionDefinition(nameof(BuildsCollection), DisableParallelization = true)]
+public sealed class BuildsCollection;
+
+/// <summary>
 /// The README's first command, as a user runs it: examples/istio/demo.sh builds, starts the control
 /// plane, the servers, the sidecar (the proxy binary, launched with a pilot-agent-style bootstrap) and
 /// the client as processes, applies the YAML step by step and checks every answer. Ports are moved so
 /// that parallel tests cannot collide with the demo's defaults.
 /// </summary>
+[Collection(nameof(BuildsCollection))]
 public sealed class DemoScriptTests
 {
     [Fact]
