@@ -56,7 +56,7 @@ public sealed class IstioTranslator
         foreach (var (path, text) in files)
         {
             // A file that did not change is not parsed again (a push re-reads the whole directory).
-            List<Doc> fileDocs = _parsed.TryGetValue(path, out var cached) && cached.Text == text ? cached.Docs : [.. Parse(path, text)];
+            List<Doc> fileDocs = _parsed.TryGetValue(path, out var cached) && (ReferenceEquals(cached.Text, text) || cached.Text == text) ? cached.Docs : [.. Parse(path, text)];
             parsed[path] = (text, fileDocs);
             docs.AddRange(fileDocs);
         }

@@ -47,9 +47,11 @@ public sealed class MeshControlPlane : IAsyncDisposable
         lock (_translator)
         {
             string now;
+            List<(string Path, long Length, long Ticks)> scan;
             try
             {
-                now = Signature();
+                scan = Scan();
+                now = string.Join('|', scan.Select(f => $"{f.Path}:{f.Length}:{f.Ticks}"));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -69,7 +71,7 @@ public sealed class MeshControlPlane : IAsyncDisposable
             _signature = now;
             try
             {
-                var resources = _translator.Translate([.. YamlFiles().Select(f => (f, File.ReadAllText(f)))]);
+                var resources = _translator.Translate(ReadFiles(scan));
                 LastError = null;
                 if (!_ads.Publish(resources))
                 {
@@ -92,11 +94,37 @@ public sealed class MeshControlPlane : IAsyncDisposable
         return false;
     }
 
-    private IEnumerable<string> YamlFiles() =>
-        Directory.EnumerateFiles(_directory).Where(f => f.EndsWith(".yaml", StringComparison.Ordinal) || f.EndsWith(".yml", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+    /// <summary>The files' texts; one whose size and write time did not change is not read again.</summary>
+    private List<(string, string)> ReadFiles(List<(string Path, long Length, long Ticks)> scan)
+    {
+        var texts = new Dictionary<string, (long Length, long Ticks, string Text)>(StringComparer.Ordinal);
+        var files = new List<(string, string)>(scan.Count);
+        foreach (var (path, length, ticks) in scan)
+        {
+            string text = _texts.TryGetValue(path, out var known) && known.Length == length && known.Ticks == ticks ? known.Text : File.ReadAllText(path);
+            texts[path] = (length, ticks, text);
+            files.Add((path, text));
+        }
+        _texts = texts;
+        return files;
+    }
 
-    private string Signature() =>
-        string.Join('|', YamlFiles().Select(f => new FileInfo(f)).Select(f => $"{f.Name}:{f.Length}:{f.LastWriteTimeUtc.Ticks}"));
+    private Dictionary<string, (long Length, long Ticks, string Text)> _texts = new(StringComparer.Ordinal);
+
+    /// <summary>The YAML files with their sizes and write times, in name order.</summary>
+    private List<(string Path, long Length, long Ticks)> Scan()
+    {
+        var files = new List<(string, long, long)>();
+        foreach (FileInfo f in new DirectoryInfo(_directory).EnumerateFiles())
+        {
+            if (f.Name.EndsWith(".yaml", StringComparison.Ordinal) || f.Name.EndsWith(".yml", StringComparison.Ordinal))
+            {
+                files.Add((f.FullName, f.Length, f.LastWriteTimeUtc.Ticks));
+            }
+        }
+        files.Sort(static (a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+        return files;
+    }
 
     public async ValueTask DisposeAsync()
     {
