@@ -24,7 +24,9 @@ public sealed class GrpcServer : IAsyncDisposable
     {
         OnCall = onCall;
         MaxMessageBytes = maxMessageBytes;
-        var options = new ListenerOptions { IdleTimeout = TimeSpan.Zero, StreamIdleTimeout = TimeSpan.Zero, BufferLimit = 16 * 1024 * 1024 };
+        // Streams live as long as their proxies (xDS): no idle or stream timeouts; but a connection must
+        // send its preface within 10 s, as on any listener, so silent ones do not stay forever.
+        var options = new ListenerOptions { IdleTimeout = TimeSpan.Zero, StreamIdleTimeout = TimeSpan.Zero, PrefaceTimeout = TimeSpan.FromSeconds(10), BufferLimit = 16 * 1024 * 1024 };
         var config = new ListenerConfig("grpc", new IPEndPoint(IPAddress.Loopback, 0), new RouteConfiguration("grpc", [])) { Options = options };
         _listener = new ProxyListener(config, () => config, address, (connection, c, o) => new GrpcServerConnection(connection, c, o, this));
     }
