@@ -135,29 +135,49 @@ public sealed class IstioTranslator
             }
         }
         _virtualServices = translated;
+        var reused = new Dictionary<string, (World World, VirtualHost Host)>(StringComparer.Ordinal);
         foreach (RouteConfiguration routes in routesByPort.Values)
         {
-            foreach (VirtualHost vhost in routes.VirtualHosts)
+            for (int i = 0; i < routes.VirtualHosts.Count; i++)
             {
+                VirtualHost vhost = routes.VirtualHosts[i];
                 if (vhost.Routes.Count == 0)
                 {
                     // No VirtualService: everything to the service's cluster, with Istio's default retries.
-                    string cluster = "outbound|" + vhost.Name[(vhost.Name.LastIndexOf(':') + 1)..] + "||" + vhost.Name[..vhost.Name.LastIndexOf(':')];
-                    vhost.Routes.Add(new Route { Name = "default", Match = new RouteMatch { Prefix = "/" }, Route_ = new RouteAction { Cluster = cluster, Timeout = Duration.FromTimeSpan(TimeSpan.Zero), RetryPolicy = DefaultRetries() } });
+                    if (!world.DefaultRoutes.TryGetValue(vhost.Name, out Route? fallback))
+                    {
+                        string cluster = "outbound|" + vhost.Name[(vhost.Name.LastIndexOf(':') + 1)..] + "||" + vhost.Name[..vhost.Name.LastIndexOf(':')];
+                        fallback = world.DefaultRoutes[vhost.Name] = new Route { Name = "default", Match = new RouteMatch { Prefix = "/" }, Route_ = new RouteAction { Cluster = cluster, Timeout = Duration.FromTimeSpan(TimeSpan.Zero), RetryPolicy = DefaultRetries() } };
+                    }
+                    vhost.Routes.Add(fallback);
                 }
+                // The same routes (by reference) as last time, in the same world: the same virtual host
+                // object, so that the ADS server can reuse its encoded bytes.
+                if (_hosts.TryGetValue(vhost.Name, out var previous) && ReferenceEquals(previous.World, world)
+                    && previous.Host.Routes.Count == vhost.Routes.Count && previous.Host.Routes.Zip(vhost.Routes).All(static p => ReferenceEquals(p.First, p.Second)))
+                {
+                    routes.VirtualHosts[i] = vhost = previous.Host;
+                }
+                reused[vhost.Name] = (world, vhost);
             }
             result.Add((XdsResourceType.Route, routes.Name, routes));
             Listener outbound = OutboundListener(routes.Name);
             result.Add((XdsResourceType.Listener, outbound.Name, outbound));
         }
+        _hosts = reused;
         return result;
     }
 
     private sealed record World(List<Doc> Inputs, Dictionary<string, Service> Services,
         Dictionary<string, (Doc Doc, ConfigNode Policy, Dictionary<string, (Dictionary<string, string> Labels, ConfigNode Policy)> Subsets)> Rules,
-        List<(XdsResourceType, string, IMessage)> Clusters, List<(uint Port, string Name, string[] Domains)> Hosts);
+        List<(XdsResourceType, string, IMessage)> Clusters, List<(uint Port, string Name, string[] Domains)> Hosts)
+    {
+        /// <summary>Each service's default route (no VirtualService), made once per world.</summary>
+        public Dictionary<string, Route> DefaultRoutes { get; } = new(StringComparer.Ordinal);
+    }
 
     private World? _world;
+    private Dictionary<string, (World World, VirtualHost Host)> _hosts = new(StringComparer.Ordinal);
     private Dictionary<Doc, List<(string Host, string VirtualHost, List<Route> Routes)>> _virtualServices = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>Services (ServiceEntry, Service, WorkloadEntry), DestinationRules, and the clusters and endpoints they make.</summary>

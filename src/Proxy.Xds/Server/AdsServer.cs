@@ -72,7 +72,7 @@ public sealed class AdsServer : IAsyncDisposable
             // not serialized and hashed again.
             if (!_packed.TryGetValue(resource, out var entry))
             {
-                Any packed = Any.Pack(resource);
+                Any packed = resource is Api.Route.RouteConfiguration routes && routes.VirtualHosts.Count > 16 ? PackRoutes(routes) : Any.Pack(resource);
                 entry = (Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(packed.Value.Span)).Substring(0, 16), packed);
             }
             packedNow[resource] = entry;
@@ -101,6 +101,37 @@ public sealed class AdsServer : IAsyncDisposable
             a();
         }
         return true;
+    }
+
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Api.Route.VirtualHost, byte[]> _hostBytes = [];
+
+    /// <summary>
+    /// A large route configuration, encoded from its virtual hosts' cached encodings: a one-route change
+    /// re-encodes one virtual host, not a thousand (fields may come in any order on the wire).
+    /// </summary>
+    private Any PackRoutes(Api.Route.RouteConfiguration routes)
+    {
+        var shell = new Api.Route.RouteConfiguration();
+        shell.MergeFrom(routes);
+        shell.VirtualHosts.Clear();
+        using var output = new MemoryStream();
+        shell.WriteTo(output);
+        foreach (Api.Route.VirtualHost host in routes.VirtualHosts)
+        {
+            byte[] bytes = _hostBytes.GetValue(host, static h => h.ToByteArray());
+            output.WriteByte((Api.Route.RouteConfiguration.VirtualHostsFieldNumber << 3) | 2); // length-delimited
+            for (uint length = (uint)bytes.Length; ; length >>= 7)
+            {
+                if (length < 0x80)
+                {
+                    output.WriteByte((byte)length);
+                    break;
+                }
+                output.WriteByte((byte)(length | 0x80));
+            }
+            output.Write(bytes);
+        }
+        return new Any { TypeUrl = "type.googleapis.com/" + Api.Route.RouteConfiguration.Descriptor.FullName, Value = ByteString.CopyFrom(output.GetBuffer(), 0, (int)output.Length) };
     }
 
     private bool OnCall(GrpcServerStream stream)
