@@ -91,6 +91,7 @@ internal sealed class GrpcServerConnection(SocketConnection connection, Func<Lis
         lock (_waiting)
         {
             _waiting.Add(stream);
+            _waitingCount = _waiting.Count;
         }
     }
 
@@ -117,14 +118,6 @@ internal sealed class GrpcServerConnection(SocketConnection connection, Func<Lis
             stream.Drain();
         }
     }
-
-    public void CountWaiting()
-    {
-        lock (_waiting)
-        {
-            _waitingCount = _waiting.Count;
-        }
-    }
 }
 
 /// <summary>One call on a <see cref="GrpcServer"/>: request messages in, response messages out, then a status.</summary>
@@ -136,6 +129,7 @@ public sealed class GrpcServerStream
     private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly CancellationTokenSource _aborted = new();
     private readonly Queue<byte[]> _out = new();
+    private long _queued;
     private int _outOffset;
     private byte[] _partial = [];
     private int _partialCount;
@@ -220,6 +214,7 @@ public sealed class GrpcServerStream
         {
             _done = true;
             _out.Clear();
+            _queued = 0;
         }
         _requests.Writer.TryComplete();
         _aborted.Cancel();
@@ -234,28 +229,32 @@ public sealed class GrpcServerStream
             {
                 return false;
             }
+            if (_queued + 5L + message.Length > 2L * _connection.Server.MaxMessageBytes)
+            {
+                // A client that does not read its responses: the call is cut off rather than queued without bound.
+                _connection.Protocol.ResetStream(_streamId, Http2ErrorCode.Cancel);
+                End();
+                _aborted.Cancel();
+                return false;
+            }
             byte[] framed = new byte[5 + message.Length];
             BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), message.Length);
             message.CopyTo(framed.AsSpan(5));
             _out.Enqueue(framed);
+            _queued += framed.Length;
             DrainLocked();
             return true;
         }
     }
 
-    /// <summary>Bytes queued and not yet handed to the connection.</summary>
+    /// <summary>Bytes queued and not yet handed to the connection (at most twice the message limit).</summary>
     public long Queued
     {
         get
         {
             lock (this)
             {
-                long total = -_outOffset;
-                foreach (byte[] b in _out)
-                {
-                    total += b.Length;
-                }
-                return total;
+                return _queued - _outOffset;
             }
         }
     }
@@ -325,12 +324,11 @@ public sealed class GrpcServerStream
             _outOffset += sent;
             if (_outOffset == head.Length)
             {
-                _out.Dequeue();
+                _queued -= _out.Dequeue().Length;
                 _outOffset = 0;
                 continue;
             }
             _connection.Wait(this);
-            _connection.CountWaiting();
             FlushBatch.Add(_connection.Connection.Output);
             return;
         }
@@ -358,6 +356,7 @@ public sealed class GrpcServerStream
     {
         _done = true;
         _out.Clear();
+        _queued = 0;
         if (!_clientDone)
         {
             // The answer is complete while the client still sends: RST_STREAM(NO_ERROR) (RFC 9113 §8.1).
