@@ -15,6 +15,7 @@ using Proxy.Xds.Mesh;
 //      control plane's reload (translation + push + every proxy's swap).
 // Usage: dotnet run -c Release --project perf/MeshPush -- [--services 1000] [--proxies 10] [--changes 20] [--delta true]
 int services = Arg("--services", 1000);
+if (args.Contains("--debug")) { Proxy.Core.Diagnostics.ProxyLog.Level = Proxy.Core.Diagnostics.LogLevel.Debug; }
 int proxies = Arg("--proxies", 10);
 int changes = Arg("--changes", 20);
 bool delta = Arg("--delta", 1) != 0;
@@ -80,7 +81,7 @@ Console.WriteLine($"# mesh push bars: {services} services × 3 endpoints, a Dest
     }
 }
 var started = Stopwatch.StartNew();
-await using var mesh = new MeshControlPlane(dir, new IPEndPoint(IPAddress.Loopback, 0), bindOutboundListeners: false);
+var mesh = new MeshControlPlane(dir, new IPEndPoint(IPAddress.Loopback, 0), bindOutboundListeners: false);
 mesh.Start(TimeSpan.FromMilliseconds(200));
 Console.WriteLine($"translate + serve {services} services: {started.ElapsedMilliseconds} ms (version {mesh.Ads.Version})");
 
@@ -120,44 +121,35 @@ async Task<long> UntilAllAsync(string clusterName, Stopwatch clock)
 long initial = await UntilAllAsync($"outbound|9090|v2|{probeHost}", startedAt);
 Console.WriteLine($"initial push to {proxies} proxies (connect → every proxy routes): {initial / 1000.0:F1} ms");
 
-var viaPoll = new List<double>();
-var viaReload = new List<double>();
-var reloadOnly = new List<double>();
+var gcPause = GC.GetTotalPauseDuration();
+int[] gcCounts = [GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)];
+var saved = new List<double>();
+var reached = new List<double>();
+var reloads = new List<double>();
 for (int c = 0; c < changes; c++)
 {
+    // What a user does: save the file. The control plane is told (inotify), waits for the file to be
+    // quiet, reads, translates and publishes; every proxy gets the route configuration and swaps.
     string subset = c % 2 == 0 ? "v1" : "v2";
     string file = Path.Combine(dir, "vs7.yaml");
-    if (c % 2 == 0)
-    {
-        // What a user sees: save the file, the control plane's poll finds it.
-        var clock = Stopwatch.StartNew();
-        File.WriteAllText(file, VirtualService(7, subset));
-        viaPoll.Add(await UntilAllAsync($"outbound|9090|{subset}|{probeHost}", clock) / 1000.0);
-    }
-    else
-    {
-        // The control plane's part: reload (translate all, publish, push) → every proxy swapped.
-        File.WriteAllText(file, VirtualService(7, subset));
-        File.SetLastWriteTimeUtc(file, DateTime.UtcNow.AddSeconds(c));
-        while (mesh.Reload()) { }
-        var clock = Stopwatch.StartNew();
-        mesh.Reload(); // the change is seen (first look), then taken (it held still)
-        bool taken = mesh.Reload();
-        reloadOnly.Add(clock.Elapsed.TotalMilliseconds);
-        viaReload.Add(await UntilAllAsync($"outbound|9090|{subset}|{probeHost}", clock) / 1000.0);
-        if (!taken)
-        {
-            // The poll timer took it first: still a full reload → swap, measured from our look.
-        }
-    }
+    var clock = Stopwatch.StartNew();
+    long savedAt = Stopwatch.GetTimestamp();
+    File.WriteAllText(file, VirtualService(7, subset));
+    saved.Add(await UntilAllAsync($"outbound|9090|{subset}|{probeHost}", clock) / 1000.0);
+    long reloadStarted = mesh.LastReloadStarted;
+    reached.Add(saved[^1] - Stopwatch.GetElapsedTime(savedAt, reloadStarted).TotalMilliseconds);
+    reloads.Add(mesh.LastReloadTime.TotalMilliseconds);
+    await Task.Delay(50);
 }
 static string Stats(List<double> values) => values.Count == 0 ? "-" : $"median {values.Order().ElementAt(values.Count / 2):F1} ms, max {values.Max():F1} ms (n={values.Count})";
-Console.WriteLine($"one-route change, file saved → all {proxies} proxies route anew (200 ms poll, held still one poll): {Stats(viaPoll)}");
-Console.WriteLine($"one-route change, control plane reload (translate {services} services + push) → all {proxies} proxies swapped: {Stats(viaReload)}");
-Console.WriteLine($"  of which the control plane's reload (read the directory, translate, publish): {Stats(reloadOnly)}");
+Console.WriteLine($"one-route change, file saved → all {proxies} proxies route anew (notified, {mesh.QuietPeriod.TotalMilliseconds:F0} ms quiet period): {Stats(saved)}");
+Console.WriteLine($"one-route change, control plane takes it (stat, read, translate {services} services, publish, push) → all {proxies} proxies swapped: {Stats(reached)}");
+Console.WriteLine($"  of which the control plane's reload (stat, read, translate, publish): {Stats(reloads)}");
+Console.WriteLine($"  GC during the changes: {(GC.GetTotalPauseDuration() - gcPause).TotalMilliseconds:F0} ms paused; collections gen0 {GC.CollectionCount(0) - gcCounts[0]}, gen1 {GC.CollectionCount(1) - gcCounts[1]}, gen2 {GC.CollectionCount(2) - gcCounts[2]}; heap {GC.GetTotalMemory(false) >> 20} MiB");
 foreach (var (server, client, _) in sidecars)
 {
     await client.DisposeAsync();
     await server.DisposeAsync();
 }
+await mesh.DisposeAsync();
 Directory.Delete(dir, recursive: true);

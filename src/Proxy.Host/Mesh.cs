@@ -8,8 +8,8 @@ namespace Proxy.Host;
 /// <summary>
 /// `layotto-fast mesh --config DIR`: an embedded control plane. It reads the Istio YAML users would
 /// apply (every *.yaml / *.yml of DIR), translates it as istiod would for a sidecar, and serves it over
-/// ADS (State of the World and Delta) to any number of proxies; a saved change is pushed within a
-/// quarter of a second. A broken file is reported (file, resource, field) and the last good
+/// ADS (State of the World and Delta) to any number of proxies; a saved change is pushed once the file
+/// has been quiet for 30 ms (inotify), or at the latest after two 200 ms polls. A broken file is reported (file, resource, field) and the last good
 /// configuration keeps being served.
 /// </summary>
 public static class Mesh
@@ -20,8 +20,10 @@ public static class Mesh
         An embedded control plane: serves the Istio resources in DIR (VirtualService, DestinationRule,
         ServiceEntry, WorkloadEntry of networking.istio.io v1alpha3/v1beta1/v1, and Kubernetes Services)
         to proxies over ADS (Envoy API v3, SotW and Delta), translated as istiod translates them for a
-        sidecar. Files are re-read when they change; a bad file is reported and the last good
-        configuration keeps being served.
+        sidecar. A saved file is taken once it has been quiet for 30 ms (file notifications; the
+        directory is also scanned every 200 ms, and a change taken once it held still for a scan),
+        including a ConfigMap mount's swap of its "..data" link. A bad file is reported and the last
+        good configuration keeps being served.
 
           --config DIR              the directory of YAML files (required)
           --xds-address ADDRESS     where to serve ADS: HOST:PORT or unix:PATH (default: 127.0.0.1:15010)

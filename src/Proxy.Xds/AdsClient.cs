@@ -76,6 +76,9 @@ public sealed class AdsClient : IAsyncDisposable
             KeepAlivePingDelay = TimeSpan.FromSeconds(30),
             KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
             ConnectTimeout = TimeSpan.FromSeconds(5),
+            // A mesh's route configuration is hundreds of kilobytes: with the default 64 KiB stream
+            // window every push would wait for several window updates (Envoy opens 256 MiB for xDS).
+            InitialHttp2StreamWindowSize = 4 * 1024 * 1024,
         };
         string address = target;
         if (target.StartsWith("unix:", StringComparison.Ordinal))
@@ -299,6 +302,7 @@ public sealed class AdsClient : IAsyncDisposable
             _streamReceived = true;
             DeltaDiscoveryResponse response = call.ResponseStream.Current;
             long start = Stopwatch.GetTimestamp();
+            ProxyLog.Write(LogLevel.Debug, $"TRACE client got {response.TypeUrl} {response.CalculateSize()}");
             if (XdsTypes.ResourceType(response.TypeUrl) is not XdsResourceType type)
             {
                 NoteUnknownType(response.TypeUrl);

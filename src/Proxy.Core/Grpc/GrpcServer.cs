@@ -128,7 +128,8 @@ public sealed class GrpcServerStream
     private readonly int _streamId;
     private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly CancellationTokenSource _aborted = new();
-    private readonly Queue<byte[]> _out = new();
+    // Framed messages (5-byte prefix + message) waiting for the window; pooled ones go back once sent.
+    private readonly Queue<(byte[] Framed, int Length, bool Pooled)> _out = new();
     private long _queued;
     private int _outOffset;
     private byte[] _partial = [];
@@ -213,8 +214,7 @@ public sealed class GrpcServerStream
         lock (this)
         {
             _done = true;
-            _out.Clear();
-            _queued = 0;
+            ClearOut();
         }
         _requests.Writer.TryComplete();
         _aborted.Cancel();
@@ -223,28 +223,59 @@ public sealed class GrpcServerStream
     /// <summary>Queues a response message (safe from any thread); false when the call is over.</summary>
     public bool Send(ReadOnlySpan<byte> message)
     {
+        byte[] framed = new byte[5 + message.Length];
+        message.CopyTo(framed.AsSpan(5));
+        return Enqueue(framed, message.Length, pooled: false);
+    }
+
+    /// <summary>
+    /// Sends a message already written at offset 5 of <paramref name="framed"/>, rented from
+    /// <see cref="System.Buffers.ArrayPool{T}.Shared"/>; the stream owns it from here (returned once sent
+    /// or dropped), so a large message is never copied again.
+    /// </summary>
+    public bool SendFramed(byte[] framed, int messageLength) => Enqueue(framed, messageLength, pooled: true);
+
+    private bool Enqueue(byte[] framed, int messageLength, bool pooled)
+    {
         lock (this)
         {
-            if (_done || _finish != null)
+            if (_done || _finish != null || _queued + 5L + messageLength > 2L * _connection.Server.MaxMessageBytes)
             {
+                if (!_done && _finish == null)
+                {
+                    // A client that does not read its responses: the call is cut off rather than queued without bound.
+                    _connection.Protocol.ResetStream(_streamId, Http2ErrorCode.Cancel);
+                    End();
+                    _aborted.Cancel();
+                }
+                Release(framed, pooled);
                 return false;
             }
-            if (_queued + 5L + message.Length > 2L * _connection.Server.MaxMessageBytes)
-            {
-                // A client that does not read its responses: the call is cut off rather than queued without bound.
-                _connection.Protocol.ResetStream(_streamId, Http2ErrorCode.Cancel);
-                End();
-                _aborted.Cancel();
-                return false;
-            }
-            byte[] framed = new byte[5 + message.Length];
-            BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), message.Length);
-            message.CopyTo(framed.AsSpan(5));
-            _out.Enqueue(framed);
-            _queued += framed.Length;
+            framed[0] = 0;
+            BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), messageLength);
+            _out.Enqueue((framed, 5 + messageLength, pooled));
+            _queued += 5 + messageLength;
             DrainLocked();
             return true;
         }
+    }
+
+    private static void Release(byte[] framed, bool pooled)
+    {
+        if (pooled)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(framed);
+        }
+    }
+
+    private void ClearOut()
+    {
+        while (_out.TryDequeue(out var item))
+        {
+            Release(item.Framed, item.Pooled);
+        }
+        _outOffset = 0;
+        _queued = 0;
     }
 
     /// <summary>Bytes queued and not yet handed to the connection (at most twice the message limit).</summary>
@@ -314,17 +345,19 @@ public sealed class GrpcServerStream
         }
         while (_out.Count > 0)
         {
-            byte[] head = _out.Peek();
-            int sent = _connection.Connection.IsOutputFull ? 0 : protocol.SendData(_streamId, head.AsSpan(_outOffset), endStream: false);
+            var (head, length, pooled) = _out.Peek();
+            int sent = _connection.Connection.IsOutputFull ? 0 : protocol.SendData(_streamId, head.AsSpan(_outOffset, length - _outOffset), endStream: false);
             if (sent < 0)
             {
                 End();
                 return;
             }
             _outOffset += sent;
-            if (_outOffset == head.Length)
+            if (_outOffset == length)
             {
-                _queued -= _out.Dequeue().Length;
+                _out.Dequeue();
+                Release(head, pooled);
+                _queued -= length;
                 _outOffset = 0;
                 continue;
             }
@@ -355,8 +388,7 @@ public sealed class GrpcServerStream
     private void End()
     {
         _done = true;
-        _out.Clear();
-        _queued = 0;
+        ClearOut();
         if (!_clientDone)
         {
             // The answer is complete while the client still sends: RST_STREAM(NO_ERROR) (RFC 9113 §8.1).

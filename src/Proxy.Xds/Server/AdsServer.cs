@@ -20,6 +20,8 @@ public sealed class AdsServer : IAsyncDisposable
 
     private readonly object _gate = new();
     private Dictionary<XdsResourceType, Dictionary<string, (string Version, Any Resource)>> _resources = Empty();
+    // The names that changed (added, changed, removed) from the version before _version to it, per type.
+    private Dictionary<XdsResourceType, List<string>> _changed = [];
     private readonly List<Action> _streams = [];
     private readonly GrpcServer _server;
     private long _version;
@@ -82,17 +84,34 @@ public sealed class AdsServer : IAsyncDisposable
         Action[] notify;
         lock (_gate)
         {
+            var changes = new Dictionary<XdsResourceType, List<string>>();
             bool changed = false;
             foreach (var (type, map) in next)
             {
                 var old = _resources[type];
-                changed |= old.Count != map.Count || map.Any(kv => !old.TryGetValue(kv.Key, out var had) || had.Version != kv.Value.Version);
+                var names = changes[type] = [];
+                foreach (var (name, (version, _)) in map)
+                {
+                    if (!old.TryGetValue(name, out var had) || had.Version != version)
+                    {
+                        names.Add(name);
+                    }
+                }
+                foreach (string name in old.Keys)
+                {
+                    if (!map.ContainsKey(name))
+                    {
+                        names.Add(name);
+                    }
+                }
+                changed |= names.Count > 0;
             }
             if (!changed)
             {
                 return false;
             }
             _resources = next;
+            _changed = changes;
             _version++;
             notify = [.. _streams];
         }
@@ -114,24 +133,25 @@ public sealed class AdsServer : IAsyncDisposable
         var shell = new Api.Route.RouteConfiguration();
         shell.MergeFrom(routes);
         shell.VirtualHosts.Clear();
-        using var output = new MemoryStream();
-        shell.WriteTo(output);
-        foreach (Api.Route.VirtualHost host in routes.VirtualHosts)
+        var hosts = new byte[routes.VirtualHosts.Count][];
+        int size = shell.CalculateSize();
+        for (int i = 0; i < hosts.Length; i++)
         {
-            byte[] bytes = _hostBytes.GetValue(host, static h => h.ToByteArray());
-            output.WriteByte((Api.Route.RouteConfiguration.VirtualHostsFieldNumber << 3) | 2); // length-delimited
-            for (uint length = (uint)bytes.Length; ; length >>= 7)
-            {
-                if (length < 0x80)
-                {
-                    output.WriteByte((byte)length);
-                    break;
-                }
-                output.WriteByte((byte)(length | 0x80));
-            }
-            output.Write(bytes);
+            hosts[i] = _hostBytes.GetValue(routes.VirtualHosts[i], static h => h.ToByteArray());
+            size += 1 + CodedOutputStream.ComputeLengthSize(hosts[i].Length) + hosts[i].Length;
         }
-        return new Any { TypeUrl = "type.googleapis.com/" + Api.Route.RouteConfiguration.Descriptor.FullName, Value = ByteString.CopyFrom(output.GetBuffer(), 0, (int)output.Length) };
+        // Encoded once into an array of the exact size, which the Any then wraps (never changed after).
+        byte[] encoded = new byte[size];
+        var output = new CodedOutputStream(encoded);
+        shell.WriteTo(output);
+        foreach (byte[] host in hosts)
+        {
+            output.WriteTag(Api.Route.RouteConfiguration.VirtualHostsFieldNumber, WireFormat.WireType.LengthDelimited);
+            output.WriteBytes(UnsafeByteOperations.UnsafeWrap(host)); // length, then the encoded host
+        }
+        output.Flush();
+        output.CheckNoSpaceLeft();
+        return new Any { TypeUrl = "type.googleapis.com/" + Api.Route.RouteConfiguration.Descriptor.FullName, Value = UnsafeByteOperations.UnsafeWrap(encoded) };
     }
 
     private bool OnCall(GrpcServerStream stream)
@@ -147,6 +167,15 @@ public sealed class AdsServer : IAsyncDisposable
             return true;
         }
         return false;
+    }
+
+    /// <summary>Encodes a response straight into a pooled buffer the stream sends from (a route configuration is large; no copies).</summary>
+    private static bool Send(GrpcServerStream stream, IMessage response)
+    {
+        int size = response.CalculateSize();
+        byte[] framed = System.Buffers.ArrayPool<byte>.Shared.Rent(5 + size);
+        response.WriteTo(framed.AsSpan(5, size));
+        return stream.SendFramed(framed, size);
     }
 
     private string NextNonce() => Interlocked.Increment(ref _nonce).ToString(CultureInfo.InvariantCulture);
@@ -225,7 +254,7 @@ public sealed class AdsServer : IAsyncDisposable
                         }
                         types[type] = (url, names, _version);
                     }
-                    if (!stream.Send(response.ToByteArray()))
+                    if (!Send(stream, response))
                     {
                         return;
                     }
@@ -249,6 +278,9 @@ public sealed class AdsServer : IAsyncDisposable
         public bool Wildcard { get; set; }
         public HashSet<string> Names { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, string> Sent { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>The version last compared against in full or by its changes; -1: compare in full next time.</summary>
+        public long Compared { get; set; } = -1;
     }
 
     private async Task RunDeltaAsync(GrpcServerStream stream)
@@ -297,32 +329,58 @@ public sealed class AdsServer : IAsyncDisposable
                         state.Names.Remove(name);
                         state.Sent.Remove(name);
                     }
+                    if (request.ResourceNamesSubscribe.Count > 0 || request.ResourceNamesUnsubscribe.Count > 0)
+                    {
+                        state.Compared = -1;
+                    }
                 }
                 foreach (var (type, state) in types)
                 {
                     var response = new DeltaDiscoveryResponse { TypeUrl = state.Url };
+                    Dictionary<string, (string Version, Any Resource)> resources;
+                    List<string>? changed;
+                    long version;
                     lock (_gate)
                     {
-                        response.SystemVersionInfo = _version.ToString(CultureInfo.InvariantCulture);
-                        var resources = _resources[type];
-                        foreach (var (name, (version, resource)) in resources)
+                        // A publication is never changed once served: compared outside the lock.
+                        resources = _resources[type];
+                        version = _version;
+                        changed = state.Compared == version - 1 ? _changed[type] : null;
+                    }
+                    if (state.Compared == version)
+                    {
+                        continue;
+                    }
+                    response.SystemVersionInfo = version.ToString(CultureInfo.InvariantCulture);
+                    // One version behind (the usual push): only the names that changed are looked at.
+                    foreach (string name in changed ?? (IEnumerable<string>)resources.Keys)
+                    {
+                        if (resources.TryGetValue(name, out var entry))
                         {
-                            if ((state.Wildcard || state.Names.Contains(name)) && (!state.Sent.TryGetValue(name, out string? had) || had != version))
+                            if ((state.Wildcard || state.Names.Contains(name)) && (!state.Sent.TryGetValue(name, out string? had) || had != entry.Version))
                             {
-                                response.Resources.Add(new Resource { Name = name, Version = version, Resource_ = resource });
-                                state.Sent[name] = version;
+                                response.Resources.Add(new Resource { Name = name, Version = entry.Version, Resource_ = entry.Resource });
+                                state.Sent[name] = entry.Version;
                             }
                         }
+                        else if (state.Sent.Remove(name))
+                        {
+                            response.RemovedResources.Add(name);
+                        }
+                    }
+                    if (changed == null)
+                    {
                         foreach (string name in state.Sent.Keys.Where(n => !resources.ContainsKey(n)).ToList())
                         {
                             response.RemovedResources.Add(name);
                             state.Sent.Remove(name);
                         }
                     }
+                    state.Compared = version;
                     if (response.Resources.Count > 0 || response.RemovedResources.Count > 0)
                     {
                         response.Nonce = NextNonce();
-                        if (!stream.Send(response.ToByteArray()))
+                        if (!Send(stream, response))
                         {
                             return;
                         }
