@@ -302,7 +302,6 @@ public sealed class AdsClient : IAsyncDisposable
             _streamReceived = true;
             DeltaDiscoveryResponse response = call.ResponseStream.Current;
             long start = Stopwatch.GetTimestamp();
-            ProxyLog.Write(LogLevel.Debug, $"TRACE client got {response.TypeUrl} {response.CalculateSize()}");
             if (XdsTypes.ResourceType(response.TypeUrl) is not XdsResourceType type)
             {
                 NoteUnknownType(response.TypeUrl);
