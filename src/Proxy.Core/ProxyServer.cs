@@ -132,6 +132,21 @@ public sealed class ProxyServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The admin endpoint's /drain_listeners: the listeners (those whose name <paramref name="which"/>
+    /// accepts, or all) stop accepting and ask their connections to finish; the process goes on.
+    /// </summary>
+    public async Task DrainListenersAsync(Func<string, bool>? which)
+    {
+        foreach (ProxyListener listener in _listeners)
+        {
+            if (which == null || which(listener.Name))
+            {
+                await listener.StopAcceptingAndDrainAsync();
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (ProxyListener listener in _listeners)

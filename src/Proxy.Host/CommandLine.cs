@@ -34,6 +34,14 @@ public sealed class CommandLine
     public string? RuntimeApi { get; private set; }
     /// <summary>--runtime-api-max-message-bytes (default 16 MiB).</summary>
     public int RuntimeApiMaxMessageBytes { get; private set; } = 16 * 1024 * 1024;
+    /// <summary>--service-zone: node.locality.zone.</summary>
+    public string? ServiceZone { get; private set; }
+    /// <summary>--admin-address HOST:PORT: the admin endpoint, instead of (or without) the bootstrap's admin.address.</summary>
+    public string? AdminAddress { get; private set; }
+    /// <summary>--drain-strategy: gradual (default) or immediate.</summary>
+    public string DrainStrategy { get; private set; } = "gradual";
+    /// <summary>Flags accepted for compatibility that change nothing here, as given (logged once at debug level).</summary>
+    public List<string> Ignored { get; } = [];
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
 
@@ -46,11 +54,16 @@ public sealed class CommandLine
         Configuration (Envoy-compatible):
           -c, --config-path FILE        Envoy v3 bootstrap, YAML or JSON
               --config-yaml YAML        bootstrap given inline (instead of --config-path)
-              --mode serve|validate     serve (default), or check the configuration and exit
+              --mode serve|validate|init_only
+                                        serve (default); validate: check the configuration and exit;
+                                        init_only: load it, bind the listeners, and exit
               --concurrency N           worker event loops (default: number of cores)
           -l, --log-level LEVEL         trace|debug|info|warning|error|critical|off (default: info)
               --service-cluster NAME    local cluster name (node.cluster)
               --service-node NAME       local node id (node.id)
+              --service-zone ZONE       local zone (node.locality.zone)
+              --drain-strategy gradual|immediate
+                                        how connections are asked to go while draining (default: gradual)
               --drain-time-s N          seconds to drain connections on shutdown (default: 5)
               --max-connections N       cap on downstream connections over all listeners; past it new
                                         ones are closed at once (default: the bootstrap's overload
@@ -73,6 +86,10 @@ public sealed class CommandLine
               --buffer-limit-bytes N    per-connection buffer limit (watermark) both ways (default: 1048576)
         With a bootstrap, the connection manager's own fields apply instead (Envoy's names and defaults).
 
+        Admin endpoint (Envoy's admin API: /ready, /stats, /stats/prometheus, /server_info, /clusters,
+        /listeners, /config_dump, /quitquitquit, /drain_listeners, /healthcheck/fail|ok, /logging, ...):
+              --admin-address HOST:PORT serve it here (default: the bootstrap's admin.address, else off)
+
         Runtime API (Layotto's spec.proto.runtime.v1.Runtime: InvokeService, SayHello; h2c gRPC):
               --runtime-api ADDRESS     serve it on HOST:PORT or unix:PATH (unix:@NAME: abstract socket);
                                         default: the LAYOTTO_RUNTIME_API environment variable, else off.
@@ -80,10 +97,12 @@ public sealed class CommandLine
               --runtime-api-max-message-bytes N
                                         largest request or response message (default: 16777216)
 
-        Envoy flags accepted for compatibility and ignored: --disable-hot-restart,
-        --allow-unknown-static-fields, --local-address-ip-version, --drain-strategy,
-        --parent-shutdown-time-s, --file-flush-interval-msec, --log-format, --component-log-level,
-        --base-id, --restart-epoch.
+        Envoy flags accepted for compatibility (what pilot-agent passes, Istio 1.5 to today) that change
+        nothing here: --disable-hot-restart, --allow-unknown-static-fields, --skip-deprecated-logs,
+        --enable-core-dump, --log-format-escaped, --local-address-ip-version V, --parent-shutdown-time-s S,
+        --file-flush-interval-msec N, --file-flush-min-size-kb N, --log-format F, --component-log-level L,
+        --log-format-prefix-with-location N, --base-id N, --restart-epoch N, --max-obj-name-len N,
+        --bootstrap-version N, --log-path P. They are noted once at debug level.
 
           -h, --help                    this text
               --version                 print the version and exit
@@ -95,13 +114,17 @@ public sealed class CommandLine
         "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
         "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
         "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections",
-        "--runtime-api", "--runtime-api-max-message-bytes",
+        "--runtime-api", "--runtime-api-max-message-bytes", "--service-zone", "--admin-address", "--drain-strategy",
     ];
-    private static readonly HashSet<string> s_ignoredFlags = ["--disable-hot-restart", "--allow-unknown-static-fields"];
+    private static readonly HashSet<string> s_ignoredFlags =
+    [
+        "--disable-hot-restart", "--allow-unknown-static-fields", "--skip-deprecated-logs", "--enable-core-dump", "--log-format-escaped",
+    ];
     private static readonly HashSet<string> s_ignoredWithValue =
     [
-        "--local-address-ip-version", "--drain-strategy", "--parent-shutdown-time-s", "--file-flush-interval-msec",
-        "--log-format", "--component-log-level", "--base-id", "--restart-epoch", "--log-path",
+        "--local-address-ip-version", "--parent-shutdown-time-s", "--file-flush-interval-msec", "--file-flush-min-size-kb",
+        "--log-format", "--component-log-level", "--base-id", "--restart-epoch", "--log-path", "--max-obj-name-len",
+        "--log-format-prefix-with-location", "--bootstrap-version",
     ];
 
     public static bool TryParse(string[] args, [NotNullWhen(true)] out CommandLine? result, [NotNullWhen(false)] out string? error)
@@ -154,11 +177,30 @@ public sealed class CommandLine
                     break;
                 case "--mode":
                     c.Mode = value!;
-                    if (c.Mode is not ("serve" or "validate"))
+                    if (c.Mode is not ("serve" or "validate" or "init_only"))
                     {
-                        error = $"--mode must be serve or validate, not '{c.Mode}'";
+                        error = $"--mode must be serve, validate or init_only, not '{c.Mode}'";
                         return false;
                     }
+                    break;
+                case "--service-zone":
+                    c.ServiceZone = value;
+                    break;
+                case "--admin-address":
+                    if (!System.Net.IPEndPoint.TryParse(value!, out System.Net.IPEndPoint? admin) || admin.Port == 0 && !value!.EndsWith(":0", StringComparison.Ordinal))
+                    {
+                        error = $"--admin-address takes HOST:PORT with an IP address, not '{value}'";
+                        return false;
+                    }
+                    c.AdminAddress = value;
+                    break;
+                case "--drain-strategy":
+                    if (value is not ("gradual" or "immediate"))
+                    {
+                        error = $"--drain-strategy must be gradual or immediate, not '{value}'";
+                        return false;
+                    }
+                    c.DrainStrategy = value;
                     break;
                 case "--listen":
                     c.Listen = value;
@@ -268,12 +310,9 @@ public sealed class CommandLine
                     c.RuntimeApiMaxMessageBytes = messageLimit;
                     break;
                 default:
-                    if (s_ignoredFlags.Contains(arg))
+                    if (s_ignoredFlags.Contains(arg) || s_ignoredWithValue.Contains(arg))
                     {
-                        break;
-                    }
-                    if (s_ignoredWithValue.Contains(arg))
-                    {
+                        c.Ignored.Add(value == null ? arg : $"{arg} {value}");
                         break;
                     }
                     error = $"unknown option '{args[i]}'";

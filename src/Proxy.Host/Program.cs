@@ -50,7 +50,12 @@ public static class Program
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", options.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         ProxyLog.Level = ProxyLog.Parse(options.LogLevel);
+        foreach (string ignored in options.Ignored)
+        {
+            ProxyLog.Write(LogLevel.Debug, $"command line: {ignored}: accepted for Envoy compatibility; no effect here");
+        }
         var pools = new UpstreamPools();
+        System.Net.IPEndPoint? adminAddress = options.AdminAddress != null ? System.Net.IPEndPoint.Parse(options.AdminAddress) : null;
         ProxySnapshot snapshot;
         IReadOnlyList<string> watched = [];
         Proxy.Xds.Config.AdsBootstrap? ads = null;
@@ -64,7 +69,9 @@ public static class Program
         }
         else if (options.ConfigPath != null || options.ConfigYaml != null)
         {
-            (snapshot, watched, ads) = LoadBootstrap(options, pools, logWarnings: true);
+            System.Net.IPEndPoint? fromBootstrap;
+            (snapshot, watched, ads, fromBootstrap) = LoadBootstrap(options, pools, logWarnings: true);
+            adminAddress ??= fromBootstrap;
         }
         else
         {
@@ -95,6 +102,13 @@ public static class Program
         {
             ProxyLog.Write(LogLevel.Info, $"listening on {listener.LocalEndPoint}");
         }
+        if (options.Mode == "init_only")
+        {
+            // Envoy's init_only: everything loaded and bound, then exit.
+            server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+            Console.Out.WriteLine("initialized");
+            return 0;
+        }
         Proxy.Core.Runtime.RuntimeApiServer? runtime = null;
         if (options.RuntimeApi != null)
         {
@@ -123,7 +137,7 @@ public static class Program
             ? StartSwapping(server, options)
             : null;
         Proxy.Host.Bootstrap.FileConfigWatcher? watcher = watched.Count > 0
-            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
+            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
             : null;
         Proxy.Xds.AdsClient? xds = null;
         if (ads != null)
@@ -131,20 +145,51 @@ public static class Program
             // Envoy's --service-node and --service-cluster override the bootstrap's node.id and node.cluster.
             ads.Node.Id = options.ServiceNode ?? ads.Node.Id;
             ads.Node.Cluster = options.ServiceCluster ?? ads.Node.Cluster;
+            if (options.ServiceZone != null)
+            {
+                ads.Node.Locality ??= new Proxy.Xds.Api.Core.Locality();
+                ads.Node.Locality.Zone = options.ServiceZone;
+            }
             var state = new Proxy.Xds.XdsState(pools, [.. snapshot.Clusters.Values], snapshot.Listeners);
             xds = new Proxy.Xds.AdsClient(state, ads, server.ApplyAsync);
             ProxyLog.Write(LogLevel.Info, $"xds: {(ads.Delta ? "delta" : "state-of-the-world")} ADS to {ads.Target} as node '{ads.Node.Id}'");
         }
-        using var stop = new ManualResetEventSlim();
-        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
-        using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
-        stop.Wait();
+        using var lifecycle = new Admin.ServerLifecycle(server, xds != null ? () => xds.Initialized : null, options.Concurrency);
+        Admin.AdminServer? admin = null;
+        if (adminAddress != null)
+        {
+            try
+            {
+                admin = new Admin.AdminServer(adminAddress, new Admin.AdminContext
+                {
+                    Server = server,
+                    Lifecycle = lifecycle,
+                    Options = options,
+                    NodeJson = ads != null ? Google.Protobuf.JsonFormatter.Default.Format(ads.Node) : "{}",
+                    DrainListeners = inboundOnly => server.DrainListenersAsync(inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null),
+                });
+                admin.Start();
+                ProxyLog.Write(LogLevel.Info, $"admin endpoint on {admin.EndPoint}");
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                Console.Error.WriteLine($"layotto-fast: cannot serve the admin endpoint on {adminAddress}: {e.Message}");
+                xds?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+                server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
+                return 1;
+            }
+        }
+        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; lifecycle.RequestStop(); });
+        using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; lifecycle.RequestStop(); });
+        lifecycle.WaitForStop();
+        lifecycle.StartDraining();
         ProxyLog.Write(LogLevel.Info, $"draining for up to {options.DrainTimeSeconds} s ({Proxy.Core.Forwarding.Exchange.ActiveCount} requests in flight)");
         watcher?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         xds?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         runtime?.StopAcceptingAndDrainAsync().Wait(TimeSpan.FromSeconds(1));
         server.DrainAsync(TimeSpan.FromSeconds(options.DrainTimeSeconds)).Wait();
         runtime?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
+        admin?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
         return 0;
     }
@@ -166,7 +211,7 @@ public static class Program
     }
 
     /// <summary>The bootstrap and the files its filesystem subscriptions name; the list is what to watch for changes.</summary>
-    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
+    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads, System.Net.IPEndPoint? Admin) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
     {
         string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
         var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
@@ -187,7 +232,7 @@ public static class Program
         {
             files.Add(options.ConfigPath);
         }
-        return (snapshot, files, loader.Ads);
+        return (snapshot, files, loader.Ads, loader.AdminAddress);
     }
 
     private static string ReadConfig(string path)

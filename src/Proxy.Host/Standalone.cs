@@ -12,7 +12,8 @@ public static class Standalone
         IPEndPoint listenAt = ParseEndPoint(listen, "--listen");
         EndPoint target = ParseEndPoint(upstream, "--upstream");
         UpstreamProtocol upstreamProtocol = protocol is "h2" or "grpc" ? UpstreamProtocol.Http2 : UpstreamProtocol.Http1;
-        var cluster = new Cluster("upstream", upstreamProtocol, [pools.Endpoint(target, upstreamProtocol)], TimeSpan.FromSeconds(5));
+        ClusterState state = pools.ClusterState("upstream");
+        var cluster = new Cluster("upstream", upstreamProtocol, [pools.Endpoint(target, upstreamProtocol, cluster: state)], TimeSpan.FromSeconds(5)) { State = state };
         var route = new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero);
         var host = new VirtualHost("all", ["*"], [route]);
         var listener = new ListenerConfig("listener", listenAt, new RouteConfiguration("standalone", [host]))
@@ -29,6 +30,7 @@ public static class Standalone
         PrefaceTimeout = TimeSpan.FromSeconds(c.PrefaceTimeoutSeconds),
         IdleTimeout = TimeSpan.FromSeconds(c.IdleTimeoutSeconds),
         BufferLimit = c.BufferLimitBytes,
+        Stats = ListenerOptions.Standalone.Stats,
     };
 
     public static IPEndPoint ParseEndPoint(string text, string what)

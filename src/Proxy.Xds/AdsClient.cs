@@ -65,6 +65,36 @@ public sealed class AdsClient : IAsyncDisposable
     public int Accepted { get; private set; }
     public int Rejected { get; private set; }
 
+    /// <summary>
+    /// Envoy's initialization: a CDS and an LDS response were accepted and nothing they brought is still
+    /// warming. Until then the server is not ready (admin /ready answers 503, server.state INITIALIZING).
+    /// </summary>
+    public bool Initialized => Volatile.Read(ref _initialized);
+
+    private bool _initialized;
+    private bool _clustersReceived;
+    private bool _listenersReceived;
+
+    private static readonly Dictionary<XdsResourceType, (Counter Success, Counter Rejected, Counter Attempt)> s_updateStats = new()
+    {
+        [XdsResourceType.Cluster] = UpdateStats("cluster_manager", "cds"),
+        [XdsResourceType.Listener] = UpdateStats("listener_manager", "lds"),
+        [XdsResourceType.Route] = UpdateStats("xds", "rds"),
+        [XdsResourceType.Endpoint] = UpdateStats("xds", "eds"),
+    };
+
+    private static (Counter, Counter, Counter) UpdateStats(string scope, string name) =>
+        (StatsStore.Default.Counter(scope, name, "update_success"), StatsStore.Default.Counter(scope, name, "update_rejected"), StatsStore.Default.Counter(scope, name, "update_attempt"));
+
+    private void CheckInitialized()
+    {
+        if (!_initialized && _clustersReceived && _listenersReceived && !_state.Warming)
+        {
+            Volatile.Write(ref _initialized, true);
+            ProxyLog.Write(LogLevel.Info, "xds: initial clusters and listeners applied; initialized");
+        }
+    }
+
     /// <summary>Raised after each response has been handled (after the ACK or NACK was sent).</summary>
     public event Action<XdsUpdate>? Updated;
 
@@ -452,6 +482,11 @@ public sealed class AdsClient : IAsyncDisposable
     private XdsUpdate Rejection(XdsResourceType type, int count, string error, long start)
     {
         Rejected++;
+        if (s_updateStats.TryGetValue(type, out var stats))
+        {
+            stats.Attempt.Inc();
+            stats.Rejected.Inc();
+        }
         ProxyLog.Write(LogLevel.Error, $"xds: {type} update rejected (NACK), the previous configuration keeps serving: {error}");
         return new XdsUpdate(type, count, 0, false, error, Stopwatch.GetElapsedTime(start), false);
     }
@@ -484,6 +519,14 @@ public sealed class AdsClient : IAsyncDisposable
                 elapsed = Stopwatch.GetElapsedTime(start);
             }
             Accepted++;
+            if (s_updateStats.TryGetValue(type, out var stats))
+            {
+                stats.Attempt.Inc();
+                stats.Success.Inc();
+            }
+            _clustersReceived |= type == XdsResourceType.Cluster;
+            _listenersReceived |= type == XdsResourceType.Listener;
+            CheckInitialized();
             LogNewWarnings();
             ProxyLog.Write(LogLevel.Debug, $"xds: {type} update applied: {resources.Count} resources, {removed.Count} removed, {elapsed.TotalMilliseconds:F1} ms to {(snapshot != null ? "swap" : "no change")}");
             return new XdsUpdate(type, resources.Count, removed.Count, true, null, elapsed, snapshot != null);
@@ -518,6 +561,7 @@ public sealed class AdsClient : IAsyncDisposable
                     {
                         await _publish(snapshot);
                     }
+                    CheckInitialized();
                 }
                 catch (ConfigException e)
                 {

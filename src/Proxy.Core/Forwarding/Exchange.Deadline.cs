@@ -190,6 +190,7 @@ public sealed partial class Exchange
                 Finish();
                 return;
             }
+            _cluster?.State.Stats.UpstreamRqTimeout.Inc();
             SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream request timeout");
         }
     }

@@ -146,6 +146,8 @@ public sealed partial class Exchange
         _requestEndSent = false;
         _attempt++;
         _retryScheduled = true;
+        _upstreamTicks = 0;
+        _cluster.State.Stats.UpstreamRqRetry.Inc();
 
         // Replay: the body so far (its prefix was already credited to the client), then the trailers.
         int credited = _retained.Count - _requestPending.Count;
@@ -213,6 +215,7 @@ public sealed partial class Exchange
             _up.ScheduleFlush();
         }
         _upstreamClosed = true;
+        _cluster?.State.Stats.UpstreamRqTimeout.Inc();
         SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream per-try timeout");
         return true;
     }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Text;
 using Microsoft.Extensions.ObjectPool;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
@@ -70,6 +71,12 @@ public sealed partial class Exchange
     /// </summary>
     private static long s_active;
 
+    // Stats: when the request came and when the current upstream attempt went out (Stopwatch ticks), and
+    // the connection manager's stats to count it in (null for requests from inside the proxy).
+    private long _startTicks;
+    private long _upstreamTicks;
+    private Diagnostics.HttpConnectionManagerStats? _hcm;
+
     /// <summary>Exchanges in flight in this process (what a graceful shutdown waits for).</summary>
     public static long ActiveCount => Volatile.Read(ref s_active);
 
@@ -129,6 +136,11 @@ public sealed partial class Exchange
             }
             (RequestHeaders, headers) = (headers, RequestHeaders);
             _requestComplete = endStream;
+            _startTicks = System.Diagnostics.Stopwatch.GetTimestamp();
+            if ((_hcm = options?.Stats) != null)
+            {
+                _hcm.DownstreamRqTotal.Inc();
+            }
             ScanRequest();
             if (options != null && options.HttpRbac.Length > 0 && !AllowedByRbac(options.HttpRbac))
             {
@@ -464,6 +476,8 @@ public sealed partial class Exchange
             }
             _up = connection;
             EndPending();
+            _upstreamTicks = System.Diagnostics.Stopwatch.GetTimestamp();
+            _cluster?.State.Stats.UpstreamRqTotal.Inc();
             if (_retry is { PerTryTimeout: var perTry } && perTry > TimeSpan.Zero)
             {
                 ArmPerTryTimeout(perTry);
@@ -509,6 +523,10 @@ public sealed partial class Exchange
                 return;
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
+            if (_cluster != null && ResponseStatus() is var status and >= 200)
+            {
+                _cluster.State.Stats.Responded(status);
+            }
             if (_cluster?.OutlierDetection != null)
             {
                 RecordResponseOutcome();
@@ -820,6 +838,7 @@ public sealed partial class Exchange
         }
         _finished = true;
         _shadow = null;
+        CountFinished();
         EndPending();
         _pool?.RequestEnded();
         if (_clusterCounted)
@@ -847,6 +866,34 @@ public sealed partial class Exchange
         _generation++;
         Interlocked.Decrement(ref s_active);
         s_pool.Return(this);
+    }
+
+    /// <summary>The response status now in <see cref="ResponseHeaders"/> (0 when there is none).</summary>
+    private int ResponseStatus()
+    {
+        int index = ResponseHeaders.IndexOf(":status"u8);
+        return index >= 0 && Utf8Parser.TryParse(ResponseHeaders.Value(index), out int status, out _) ? status : 0;
+    }
+
+    /// <summary>The request's stats: the downstream status class and time, the last upstream attempt's time.</summary>
+    private void CountFinished()
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (_hcm != null)
+        {
+            int status = _responseStarted ? ResponseStatus() : 0;
+            if (status is >= 100 and < 600)
+            {
+                _hcm.DownstreamRqClass[(status / 100) - 1].Inc();
+            }
+            _hcm.DownstreamRqTime.RecordTicks(now - _startTicks);
+            _hcm = null;
+        }
+        if (_upstreamTicks != 0)
+        {
+            _cluster?.State.Stats.UpstreamRqTime.RecordTicks(now - _upstreamTicks);
+            _upstreamTicks = 0;
+        }
     }
 
     private void Reset()

@@ -230,6 +230,7 @@ public sealed class Cluster
         if (ejected == 0 || (ejected + 1) * 100.0 <= Endpoints.Length * policy.MaxEjectionPercent)
         {
             endpoint.Pool.Eject(policy);
+            State.Stats.OutlierEjectionsTotal.Inc();
         }
     }
 

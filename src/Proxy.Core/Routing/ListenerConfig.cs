@@ -37,7 +37,11 @@ public sealed class ListenerOptions
         RequestHeadersTimeout = TimeSpan.FromSeconds(30),
         PrefaceTimeout = TimeSpan.FromSeconds(10),
         IdleTimeout = TimeSpan.FromMinutes(5),
+        Stats = Diagnostics.HttpConnectionManagerStats.For("ingress_http"),
     };
+
+    /// <summary>The HTTP connection manager's stats (its stat_prefix); null: not counted.</summary>
+    public Diagnostics.HttpConnectionManagerStats? Stats { get; init; }
 
     /// <summary>per_connection_buffer_limit_bytes: the high watermark of each connection's queues (1 MiB).</summary>
     public int BufferLimit { get; init; } = Transport.SocketConnection.DefaultBufferLimit;

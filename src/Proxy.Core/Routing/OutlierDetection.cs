@@ -1,3 +1,5 @@
+using Proxy.Core.Diagnostics;
+
 namespace Proxy.Core.Routing;
 
 /// <summary>
@@ -43,8 +45,17 @@ public sealed class ClusterState
 
     private int _pending;
     private long _connections;
+    private readonly string _name = "";
+    private ClusterStats? _stats;
 
-    public string Name { get; init; } = "";
+    public string Name
+    {
+        get => _name;
+        init => _name = value;
+    }
+
+    /// <summary>Envoy's cluster.NAME.* stats (registered on first use; a nameless test cluster's are not shown).</summary>
+    public ClusterStats Stats => _stats ?? Interlocked.CompareExchange(ref _stats, new ClusterStats(this), null) ?? _stats;
 
     /// <summary>per_connection_buffer_limit_bytes of the current snapshot: the watermark of each upstream connection.</summary>
     public int BufferLimit { get; set; } = Transport.SocketConnection.DefaultBufferLimit;
@@ -66,6 +77,7 @@ public sealed class ClusterState
             }
             if (Interlocked.CompareExchange(ref _connections, current + 1, current) == current)
             {
+                Stats.UpstreamCxTotal.Inc();
                 return true;
             }
         }
@@ -78,9 +90,53 @@ public sealed class ClusterState
     public void PendingStarted() => Interlocked.Increment(ref _pending);
     public void PendingEnded() => Interlocked.Decrement(ref _pending);
 
-    private long _overflows;
-
     /// <summary>Requests failed at once by the circuit breakers (Envoy's upstream_rq_pending_overflow).</summary>
-    public long Overflows => Volatile.Read(ref _overflows);
-    public void Overflowed() => Interlocked.Increment(ref _overflows);
+    public long Overflows => Stats.UpstreamRqPendingOverflow.Value;
+    public void Overflowed() => Stats.UpstreamRqPendingOverflow.Inc();
+}
+
+/// <summary>A cluster's stats under Envoy's names; the exchange and the pools write them directly.</summary>
+public sealed class ClusterStats
+{
+    private const string Tag = "envoy_cluster_name";
+
+    internal ClusterStats(ClusterState state)
+    {
+        StatsStore store = state.Name.Length == 0 ? new StatsStore() : StatsStore.Default;
+        string name = state.Name;
+        UpstreamRqTotal = store.Counter("cluster", name, "upstream_rq_total", Tag);
+        UpstreamRqClass = [.. Enumerable.Range(1, 5).Select(c => store.Counter("cluster", name, $"upstream_rq_{c}xx", Tag))];
+        UpstreamRqTime = store.Histogram("cluster", name, "upstream_rq_time", Tag);
+        UpstreamRqRetry = store.Counter("cluster", name, "upstream_rq_retry", Tag);
+        UpstreamRqTimeout = store.Counter("cluster", name, "upstream_rq_timeout", Tag);
+        UpstreamRqPendingOverflow = store.Counter("cluster", name, "upstream_rq_pending_overflow", Tag);
+        UpstreamCxTotal = store.Counter("cluster", name, "upstream_cx_total", Tag);
+        UpstreamCxConnectFail = store.Counter("cluster", name, "upstream_cx_connect_fail", Tag);
+        OutlierEjectionsTotal = store.Counter("cluster", name, "outlier_detection.ejections_enforced_total", Tag);
+        store.Gauge("cluster", name, "upstream_rq_active", Tag, () => state.ActiveRequests);
+        store.Gauge("cluster", name, "upstream_rq_pending_active", Tag, () => state.PendingRequests);
+        store.Gauge("cluster", name, "upstream_cx_active", Tag, () => state.Connections);
+    }
+
+    public Counter UpstreamRqTotal { get; }
+
+    /// <summary>upstream_rq_1xx … upstream_rq_5xx, by index class - 1.</summary>
+    public Counter[] UpstreamRqClass { get; }
+
+    public Histogram UpstreamRqTime { get; }
+    public Counter UpstreamRqRetry { get; }
+    public Counter UpstreamRqTimeout { get; }
+    public Counter UpstreamRqPendingOverflow { get; }
+    public Counter UpstreamCxTotal { get; }
+    public Counter UpstreamCxConnectFail { get; }
+    public Counter OutlierEjectionsTotal { get; }
+
+    /// <summary>A response from upstream (or the proxy's answer for it: 503 on a failed connect, 504 on a timeout).</summary>
+    public void Responded(int status)
+    {
+        if (status is >= 100 and < 600)
+        {
+            UpstreamRqClass[(status / 100) - 1].Inc();
+        }
+    }
 }

@@ -29,6 +29,7 @@ public sealed class ProxyListener : IAsyncDisposable
     private readonly Timer _sweep;
     private int _sweeping;
     private readonly Func<ListenerConfig> _configSource;
+    private ListenerStats? _stats;
 
     public ProxyListener(ListenerConfig config, Func<ListenerConfig?> current)
         : this(config, current, config.Address, http2: null)
@@ -68,6 +69,7 @@ public sealed class ProxyListener : IAsyncDisposable
             throw;
         }
         BoundEndPoint = _socket.LocalEndPoint ?? bind;
+        _stats = _http2 == null ? new ListenerStats(ListenerStats.AddressName(config.Address.Port == 0 ? BoundEndPoint : config.Address)) : null;
         _configSource = () => Config;
         _sweep = new Timer(static state => ((ProxyListener)state!).Sweep(), this, Timeout.Infinite, Timeout.Infinite);
     }
@@ -94,6 +96,9 @@ public sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <summary>The listener's configuration now (a listener being drained keeps its last one).</summary>
+    /// <summary>The listener's name (its configuration's).</summary>
+    public string Name => _last.Name;
+
     internal ListenerConfig Config
     {
         get
@@ -152,6 +157,7 @@ public sealed class ProxyListener : IAsyncDisposable
             }
             if (!DownstreamLimits.TryOpen())
             {
+                _stats?.DownstreamCxOverflow.Inc();
                 // Over the process-wide cap: close at once (the client sees a reset), counted.
                 accepted.LingerState = new LingerOption(true, 0);
                 accepted.Dispose();
@@ -168,9 +174,30 @@ public sealed class ProxyListener : IAsyncDisposable
             }
             var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
             var sniffer = new Sniffer(this, connection, options);
+            Opened(options);
             _connections.TryAdd(sniffer, 0);
             _ = connection.RunAsync(sniffer);
         }
+    }
+
+    private void Opened(ListenerOptions options)
+    {
+        if (_stats != null)
+        {
+            _stats.DownstreamCxTotal.Inc();
+            _stats.DownstreamCxActive.Inc();
+        }
+        if (options.Stats is { } hcm)
+        {
+            hcm.DownstreamCxTotal.Inc();
+            hcm.DownstreamCxActive.Inc();
+        }
+    }
+
+    private void Closed(ListenerOptions options)
+    {
+        _stats?.DownstreamCxActive.Dec();
+        options.Stats?.DownstreamCxActive.Dec();
     }
 
     private static bool AllowedByNetworkRbac(RbacPolicySet rbac, Socket socket)
@@ -285,6 +312,7 @@ public sealed class ProxyListener : IAsyncDisposable
         {
             listener._connections.TryRemove(this, out _);
             DownstreamLimits.Closed();
+            listener.Closed(options);
             _chosen?.OnClosed();
         }
 

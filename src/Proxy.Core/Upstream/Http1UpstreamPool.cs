@@ -25,6 +25,8 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         }
     }
 
+    public override int OpenConnections => OpenCount;
+
     public int IdleCount
     {
         get
@@ -83,7 +85,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
             {
                 _open--;
             }
-            ReleaseConnection();
+            ConnectFailed();
             exchange.OnUpstreamFailed(generation, error!);
             return;
         }

@@ -19,6 +19,8 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     public EndPoint Address { get; } = address;
 
+    public override int OpenConnections => ConnectionCount;
+
     public int ConnectionCount
     {
         get
@@ -84,7 +86,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         if (socket == null)
         {
             List<(Exchange, int)> failed;
-            ReleaseConnection();
+            ConnectFailed();
             lock (_connections)
             {
                 _connecting--;

@@ -25,6 +25,16 @@ public abstract class UpstreamPool
 
     protected void ReleaseConnection() => Cluster?.ReleaseConnection();
 
+    /// <summary>A connection attempt failed: its slot is given back and the failure counted (upstream_cx_connect_fail).</summary>
+    protected void ConnectFailed()
+    {
+        Cluster?.ReleaseConnection();
+        Cluster?.Stats.UpstreamCxConnectFail.Inc();
+    }
+
+    /// <summary>Connections open (or being opened) to this endpoint, for the admin endpoint.</summary>
+    public abstract int OpenConnections { get; }
+
     /// <summary>Requests in flight to this endpoint, across snapshots (the least-request balancer reads it).</summary>
     public int ActiveRequests => Volatile.Read(ref _activeRequests);
 

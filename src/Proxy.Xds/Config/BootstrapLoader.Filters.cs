@@ -30,6 +30,8 @@ public sealed partial class BootstrapLoader
         var defaults = ListenerOptions.Envoy;
         return new ListenerOptions
         {
+            // Envoy requires stat_prefix; a configuration without one still gets its stats under "http".
+            Stats = Proxy.Core.Diagnostics.HttpConnectionManagerStats.For(hcm["stat_prefix"].String() is { Length: > 0 } prefix ? prefix : "http"),
             BufferLimit = bufferLimit,
             RequestHeadersTimeout = hcm["request_headers_timeout"].Duration() ?? defaults.RequestHeadersTimeout,
             StreamIdleTimeout = hcm["stream_idle_timeout"].Duration() ?? defaults.StreamIdleTimeout,

@@ -174,16 +174,27 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         return max;
     }
 
+    /// <summary>admin.address: where the admin endpoint listens (none when the bootstrap has no admin).</summary>
+    public IPEndPoint? AdminAddress { get; private set; }
+
     public ProxySnapshot Load(string text, string origin)
     {
         ConfigNode root = ConfigNode.Parse(text, origin);
         ConfigNode statics = root["static_resources"];
-        foreach (string ignored in new[] { "admin", "stats_sinks", "tracing" })
+        foreach (string ignored in new[] { "stats_sinks", "tracing" })
         {
             if (root[ignored].Exists)
             {
                 Warn(root[ignored], "not honoured yet");
             }
+        }
+        if (root["admin"]["address"]["socket_address"].Exists)
+        {
+            AdminAddress = (IPEndPoint)ParseSocketAddress(root["admin"]["address"]["socket_address"], allowNames: false);
+        }
+        else if (root["admin"]["address"].Exists)
+        {
+            Warn(root["admin"]["address"], "only a socket_address is served for the admin endpoint; no admin endpoint");
         }
         MaxDownstreamConnections = ReadMaxDownstreamConnections(root);
         ConfigNode dynamic = root["dynamic_resources"];

@@ -1,0 +1,365 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+
+namespace Proxy.Core.Diagnostics;
+
+/// <summary>
+/// Striped cells: one 64-byte line per processor slot, so threads on different cores never write the
+/// same cache line. Writers add to their processor's cell (an uncontended interlocked add, no lock, no
+/// allocation); a read sums the cells.
+/// </summary>
+internal static class Stripes
+{
+    public const int LineLongs = 8; // 64 bytes
+    public static readonly int Count = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+    public static readonly int Mask = Count - 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Line() => (Thread.GetCurrentProcessorId() & Mask) * LineLongs;
+}
+
+/// <summary>Stat kinds, as Envoy names them.</summary>
+public enum StatKind : byte
+{
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// <summary>
+/// A stat's identity: Envoy's flat name (<c>cluster.NAME.upstream_rq_total</c>) and the Prometheus name
+/// and tags Envoy's default tag extraction gives it (<c>envoy_cluster_upstream_rq_total{envoy_cluster_name="NAME"}</c>).
+/// </summary>
+public abstract class Stat
+{
+    protected Stat(string name, string promName, string labels)
+    {
+        Name = name;
+        PrometheusName = promName;
+        Labels = labels;
+    }
+
+    public string Name { get; }
+
+    public string PrometheusName { get; }
+
+    /// <summary>The Prometheus labels, rendered (<c>envoy_cluster_name="x"</c>), or empty.</summary>
+    public string Labels { get; }
+
+    public abstract StatKind Kind { get; }
+
+    /// <summary>Whether it was ever written (Envoy's "used", for <c>usedonly</c>).</summary>
+    public abstract bool Used { get; }
+}
+
+/// <summary>A monotonically increasing count (Envoy's counter).</summary>
+public sealed class Counter : Stat
+{
+    private readonly long[] _cells = new long[Stripes.Count * Stripes.LineLongs];
+    private long _resetBase;
+
+    internal Counter(string name, string promName, string labels)
+        : base(name, promName, labels)
+    {
+    }
+
+    public override StatKind Kind => StatKind.Counter;
+
+    public override bool Used => Sum() != 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Inc() => Interlocked.Increment(ref _cells[Stripes.Line()]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Add(long value) => Interlocked.Add(ref _cells[Stripes.Line()], value);
+
+    private long Sum()
+    {
+        long sum = 0;
+        for (int i = 0; i < _cells.Length; i += Stripes.LineLongs)
+        {
+            sum += Volatile.Read(ref _cells[i]);
+        }
+        return sum;
+    }
+
+    /// <summary>The count since the last <see cref="Reset"/> (admin's reset_counters).</summary>
+    public long Value => Sum() - Volatile.Read(ref _resetBase);
+
+    /// <summary>The count since start, what Prometheus is given (a counter it scrapes never goes down).</summary>
+    public long Total => Sum();
+
+    public void Reset() => Volatile.Write(ref _resetBase, Sum());
+}
+
+/// <summary>A value that goes up and down, or one read from its owner when asked.</summary>
+public sealed class Gauge : Stat
+{
+    private readonly Func<long>? _read;
+    private long _value;
+    private bool _used;
+
+    internal Gauge(string name, string promName, string labels, Func<long>? read)
+        : base(name, promName, labels)
+    {
+        _read = read;
+        _used = read != null;
+    }
+
+    public override StatKind Kind => StatKind.Gauge;
+
+    public override bool Used => _used;
+
+    public long Value => _read?.Invoke() ?? Volatile.Read(ref _value);
+
+    public void Set(long value)
+    {
+        Volatile.Write(ref _value, value);
+        _used = true;
+    }
+
+    public void Inc()
+    {
+        Interlocked.Increment(ref _value);
+        _used = true;
+    }
+
+    public void Dec() => Interlocked.Decrement(ref _value);
+}
+
+/// <summary>
+/// A latency histogram in milliseconds with Envoy's default bucket bounds, striped like a counter: a
+/// record is one bucket increment and one sum add on the recording processor's line.
+/// </summary>
+public sealed class Histogram : Stat
+{
+    /// <summary>Envoy's default histogram buckets (ms).</summary>
+    public static readonly double[] Bounds = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
+
+    // Per stripe: Bounds.Length + 1 buckets (the last is +Inf) and the sum in microseconds, padded to lines.
+    private static readonly int Stride = (Bounds.Length + 2 + Stripes.LineLongs - 1) / Stripes.LineLongs * Stripes.LineLongs;
+    private readonly long[] _cells = new long[Stripes.Count * Stride];
+
+    internal Histogram(string name, string promName, string labels)
+        : base(name, promName, labels)
+    {
+    }
+
+    public override StatKind Kind => StatKind.Histogram;
+
+    public override bool Used => Count != 0;
+
+    /// <summary>Records a duration given as <see cref="System.Diagnostics.Stopwatch"/> ticks.</summary>
+    public void RecordTicks(long ticks)
+    {
+        long micros = ticks * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
+        double ms = micros / 1000.0;
+        int bucket = 0;
+        while (bucket < Bounds.Length && ms > Bounds[bucket])
+        {
+            bucket++;
+        }
+        int line = (Thread.GetCurrentProcessorId() & Stripes.Mask) * Stride;
+        Interlocked.Increment(ref _cells[line + bucket]);
+        Interlocked.Add(ref _cells[line + Bounds.Length + 1], micros);
+    }
+
+    /// <summary>Per-bucket counts (not cumulative; the last is above every bound), summed over stripes.</summary>
+    public long[] Buckets()
+    {
+        var buckets = new long[Bounds.Length + 1];
+        for (int s = 0; s < Stripes.Count; s++)
+        {
+            for (int b = 0; b < buckets.Length; b++)
+            {
+                buckets[b] += Volatile.Read(ref _cells[s * Stride + b]);
+            }
+        }
+        return buckets;
+    }
+
+    public long Count => Buckets().Sum();
+
+    /// <summary>The sum of recorded values, in milliseconds.</summary>
+    public double SumMs
+    {
+        get
+        {
+            long micros = 0;
+            for (int s = 0; s < Stripes.Count; s++)
+            {
+                micros += Volatile.Read(ref _cells[s * Stride + Bounds.Length + 1]);
+            }
+            return micros / 1000.0;
+        }
+    }
+
+    /// <summary>An estimate of the q-quantile (0..1) from the buckets (linear within a bucket); NaN when empty.</summary>
+    public double Quantile(double q)
+    {
+        long[] buckets = Buckets();
+        long total = buckets.Sum();
+        if (total == 0)
+        {
+            return double.NaN;
+        }
+        double rank = q * total;
+        long seen = 0;
+        for (int b = 0; b < buckets.Length; b++)
+        {
+            if (buckets[b] > 0 && seen + buckets[b] >= rank)
+            {
+                double low = b == 0 ? 0 : Bounds[b - 1];
+                double high = b < Bounds.Length ? Bounds[b] : Bounds[^1];
+                return low + ((high - low) * Math.Clamp((rank - seen) / buckets[b], 0, 1));
+            }
+            seen += buckets[b];
+        }
+        return Bounds[^1];
+    }
+}
+
+/// <summary>
+/// The proxy's stats, by Envoy's names. Stats are created once (a cluster's when the cluster is first
+/// seen, a listener's when it is first started) and kept across configuration pushes, so counts carry on
+/// when a route or cluster is replaced; the hot path holds direct references and never looks a name up.
+/// </summary>
+public sealed class StatsStore
+{
+    private readonly ConcurrentDictionary<string, Stat> _stats = new(StringComparer.Ordinal);
+
+    /// <summary>The process's store (what the admin endpoint shows).</summary>
+    public static StatsStore Default { get; } = new();
+
+    /// <summary>
+    /// A counter named <c>{scope}.{scopeName}.{stat}</c> (scopeName may be null for server-wide stats);
+    /// <paramref name="tag"/> names the Prometheus label for scopeName, as Envoy's tag extraction would.
+    /// </summary>
+    public Counter Counter(string scope, string? scopeName, string stat, string? tag = null) =>
+        (Counter)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Counter, a.scope, a.scopeName, a.stat, a.tag, null, name), (scope, scopeName, stat, tag));
+
+    public Gauge Gauge(string scope, string? scopeName, string stat, string? tag = null, Func<long>? read = null) =>
+        (Gauge)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Gauge, a.scope, a.scopeName, a.stat, a.tag, a.read, name), (scope, scopeName, stat, tag, read));
+
+    public Histogram Histogram(string scope, string? scopeName, string stat, string? tag = null) =>
+        (Histogram)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Histogram, a.scope, a.scopeName, a.stat, a.tag, null, name), (scope, scopeName, stat, tag));
+
+    /// <summary>Every stat, in name order.</summary>
+    public List<Stat> All()
+    {
+        var all = new List<Stat>(_stats.Values);
+        all.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
+        return all;
+    }
+
+    public void ResetCounters()
+    {
+        foreach (Stat stat in _stats.Values)
+        {
+            (stat as Counter)?.Reset();
+        }
+    }
+
+    private static string Flat(string scope, string? scopeName, string stat) =>
+        scopeName == null ? $"{scope}.{stat}" : $"{scope}.{scopeName}.{stat}";
+
+    private static Stat Make(StatKind kind, string scope, string? scopeName, string stat, string? tag, Func<long>? read, string name)
+    {
+        // Envoy's default tag extraction: the scope name becomes a label, and a response-code class in
+        // the last segment (upstream_rq_2xx) becomes envoy_response_code_class with "_xx" in the name.
+        string promStat = stat;
+        var labels = new List<string>();
+        if (scopeName != null && tag != null)
+        {
+            labels.Add($"{tag}=\"{Escape(scopeName)}\"");
+        }
+        int dot = promStat.LastIndexOf('.');
+        string last = promStat[(dot + 1)..];
+        if (last.Length > 4 && last.EndsWith("xx", StringComparison.Ordinal) && last[^3] is >= '1' and <= '5' && last[^4] == '_')
+        {
+            labels.Insert(0, $"envoy_response_code_class=\"{last[^3]}\"");
+            promStat = promStat[..(promStat.Length - 3)] + "xx";
+        }
+        string prefix = scopeName != null && tag == null ? $"{scope}.{scopeName}.{promStat}" : $"{scope}.{promStat}";
+        string promName = "envoy_" + Sanitize(prefix);
+        string rendered = string.Join(',', labels);
+        return kind switch
+        {
+            StatKind.Counter => new Counter(name, promName, rendered),
+            StatKind.Gauge => new Gauge(name, promName, rendered, read),
+            _ => new Histogram(name, promName, rendered),
+        };
+    }
+
+    private static string Sanitize(string name)
+    {
+        var chars = name.ToCharArray();
+        for (int i = 0; i < chars.Length; i++)
+        {
+            if (!char.IsAsciiLetterOrDigit(chars[i]) && chars[i] != '_')
+            {
+                chars[i] = '_';
+            }
+        }
+        return new string(chars);
+    }
+
+    private static string Escape(string value) => value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+}
+
+/// <summary>An HTTP connection manager's stats (<c>http.STAT_PREFIX.*</c>), shared by every listener with that prefix.</summary>
+public sealed class HttpConnectionManagerStats
+{
+    private const string Tag = "envoy_http_conn_manager_prefix";
+
+    private HttpConnectionManagerStats(StatsStore store, string prefix)
+    {
+        Prefix = prefix;
+        DownstreamRqTotal = store.Counter("http", prefix, "downstream_rq_total", Tag);
+        DownstreamRqClass = [.. Enumerable.Range(1, 5).Select(c => store.Counter("http", prefix, $"downstream_rq_{c}xx", Tag))];
+        DownstreamRqTime = store.Histogram("http", prefix, "downstream_rq_time", Tag);
+        DownstreamCxTotal = store.Counter("http", prefix, "downstream_cx_total", Tag);
+        DownstreamCxActive = store.Gauge("http", prefix, "downstream_cx_active", Tag);
+    }
+
+    private static readonly ConcurrentDictionary<string, HttpConnectionManagerStats> s_byPrefix = new(StringComparer.Ordinal);
+
+    /// <summary>The stats of <paramref name="prefix"/> (the connection manager's stat_prefix), the same object every time.</summary>
+    public static HttpConnectionManagerStats For(string prefix) => s_byPrefix.GetOrAdd(prefix, static p => new HttpConnectionManagerStats(StatsStore.Default, p));
+
+    public string Prefix { get; }
+    public Counter DownstreamRqTotal { get; }
+
+    /// <summary>downstream_rq_1xx … downstream_rq_5xx, by index class - 1.</summary>
+    public Counter[] DownstreamRqClass { get; }
+
+    public Histogram DownstreamRqTime { get; }
+    public Counter DownstreamCxTotal { get; }
+    public Gauge DownstreamCxActive { get; }
+}
+
+/// <summary>A listener's stats (<c>listener.ADDRESS.*</c>, ADDRESS as Envoy writes it: <c>0.0.0.0_15001</c>).</summary>
+public sealed class ListenerStats
+{
+    private const string Tag = "envoy_listener_address";
+
+    public ListenerStats(string address)
+    {
+        StatsStore store = StatsStore.Default;
+        DownstreamCxTotal = store.Counter("listener", address, "downstream_cx_total", Tag);
+        DownstreamCxActive = store.Gauge("listener", address, "downstream_cx_active", Tag);
+        DownstreamCxOverflow = store.Counter("listener", address, "downstream_cx_overflow", Tag);
+    }
+
+    /// <summary>Envoy's stat name of a listening address: <c>IP_PORT</c> (IPv6 as <c>[::]_PORT</c>).</summary>
+    public static string AddressName(System.Net.EndPoint endPoint) => endPoint switch
+    {
+        System.Net.IPEndPoint ip when ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 => $"[{ip.Address}]_{ip.Port}",
+        System.Net.IPEndPoint ip => $"{ip.Address}_{ip.Port}",
+        _ => endPoint.ToString() ?? "unknown",
+    };
+
+    public Counter DownstreamCxTotal { get; }
+    public Gauge DownstreamCxActive { get; }
+    public Counter DownstreamCxOverflow { get; }
+}
