@@ -33,7 +33,11 @@ public sealed class ProxyServer : IAsyncDisposable
     private void StartListener(ListenerConfig config)
     {
         string name = config.Name;
-        var listener = new ProxyListener(config, () => FindListener(name));
+        var listener = new ProxyListener(config, () => FindListener(name))
+        {
+            Dispatch = destination => Snapshots.Current.FindOriginalDestination(destination),
+            FindUnbound = unbound => Snapshots.Current.FindUnbound(unbound),
+        };
         listener.Start();
         _listeners.Add(listener);
         _byName[name] = (config.Address, listener);

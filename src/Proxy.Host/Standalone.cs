@@ -30,7 +30,7 @@ public static class Standalone
         PrefaceTimeout = TimeSpan.FromSeconds(c.PrefaceTimeoutSeconds),
         IdleTimeout = TimeSpan.FromSeconds(c.IdleTimeoutSeconds),
         BufferLimit = c.BufferLimitBytes,
-        Stats = ListenerOptions.Standalone.Stats,
+        Stats = Proxy.Core.Diagnostics.HttpConnectionManagerStats.For("ingress_http"),
     };
 
     public static IPEndPoint ParseEndPoint(string text, string what)

@@ -270,7 +270,7 @@ public sealed class XdsState
             }
             ListenerShape? shape = _loader.ReadListener(ConfigNode.FromMessage(proto, Origin("Listener", r.Name)));
             var entry = new ListenerEntry(proto, r.Version, shape, _clock());
-            if (shape is { RouteConfigName: null })
+            if (shape is { RouteConfigName: null, ServesHttp: true })
             {
                 // Inline routes: checked now against the clusters in use.
                 BuildInline(entry, _active);
@@ -453,6 +453,7 @@ public sealed class XdsState
 
         var listeners = new List<ListenerConfig>(_staticListeners.Count + _listeners.Count);
         var unbound = new List<(CoreRoutes Routes, int Port)>();
+        var unboundListeners = new List<ListenerConfig>();
         listeners.AddRange(_staticListeners);
         foreach (ListenerEntry entry in _listeners.Values)
         {
@@ -467,22 +468,26 @@ public sealed class XdsState
             }
             else
             {
-                // Not bound (Istio's per-port outbound listeners): its routes still serve the runtime API.
+                // Not bound (Istio's per-port outbound listeners): reached by original-destination
+                // dispatch, and its routes serve the runtime API.
                 unbound.Add((config.Routes, config.Address.Port));
+                unboundListeners.Add(config);
             }
         }
         _active = active;
         bool changed = setChanged || Snapshot == null || listeners.Count != Snapshot.Listeners.Count
             || listeners.Where((l, i) => !ReferenceEquals(l, Snapshot.Listeners[i])).Any()
             || unbound.Count != Snapshot.UnboundRoutes.Count
-            || unbound.Where((u, i) => !ReferenceEquals(u.Routes, Snapshot.UnboundRoutes[i].Routes) || u.Port != Snapshot.UnboundRoutes[i].Port).Any();
+            || unbound.Where((u, i) => !ReferenceEquals(u.Routes, Snapshot.UnboundRoutes[i].Routes) || u.Port != Snapshot.UnboundRoutes[i].Port).Any()
+            || unboundListeners.Count != Snapshot.UnboundListeners.Count
+            || unboundListeners.Where((l, i) => !ReferenceEquals(l, Snapshot.UnboundListeners[i])).Any();
         if (!changed)
         {
             return null;
         }
         Snapshot = setChanged || Snapshot == null
-            ? new ProxySnapshot(listeners, active.Values, ++_version) { UnboundRoutes = unbound }
-            : new ProxySnapshot(listeners, Snapshot.Clusters, ++_version) { UnboundRoutes = unbound };
+            ? new ProxySnapshot(listeners, active.Values, ++_version) { UnboundRoutes = unbound, UnboundListeners = unboundListeners }
+            : new ProxySnapshot(listeners, Snapshot.Clusters, ++_version) { UnboundRoutes = unbound, UnboundListeners = unboundListeners };
         return Snapshot;
     }
 
@@ -523,7 +528,11 @@ public sealed class XdsState
             return null;
         }
         CoreRoutes? routes;
-        if (entry.Shape.RouteConfigName is string rds)
+        if (!entry.Shape.ServesHttp)
+        {
+            routes = _emptyRoutes ??= new CoreRoutes("", [], false);
+        }
+        else if (entry.Shape.RouteConfigName is string rds)
         {
             routes = _routes.TryGetValue(rds, out RouteEntry? known) ? known.Built : null;
             if (routes == null)

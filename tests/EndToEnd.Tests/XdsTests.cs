@@ -413,16 +413,18 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.All(plane.Requests, r => Assert.Equal(v2, (r is DiscoveryRequest d ? d.TypeUrl : ((DeltaDiscoveryRequest)r).TypeUrl).Contains(".api.v2.", StringComparison.Ordinal)));
         if (v2)
         {
-            // Istio 1.5's sidecar: every HTTP chain is mTLS or behind original-destination dispatch
-            // (bind_to_port false), which are not served yet; TCP proxy chains neither. Nothing is bound.
-            Assert.Empty(proxy.Server.Listeners);
+            // Istio 1.5's sidecar: every HTTP chain is mTLS (not served yet) or behind original-destination
+            // dispatch (bind_to_port false): only virtualOutbound is bound, to hand connections over.
+            await ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Count >= 1, "virtualOutbound");
+            Assert.Equal("virtualOutbound", Assert.Single(proxy.Server.Listeners).Name);
+            Assert.NotEmpty(proxy.Server.Snapshots.Current.UnboundListeners);
             return;
         }
         // virtualInbound has plain HTTP filter chains: it is bound and answers. Its AuthorizationPolicy
         // (RBAC ALLOW: GET /info or POST /data from the sleep service account, identified by mTLS) lets
         // nothing through without a peer identity: 403, fail closed.
-        await ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Count >= 1, "a bound listener");
-        int port = proxy.Server.Listeners[0].LocalEndPoint.Port;
+        await ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Any(l => l.Name == "virtualInbound"), "virtualInbound bound");
+        int port = proxy.Server.Listeners.First(l => l.Name == "virtualInbound").LocalEndPoint.Port;
         var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-s", "-w", " %{http_code}", $"http://127.0.0.1:{port}/info"]);
         Assert.True(exit == 0, stderr);
         Assert.Equal("RBAC: access denied\n 403", stdout);

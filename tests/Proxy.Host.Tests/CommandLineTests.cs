@@ -15,10 +15,45 @@ public sealed class CommandLineTests
         Assert.Equal("warning", c.LogLevel);
     }
 
+    [Fact]
+    public void PilotAgent15CommandLine_IsAccepted_AndItsNoOpsAreNoted()
+    {
+        // Istio 1.5's pkg/envoy/proxy.go, as pilot-agent ran Envoy then.
+        string[] args = ["-c", "/etc/istio/proxy/envoy-rev0.json", "--restart-epoch", "0", "--drain-time-s", "45", "--parent-shutdown-time-s", "60",
+            "--service-cluster", "productpage.default", "--service-node", "sidecar~10.1.1.1~productpage-v1-abc.default~default.svc.cluster.local",
+            "--max-obj-name-len", "189", "--local-address-ip-version", "v4", "--log-format", "[Envoy (Epoch 0)] [%Y-%m-%d %T.%e][%t][%l][%n] %v",
+            "-l", "warning", "--component-log-level", "misc:error", "--concurrency", "2", "--service-zone", "us-east1-b"];
+        Assert.True(CommandLine.TryParse(args, out CommandLine? c, out string? error), error);
+        Assert.Equal("productpage.default", c.ServiceCluster);
+        Assert.Equal("sidecar~10.1.1.1~productpage-v1-abc.default~default.svc.cluster.local", c.ServiceNode);
+        Assert.Equal("us-east1-b", c.ServiceZone);
+        Assert.Equal(45, c.DrainTimeSeconds);
+        Assert.Contains("--max-obj-name-len 189", c.Ignored);
+        Assert.Contains("--restart-epoch 0", c.Ignored);
+        Assert.Equal(6, c.Ignored.Count);
+    }
+
+    [Fact]
+    public void LaterIstioFlags_AndInitOnly_AreAccepted()
+    {
+        string[] args = ["-c", "envoy-rev.json", "--bootstrap-version", "3", "--log-format-prefix-with-location", "0", "--file-flush-min-size-kb", "64",
+            "--skip-deprecated-logs", "--enable-core-dump", "--log-format-escaped", "--drain-strategy", "immediate", "--mode", "init_only",
+            "--admin-address", "127.0.0.1:15000"];
+        Assert.True(CommandLine.TryParse(args, out CommandLine? c, out string? error), error);
+        Assert.Equal("init_only", c.Mode);
+        Assert.Equal("immediate", c.DrainStrategy);
+        Assert.Equal("127.0.0.1:15000", c.AdminAddress);
+        Assert.Equal(6, c.Ignored.Count);
+    }
+
     [Theory]
     [InlineData(new[] { "--bogus" }, "unknown option '--bogus'")]
     [InlineData(new[] { "-c" }, "-c needs a value")]
-    [InlineData(new[] { "--mode", "fast" }, "--mode must be serve or validate")]
+    [InlineData(new[] { "--mode", "fast" }, "--mode must be serve, validate or init_only")]
+    [InlineData(new[] { "--drain-strategy", "slow" }, "--drain-strategy must be gradual or immediate")]
+    [InlineData(new[] { "--admin-address", "localhost:15000" }, "--admin-address takes HOST:PORT with an IP address")]
+    [InlineData(new[] { "--admin-address", "15000" }, "--admin-address takes HOST:PORT with an IP address")]
+    [InlineData(new[] { "--max-obj-name-len" }, "--max-obj-name-len needs a value")]
     [InlineData(new[] { "--concurrency", "lots" }, "--concurrency takes a number")]
     [InlineData(new[] { "--upstream-protocol", "h3" }, "--upstream-protocol must be h1 or h2")]
     [InlineData(new[] { "--help=yes" }, "--help takes no value")]

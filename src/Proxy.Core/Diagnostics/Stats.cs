@@ -349,6 +349,7 @@ public sealed class ListenerStats
         DownstreamCxTotal = store.Counter("listener", address, "downstream_cx_total", Tag);
         DownstreamCxActive = store.Gauge("listener", address, "downstream_cx_active", Tag);
         DownstreamCxOverflow = store.Counter("listener", address, "downstream_cx_overflow", Tag);
+        NoFilterChainMatch = store.Counter("listener", address, "no_filter_chain_match", Tag);
     }
 
     /// <summary>Envoy's stat name of a listening address: <c>IP_PORT</c> (IPv6 as <c>[::]_PORT</c>).</summary>
@@ -362,4 +363,5 @@ public sealed class ListenerStats
     public Counter DownstreamCxTotal { get; }
     public Gauge DownstreamCxActive { get; }
     public Counter DownstreamCxOverflow { get; }
+    public Counter NoFilterChainMatch { get; }
 }

@@ -12,6 +12,21 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
 
     /// <summary>The connection manager's limits and timeouts, and its access-control filters.</summary>
     public ListenerOptions Options { get; init; } = ListenerOptions.Envoy;
+
+    /// <summary>
+    /// bind_to_port: false for Istio's per-port listeners (0.0.0.0_9090), which own no socket and are
+    /// reached through a listener with <see cref="UseOriginalDst"/> handing them connections.
+    /// </summary>
+    public bool BindToPort { get; init; } = true;
+
+    /// <summary>
+    /// use_original_dst (Istio's virtualOutbound on 15001): each accepted connection goes to the
+    /// listener its original destination names (SO_ORIGINAL_DST), else to this one's own chains.
+    /// </summary>
+    public bool UseOriginalDst { get; init; }
+
+    /// <summary>Whether the listener has an HTTP connection manager of its own (a dispatcher may have none).</summary>
+    public bool ServesHttp { get; init; } = true;
 }
 
 /// <summary>
@@ -37,7 +52,6 @@ public sealed class ListenerOptions
         RequestHeadersTimeout = TimeSpan.FromSeconds(30),
         PrefaceTimeout = TimeSpan.FromSeconds(10),
         IdleTimeout = TimeSpan.FromMinutes(5),
-        Stats = Diagnostics.HttpConnectionManagerStats.For("ingress_http"),
     };
 
     /// <summary>The HTTP connection manager's stats (its stat_prefix); null: not counted.</summary>

@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using System.Net;
 
 namespace Proxy.Core.Routing;
 
@@ -34,6 +35,55 @@ public sealed class ProxySnapshot
     /// with the port of the listener that names it (0 when none does).
     /// </summary>
     public IReadOnlyList<(RouteConfiguration Routes, int Port)> UnboundRoutes { get; init; } = [];
+
+    /// <summary>Listeners not bound to a port, reached through original-destination dispatch (Istio's 0.0.0.0_PORT).</summary>
+    public IReadOnlyList<ListenerConfig> UnboundListeners { get; init; } = [];
+
+    private FrozenDictionary<IPEndPoint, ListenerConfig>? _byDestination;
+
+    /// <summary>
+    /// The unbound listener for a connection's original destination: the one on exactly that address and
+    /// port, else the one on the wildcard address (0.0.0.0 or ::) and that port; null when none.
+    /// </summary>
+    public ListenerConfig? FindOriginalDestination(IPEndPoint destination)
+    {
+        if (UnboundListeners.Count == 0)
+        {
+            return null;
+        }
+        FrozenDictionary<IPEndPoint, ListenerConfig> index = _byDestination ??= BuildDestinationIndex();
+        IPAddress address = destination.Address.IsIPv4MappedToIPv6 ? destination.Address.MapToIPv4() : destination.Address;
+        if (index.TryGetValue(new IPEndPoint(address, destination.Port), out ListenerConfig? exact))
+        {
+            return exact;
+        }
+        IPAddress any = address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any;
+        return index.GetValueOrDefault(new IPEndPoint(any, destination.Port));
+    }
+
+    /// <summary>An unbound listener by name (what a dispatched connection follows across snapshots).</summary>
+    public ListenerConfig? FindUnbound(string name)
+    {
+        IReadOnlyList<ListenerConfig> unbound = UnboundListeners;
+        for (int i = 0; i < unbound.Count; i++)
+        {
+            if (unbound[i].Name == name)
+            {
+                return unbound[i];
+            }
+        }
+        return null;
+    }
+
+    private FrozenDictionary<IPEndPoint, ListenerConfig> BuildDestinationIndex()
+    {
+        var index = new Dictionary<IPEndPoint, ListenerConfig>();
+        foreach (ListenerConfig listener in UnboundListeners)
+        {
+            index.TryAdd(listener.Address, listener); // the first of two on one address wins, as Envoy refuses the second
+        }
+        return index.ToFrozenDictionary();
+    }
 
     private RuntimeRouteIndex? _runtimeRoutes;
 

@@ -74,6 +74,12 @@ public sealed class ProxyListener : IAsyncDisposable
         _sweep = new Timer(static state => ((ProxyListener)state!).Sweep(), this, Timeout.Infinite, Timeout.Infinite);
     }
 
+    /// <summary>For a use_original_dst listener: the unbound listener a connection's original destination names.</summary>
+    public Func<IPEndPoint, ListenerConfig?>? Dispatch { get; init; }
+
+    /// <summary>An unbound listener by name in the current snapshot (a dispatched connection follows its updates).</summary>
+    public Func<string, ListenerConfig?>? FindUnbound { get; init; }
+
     /// <summary>Makes the HTTP/2 side of a connection (the listener's sniffer picks HTTP/2 or HTTP/1.1).</summary>
     internal delegate Http2Downstream Http2Factory(SocketConnection connection, Func<ListenerConfig> config, ListenerOptions options);
 
@@ -164,6 +170,25 @@ public sealed class ProxyListener : IAsyncDisposable
                 continue;
             }
             ListenerConfig config = Config;
+            Func<ListenerConfig> source = _configSource;
+            if (config.UseOriginalDst && Dispatch != null && OriginalDestination.Get(accepted) is { } destination && Dispatch(destination) is { } target)
+            {
+                // Istio's virtualOutbound: the connection belongs to the listener of its original
+                // destination (0.0.0.0_9090 for 10.96.0.10:9090), and follows that listener's updates.
+                string name = target.Name;
+                Func<string, ListenerConfig?> find = FindUnbound!;
+                source = () => find(name) ?? target;
+                config = target;
+            }
+            else if (!config.ServesHttp)
+            {
+                // No listener for its destination and no chain of our own to serve it (tcp_proxy
+                // passthrough is not served yet): closed, counted as Envoy's no_filter_chain_match.
+                _stats?.NoFilterChainMatch.Inc();
+                DownstreamLimits.Closed();
+                accepted.Dispose();
+                continue;
+            }
             ListenerOptions options = config.Options;
             if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted))
             {
@@ -173,7 +198,7 @@ public sealed class ProxyListener : IAsyncDisposable
                 continue;
             }
             var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
-            var sniffer = new Sniffer(this, connection, options);
+            var sniffer = new Sniffer(this, connection, options, source);
             Opened(options);
             _connections.TryAdd(sniffer, 0);
             _ = connection.RunAsync(sniffer);
@@ -266,7 +291,7 @@ public sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <summary>Picks the protocol from the first octets, then hands the connection over.</summary>
-    private sealed class Sniffer(ProxyListener listener, SocketConnection connection, ListenerOptions options) : IConnectionProtocol
+    private sealed class Sniffer(ProxyListener listener, SocketConnection connection, ListenerOptions options, Func<ListenerConfig> source) : IConnectionProtocol
     {
         private IDownstreamProtocol? _chosen;
         private readonly long _acceptedAt = Environment.TickCount64;
@@ -297,13 +322,13 @@ public sealed class ProxyListener : IAsyncDisposable
             bool h2 = same == preface.Length || same >= "PRI * HTTP/2.0\r\n".Length;
             if (h2)
             {
-                Http2Downstream down = listener._http2?.Invoke(connection, listener._configSource, options)
-                    ?? new Http2Downstream(connection, listener._configSource, options);
+                Http2Downstream down = listener._http2?.Invoke(connection, source, options)
+                    ?? new Http2Downstream(connection, source, options);
                 _chosen = down;
                 down.Start();
                 return down.OnInput(ref buffer);
             }
-            var h1 = new Http1Downstream(connection, listener._configSource, options);
+            var h1 = new Http1Downstream(connection, source, options);
             _chosen = h1;
             return h1.OnInput(ref buffer);
         }

@@ -223,6 +223,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
 
         var listeners = new List<ListenerConfig>();
         var unbound = new List<(RouteConfiguration, int)>();
+        var unboundListeners = new List<ListenerConfig>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         void AddListener(ConfigNode l)
         {
@@ -238,6 +239,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
             else
             {
                 unbound.Add((listener.Routes, listener.Address.Port)); // its routes serve the runtime API
+                unboundListeners.Add(listener);
             }
         }
         foreach (ConfigNode l in statics["listeners"].Items)
@@ -252,7 +254,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException("static_resources.listeners: at least one listener is needed (or dynamic_resources.lds_config with a path)");
         }
-        return new ProxySnapshot(listeners, clusters.Values, 1) { UnboundRoutes = unbound };
+        return new ProxySnapshot(listeners, clusters.Values, 1) { UnboundRoutes = unbound, UnboundListeners = unboundListeners };
     }
 
     /// <summary>
@@ -559,7 +561,8 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
     private (ListenerConfig Listener, bool Bind) LoadListener(ConfigNode l, IReadOnlyDictionary<string, Cluster> clusters)
     {
         ListenerShape shape = ReadListener(l) ?? throw new ConfigException($"{l["filter_chains"].Path}: no {HttpConnectionManager} filter");
-        RouteConfiguration routes = shape.RouteConfigName != null ? LoadRdsFile(shape.Hcm["rds"], clusters) : LoadRoutes(shape.Hcm["route_config"], clusters);
+        RouteConfiguration routes = !shape.ServesHttp ? new RouteConfiguration("", [], false)
+            : shape.RouteConfigName != null ? LoadRdsFile(shape.Hcm["rds"], clusters) : LoadRoutes(shape.Hcm["route_config"], clusters);
         return (BuildListener(shape, routes), shape.BindToPort);
     }
 
@@ -579,10 +582,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         var address = (IPEndPoint)ParseSocketAddress(socket, allowNames: false);
         bool bind = l["bind_to_port"].Boolean() ?? l["deprecated_v1"]["bind_to_port"].Boolean() ?? true;
-        if (l["use_original_dst"].Boolean() == true)
-        {
-            Warn(l["use_original_dst"], "original-destination dispatch is not honoured yet; this listener's own filter chains serve its connections");
-        }
+        bool useOriginalDst = l["use_original_dst"].Boolean() == true;
         if (l["listener_filters"].Exists)
         {
             Warn(l["listener_filters"], "listener filters are not honoured yet");
@@ -615,7 +615,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
                 if (!isHcm)
                 {
                     bool isRbac = type.Contains(".rbac.", StringComparison.Ordinal) || filterName == "envoy.filters.network.rbac";
-                    if (!Dynamic && !isRbac)
+                    if (!Dynamic && !isRbac && !useOriginalDst)
                     {
                         throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager} and envoy.filters.network.rbac)");
                     }
@@ -633,6 +633,13 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         if (hcm is not ConfigNode http)
         {
+            if (useOriginalDst)
+            {
+                // Istio's virtualOutbound: its own chain is tcp_proxy to PassthroughCluster, which is not
+                // served yet; it still hands every connection to the listener of its original destination.
+                Warn(l["filter_chains"], "no HTTP connection manager: only connections whose original destination has a listener are served (tcp_proxy passthrough is not yet)");
+                return new ListenerShape(name, address, bind, l, null) { UseOriginalDst = true, ServesHttp = false };
+            }
             if (!Dynamic)
             {
                 return null;
@@ -649,15 +656,12 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{http.Path}: needs rds or route_config");
         }
-        if (!bind)
-        {
-            Warn(l["bind_to_port"].Exists ? l["bind_to_port"] : l["deprecated_v1"], "bind_to_port false: reached only through original-destination dispatch, which is not supported yet; not bound (its routes serve the runtime API)");
-        }
-        return new ListenerShape(name, address, bind, http, rdsName) { Options = ReadListenerOptions(l, http, networkRbac) };
+        return new ListenerShape(name, address, bind, http, rdsName) { Options = ReadListenerOptions(l, http, networkRbac), UseOriginalDst = useOriginalDst };
     }
 
     /// <summary>A listener that serves inline routes (route_config), against a set of clusters.</summary>
-    public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) => new(shape.Name, shape.Address, routes) { Options = shape.Options };
+    public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) =>
+        new(shape.Name, shape.Address, routes) { Options = shape.Options, BindToPort = shape.BindToPort, UseOriginalDst = shape.UseOriginalDst, ServesHttp = shape.ServesHttp };
 
     /// <summary>RDS from a file: the RouteConfiguration named route_config_name in the file's DiscoveryResponse.</summary>
     private RouteConfiguration LoadRdsFile(ConfigNode rds, IReadOnlyDictionary<string, Cluster> clusters)
@@ -1374,6 +1378,12 @@ public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToP
 {
     /// <summary>The connection manager's limits, timeouts and security filters.</summary>
     public ListenerOptions Options { get; init; } = ListenerOptions.Envoy;
+
+    /// <summary>use_original_dst: connections go to the listener of their original destination.</summary>
+    public bool UseOriginalDst { get; init; }
+
+    /// <summary>Whether it has an HTTP connection manager (a use_original_dst listener may have none).</summary>
+    public bool ServesHttp { get; init; } = true;
 }
 
 /// <summary>
