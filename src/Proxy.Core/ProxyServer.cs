@@ -151,6 +151,30 @@ public sealed class ProxyServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The admin endpoint's /drain_listeners?graceful: for <paramref name="drainTime"/> the listeners
+    /// (those <paramref name="which"/> accepts, or all) keep accepting while telling every client to go;
+    /// then they stop accepting, and what is in flight gets up to <paramref name="drainTime"/> more.
+    /// </summary>
+    public async Task DrainGracefullyAsync(Func<string, bool>? which, TimeSpan drainTime)
+    {
+        var chosen = _listeners.Where(l => which == null || which(l.Name)).ToList();
+        foreach (ProxyListener listener in chosen)
+        {
+            listener.StartGracefulDrain();
+        }
+        await Task.Delay(drainTime);
+        foreach (ProxyListener listener in chosen)
+        {
+            await listener.StopAcceptingAndDrainAsync();
+        }
+        var deadline = DateTime.UtcNow + drainTime;
+        while (Forwarding.Exchange.ActiveCount > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (ProxyListener listener in _listeners)

@@ -166,7 +166,11 @@ public static class Program
                     Lifecycle = lifecycle,
                     Options = options,
                     NodeJson = ads != null ? Google.Protobuf.JsonFormatter.Default.Format(ads.Node) : "{}",
-                    DrainListeners = inboundOnly => server.DrainListenersAsync(inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null),
+                    DrainListeners = (inboundOnly, graceful) =>
+                    {
+                        Func<string, bool>? which = inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null;
+                        return graceful ? server.DrainGracefullyAsync(which, TimeSpan.FromSeconds(options.DrainTimeSeconds)) : server.DrainListenersAsync(which);
+                    },
                 });
                 admin.Start();
                 ProxyLog.Write(LogLevel.Info, $"admin endpoint on {admin.EndPoint}");

@@ -316,6 +316,65 @@ public sealed partial class AdminTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task GracefulDrainUnderLoad_FailsNoRequest_ThenTheProcessExitsWithZero()
+    {
+        int port = AotProxyPort();
+        int adminPort = AotProxyPort();
+        await using var proxy = new ProxyProcess(HostBinary(), ["--listen", $"127.0.0.1:{port}", "--upstream", $"127.0.0.1:{_v1Port}", "--upstream-protocol", "h2", "--admin-address", $"127.0.0.1:{adminPort}",
+            "--drain-time-s", "3", "--concurrency", "2"]);
+        await UntilAdminAnswersAsync(adminPort, proxy);
+        Assert.Equal("LIVE\n", (await AdminAsync(adminPort, "/ready")).Body);
+
+        // Clients that keep their connections (HTTP/1.1 keep-alive and h2c), as applications do.
+        using var h1 = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(10) };
+        using var h2 = new HttpClient(new SocketsHttpHandler()) { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(10), DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        int ok = 0, afterDrain = 0;
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        bool draining = false;
+        using var stop = new CancellationTokenSource();
+        async Task WorkAsync(HttpClient client)
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using HttpResponseMessage response = await client.GetAsync("/hello");
+                    string body = await response.Content.ReadAsStringAsync();
+                    if (response.IsSuccessStatusCode && body == "v1")
+                    {
+                        Interlocked.Increment(ref ok);
+                        if (Volatile.Read(ref draining))
+                        {
+                            Interlocked.Increment(ref afterDrain);
+                        }
+                    }
+                    else
+                    {
+                        failures.Enqueue($"{(int)response.StatusCode} HTTP/{response.Version} '{body}'");
+                    }
+                }
+                catch (HttpRequestException e)
+                {
+                    failures.Enqueue(e.Message);
+                }
+            }
+        }
+        Task[] workers = [.. Enumerable.Range(0, 8).Select(i => Task.Run(() => WorkAsync(i % 2 == 0 ? h1 : h2)))];
+        await Task.Delay(700);
+        Assert.Equal(200, (await AdminAsync(adminPort, "/drain_listeners?graceful", "POST")).Status);
+        Volatile.Write(ref draining, true);
+        Assert.Equal(503, (await AdminAsync(adminPort, "/ready")).Status);
+        // The drain time is 3 s: clients keep being served (told to reconnect) for all of it.
+        await Task.Delay(1500);
+        await stop.CancelAsync();
+        await Task.WhenAll(workers);
+        Assert.True(failures.IsEmpty, $"{failures.Count} failed, e.g. {failures.FirstOrDefault()}");
+        Assert.True(afterDrain > 50, $"only {afterDrain} requests while draining ({ok} in all)");
+        await proxy.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(0, proxy.Process.ExitCode);
+    }
+
     private static int AotProxyPort() => Abuse.AotProxy.FreePort();
 
     [GeneratedRegex("\"port_value\": (\\d+)")]

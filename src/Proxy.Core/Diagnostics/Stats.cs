@@ -18,6 +18,20 @@ internal static class Stripes
     public static int Line() => (Thread.GetCurrentProcessorId() & Mask) * LineLongs;
 }
 
+/// <summary>The processor stripe to write to, looked up once for several stats.</summary>
+public readonly struct StatLine
+{
+    private StatLine(int index) => Index = index;
+
+    internal int Index { get; }
+
+    public static StatLine Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => new(Thread.GetCurrentProcessorId() & Stripes.Mask);
+    }
+}
+
 /// <summary>Stat kinds, as Envoy names them.</summary>
 public enum StatKind : byte
 {
@@ -72,6 +86,10 @@ public sealed class Counter : Stat
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Add(long value) => Interlocked.Add(ref _cells[Stripes.Line()], value);
+
+    /// <summary>Increments the cell of a line the caller already has (<see cref="StatLine.Current"/>, one lookup for several stats).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Inc(StatLine line) => Interlocked.Increment(ref _cells[line.Index * Stripes.LineLongs]);
 
     private long Sum()
     {
@@ -136,7 +154,7 @@ public sealed class Histogram : Stat
     /// <summary>Envoy's default histogram buckets (ms).</summary>
     public static readonly double[] Bounds = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
 
-    // Per stripe: Bounds.Length + 1 buckets (the last is +Inf) and the sum in microseconds, padded to lines.
+    // Per stripe: Bounds.Length + 1 buckets (the last is +Inf) and the sum in Stopwatch ticks, padded to lines.
     private static readonly int Stride = (Bounds.Length + 2 + Stripes.LineLongs - 1) / Stripes.LineLongs * Stripes.LineLongs;
     private readonly long[] _cells = new long[Stripes.Count * Stride];
 
@@ -149,19 +167,24 @@ public sealed class Histogram : Stat
 
     public override bool Used => Count != 0;
 
+    // The bounds in Stopwatch ticks: a record compares integers and keeps its sum in ticks.
+    private static readonly long[] s_boundTicks = [.. Bounds.Select(static ms => (long)(ms * System.Diagnostics.Stopwatch.Frequency / 1000))];
+
     /// <summary>Records a duration given as <see cref="System.Diagnostics.Stopwatch"/> ticks.</summary>
-    public void RecordTicks(long ticks)
+    public void RecordTicks(long ticks) => RecordTicks(ticks, StatLine.Current);
+
+    /// <summary>As <see cref="RecordTicks(long)"/>, on a line the caller already has.</summary>
+    public void RecordTicks(long ticks, StatLine line)
     {
-        long micros = ticks * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
-        double ms = micros / 1000.0;
+        long[] bounds = s_boundTicks;
         int bucket = 0;
-        while (bucket < Bounds.Length && ms > Bounds[bucket])
+        while (bucket < bounds.Length && ticks > bounds[bucket])
         {
             bucket++;
         }
-        int line = (Thread.GetCurrentProcessorId() & Stripes.Mask) * Stride;
-        Interlocked.Increment(ref _cells[line + bucket]);
-        Interlocked.Add(ref _cells[line + Bounds.Length + 1], micros);
+        int at = line.Index * Stride;
+        Interlocked.Increment(ref _cells[at + bucket]);
+        Interlocked.Add(ref _cells[at + Bounds.Length + 1], ticks);
     }
 
     /// <summary>Per-bucket counts (not cumulative; the last is above every bound), summed over stripes.</summary>
@@ -185,12 +208,12 @@ public sealed class Histogram : Stat
     {
         get
         {
-            long micros = 0;
+            long ticks = 0;
             for (int s = 0; s < Stripes.Count; s++)
             {
-                micros += Volatile.Read(ref _cells[s * Stride + Bounds.Length + 1]);
+                ticks += Volatile.Read(ref _cells[s * Stride + Bounds.Length + 1]);
             }
-            return micros / 1000.0;
+            return ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
         }
     }
 

@@ -148,6 +148,11 @@ public sealed partial class Exchange
         _retryScheduled = true;
         _upstreamTicks = 0;
         _cluster.State.Stats.UpstreamRqRetry.Inc();
+        if (_upstreamStatus != 0)
+        {
+            _cluster.State.Stats.Responded(_upstreamStatus, Diagnostics.StatLine.Current); // the attempt given up
+            _upstreamStatus = 0;
+        }
 
         // Replay: the body so far (its prefix was already credited to the client), then the trailers.
         int credited = _retained.Count - _requestPending.Count;

@@ -75,6 +75,7 @@ public sealed partial class Exchange
     // the connection manager's stats to count it in (null for requests from inside the proxy).
     private long _startTicks;
     private long _upstreamTicks;
+    private int _upstreamStatus; // the last attempt's final status, counted when the exchange ends
     private Diagnostics.HttpConnectionManagerStats? _hcm;
 
     /// <summary>Exchanges in flight in this process (what a graceful shutdown waits for).</summary>
@@ -525,7 +526,11 @@ public sealed partial class Exchange
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
             if (_cluster != null && ResponseStatus() is var status and >= 200)
             {
-                _cluster.State.Stats.Responded(status);
+                if (_upstreamStatus != 0)
+                {
+                    _cluster.State.Stats.Responded(_upstreamStatus, StatLine.Current); // an earlier attempt's, retried
+                }
+                _upstreamStatus = status;
             }
             if (_cluster?.OutlierDetection != null)
             {
@@ -879,19 +884,26 @@ public sealed partial class Exchange
     private void CountFinished()
     {
         long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        StatLine line = StatLine.Current;
         if (_hcm != null)
         {
-            int status = _responseStarted ? ResponseStatus() : 0;
+            // The upstream's status went downstream as it was, unless the proxy answered itself.
+            int status = !_responseStarted ? 0 : _upstreamStatus != 0 && _upstreamTicks != 0 ? _upstreamStatus : ResponseStatus();
             if (status is >= 100 and < 600)
             {
-                _hcm.DownstreamRqClass[(status / 100) - 1].Inc();
+                _hcm.DownstreamRqClass[(status / 100) - 1].Inc(line);
             }
-            _hcm.DownstreamRqTime.RecordTicks(now - _startTicks);
+            _hcm.DownstreamRqTime.RecordTicks(now - _startTicks, line);
             _hcm = null;
+        }
+        if (_upstreamStatus != 0)
+        {
+            _cluster?.State.Stats.Responded(_upstreamStatus, line);
+            _upstreamStatus = 0;
         }
         if (_upstreamTicks != 0)
         {
-            _cluster?.State.Stats.UpstreamRqTime.RecordTicks(now - _upstreamTicks);
+            _cluster?.State.Stats.UpstreamRqTime.RecordTicks(now - _upstreamTicks, line);
             _upstreamTicks = 0;
         }
     }

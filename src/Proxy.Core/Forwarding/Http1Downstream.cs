@@ -166,7 +166,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     {
         _requestFraming = head.Framing;
         _requestRemaining = head.ContentLength;
-        _keepAlive = head.KeepAlive;
+        _keepAlive = head.KeepAlive && !_drainClose;
         _http10 = head.Http10;
         _isHead = head.IsHead;
         _chunked.Reset();
@@ -545,6 +545,18 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     }
 
     public void Drain() => CloseWhenIdle();
+
+    // A graceful drain: every response from here on says connection: close (and the connection ends after it).
+    private volatile bool _drainClose;
+
+    public void DrainGracefully()
+    {
+        _drainClose = true;
+        lock (_lock)
+        {
+            _keepAlive = false; // the response in progress, if its head is not out yet
+        }
+    }
 
     public void Reset(int streamId, Http2ErrorCode errorCode)
     {

@@ -74,6 +74,8 @@ internal class Http2Downstream(SocketConnection connection, Func<ListenerConfig>
         Connection.Output.Flush();
     }
 
+    public void DrainGracefully() => Drain(); // GOAWAY: in-flight streams finish, new ones go to a new connection
+
     public void Start()
     {
         Protocol.Start();

@@ -132,11 +132,11 @@ public sealed class ClusterStats
     public Counter OutlierEjectionsTotal { get; }
 
     /// <summary>A response from upstream (or the proxy's answer for it: 503 on a failed connect, 504 on a timeout).</summary>
-    public void Responded(int status)
+    public void Responded(int status, StatLine line)
     {
         if (status is >= 100 and < 600)
         {
-            UpstreamRqClass[(status / 100) - 1].Inc();
+            UpstreamRqClass[(status / 100) - 1].Inc(line);
         }
     }
 }

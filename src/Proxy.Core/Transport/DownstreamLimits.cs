@@ -58,4 +58,10 @@ internal interface IDownstreamProtocol : IConnectionProtocol
 
     /// <summary>Finish what is in flight, take nothing new, then close (GOAWAY / connection: close).</summary>
     void Drain();
+
+    /// <summary>
+    /// A graceful drain (the listener still accepts): tell the client to go — HTTP/2 GOAWAY, HTTP/1.1
+    /// connection: close on the next response — without closing an idle connection under it.
+    /// </summary>
+    void DrainGracefully();
 }

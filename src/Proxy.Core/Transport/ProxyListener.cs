@@ -268,6 +268,22 @@ public sealed class ProxyListener : IAsyncDisposable
     /// Stops accepting and asks every open connection to finish: HTTP/2 clients get GOAWAY(NO_ERROR) and
     /// may complete their streams; HTTP/1.1 connections close after their current response.
     /// </summary>
+    private volatile bool _drainClose;
+
+    /// <summary>
+    /// A graceful drain (admin /drain_listeners?graceful): the listener keeps accepting, but every
+    /// connection, open or new, is told to go (GOAWAY, connection: close), so clients move off without
+    /// a failed request; <see cref="StopAcceptingAndDrainAsync"/> ends it.
+    /// </summary>
+    public void StartGracefulDrain()
+    {
+        _drainClose = true;
+        foreach (Sniffer sniffer in _connections.Keys)
+        {
+            sniffer.DrainGracefully();
+        }
+    }
+
     public async Task StopAcceptingAndDrainAsync()
     {
         await _stop.CancelAsync();
@@ -330,6 +346,10 @@ public sealed class ProxyListener : IAsyncDisposable
             }
             var h1 = new Http1Downstream(connection, source, options);
             _chosen = h1;
+            if (listener._drainClose)
+            {
+                h1.DrainGracefully();
+            }
             return h1.OnInput(ref buffer);
         }
 
@@ -366,6 +386,8 @@ public sealed class ProxyListener : IAsyncDisposable
                 connection.Close();
             }
         }
+
+        public void DrainGracefully() => _chosen?.DrainGracefully(); // not chosen yet: HTTP/1.1 picks it up when chosen
 
         public void Drain()
         {

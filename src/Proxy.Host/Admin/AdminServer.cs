@@ -23,8 +23,8 @@ public sealed class AdminContext
     /// <summary>/config_dump's answer (JSON), built when asked; null: not available.</summary>
     public Func<string?, bool, string>? ConfigDump { get; init; }
 
-    /// <summary>Drains the listeners (all, or only the inbound ones) for /drain_listeners.</summary>
-    public required Func<bool, Task> DrainListeners { get; init; }
+    /// <summary>Drains the listeners (all, or only the inbound ones; gracefully or at once) for /drain_listeners.</summary>
+    public required Func<bool, bool, Task> DrainListeners { get; init; }
 }
 
 /// <summary>
@@ -247,7 +247,7 @@ public sealed class AdminServer : IAsyncDisposable
         ("/healthcheck/ok", true, "pass health checks again"),
         ("/logging", true, "level=trace|debug|info|warning|error|critical|off"),
         ("/reset_counters", true, "counters back to zero (Prometheus keeps totals)"),
-        ("/drain_listeners", true, "drain listeners: inboundonly, graceful, skip_exit"),
+        ("/drain_listeners", true, "drain listeners: inboundonly (listeners named *inbound*), graceful (keep accepting for the drain time while telling clients to go, then exit unless skip_exit)"),
     ];
 
     /// <summary>Answers one request: status, content type, body, and what to do once it is sent.</summary>
@@ -321,17 +321,18 @@ public sealed class AdminServer : IAsyncDisposable
                 return (200, "text/plain", "OK\n", null);
             case "/drain_listeners":
                 bool inboundOnly = query.ContainsKey("inboundonly");
-                bool exit = query.ContainsKey("graceful") && !query.ContainsKey("skip_exit");
-                return (200, "text/plain", "OK\n", () => _ = DrainAsync(inboundOnly, exit));
+                bool graceful = query.ContainsKey("graceful");
+                bool exit = graceful && !query.ContainsKey("skip_exit");
+                return (200, "text/plain", "OK\n", () => _ = DrainAsync(inboundOnly, graceful, exit));
             default:
                 return (404, "text/plain", "invalid path\n", null);
         }
     }
 
-    private async Task DrainAsync(bool inboundOnly, bool exit)
+    private async Task DrainAsync(bool inboundOnly, bool graceful, bool exit)
     {
         _context.Lifecycle.StartDraining();
-        await _context.DrainListeners(inboundOnly);
+        await _context.DrainListeners(inboundOnly, graceful);
         if (exit)
         {
             _context.Lifecycle.RequestStop();

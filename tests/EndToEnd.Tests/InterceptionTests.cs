@@ -1,0 +1,239 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using EndToEnd.Tests.Abuse;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// Istio's REDIRECT mode, for real: a network namespace with a service IP, the nat rules Istio's init
+/// container writes (every outbound TCP connection to 15001, except the proxy's own, by uid 1337), the
+/// published binary running as uid 1337 with an istiod-shaped bootstrap (virtualOutbound with
+/// use_original_dst, a bind_to_port:false 0.0.0.0_9090 listener routing by header to v1, else v2), and
+/// plain clients that only know the service's address. Needs root (ip netns, iptables): CI runs as root;
+/// without it the test fails and says why.
+/// </summary>
+[Collection(nameof(BuildsCollection))]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed partial class InterceptionTests : IAsyncLifetime
+{
+    private const string ServiceIp = "10.96.0.10";
+    private const string WorkloadIp = "10.96.0.21";
+    private readonly string _ns = $"lf{Environment.ProcessId % 100000}{Random.Shared.Next(1000)}";
+    private readonly string _dir = Directory.CreateTempSubdirectory("interception-").FullName;
+    private readonly List<Process> _processes = [];
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _log = new();
+    private bool _created;
+
+    private async Task RunAsync(string file, params string[] args)
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync(file, args, TimeSpan.FromSeconds(30));
+        Assert.True(exit == 0, $"{file} {string.Join(' ', args)}: exit {exit}\n{stdout}\n{stderr}");
+    }
+
+    private Task InNamespaceAsync(params string[] args) => RunAsync("ip", ["netns", "exec", _ns, .. args]);
+
+    public async Task InitializeAsync()
+    {
+        var (_, uid, _) = await Processes.RunAsync("id", ["-u"]);
+        Assert.True(uid.Trim() == "0", "this test needs root (ip netns, iptables); CI runs as root");
+        foreach (string tool in new[] { "ip", "iptables", "setpriv", "curl", "h2load" })
+        {
+            var (found, _, _) = await Processes.RunAsync("sh", ["-c", $"command -v {tool}"]);
+            Assert.True(found == 0, $"{tool} is missing (.ci/run installs it)");
+        }
+        await RunAsync("ip", ["netns", "add", _ns]);
+        _created = true;
+        await RunAsync("ip", ["-n", _ns, "link", "set", "lo", "up"]);
+        await RunAsync("ip", ["-n", _ns, "addr", "add", $"{ServiceIp}/32", "dev", "lo"]);
+        await RunAsync("ip", ["-n", _ns, "addr", "add", $"{WorkloadIp}/32", "dev", "lo"]);
+        // Istio's init container (istio-iptables, REDIRECT mode), outbound part.
+        await InNamespaceAsync("iptables", "-t", "nat", "-N", "ISTIO_REDIRECT");
+        await InNamespaceAsync("iptables", "-t", "nat", "-A", "ISTIO_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001");
+        await InNamespaceAsync("iptables", "-t", "nat", "-N", "ISTIO_OUTPUT");
+        await InNamespaceAsync("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "ISTIO_OUTPUT");
+        await InNamespaceAsync("iptables", "-t", "nat", "-A", "ISTIO_OUTPUT", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN");
+        await InNamespaceAsync("iptables", "-t", "nat", "-A", "ISTIO_OUTPUT", "-d", "127.0.0.1/32", "-j", "RETURN");
+        await InNamespaceAsync("iptables", "-t", "nat", "-A", "ISTIO_OUTPUT", "-j", "ISTIO_REDIRECT");
+
+        // The binary where uid 1337 can run it (a checkout may sit under a private home).
+        string binary = Path.Combine(_dir, "layotto-fast");
+        File.Copy(await AotProxy.BinaryAsync(), binary);
+        File.SetUnixFileMode(_dir, (UnixFileMode)0b111_101_101);
+        File.SetUnixFileMode(binary, (UnixFileMode)0b111_101_101);
+
+        // The two versions of `server`, on the workload address (not loopback: only the uid rule
+        // keeps the proxy's own connections to them from being redirected back to it).
+        Start(["ip", "netns", "exec", _ns, binary, "--config-yaml", Upstreams(), "-l", "warning"]);
+        string bootstrap = Path.Combine(_dir, "envoy-rev.yaml");
+        File.WriteAllText(bootstrap, Sidecar());
+        File.SetUnixFileMode(bootstrap, (UnixFileMode)0b110_100_100);
+        Start(["ip", "netns", "exec", _ns, "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", binary, "-c", bootstrap, "--drain-time-s", "2", "-l", "info", "--concurrency", "2"]);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (true)
+        {
+            var (exit, body, _) = await Processes.RunAsync("ip", ["netns", "exec", _ns, "curl", "-s", "http://127.0.0.1:15000/ready"]);
+            if (exit == 0 && body == "LIVE\n")
+            {
+                break;
+            }
+            Assert.True(DateTime.UtcNow < deadline, "the sidecar never became ready:\n" + string.Join('\n', _log));
+            Assert.All(_processes, p => Assert.False(p.HasExited, "a process exited:\n" + string.Join('\n', _log)));
+            await Task.Delay(50);
+        }
+    }
+
+    private void Start(string[] command)
+    {
+        var psi = new ProcessStartInfo(command[0]) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (string a in command[1..])
+        {
+            psi.ArgumentList.Add(a);
+        }
+        var process = Process.Start(psi)!;
+        process.ErrorDataReceived += (_, e) => _log.Enqueue(e.Data ?? "");
+        process.OutputDataReceived += (_, e) => _log.Enqueue(e.Data ?? "");
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        _processes.Add(process);
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (Process p in _processes)
+        {
+            if (!p.HasExited)
+            {
+                p.Kill();
+            }
+            await p.WaitForExitAsync();
+            p.Dispose();
+        }
+        if (_created)
+        {
+            await Processes.RunAsync("ip", ["netns", "del", _ns]);
+        }
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private static string Upstreams() => """
+        static_resources:
+          listeners:
+        """ + string.Concat(new[] { ("v1", 18001), ("v2", 18002) }.Select(v => $$"""
+
+          - name: {{v.Item1}}
+            address: { socket_address: { address: {{WorkloadIp}}, port_value: {{v.Item2}} } }
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.http_connection_manager
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                  stat_prefix: {{v.Item1}}
+                  route_config:
+                    virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes: [ { match: { prefix: "/" }, direct_response: { status: 200, body: { inline_string: {{v.Item1}} } } } ]
+                  http_filters: [ { name: envoy.filters.http.router } ]
+        """));
+
+    /// <summary>What istiod sends a sidecar for one HTTP service on 9090 with subsets v1 and v2, as a bootstrap.</summary>
+    private static string Sidecar() => $$"""
+        node: { id: "sidecar~{{WorkloadIp}}~client-1.default~default.svc.cluster.local", cluster: client.default }
+        admin: { address: { socket_address: { address: 127.0.0.1, port_value: 15000 } } }
+        static_resources:
+          clusters:
+          - name: "outbound|9090|v1|server.default.svc.cluster.local"
+            type: STATIC
+            connect_timeout: 1s
+            load_assignment: { cluster_name: v1, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: {{WorkloadIp}}, port_value: 18001 } } } } ] } ] }
+          - name: "outbound|9090|v2|server.default.svc.cluster.local"
+            type: STATIC
+            connect_timeout: 1s
+            load_assignment: { cluster_name: v2, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: {{WorkloadIp}}, port_value: 18002 } } } } ] } ] }
+          - name: PassthroughCluster
+            type: ORIGINAL_DST
+            lb_policy: CLUSTER_PROVIDED
+            connect_timeout: 1s
+          listeners:
+          - name: virtualOutbound
+            address: { socket_address: { address: 0.0.0.0, port_value: 15001 } }
+            use_original_dst: true
+            traffic_direction: OUTBOUND
+            filter_chains:
+            - name: virtualOutbound-catchall-tcp
+              filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  stat_prefix: PassthroughCluster
+                  cluster: PassthroughCluster
+          - name: 0.0.0.0_9090
+            address: { socket_address: { address: 0.0.0.0, port_value: 9090 } }
+            bind_to_port: false
+            traffic_direction: OUTBOUND
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.http_connection_manager
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                  stat_prefix: outbound_0.0.0.0_9090
+                  route_config:
+                    name: "9090"
+                    virtual_hosts:
+                    - name: "server.default.svc.cluster.local:9090"
+                      domains: [server.default.svc.cluster.local, "server.default.svc.cluster.local:9090", server, "server:9090", {{ServiceIp}}, "{{ServiceIp}}:9090"]
+                      routes:
+                      - match: { prefix: "/", headers: [ { name: name, string_match: { exact: layotto } } ] }
+                        route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local", timeout: 0s }
+                      - match: { prefix: "/" }
+                        route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local", timeout: 0s }
+                  http_filters: [ { name: envoy.filters.http.router } ]
+        """;
+
+    private async Task<(int Exit, string Body)> CurlAsync(params string[] args)
+    {
+        var (exit, stdout, _) = await Processes.RunAsync("ip", ["netns", "exec", _ns, "curl", "-s", "--max-time", "5", .. args]);
+        return (exit, stdout);
+    }
+
+    [Fact]
+    public async Task InterceptedConnections_AreRoutedByTheListenerOfTheirOriginalDestination()
+    {
+        Assert.Equal((0, "v1"), await CurlAsync("-H", "name: layotto", $"http://{ServiceIp}:9090/hello"));
+        Assert.Equal((0, "v2"), await CurlAsync($"http://{ServiceIp}:9090/hello"));
+        Assert.Equal((0, "v1"), await CurlAsync("--http2-prior-knowledge", "-H", "name: layotto", $"http://{ServiceIp}:9090/hello"));
+        Assert.Equal((0, "v2"), await CurlAsync("-H", "Host: server", $"http://{ServiceIp}:9090/hello"));
+
+        // Under load, HTTP/2 and HTTP/1.1: every request answered by the right version.
+        var (exit, output, error) = await Processes.RunAsync("ip", ["netns", "exec", _ns, "h2load", "-n", "4000", "-c", "4", "-m", "8", "-H", "name: layotto", $"http://{ServiceIp}:9090/hello"], TimeSpan.FromSeconds(60));
+        Assert.True(exit == 0, output + error);
+        Assert.Contains("4000 succeeded, 0 failed, 0 errored", output, StringComparison.Ordinal);
+        Assert.Contains("status codes: 4000 2xx", output, StringComparison.Ordinal);
+        (exit, output, error) = await Processes.RunAsync("ip", ["netns", "exec", _ns, "h2load", "--h1", "-n", "2000", "-c", "4", $"http://{ServiceIp}:9090/hello"], TimeSpan.FromSeconds(60));
+        Assert.True(exit == 0, output + error);
+        Assert.Contains("2000 succeeded, 0 failed, 0 errored", output, StringComparison.Ordinal);
+
+        // The stats agree: the connection manager of 0.0.0.0_9090 served them, v1 and v2 split as sent.
+        var (_, stats) = await CurlAsync("http://127.0.0.1:15000/stats?filter=upstream_rq_total|downstream_rq_total");
+        Assert.Contains("http.outbound_0.0.0.0_9090.downstream_rq_total: 6004\n", stats, StringComparison.Ordinal);
+        Assert.Contains("cluster.outbound|9090|v1|server.default.svc.cluster.local.upstream_rq_total: 4002\n", stats, StringComparison.Ordinal);
+        Assert.Contains("cluster.outbound|9090|v2|server.default.svc.cluster.local.upstream_rq_total: 2002\n", stats, StringComparison.Ordinal);
+
+        // A destination no listener serves: virtualOutbound has no chain of its own for it (its tcp_proxy
+        // passthrough is not served yet): the connection is closed, and counted.
+        (exit, _) = await CurlAsync($"http://{ServiceIp}:7777/");
+        Assert.NotEqual(0, exit);
+        (_, stats) = await CurlAsync("http://127.0.0.1:15000/stats?filter=no_filter_chain_match");
+        Assert.Matches(NoMatch(), stats);
+
+        // pilot-agent's stop: SIGTERM → drained, exit 0.
+        Process sidecar = _processes[1];
+        await RunAsync("kill", "-TERM", sidecar.Id.ToString(CultureInfo.InvariantCulture));
+        await sidecar.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(0, sidecar.ExitCode);
+    }
+
+    [GeneratedRegex(@"listener\.0\.0\.0\.0_15001\.no_filter_chain_match: [1-9]")]
+    private static partial Regex NoMatch();
+}
