@@ -37,6 +37,7 @@ public sealed class ProxyServer : IAsyncDisposable
         {
             Dispatch = destination => Snapshots.Current.FindOriginalDestination(destination),
             FindUnbound = unbound => Snapshots.Current.FindUnbound(unbound),
+            Snapshot = () => Snapshots.Current,
         };
         listener.Start();
         _listeners.Add(listener);

@@ -31,7 +31,8 @@ public static class Mesh
                                     port, as with INTERCEPTION_MODE NONE (default: 127.0.0.1)
           --interception none|redirect
                                     none (default): the outbound listeners bind --listen-address:PORT;
-                                    redirect: istiod's 0.0.0.0_PORT listeners, not bound (iptables)
+                                    redirect: istiod's 0.0.0.0_PORT listeners, not bound, and
+                                    virtualOutbound on 0.0.0.0:15001 with PassthroughCluster (iptables)
           --once                    translate, print the resources' names and exit (1 on an error)
           -l, --log-level LEVEL     as for the proxy (default: info)
           -h, --help                this text
@@ -100,7 +101,7 @@ public static class Mesh
             Console.Error.WriteLine($"layotto-fast mesh: --xds-address: {bad}");
             return 2;
         }
-        var translator = new IstioTranslator { ListenAddress = listen, BindOutboundListeners = bind };
+        var translator = new IstioTranslator { ListenAddress = listen, BindOutboundListeners = bind, VirtualOutbound = !bind };
         if (once)
         {
             try
@@ -117,7 +118,7 @@ public static class Mesh
                 return 1;
             }
         }
-        var mesh = new MeshControlPlane(dir, endPoint!, listen, bind);
+        var mesh = new MeshControlPlane(dir, endPoint!, listen, bind, virtualOutbound: !bind);
         try
         {
             mesh.Start(TimeSpan.FromMilliseconds(200));

@@ -58,6 +58,8 @@ public static class XdsTypes
         ["envoy.config.filter.http.rbac.v2.RBAC"] = Api.HttpRbac.RBAC.Descriptor,
         ["envoy.extensions.filters.network.rbac.v3.RBAC"] = Api.NetworkRbac.RBAC.Descriptor,
         ["envoy.config.filter.network.rbac.v2.RBAC"] = Api.NetworkRbac.RBAC.Descriptor,
+        ["envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"] = Api.TcpProxy.TcpProxy.Descriptor,
+        ["envoy.config.filter.network.tcp_proxy.v2.TcpProxy"] = Api.TcpProxy.TcpProxy.Descriptor,
         ["google.protobuf.Struct"] = Google.Protobuf.WellKnownTypes.Struct.Descriptor,
     }.ToFrozenDictionary(StringComparer.Ordinal);
 

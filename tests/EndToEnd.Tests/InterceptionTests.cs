@@ -9,7 +9,8 @@ namespace EndToEnd.Tests;
 /// Istio's REDIRECT mode, for real: a network namespace with a service IP, the nat rules Istio's init
 /// container writes (every outbound TCP connection to 15001, except the proxy's own, by uid 1337), the
 /// published binary running as uid 1337 with an istiod-shaped bootstrap (virtualOutbound with
-/// use_original_dst, a bind_to_port:false 0.0.0.0_9090 listener routing by header to v1, else v2), and
+/// use_original_dst and its PassthroughCluster, a bind_to_port:false 0.0.0.0_9090 listener routing by
+/// header to v1, else v2, and a TCP service's tcp_proxy listener), and
 /// plain clients that only know the service's address. Needs root (ip netns, iptables): CI runs as root;
 /// without it the test fails and says why.
 /// </summary>
@@ -119,10 +120,10 @@ public sealed partial class InterceptionTests : IAsyncLifetime
     private static string Upstreams() => """
         static_resources:
           listeners:
-        """ + string.Concat(new[] { ("v1", 18001), ("v2", 18002) }.Select(v => $$"""
+        """ + string.Concat(new[] { ("v1", WorkloadIp, 18001), ("v2", WorkloadIp, 18002), ("tcp-service", WorkloadIp, 18003), ("passthrough", ServiceIp, 7777) }.Select(v => $$"""
 
           - name: {{v.Item1}}
-            address: { socket_address: { address: {{WorkloadIp}}, port_value: {{v.Item2}} } }
+            address: { socket_address: { address: {{v.Item2}}, port_value: {{v.Item3}} } }
             filter_chains:
             - filters:
               - name: envoy.filters.network.http_connection_manager
@@ -151,6 +152,10 @@ public sealed partial class InterceptionTests : IAsyncLifetime
             type: STATIC
             connect_timeout: 1s
             load_assignment: { cluster_name: v2, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: {{WorkloadIp}}, port_value: 18002 } } } } ] } ] }
+          - name: "outbound|5000||tcp.default.svc.cluster.local"
+            type: STATIC
+            connect_timeout: 1s
+            load_assignment: { cluster_name: tcp, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: {{WorkloadIp}}, port_value: 18003 } } } } ] } ] }
           - name: PassthroughCluster
             type: ORIGINAL_DST
             lb_policy: CLUSTER_PROVIDED
@@ -168,6 +173,17 @@ public sealed partial class InterceptionTests : IAsyncLifetime
                   "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
                   stat_prefix: PassthroughCluster
                   cluster: PassthroughCluster
+          - name: {{ServiceIp}}_5000
+            address: { socket_address: { address: {{ServiceIp}}, port_value: 5000 } }
+            bind_to_port: false
+            traffic_direction: OUTBOUND
+            filter_chains:
+            - filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  stat_prefix: "outbound|5000||tcp.default.svc.cluster.local"
+                  cluster: "outbound|5000||tcp.default.svc.cluster.local"
           - name: 0.0.0.0_9090
             address: { socket_address: { address: 0.0.0.0, port_value: 9090 } }
             bind_to_port: false
@@ -220,12 +236,13 @@ public sealed partial class InterceptionTests : IAsyncLifetime
         Assert.Contains("cluster.outbound|9090|v1|server.default.svc.cluster.local.upstream_rq_total: 4002\n", stats, StringComparison.Ordinal);
         Assert.Contains("cluster.outbound|9090|v2|server.default.svc.cluster.local.upstream_rq_total: 2002\n", stats, StringComparison.Ordinal);
 
-        // A destination no listener serves: virtualOutbound has no chain of its own for it (its tcp_proxy
-        // passthrough is not served yet): the connection is closed, and counted.
-        (exit, _) = await CurlAsync($"http://{ServiceIp}:7777/");
-        Assert.NotEqual(0, exit);
-        (_, stats) = await CurlAsync("http://127.0.0.1:15000/stats?filter=no_filter_chain_match");
-        Assert.Matches(NoMatch(), stats);
+        // A TCP service (its 10.96.0.10_5000 listener is tcp_proxy to its cluster), and a destination no
+        // listener knows: virtualOutbound's own chain passes it through to where it was going.
+        Assert.Equal((0, "tcp-service"), await CurlAsync($"http://{ServiceIp}:5000/"));
+        Assert.Equal((0, "passthrough"), await CurlAsync($"http://{ServiceIp}:7777/"));
+        (_, stats) = await CurlAsync("http://127.0.0.1:15000/stats?filter=upstream_cx_total");
+        Assert.Matches(PassedThrough(), stats);
+        Assert.Contains("cluster.outbound|5000||tcp.default.svc.cluster.local.upstream_cx_total: 1\n", stats, StringComparison.Ordinal);
 
         // pilot-agent's stop: SIGTERM → drained, exit 0.
         Process sidecar = _processes[1];
@@ -234,6 +251,6 @@ public sealed partial class InterceptionTests : IAsyncLifetime
         Assert.Equal(0, sidecar.ExitCode);
     }
 
-    [GeneratedRegex(@"listener\.0\.0\.0\.0_15001\.no_filter_chain_match: [1-9]")]
-    private static partial Regex NoMatch();
+    [GeneratedRegex(@"cluster\.PassthroughCluster\.upstream_cx_total: 1\n")]
+    private static partial Regex PassedThrough();
 }

@@ -296,7 +296,11 @@ public sealed class XdsStateTests
         ProxySnapshot snapshot = state.Build()!;
         ListenerConfig listener = Assert.Single(snapshot.Listeners);
         Assert.Equal("bound", listener.Name);
-        Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));
+        ListenerConfig dispatched = Assert.Single(snapshot.UnboundListeners);
+        Assert.Equal("0.0.0.0_9080", dispatched.Name);
+        Assert.False(dispatched.BindToPort);
+        Assert.Same(dispatched, snapshot.FindOriginalDestination(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 9080)));
+        Assert.Null(snapshot.FindOriginalDestination(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 9081)));
         Core.Routing.Route built = listener.Routes.VirtualHosts[0].Routes[0];
         Assert.Equal(V2, built.Action.Mirror!.Cluster.Name);
         Assert.Equal("rewritten.example"u8.ToArray(), built.Action.HostRewrite);
@@ -341,9 +345,13 @@ public sealed class XdsStateTests
         Assert.DoesNotContain(subset, snapshot.Clusters.Keys);
         Assert.True(state.Warming);
         Assert.DoesNotContain(snapshot.Listeners, l => l.Name == "virtualInbound");
-        // HTTP listeners with an HTTP connection manager are served; TCP-only and original-dst ones are named.
+        // HTTP listeners and tcp_proxy ones are served: virtualOutbound bound (use_original_dst, its
+        // PassthroughCluster chain), the per-service ones reached through it; unknown filters are named.
         Assert.Contains(state.Warnings, w => w.Contains("not honoured yet", StringComparison.Ordinal));
-        Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));
+        ListenerConfig outbound = Assert.Single(snapshot.Listeners, l => l.Name == "virtualOutbound");
+        Assert.True(outbound.UseOriginalDst);
+        Assert.Equal("PassthroughCluster", outbound.TcpProxy!.PickCluster());
+        Assert.Contains(snapshot.UnboundListeners, l => l.TcpProxy != null && !l.BindToPort);
         Assert.Contains("9080", state.RouteNames);
     }
 
@@ -361,8 +369,10 @@ public sealed class XdsStateTests
         }
         ProxySnapshot snapshot = state.Build()!;
         Assert.Contains(state.Names(XdsResourceType.Cluster), n => n.StartsWith("outbound|9080|v1|reviews", StringComparison.Ordinal));
-        Assert.Contains(state.Warnings, w => w.Contains("bind_to_port false", StringComparison.Ordinal));
         Assert.NotNull(snapshot);
+        // Istio 1.5's per-port listeners (deprecated_v1.bind_to_port false) are reached through virtualOutbound.
+        Assert.Contains(snapshot.UnboundListeners, l => l.Name == "0.0.0.0_9080" && l.ServesHttp);
+        Assert.True(Assert.Single(snapshot.Listeners, l => l.Name == "virtualOutbound").UseOriginalDst);
     }
 }
 

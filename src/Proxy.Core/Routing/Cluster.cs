@@ -210,6 +210,9 @@ public sealed class Cluster
     /// <summary>Request and retry counts of this cluster name, shared by every snapshot.</summary>
     public ClusterState State { get; init; } = new();
 
+    /// <summary>type ORIGINAL_DST (Istio's PassthroughCluster): no endpoints of its own; a connection goes where it was meant to.</summary>
+    public bool UsesOriginalDestination { get; init; }
+
     /// <summary>Outlier detection: counts a response (or connect failure/reset) of <paramref name="endpoint"/>, and ejects it when due.</summary>
     public void RecordOutcome(UpstreamEndpoint endpoint, bool failure, bool gatewayFailure)
     {

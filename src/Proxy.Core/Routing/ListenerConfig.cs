@@ -27,6 +27,9 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
 
     /// <summary>Whether the listener has an HTTP connection manager of its own (a dispatcher may have none).</summary>
     public bool ServesHttp { get; init; } = true;
+
+    /// <summary>A listener whose filter chain is tcp_proxy (no HTTP): its connections are relayed as octets.</summary>
+    public Forwarding.TcpProxyConfig? TcpProxy { get; init; }
 }
 
 /// <summary>

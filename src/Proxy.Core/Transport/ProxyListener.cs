@@ -80,6 +80,9 @@ public sealed class ProxyListener : IAsyncDisposable
     /// <summary>An unbound listener by name in the current snapshot (a dispatched connection follows its updates).</summary>
     public Func<string, ListenerConfig?>? FindUnbound { get; init; }
 
+    /// <summary>The current snapshot (a tcp_proxy connection picks its cluster from it).</summary>
+    public Func<ProxySnapshot>? Snapshot { get; init; }
+
     /// <summary>Makes the HTTP/2 side of a connection (the listener's sniffer picks HTTP/2 or HTTP/1.1).</summary>
     internal delegate Http2Downstream Http2Factory(SocketConnection connection, Func<ListenerConfig> config, ListenerOptions options);
 
@@ -171,7 +174,12 @@ public sealed class ProxyListener : IAsyncDisposable
             }
             ListenerConfig config = Config;
             Func<ListenerConfig> source = _configSource;
-            if (config.UseOriginalDst && Dispatch != null && OriginalDestination.Get(accepted) is { } destination && Dispatch(destination) is { } target)
+            IPEndPoint? destination = config.UseOriginalDst ? OriginalDestination.Get(accepted) : null;
+            if (destination != null && destination.Equals(accepted.LocalEndPoint))
+            {
+                destination = null; // not redirected (a connection made to this port itself): never passed through back to us
+            }
+            if (destination != null && Dispatch?.Invoke(destination) is { } target)
             {
                 // Istio's virtualOutbound: the connection belongs to the listener of its original
                 // destination (0.0.0.0_9090 for 10.96.0.10:9090), and follows that listener's updates.
@@ -180,19 +188,30 @@ public sealed class ProxyListener : IAsyncDisposable
                 source = () => find(name) ?? target;
                 config = target;
             }
-            else if (!config.ServesHttp)
-            {
-                // No listener for its destination and no chain of our own to serve it (tcp_proxy
-                // passthrough is not served yet): closed, counted as Envoy's no_filter_chain_match.
-                _stats?.NoFilterChainMatch.Inc();
-                DownstreamLimits.Closed();
-                accepted.Dispose();
-                continue;
-            }
             ListenerOptions options = config.Options;
             if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted))
             {
                 DownstreamLimits.Denied();
+                DownstreamLimits.Closed();
+                accepted.Dispose();
+                continue;
+            }
+            if (!config.ServesHttp)
+            {
+                if (config.TcpProxy is { } tcp && Snapshot != null)
+                {
+                    // tcp_proxy: relayed as octets (virtualOutbound's PassthroughCluster, or a TCP service's listener).
+                    Opened(options);
+                    _ = TcpProxySession.RunAsync(accepted, destination, tcp, Snapshot(), () =>
+                    {
+                        DownstreamLimits.Closed();
+                        Closed(options);
+                    });
+                    continue;
+                }
+                // No listener for its destination and no chain of our own to serve it: closed, counted
+                // as Envoy's no_filter_chain_match.
+                _stats?.NoFilterChainMatch.Inc();
                 DownstreamLimits.Closed();
                 accepted.Dispose();
                 continue;

@@ -1,5 +1,6 @@
 using System.Collections.Frozen;
 using System.Net;
+using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 
@@ -347,7 +348,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         if (type == "ORIGINAL_DST")
         {
-            Warn(c["type"], "ORIGINAL_DST clusters are not honoured yet (no original-destination support); requests routed to them get 503");
+            Warn(c["type"], "ORIGINAL_DST clusters serve tcp_proxy connections (to their original destination); HTTP requests routed to one get 503 for now");
         }
         if (type is not ("STATIC" or "STRICT_DNS" or "LOGICAL_DNS" or "EDS" or "ORIGINAL_DST"))
         {
@@ -472,6 +473,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
             OutlierDetection = settings.OutlierDetection,
             BufferLimit = settings.BufferLimit,
             State = state,
+            UsesOriginalDestination = type == "ORIGINAL_DST",
         };
     }
 
@@ -589,6 +591,9 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         ConfigNode? hcm = null;
         RbacPolicySet? networkRbac = null;
+        ConfigNode? tcpProxy = null;
+        RbacPolicySet? tcpRbac = null;
+        bool tcpCatchAll = false;
         foreach (ConfigNode chain in l["filter_chains"].Items)
         {
             RbacPolicySet? chainRbac = null;
@@ -614,10 +619,25 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
                     || (type.Length == 0 && filterName is HttpConnectionManager or "envoy.http_connection_manager");
                 if (!isHcm)
                 {
-                    bool isRbac = type.Contains(".rbac.", StringComparison.Ordinal) || filterName == "envoy.filters.network.rbac";
-                    if (!Dynamic && !isRbac && !useOriginalDst)
+                    bool isTcpProxy = type.EndsWith(".TcpProxy", StringComparison.Ordinal) || (type.Length == 0 && filterName is "envoy.filters.network.tcp_proxy" or "envoy.tcp_proxy");
+                    if (isTcpProxy)
                     {
-                        throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager} and envoy.filters.network.rbac)");
+                        // filter_chain_match is not honoured yet: the catch-all chain (no match) is the one
+                        // taken, as it is what serves every destination without a chain of its own
+                        // (virtualOutbound's first chain, destination_port 15001, is a loop guard to BlackHoleCluster).
+                        bool catchAll = !chain["filter_chain_match"].Exists;
+                        if (tcpProxy == null || (catchAll && !tcpCatchAll))
+                        {
+                            tcpProxy = config;
+                            tcpRbac = chainRbac;
+                            tcpCatchAll = catchAll;
+                        }
+                        continue;
+                    }
+                    bool isRbac = type.Contains(".rbac.", StringComparison.Ordinal) || filterName == "envoy.filters.network.rbac";
+                    if (!Dynamic && !isRbac)
+                    {
+                        throw new ConfigException($"{filter.Path}: network filter '{filterName}' is not supported (only {HttpConnectionManager}, envoy.filters.network.tcp_proxy and envoy.filters.network.rbac)");
                     }
                     // Istio puts metadata exchange, stats and RBAC filters before the HTTP connection
                     // manager; a chain that ends in tcp_proxy has none and is not served.
@@ -633,11 +653,20 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         if (hcm is not ConfigNode http)
         {
+            if (tcpProxy is ConfigNode tcp)
+            {
+                // A TCP listener (Istio's virtualOutbound with PassthroughCluster, or a TCP service's port).
+                return new ListenerShape(name, address, bind, l, null)
+                {
+                    UseOriginalDst = useOriginalDst,
+                    ServesHttp = false,
+                    TcpProxy = ReadTcpProxy(tcp),
+                    Options = new ListenerOptions { NetworkRbac = tcpRbac },
+                };
+            }
             if (useOriginalDst)
             {
-                // Istio's virtualOutbound: its own chain is tcp_proxy to PassthroughCluster, which is not
-                // served yet; it still hands every connection to the listener of its original destination.
-                Warn(l["filter_chains"], "no HTTP connection manager: only connections whose original destination has a listener are served (tcp_proxy passthrough is not yet)");
+                // No chain of its own: it only hands connections to the listener of their original destination.
                 return new ListenerShape(name, address, bind, l, null) { UseOriginalDst = true, ServesHttp = false };
             }
             if (!Dynamic)
@@ -659,9 +688,41 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         return new ListenerShape(name, address, bind, http, rdsName) { Options = ReadListenerOptions(l, http, networkRbac), UseOriginalDst = useOriginalDst };
     }
 
+    /// <summary>envoy.filters.network.tcp_proxy: cluster or weighted_clusters, stat_prefix, idle_timeout (Envoy: 1 h).</summary>
+    private TcpProxyConfig ReadTcpProxy(ConfigNode tcp)
+    {
+        var clusters = new List<(string, int)>();
+        if (tcp["cluster"].String() is { Length: > 0 } cluster)
+        {
+            clusters.Add((cluster, 1));
+        }
+        foreach (ConfigNode weighted in tcp["weighted_clusters"]["clusters"].Items)
+        {
+            long weight = weighted["weight"].Integer() ?? 1;
+            if (weight is < 0 or > 1_000_000)
+            {
+                throw new ConfigException($"{weighted["weight"].Path}: {weight} is out of range (0 to 1000000)");
+            }
+            clusters.Add((weighted["name"].RequiredString(), (int)weight));
+        }
+        if (clusters.Count == 0)
+        {
+            throw new ConfigException($"{tcp.Path}: tcp_proxy needs cluster or weighted_clusters");
+        }
+        foreach (string field in new[] { "access_log", "metadata_match", "hash_policy", "tunneling_config", "max_connect_attempts" })
+        {
+            if (tcp[field].Exists)
+            {
+                Warn(tcp[field], "not honoured yet");
+            }
+        }
+        TimeSpan idle = tcp["idle_timeout"].Duration() ?? TimeSpan.FromHours(1);
+        return new TcpProxyConfig(tcp["stat_prefix"].String() ?? "tcp", [.. clusters], idle);
+    }
+
     /// <summary>A listener that serves inline routes (route_config), against a set of clusters.</summary>
     public ListenerConfig BuildListener(ListenerShape shape, RouteConfiguration routes) =>
-        new(shape.Name, shape.Address, routes) { Options = shape.Options, BindToPort = shape.BindToPort, UseOriginalDst = shape.UseOriginalDst, ServesHttp = shape.ServesHttp };
+        new(shape.Name, shape.Address, routes) { Options = shape.Options, BindToPort = shape.BindToPort, UseOriginalDst = shape.UseOriginalDst, ServesHttp = shape.ServesHttp, TcpProxy = shape.TcpProxy };
 
     /// <summary>RDS from a file: the RouteConfiguration named route_config_name in the file's DiscoveryResponse.</summary>
     private RouteConfiguration LoadRdsFile(ConfigNode rds, IReadOnlyDictionary<string, Cluster> clusters)
@@ -1384,6 +1445,9 @@ public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToP
 
     /// <summary>Whether it has an HTTP connection manager (a use_original_dst listener may have none).</summary>
     public bool ServesHttp { get; init; } = true;
+
+    /// <summary>Its tcp_proxy, when it serves TCP instead of HTTP.</summary>
+    public TcpProxyConfig? TcpProxy { get; init; }
 }
 
 /// <summary>

@@ -41,6 +41,12 @@ public sealed class IstioTranslator
     /// </summary>
     public bool BindOutboundListeners { get; init; } = true;
 
+    /// <summary>
+    /// Istio's REDIRECT mode: also a virtualOutbound listener on 0.0.0.0:15001 (use_original_dst, its own
+    /// chain a tcp_proxy to PassthroughCluster) and the PassthroughCluster (ORIGINAL_DST).
+    /// </summary>
+    public bool VirtualOutbound { get; init; }
+
     private sealed record Port(uint Number, string Name, bool Http2);
     private sealed record Workload(string Address, Dictionary<string, string> Labels, Dictionary<string, uint> Ports, string Origin);
     private sealed record Service(string Host, string Namespace, List<Port> Ports, Dictionary<string, string>? Selector, List<Workload> Endpoints, string Origin);
@@ -165,8 +171,46 @@ public sealed class IstioTranslator
             result.Add((XdsResourceType.Listener, outbound.Name, outbound));
         }
         _hosts = reused;
+        if (VirtualOutbound)
+        {
+            // REDIRECT mode: iptables sends every outbound connection to 15001, where virtualOutbound hands
+            // it to the listener of its original destination, or passes it through to where it was going.
+            result.Add((XdsResourceType.Cluster, s_passthroughCluster.Name, s_passthroughCluster));
+            result.Add((XdsResourceType.Listener, s_virtualOutbound.Name, s_virtualOutbound));
+        }
         return result;
     }
+
+    private static readonly Cluster s_passthroughCluster = new()
+    {
+        Name = "PassthroughCluster",
+        Type = Cluster.Types.DiscoveryType.OriginalDst,
+        LbPolicy = Cluster.Types.LbPolicy.ClusterProvided,
+        ConnectTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(10)),
+    };
+
+    private static readonly Listener s_virtualOutbound = new()
+    {
+        Name = "virtualOutbound",
+        Address = new Address { SocketAddress = new SocketAddress { Address = "0.0.0.0", PortValue = 15001 } },
+        UseOriginalDst = true,
+        TrafficDirection = Listener.Types.TrafficDirection.Outbound,
+        FilterChains =
+        {
+            new FilterChain
+            {
+                Name = "virtualOutbound-catchall-tcp",
+                Filters =
+                {
+                    new Filter
+                    {
+                        Name = "envoy.filters.network.tcp_proxy",
+                        TypedConfig = Any.Pack(new Proxy.Xds.Api.TcpProxy.TcpProxy { StatPrefix = "PassthroughCluster", Cluster = "PassthroughCluster" }),
+                    },
+                },
+            },
+        },
+    };
 
     private sealed record World(List<Doc> Inputs, Dictionary<string, Service> Services,
         Dictionary<string, (Doc Doc, ConfigNode Policy, Dictionary<string, (Dictionary<string, string> Labels, ConfigNode Policy)> Subsets)> Rules,

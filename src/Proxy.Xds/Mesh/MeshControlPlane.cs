@@ -26,10 +26,10 @@ public sealed class MeshControlPlane : IAsyncDisposable
     private Timer? _quiet;
     private FileSystemWatcher? _watcher;
 
-    public MeshControlPlane(string directory, EndPoint xdsAddress, string listenAddress = "127.0.0.1", bool bindOutboundListeners = true)
+    public MeshControlPlane(string directory, EndPoint xdsAddress, string listenAddress = "127.0.0.1", bool bindOutboundListeners = true, bool virtualOutbound = false)
     {
         _directory = directory;
-        _translator = new IstioTranslator { ListenAddress = listenAddress, BindOutboundListeners = bindOutboundListeners };
+        _translator = new IstioTranslator { ListenAddress = listenAddress, BindOutboundListeners = bindOutboundListeners, VirtualOutbound = virtualOutbound };
         _ads = new AdsServer(xdsAddress);
         _ads.Nacked += message => ProxyLog.Write(LogLevel.Warning, $"mesh: a proxy refused the configuration: {message}");
     }

@@ -1,0 +1,153 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Proxy.Core.Diagnostics;
+using Proxy.Core.Routing;
+using Proxy.Core.Transport;
+
+namespace Proxy.Core.Forwarding;
+
+/// <summary>
+/// Envoy's tcp_proxy network filter: a connection's octets go to one endpoint of a cluster (weighted
+/// clusters: one picked per connection) and back, untouched. A cluster of type ORIGINAL_DST
+/// (Istio's PassthroughCluster) connects to where the client meant to go (SO_ORIGINAL_DST).
+/// </summary>
+public sealed class TcpProxyConfig(string statPrefix, (string Cluster, int Weight)[] clusters, TimeSpan idleTimeout)
+{
+    public string StatPrefix { get; } = statPrefix;
+
+    /// <summary>The cluster, or weighted_clusters (weights as given; one is picked per connection).</summary>
+    public (string Cluster, int Weight)[] Clusters { get; } = clusters;
+
+    /// <summary>idle_timeout: no octet either way for this long ends the connection (Envoy: 1 h; zero: none).</summary>
+    public TimeSpan IdleTimeout { get; } = idleTimeout;
+
+    public string PickCluster()
+    {
+        if (Clusters.Length == 1)
+        {
+            return Clusters[0].Cluster;
+        }
+        int total = 0;
+        foreach (var (_, weight) in Clusters)
+        {
+            total += weight;
+        }
+        int pick = Random.Shared.Next(Math.Max(total, 1));
+        foreach (var (cluster, weight) in Clusters)
+        {
+            if ((pick -= weight) < 0)
+            {
+                return cluster;
+            }
+        }
+        return Clusters[^1].Cluster;
+    }
+}
+
+/// <summary>One proxied TCP connection: both directions pumped until both are done, bounded buffers, idle timeout.</summary>
+internal static class TcpProxySession
+{
+    private const int BufferSize = 16 * 1024;
+
+    public static async Task RunAsync(Socket downstream, IPEndPoint? originalDestination, TcpProxyConfig config, ProxySnapshot snapshot, Action onClosed)
+    {
+        Socket? upstream = null;
+        try
+        {
+            string clusterName = config.PickCluster();
+            EndPoint? target = null;
+            TimeSpan connectTimeout = TimeSpan.FromSeconds(5);
+            if (snapshot.Clusters.TryGetValue(clusterName, out Cluster? cluster))
+            {
+                connectTimeout = cluster.ConnectTimeout;
+                target = cluster.UsesOriginalDestination ? originalDestination : cluster.PickEndpoint()?.Address;
+                cluster.State.Stats.UpstreamCxTotal.Inc();
+            }
+            if (target == null)
+            {
+                ProxyLog.Peer(LogLevel.Debug, $"tcp_proxy {config.StatPrefix}: no endpoint in cluster '{clusterName}' for a connection; closed");
+                return;
+            }
+            (upstream, string? error) = await Upstream.UpstreamConnector.ConnectAsync(target, connectTimeout);
+            if (upstream == null)
+            {
+                cluster?.State.Stats.UpstreamCxConnectFail.Inc();
+                ProxyLog.Peer(LogLevel.Debug, $"tcp_proxy {config.StatPrefix}: cannot connect to {target}: {error}");
+                return;
+            }
+            using var idle = new CancellationTokenSource();
+            long lastActivity = Environment.TickCount64;
+            Task watchdog = WatchIdleAsync(config.IdleTimeout, () => Volatile.Read(ref lastActivity), idle);
+            Task up = PumpAsync(downstream, upstream, () => Volatile.Write(ref lastActivity, Environment.TickCount64), idle.Token);
+            Task down = PumpAsync(upstream, downstream, () => Volatile.Write(ref lastActivity, Environment.TickCount64), idle.Token);
+            await Task.WhenAll(up, down);
+            await idle.CancelAsync();
+            await watchdog;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+        }
+        finally
+        {
+            upstream?.Dispose();
+            downstream.Dispose();
+            onClosed();
+        }
+    }
+
+    /// <summary>Copies until the source ends, then ends the destination's sending side (half-close).</summary>
+    private static async Task PumpAsync(Socket from, Socket to, Action active, CancellationToken cancel)
+    {
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        try
+        {
+            while (true)
+            {
+                int n = await from.ReceiveAsync(buffer.AsMemory(0, BufferSize), SocketFlags.None, cancel);
+                if (n == 0)
+                {
+                    to.Shutdown(SocketShutdown.Send);
+                    return;
+                }
+                active();
+                await to.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, cancel);
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            // One side reset or timed out: both go.
+            from.Dispose();
+            to.Dispose();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static async Task WatchIdleAsync(TimeSpan timeout, Func<long> lastActivity, CancellationTokenSource idle)
+    {
+        if (timeout <= TimeSpan.Zero)
+        {
+            return;
+        }
+        long limit = (long)timeout.TotalMilliseconds;
+        try
+        {
+            while (true)
+            {
+                long wait = lastActivity() + limit - Environment.TickCount64;
+                if (wait <= 0)
+                {
+                    await idle.CancelAsync();
+                    return;
+                }
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(wait, 60_000)), idle.Token);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}
