@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 
 namespace Proxy.Core.Diagnostics;
 
@@ -15,19 +16,35 @@ public enum LogLevel : byte
 
 /// <summary>
 /// The proxy's log: one line per event on standard error, in Envoy's shape
-/// ("[time][level] message"). A disabled level costs one comparison. Lines caused by peers (malformed
-/// input, resets) are rate-limited, so a hostile client cannot turn the log into a denial of service.
+/// ("[time][level] message"). A disabled level costs one comparison and builds no string (the message is
+/// an interpolated-string handler that formats nothing unless the level is on). Lines are queued (at most
+/// <see cref="QueueLimit"/>; past it they are dropped and counted) and written by a thread of their own,
+/// so no event loop ever waits for the terminal. Lines caused by peers (malformed input, resets) are
+/// rate-limited, so a hostile client cannot turn the log into a denial of service.
 /// </summary>
 public static class ProxyLog
 {
     private const int PeerLinesPerSecond = 20;
+
+    /// <summary>Lines waiting to be written at most; more are dropped (and counted in the next line written).</summary>
+    public const int QueueLimit = 8192;
+
     private static readonly object s_lock = new();
     private static long s_windowStart;
     private static int s_windowLines;
     private static long s_suppressed;
+    private static readonly System.Threading.Channels.Channel<string> s_lines =
+        System.Threading.Channels.Channel.CreateBounded<string>(new System.Threading.Channels.BoundedChannelOptions(QueueLimit) { SingleReader = true, FullMode = System.Threading.Channels.BoundedChannelFullMode.DropWrite });
+    private static long s_dropped;
+    private static long s_queued;
+    private static long s_written;
+    private static Thread? s_writer;
 
     public static LogLevel Level { get; set; } = LogLevel.Info;
     public static TextWriter Output { get; set; } = Console.Error;
+
+    /// <summary>Lines dropped because the queue was full.</summary>
+    public static long Dropped => Interlocked.Read(ref s_dropped);
 
     public static bool IsEnabled(LogLevel level) => level >= Level;
 
@@ -43,17 +60,93 @@ public static class ProxyLog
         _ => throw new ArgumentOutOfRangeException(nameof(level), level, "unknown log level"),
     };
 
+    /// <summary>Logs an interpolated message; nothing of it is formatted when <paramref name="level"/> is off.</summary>
+    public static void Write(LogLevel level, [InterpolatedStringHandlerArgument("level")] ref LogLineHandler message)
+    {
+        if (message.Enabled)
+        {
+            Enqueue(level, message.ToStringAndClear());
+        }
+    }
+
     public static void Write(LogLevel level, string message)
     {
-        if (!IsEnabled(level))
+        if (IsEnabled(level))
         {
-            return;
+            Enqueue(level, message);
         }
+    }
+
+    private static void Enqueue(LogLevel level, string message)
+    {
         string line = string.Create(CultureInfo.InvariantCulture, $"[{DateTime.UtcNow:yyyy-MM-dd HH:mm:ss.fff}][{Name(level)}] {message}");
+        if (s_writer == null)
+        {
+            StartWriter();
+        }
+        if (s_lines.Writer.TryWrite(line))
+        {
+            Interlocked.Increment(ref s_queued);
+        }
+        else
+        {
+            Interlocked.Increment(ref s_dropped);
+        }
+    }
+
+    private static void StartWriter()
+    {
         lock (s_lock)
         {
-            Output.WriteLine(line);
+            if (s_writer != null)
+            {
+                return;
+            }
+            var writer = new Thread(WriteLines) { IsBackground = true, Name = "log writer" };
+            writer.Start();
+            s_writer = writer;
+            AppDomain.CurrentDomain.ProcessExit += static (_, _) => Flush(TimeSpan.FromSeconds(2));
+        }
+    }
+
+    private static void WriteLines()
+    {
+        var reader = s_lines.Reader;
+        long reported = 0;
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        {
+            while (reader.TryRead(out string? line))
+            {
+                long dropped = Interlocked.Read(ref s_dropped);
+                if (dropped != reported)
+                {
+                    Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{DateTime.UtcNow:yyyy-MM-dd HH:mm:ss.fff}][warning] log: {dropped - reported} lines dropped (the log could not keep up)"));
+                    reported = dropped;
+                }
+                Output.WriteLine(line);
+                Interlocked.Increment(ref s_written);
+            }
             Output.Flush();
+        }
+    }
+
+    /// <summary>Waits until the queued lines are written (at exit), at most <paramref name="timeout"/>.</summary>
+    public static void Flush(TimeSpan timeout)
+    {
+        var deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        while (Interlocked.Read(ref s_written) < Interlocked.Read(ref s_queued) && Environment.TickCount64 < deadline && s_writer != null)
+        {
+            Thread.Sleep(1);
+        }
+        Thread.Sleep(s_writer != null ? 1 : 0); // the writer's Flush after its last line
+    }
+
+    /// <summary>An event caused by a peer: formatted only when it will be written.</summary>
+    public static void Peer(LogLevel level, [InterpolatedStringHandlerArgument("level")] ref LogLineHandler message)
+    {
+        if (message.Enabled)
+        {
+            Peer(level, message.ToStringAndClear());
         }
     }
 
@@ -97,4 +190,36 @@ public static class ProxyLog
         LogLevel.Error => "error",
         _ => "critical",
     };
+}
+
+/// <summary>
+/// The message of a log line as an interpolated string: formatted only when its level is on (the
+/// compiler passes the level first; when it is off no part of the message is evaluated into text).
+/// </summary>
+[InterpolatedStringHandler]
+public ref struct LogLineHandler
+{
+    private DefaultInterpolatedStringHandler _inner;
+
+    public LogLineHandler(int literalLength, int formattedCount, LogLevel level, out bool enabled)
+    {
+        Enabled = enabled = ProxyLog.IsEnabled(level);
+        _inner = enabled ? new DefaultInterpolatedStringHandler(literalLength, formattedCount, CultureInfo.InvariantCulture) : default;
+    }
+
+    public bool Enabled { get; }
+
+    public void AppendLiteral(string value) => _inner.AppendLiteral(value);
+
+    public void AppendFormatted<T>(T value) => _inner.AppendFormatted(value);
+
+    public void AppendFormatted<T>(T value, string? format) => _inner.AppendFormatted(value, format);
+
+    public void AppendFormatted<T>(T value, int alignment) => _inner.AppendFormatted(value, alignment);
+
+    public void AppendFormatted(ReadOnlySpan<char> value) => _inner.AppendFormatted(value);
+
+    public void AppendFormatted(string? value) => _inner.AppendFormatted(value);
+
+    public string ToStringAndClear() => _inner.ToStringAndClear();
 }
