@@ -4,18 +4,50 @@ using System.Runtime.CompilerServices;
 namespace Proxy.Core.Diagnostics;
 
 /// <summary>
-/// Striped cells: one 64-byte line per processor slot, so threads on different cores never write the
-/// same cache line. Writers add to their processor's cell (an uncontended interlocked add, no lock, no
-/// allocation); a read sums the cells.
+/// Striped cells: each stat has one cell per processor stripe, and a stripe's cells of a group of stats
+/// (<see cref="StatBlock"/>) sit on cache lines of their own, so threads on different cores rarely write
+/// the same line. Writers add to their processor's cell (an interlocked add, no lock, no allocation); a
+/// read sums the cells.
 /// </summary>
 internal static class Stripes
 {
     public const int LineLongs = 8; // 64 bytes
-    public static readonly int Count = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
-    public static readonly int Mask = Count - 1;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Line() => (Thread.GetCurrentProcessorId() & Mask) * LineLongs;
+    // At most 8 stripes: a sidecar may see thousands of clusters, and on a big node more stripes would
+    // cost memory for little (cores that share a stripe still count right, with interlocked adds).
+    public static readonly int Count = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 8));
+    public static readonly int Mask = Count - 1;
+}
+
+/// <summary>
+/// Cells for a group of stats written together (a cluster's, a connection manager's): per stripe, the
+/// group's cells side by side, padded to whole cache lines, so a group costs a few lines per stripe rather
+/// than a line per stat.
+/// </summary>
+public sealed class StatBlock
+{
+    private int _next;
+
+    public StatBlock(int slots)
+    {
+        Stride = (slots + Stripes.LineLongs - 1) / Stripes.LineLongs * Stripes.LineLongs;
+        Cells = new long[Stripes.Count * Stride];
+    }
+
+    internal long[] Cells { get; }
+
+    /// <summary>Longs per stripe (a multiple of a cache line).</summary>
+    internal int Stride { get; }
+
+    internal int Take(int slots)
+    {
+        int at = _next;
+        if ((_next += slots) > Stride)
+        {
+            throw new InvalidOperationException("stat block full");
+        }
+        return at;
+    }
 }
 
 /// <summary>The processor stripe to write to, looked up once for several stats.</summary>
@@ -69,12 +101,18 @@ public abstract class Stat
 /// <summary>A monotonically increasing count (Envoy's counter).</summary>
 public sealed class Counter : Stat
 {
-    private readonly long[] _cells = new long[Stripes.Count * Stripes.LineLongs];
+    private readonly long[] _cells;
+    private readonly int _offset;
+    private readonly int _stride;
     private long _resetBase;
 
-    internal Counter(string name, string promName, string labels)
+    internal Counter(string name, string promName, string labels, StatBlock? block)
         : base(name, promName, labels)
     {
+        block ??= new StatBlock(1);
+        _cells = block.Cells;
+        _stride = block.Stride;
+        _offset = block.Take(1);
     }
 
     public override StatKind Kind => StatKind.Counter;
@@ -82,19 +120,19 @@ public sealed class Counter : Stat
     public override bool Used => Sum() != 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Inc() => Interlocked.Increment(ref _cells[Stripes.Line()]);
+    public void Inc() => Interlocked.Increment(ref _cells[((Thread.GetCurrentProcessorId() & Stripes.Mask) * _stride) + _offset]);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Add(long value) => Interlocked.Add(ref _cells[Stripes.Line()], value);
+    public void Add(long value) => Interlocked.Add(ref _cells[((Thread.GetCurrentProcessorId() & Stripes.Mask) * _stride) + _offset], value);
 
     /// <summary>Increments the cell of a line the caller already has (<see cref="StatLine.Current"/>, one lookup for several stats).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Inc(StatLine line) => Interlocked.Increment(ref _cells[line.Index * Stripes.LineLongs]);
+    public void Inc(StatLine line) => Interlocked.Increment(ref _cells[(line.Index * _stride) + _offset]);
 
     private long Sum()
     {
         long sum = 0;
-        for (int i = 0; i < _cells.Length; i += Stripes.LineLongs)
+        for (int i = _offset; i < _cells.Length; i += _stride)
         {
             sum += Volatile.Read(ref _cells[i]);
         }
@@ -154,13 +192,20 @@ public sealed class Histogram : Stat
     /// <summary>Envoy's default histogram buckets (ms).</summary>
     public static readonly double[] Bounds = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
 
-    // Per stripe: Bounds.Length + 1 buckets (the last is +Inf) and the sum in Stopwatch ticks, padded to lines.
-    private static readonly int Stride = (Bounds.Length + 2 + Stripes.LineLongs - 1) / Stripes.LineLongs * Stripes.LineLongs;
-    private readonly long[] _cells = new long[Stripes.Count * Stride];
+    /// <summary>Cells a histogram takes per stripe: Bounds.Length + 1 buckets (the last is +Inf) and the sum in Stopwatch ticks.</summary>
+    public static readonly int Slots = Bounds.Length + 2;
 
-    internal Histogram(string name, string promName, string labels)
+    private readonly long[] _cells;
+    private readonly int _offset;
+    private readonly int _stride;
+
+    internal Histogram(string name, string promName, string labels, StatBlock? block)
         : base(name, promName, labels)
     {
+        block ??= new StatBlock(Slots);
+        _cells = block.Cells;
+        _stride = block.Stride;
+        _offset = block.Take(Slots);
     }
 
     public override StatKind Kind => StatKind.Histogram;
@@ -182,7 +227,7 @@ public sealed class Histogram : Stat
         {
             bucket++;
         }
-        int at = line.Index * Stride;
+        int at = (line.Index * _stride) + _offset;
         Interlocked.Increment(ref _cells[at + bucket]);
         Interlocked.Add(ref _cells[at + Bounds.Length + 1], ticks);
     }
@@ -195,7 +240,7 @@ public sealed class Histogram : Stat
         {
             for (int b = 0; b < buckets.Length; b++)
             {
-                buckets[b] += Volatile.Read(ref _cells[s * Stride + b]);
+                buckets[b] += Volatile.Read(ref _cells[(s * _stride) + _offset + b]);
             }
         }
         return buckets;
@@ -211,7 +256,7 @@ public sealed class Histogram : Stat
             long ticks = 0;
             for (int s = 0; s < Stripes.Count; s++)
             {
-                ticks += Volatile.Read(ref _cells[s * Stride + Bounds.Length + 1]);
+                ticks += Volatile.Read(ref _cells[(s * _stride) + _offset + Bounds.Length + 1]);
             }
             return ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
         }
@@ -258,14 +303,14 @@ public sealed class StatsStore
     /// A counter named <c>{scope}.{scopeName}.{stat}</c> (scopeName may be null for server-wide stats);
     /// <paramref name="tag"/> names the Prometheus label for scopeName, as Envoy's tag extraction would.
     /// </summary>
-    public Counter Counter(string scope, string? scopeName, string stat, string? tag = null) =>
-        (Counter)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Counter, a.scope, a.scopeName, a.stat, a.tag, null, name), (scope, scopeName, stat, tag));
+    public Counter Counter(string scope, string? scopeName, string stat, string? tag = null, StatBlock? block = null) =>
+        (Counter)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Counter, a.scope, a.scopeName, a.stat, a.tag, null, a.block, name), (scope, scopeName, stat, tag, block));
 
     public Gauge Gauge(string scope, string? scopeName, string stat, string? tag = null, Func<long>? read = null) =>
-        (Gauge)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Gauge, a.scope, a.scopeName, a.stat, a.tag, a.read, name), (scope, scopeName, stat, tag, read));
+        (Gauge)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Gauge, a.scope, a.scopeName, a.stat, a.tag, a.read, null, name), (scope, scopeName, stat, tag, read));
 
-    public Histogram Histogram(string scope, string? scopeName, string stat, string? tag = null) =>
-        (Histogram)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Histogram, a.scope, a.scopeName, a.stat, a.tag, null, name), (scope, scopeName, stat, tag));
+    public Histogram Histogram(string scope, string? scopeName, string stat, string? tag = null, StatBlock? block = null) =>
+        (Histogram)_stats.GetOrAdd(Flat(scope, scopeName, stat), static (name, a) => Make(StatKind.Histogram, a.scope, a.scopeName, a.stat, a.tag, null, a.block, name), (scope, scopeName, stat, tag, block));
 
     /// <summary>Every stat, in name order.</summary>
     public List<Stat> All()
@@ -286,7 +331,7 @@ public sealed class StatsStore
     private static string Flat(string scope, string? scopeName, string stat) =>
         scopeName == null ? $"{scope}.{stat}" : $"{scope}.{scopeName}.{stat}";
 
-    private static Stat Make(StatKind kind, string scope, string? scopeName, string stat, string? tag, Func<long>? read, string name)
+    private static Stat Make(StatKind kind, string scope, string? scopeName, string stat, string? tag, Func<long>? read, StatBlock? block, string name)
     {
         // Envoy's default tag extraction: the scope name becomes a label, and a response-code class in
         // the last segment (upstream_rq_2xx) becomes envoy_response_code_class with "_xx" in the name.
@@ -308,9 +353,9 @@ public sealed class StatsStore
         string rendered = string.Join(',', labels);
         return kind switch
         {
-            StatKind.Counter => new Counter(name, promName, rendered),
+            StatKind.Counter => new Counter(name, promName, rendered, block),
             StatKind.Gauge => new Gauge(name, promName, rendered, read),
-            _ => new Histogram(name, promName, rendered),
+            _ => new Histogram(name, promName, rendered, block),
         };
     }
 
@@ -338,10 +383,11 @@ public sealed class HttpConnectionManagerStats
     private HttpConnectionManagerStats(StatsStore store, string prefix)
     {
         Prefix = prefix;
-        DownstreamRqTotal = store.Counter("http", prefix, "downstream_rq_total", Tag);
-        DownstreamRqClass = [.. Enumerable.Range(1, 5).Select(c => store.Counter("http", prefix, $"downstream_rq_{c}xx", Tag))];
-        DownstreamRqTime = store.Histogram("http", prefix, "downstream_rq_time", Tag);
-        DownstreamCxTotal = store.Counter("http", prefix, "downstream_cx_total", Tag);
+        var block = new StatBlock(7 + Histogram.Slots);
+        DownstreamRqTotal = store.Counter("http", prefix, "downstream_rq_total", Tag, block);
+        DownstreamRqClass = [.. Enumerable.Range(1, 5).Select(c => store.Counter("http", prefix, $"downstream_rq_{c}xx", Tag, block))];
+        DownstreamRqTime = store.Histogram("http", prefix, "downstream_rq_time", Tag, block);
+        DownstreamCxTotal = store.Counter("http", prefix, "downstream_cx_total", Tag, block);
         DownstreamCxActive = store.Gauge("http", prefix, "downstream_cx_active", Tag);
     }
 

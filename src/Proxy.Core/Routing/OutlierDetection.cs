@@ -104,15 +104,17 @@ public sealed class ClusterStats
     {
         StatsStore store = state.Name.Length == 0 ? new StatsStore() : StatsStore.Default;
         string name = state.Name;
-        UpstreamRqTotal = store.Counter("cluster", name, "upstream_rq_total", Tag);
-        UpstreamRqClass = [.. Enumerable.Range(1, 5).Select(c => store.Counter("cluster", name, $"upstream_rq_{c}xx", Tag))];
-        UpstreamRqTime = store.Histogram("cluster", name, "upstream_rq_time", Tag);
-        UpstreamRqRetry = store.Counter("cluster", name, "upstream_rq_retry", Tag);
-        UpstreamRqTimeout = store.Counter("cluster", name, "upstream_rq_timeout", Tag);
-        UpstreamRqPendingOverflow = store.Counter("cluster", name, "upstream_rq_pending_overflow", Tag);
-        UpstreamCxTotal = store.Counter("cluster", name, "upstream_cx_total", Tag);
-        UpstreamCxConnectFail = store.Counter("cluster", name, "upstream_cx_connect_fail", Tag);
-        OutlierEjectionsTotal = store.Counter("cluster", name, "outlier_detection.ejections_enforced_total", Tag);
+        // One block for the cluster's counters and histogram: a few cache lines per stripe in all.
+        var block = new StatBlock(13 + Histogram.Slots);
+        UpstreamRqTotal = store.Counter("cluster", name, "upstream_rq_total", Tag, block);
+        UpstreamRqClass = [.. Enumerable.Range(1, 5).Select(c => store.Counter("cluster", name, $"upstream_rq_{c}xx", Tag, block))];
+        UpstreamRqTime = store.Histogram("cluster", name, "upstream_rq_time", Tag, block);
+        UpstreamRqRetry = store.Counter("cluster", name, "upstream_rq_retry", Tag, block);
+        UpstreamRqTimeout = store.Counter("cluster", name, "upstream_rq_timeout", Tag, block);
+        UpstreamRqPendingOverflow = store.Counter("cluster", name, "upstream_rq_pending_overflow", Tag, block);
+        UpstreamCxTotal = store.Counter("cluster", name, "upstream_cx_total", Tag, block);
+        UpstreamCxConnectFail = store.Counter("cluster", name, "upstream_cx_connect_fail", Tag, block);
+        OutlierEjectionsTotal = store.Counter("cluster", name, "outlier_detection.ejections_enforced_total", Tag, block);
         store.Gauge("cluster", name, "upstream_rq_active", Tag, () => state.ActiveRequests);
         store.Gauge("cluster", name, "upstream_rq_pending_active", Tag, () => state.PendingRequests);
         store.Gauge("cluster", name, "upstream_cx_active", Tag, () => state.Connections);
