@@ -59,6 +59,7 @@ public static class Program
         ProxySnapshot snapshot;
         IReadOnlyList<string> watched = [];
         Proxy.Xds.Config.AdsBootstrap? ads = null;
+        Proxy.Xds.Api.Core.Node? node = null;
         if (options.Listen != null && options.Upstream != null)
         {
             snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools, Standalone.Options(options));
@@ -70,7 +71,7 @@ public static class Program
         else if (options.ConfigPath != null || options.ConfigYaml != null)
         {
             System.Net.IPEndPoint? fromBootstrap;
-            (snapshot, watched, ads, fromBootstrap) = LoadBootstrap(options, pools, logWarnings: true);
+            (snapshot, watched, ads, fromBootstrap, node) = LoadBootstrap(options, pools, logWarnings: true);
             adminAddress ??= fromBootstrap;
         }
         else
@@ -137,22 +138,19 @@ public static class Program
             ? StartSwapping(server, options)
             : null;
         Proxy.Host.Bootstrap.FileConfigWatcher? watcher = watched.Count > 0
-            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
+            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _, _, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
             : null;
         Proxy.Xds.AdsClient? xds = null;
         if (ads != null)
         {
-            // Envoy's --service-node and --service-cluster override the bootstrap's node.id and node.cluster.
-            ads.Node.Id = options.ServiceNode ?? ads.Node.Id;
-            ads.Node.Cluster = options.ServiceCluster ?? ads.Node.Cluster;
-            if (options.ServiceZone != null)
-            {
-                ads.Node.Locality ??= new Proxy.Xds.Api.Core.Locality();
-                ads.Node.Locality.Zone = options.ServiceZone;
-            }
+            ApplyNodeFlags(ads.Node, options);
             var state = new Proxy.Xds.XdsState(pools, [.. snapshot.Clusters.Values], snapshot.Listeners);
             xds = new Proxy.Xds.AdsClient(state, ads, server.ApplyAsync);
             ProxyLog.Write(LogLevel.Info, $"xds: {(ads.Delta ? "delta" : "state-of-the-world")} ADS to {ads.Target} as node '{ads.Node.Id}'");
+        }
+        if (node != null)
+        {
+            ApplyNodeFlags(node, options);
         }
         using var lifecycle = new Admin.ServerLifecycle(server, xds != null ? () => xds.Initialized : null, options.Concurrency);
         Admin.AdminServer? admin = null;
@@ -165,7 +163,7 @@ public static class Program
                     Server = server,
                     Lifecycle = lifecycle,
                     Options = options,
-                    NodeJson = ads != null ? Google.Protobuf.JsonFormatter.Default.Format(ads.Node) : "{}",
+                    NodeJson = (ads?.Node ?? node) is { } shown ? new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(shown) : "{}",
                     DrainListeners = (inboundOnly, graceful) =>
                     {
                         Func<string, bool>? which = inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null;
@@ -198,6 +196,18 @@ public static class Program
         return 0;
     }
 
+    /// <summary>Envoy's --service-node, --service-cluster and --service-zone override the bootstrap's node.id, node.cluster and node.locality.zone.</summary>
+    private static void ApplyNodeFlags(Proxy.Xds.Api.Core.Node node, CommandLine options)
+    {
+        node.Id = options.ServiceNode ?? node.Id;
+        node.Cluster = options.ServiceCluster ?? node.Cluster;
+        if (options.ServiceZone != null)
+        {
+            node.Locality ??= new Proxy.Xds.Api.Core.Locality();
+            node.Locality.Zone = options.ServiceZone;
+        }
+    }
+
     /// <summary>--swap-snapshots-per-second: a fresh snapshot (same pools, so connections survive) published on a timer.</summary>
     private static Timer StartSwapping(ProxyServer server, CommandLine options)
     {
@@ -215,7 +225,7 @@ public static class Program
     }
 
     /// <summary>The bootstrap and the files its filesystem subscriptions name; the list is what to watch for changes.</summary>
-    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads, System.Net.IPEndPoint? Admin) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
+    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads, System.Net.IPEndPoint? Admin, Proxy.Xds.Api.Core.Node? Node) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
     {
         string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
         var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
@@ -236,7 +246,7 @@ public static class Program
         {
             files.Add(options.ConfigPath);
         }
-        return (snapshot, files, loader.Ads, loader.AdminAddress);
+        return (snapshot, files, loader.Ads, loader.AdminAddress, loader.Node);
     }
 
     private static string ReadConfig(string path)

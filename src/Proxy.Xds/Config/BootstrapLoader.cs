@@ -176,6 +176,9 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         return max;
     }
 
+    /// <summary>The bootstrap's node (id, cluster, locality, metadata), as it goes to a control plane.</summary>
+    public Api.Core.Node? Node { get; private set; }
+
     /// <summary>admin.address: where the admin endpoint listens (none when the bootstrap has no admin).</summary>
     public IPEndPoint? AdminAddress { get; private set; }
 
@@ -199,6 +202,7 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
             Warn(root["admin"]["address"], "only a socket_address is served for the admin endpoint; no admin endpoint");
         }
         MaxDownstreamConnections = ReadMaxDownstreamConnections(root);
+        Node = ReadNode(root["node"]);
         ConfigNode dynamic = root["dynamic_resources"];
         if (dynamic["ads_config"].Exists)
         {
