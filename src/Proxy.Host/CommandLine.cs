@@ -34,6 +34,8 @@ public sealed class CommandLine
     public string? RuntimeApi { get; private set; }
     /// <summary>--runtime-api-max-message-bytes (default 16 MiB).</summary>
     public int RuntimeApiMaxMessageBytes { get; private set; } = 16 * 1024 * 1024;
+    /// <summary>--log-format: Envoy's (spdlog) log line format; null: "[%Y-%m-%d %T.%e][%l] %v".</summary>
+    public string? LogFormat { get; private set; }
     /// <summary>--service-zone: node.locality.zone.</summary>
     public string? ServiceZone { get; private set; }
     /// <summary>--admin-address HOST:PORT: the admin endpoint, instead of (or without) the bootstrap's admin.address.</summary>
@@ -59,6 +61,8 @@ public sealed class CommandLine
                                         init_only: load it, bind the listeners, and exit
               --concurrency N           worker event loops (default: number of cores)
           -l, --log-level LEVEL         trace|debug|info|warning|error|critical|off (default: info)
+              --log-format FORMAT       Envoy's log line format: %Y %m %d %H %M %S %T %e %f %l %L %n %v %j
+                                        %t %P %% (default: "[%Y-%m-%d %T.%e][%l] %v")
               --service-cluster NAME    local cluster name (node.cluster)
               --service-node NAME       local node id (node.id)
               --service-zone ZONE       local zone (node.locality.zone)
@@ -100,7 +104,7 @@ public sealed class CommandLine
         Envoy flags accepted for compatibility (what pilot-agent passes, Istio 1.5 to today) that change
         nothing here: --disable-hot-restart, --allow-unknown-static-fields, --skip-deprecated-logs,
         --enable-core-dump, --log-format-escaped, --local-address-ip-version V, --parent-shutdown-time-s S,
-        --file-flush-interval-msec N, --file-flush-min-size-kb N, --log-format F, --component-log-level L,
+        --file-flush-interval-msec N, --file-flush-min-size-kb N, --component-log-level L,
         --log-format-prefix-with-location N, --base-id N, --restart-epoch N, --max-obj-name-len N,
         --bootstrap-version N, --log-path P. They are noted once at debug level.
 
@@ -114,7 +118,7 @@ public sealed class CommandLine
         "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
         "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
         "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections",
-        "--runtime-api", "--runtime-api-max-message-bytes", "--service-zone", "--admin-address", "--drain-strategy",
+        "--runtime-api", "--runtime-api-max-message-bytes", "--service-zone", "--admin-address", "--drain-strategy", "--log-format",
     ];
     private static readonly HashSet<string> s_ignoredFlags =
     [
@@ -123,7 +127,7 @@ public sealed class CommandLine
     private static readonly HashSet<string> s_ignoredWithValue =
     [
         "--local-address-ip-version", "--parent-shutdown-time-s", "--file-flush-interval-msec", "--file-flush-min-size-kb",
-        "--log-format", "--component-log-level", "--base-id", "--restart-epoch", "--log-path", "--max-obj-name-len",
+        "--component-log-level", "--base-id", "--restart-epoch", "--log-path", "--max-obj-name-len",
         "--log-format-prefix-with-location", "--bootstrap-version",
     ];
 
@@ -185,6 +189,9 @@ public sealed class CommandLine
                     break;
                 case "--service-zone":
                     c.ServiceZone = value;
+                    break;
+                case "--log-format":
+                    c.LogFormat = value;
                     break;
                 case "--admin-address":
                     if (!System.Net.IPEndPoint.TryParse(value!, out System.Net.IPEndPoint? admin) || admin.Port == 0 && !value!.EndsWith(":0", StringComparison.Ordinal))

@@ -50,6 +50,7 @@ public static class Program
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", options.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         ProxyLog.Level = ProxyLog.Parse(options.LogLevel);
+        ProxyLog.Format = options.LogFormat;
         foreach (string ignored in options.Ignored)
         {
             ProxyLog.Write(LogLevel.Debug, $"command line: {ignored}: accepted for Envoy compatibility; no effect here");

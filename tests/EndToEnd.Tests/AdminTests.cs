@@ -150,6 +150,14 @@ public sealed partial class AdminTests : IAsyncLifetime
         try
         {
             await UntilAdminAnswersAsync(adminPort, proxy);
+            // The log lines take pilot-agent's --log-format.
+            var logDeadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (!proxy.Log.Contains("admin endpoint on", StringComparison.Ordinal) && DateTime.UtcNow < logDeadline)
+            {
+                await Task.Delay(20);
+            }
+            string adminLine = proxy.Log.Split('\n').First(l => l.Contains("admin endpoint on", StringComparison.Ordinal));
+            Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\tinfo\tenvoy main :0\tadmin endpoint on 127\.0\.0\.1:\d+\tthread=\d+$", adminLine);
 
             // Before any configuration: not ready, as pilot-agent's probe reads it.
             var (status, body) = await AdminAsync(adminPort, "/ready");

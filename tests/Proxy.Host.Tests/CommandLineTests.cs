@@ -30,7 +30,8 @@ public sealed class CommandLineTests
         Assert.Equal(45, c.DrainTimeSeconds);
         Assert.Contains("--max-obj-name-len 189", c.Ignored);
         Assert.Contains("--restart-epoch 0", c.Ignored);
-        Assert.Equal(6, c.Ignored.Count);
+        Assert.Equal(5, c.Ignored.Count);
+        Assert.Equal("[Envoy (Epoch 0)] [%Y-%m-%d %T.%e][%t][%l][%n] %v", c.LogFormat);
     }
 
     [Fact]

@@ -77,9 +77,92 @@ public static class ProxyLog
         }
     }
 
+    private static string[]? s_format;
+
+    /// <summary>
+    /// Envoy's --log-format (spdlog flags): %Y %m %d %H %M %S %T %D %e (ms) %f (µs) %F (ns) %z, %l / %L
+    /// (level), %n (logger: "main"), %v (message), %j (message, JSON-escaped), %t (thread), %P (process),
+    /// %g %s %# %! (source: none here), %%; anything else is copied. Null: "[%Y-%m-%d %T.%e][%l] %v".
+    /// </summary>
+    public static string? Format
+    {
+        get => s_format == null ? null : string.Concat(s_format);
+        set => s_format = value == null ? null : Tokenize(value);
+    }
+
+    private static string[] Tokenize(string format)
+    {
+        var parts = new List<string>();
+        var literal = new System.Text.StringBuilder();
+        for (int i = 0; i < format.Length; i++)
+        {
+            if (format[i] == '%' && i + 1 < format.Length)
+            {
+                if (literal.Length > 0)
+                {
+                    parts.Add(literal.ToString());
+                    literal.Clear();
+                }
+                parts.Add(format.Substring(i, 2));
+                i++;
+            }
+            else
+            {
+                literal.Append(format[i]);
+            }
+        }
+        if (literal.Length > 0)
+        {
+            parts.Add(literal.ToString());
+        }
+        return [.. parts];
+    }
+
+    private static string Shape(string[] format, LogLevel level, string message)
+    {
+        DateTime now = DateTime.UtcNow;
+        var line = new System.Text.StringBuilder(message.Length + 64);
+        foreach (string part in format)
+        {
+            if (part.Length != 2 || part[0] != '%')
+            {
+                line.Append(part);
+                continue;
+            }
+            switch (part[1])
+            {
+                case 'Y': line.Append(now.ToString("yyyy", CultureInfo.InvariantCulture)); break;
+                case 'm': line.Append(now.ToString("MM", CultureInfo.InvariantCulture)); break;
+                case 'd': line.Append(now.ToString("dd", CultureInfo.InvariantCulture)); break;
+                case 'H': line.Append(now.ToString("HH", CultureInfo.InvariantCulture)); break;
+                case 'M': line.Append(now.ToString("mm", CultureInfo.InvariantCulture)); break;
+                case 'S': line.Append(now.ToString("ss", CultureInfo.InvariantCulture)); break;
+                case 'T': line.Append(now.ToString("HH:mm:ss", CultureInfo.InvariantCulture)); break;
+                case 'D': line.Append(now.ToString("MM/dd/yy", CultureInfo.InvariantCulture)); break;
+                case 'e': line.Append(now.ToString("fff", CultureInfo.InvariantCulture)); break;
+                case 'f': line.Append(now.ToString("ffffff", CultureInfo.InvariantCulture)); break;
+                case 'F': line.Append(now.ToString("fffffff", CultureInfo.InvariantCulture)).Append("00"); break;
+                case 'z': line.Append("+00:00"); break;
+                case 'l': line.Append(Name(level)); break;
+                case 'L': line.Append(char.ToUpperInvariant(Name(level)[0])); break;
+                case 'n': line.Append("main"); break;
+                case 'v': line.Append(message); break;
+                case 'j': line.Append(System.Text.Json.JsonEncodedText.Encode(message).Value); break;
+                case 't': line.Append(Environment.CurrentManagedThreadId.ToString(CultureInfo.InvariantCulture)); break;
+                case 'P': line.Append(Environment.ProcessId.ToString(CultureInfo.InvariantCulture)); break;
+                case 'g' or 's' or '!': break;
+                case '#': line.Append('0'); break;
+                case '%': line.Append('%'); break;
+                default: line.Append(part); break;
+            }
+        }
+        return line.ToString();
+    }
+
     private static void Enqueue(LogLevel level, string message)
     {
-        string line = string.Create(CultureInfo.InvariantCulture, $"[{DateTime.UtcNow:yyyy-MM-dd HH:mm:ss.fff}][{Name(level)}] {message}");
+        string line = s_format is { } format ? Shape(format, level, message)
+            : string.Create(CultureInfo.InvariantCulture, $"[{DateTime.UtcNow:yyyy-MM-dd HH:mm:ss.fff}][{Name(level)}] {message}");
         if (s_writer == null)
         {
             StartWriter();
