@@ -383,6 +383,62 @@ public sealed partial class AdminTests : IAsyncLifetime
         Assert.Equal(0, proxy.Process.ExitCode);
     }
 
+    /// <summary>Sends raw octets to the admin port and reads until the server closes (or 5 s).</summary>
+    private static async Task<string> RawAsync(int port, string request)
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, port);
+        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(request));
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            int n;
+            while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token)) > 0)
+            {
+                received.Write(buffer, 0, n);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        return System.Text.Encoding.ASCII.GetString(received.ToArray());
+    }
+
+    [Fact]
+    public async Task AdminEndpoint_RefusesMalformedOrOversizedRequests_AndKeepsConnectionsAlive()
+    {
+        int port = AotProxyPort();
+        int adminPort = AotProxyPort();
+        await using var proxy = new ProxyProcess(HostBinary(), ["--listen", $"127.0.0.1:{port}", "--upstream", $"127.0.0.1:{_v1Port}", "--upstream-protocol", "h2", "--admin-address", $"127.0.0.1:{adminPort}"]);
+        await UntilAdminAnswersAsync(adminPort, proxy);
+
+        Assert.StartsWith("HTTP/1.1 400 ", await RawAsync(adminPort, "NONSENSE\r\n\r\n"), StringComparison.Ordinal);
+        Assert.StartsWith("HTTP/1.1 400 ", await RawAsync(adminPort, "GET /ready HTTP/1.1\r\nno colon here\r\n\r\n"), StringComparison.Ordinal);
+        Assert.StartsWith("HTTP/1.1 431 ", await RawAsync(adminPort, "GET /ready HTTP/1.1\r\nx-big: " + new string('a', 20_000) + "\r\n\r\n"), StringComparison.Ordinal);
+        Assert.StartsWith("HTTP/1.1 413 ", await RawAsync(adminPort, "POST /healthcheck/fail HTTP/1.1\r\ncontent-length: 10000000\r\n\r\n"), StringComparison.Ordinal);
+        Assert.StartsWith("HTTP/1.1 400 ", await RawAsync(adminPort, "POST /logging HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"), StringComparison.Ordinal);
+
+        // Two requests on one connection (keep-alive), then HTTP/1.0 closes; HEAD has no body.
+        string both = await RawAsync(adminPort, "GET /ready HTTP/1.1\r\nhost: a\r\n\r\nGET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+        Assert.Equal(2, both.Split("HTTP/1.1 200 OK").Length - 1);
+        Assert.EndsWith("LIVE\n", both, StringComparison.Ordinal);
+        string head = await RawAsync(adminPort, "HEAD /ready HTTP/1.0\r\n\r\n");
+        Assert.StartsWith("HTTP/1.1 200 ", head, StringComparison.Ordinal);
+        Assert.EndsWith("\r\n\r\n", head, StringComparison.Ordinal);
+
+        // healthcheck/fail takes /ready down (pilot-agent's drain signal); ok brings it back.
+        Assert.Equal(200, (await AdminAsync(adminPort, "/healthcheck/fail", "POST")).Status);
+        Assert.Equal(503, (await AdminAsync(adminPort, "/ready")).Status);
+        Assert.Equal(200, (await AdminAsync(adminPort, "/healthcheck/ok", "POST")).Status);
+        Assert.Equal(200, (await AdminAsync(adminPort, "/ready")).Status);
+        Assert.Equal(400, (await AdminAsync(adminPort, "/logging?level=loud", "POST")).Status);
+        Assert.Equal(200, (await AdminAsync(adminPort, "/logging?level=debug", "POST")).Status);
+        Assert.Contains("proxy: debug", (await AdminAsync(adminPort, "/logging", "POST")).Body, StringComparison.Ordinal);
+        Assert.False(proxy.Process.HasExited);
+    }
+
     private static int AotProxyPort() => Abuse.AotProxy.FreePort();
 
     [GeneratedRegex("\"port_value\": (\\d+)")]
