@@ -20,6 +20,7 @@ public sealed partial class InterceptionTests : IAsyncLifetime
 {
     private const string ServiceIp = "10.96.0.10";
     private const string WorkloadIp = "10.96.0.21";
+    private const string ExternalIp = "10.96.0.30";
     private readonly string _ns = $"lf{Environment.ProcessId % 100000}{Random.Shared.Next(1000)}";
     private readonly string _dir = Directory.CreateTempSubdirectory("interception-").FullName;
     private readonly List<Process> _processes = [];
@@ -48,6 +49,7 @@ public sealed partial class InterceptionTests : IAsyncLifetime
         await RunAsync("ip", ["-n", _ns, "link", "set", "lo", "up"]);
         await RunAsync("ip", ["-n", _ns, "addr", "add", $"{ServiceIp}/32", "dev", "lo"]);
         await RunAsync("ip", ["-n", _ns, "addr", "add", $"{WorkloadIp}/32", "dev", "lo"]);
+        await RunAsync("ip", ["-n", _ns, "addr", "add", $"{ExternalIp}/32", "dev", "lo"]);
         // Istio's init container (istio-iptables, REDIRECT mode), outbound part.
         await InNamespaceAsync("iptables", "-t", "nat", "-N", "ISTIO_REDIRECT");
         await InNamespaceAsync("iptables", "-t", "nat", "-A", "ISTIO_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001");
@@ -120,7 +122,7 @@ public sealed partial class InterceptionTests : IAsyncLifetime
     private static string Upstreams() => """
         static_resources:
           listeners:
-        """ + string.Concat(new[] { ("v1", WorkloadIp, 18001), ("v2", WorkloadIp, 18002), ("tcp-service", WorkloadIp, 18003), ("passthrough", ServiceIp, 7777) }.Select(v => $$"""
+        """ + string.Concat(new[] { ("v1", WorkloadIp, 18001), ("v2", WorkloadIp, 18002), ("tcp-service", WorkloadIp, 18003), ("passthrough", ServiceIp, 7777), ("external", ExternalIp, 9090) }.Select(v => $$"""
 
           - name: {{v.Item1}}
             address: { socket_address: { address: {{v.Item2}}, port_value: {{v.Item3}} } }
@@ -204,6 +206,9 @@ public sealed partial class InterceptionTests : IAsyncLifetime
                         route: { cluster: "outbound|9090|v1|server.default.svc.cluster.local", timeout: 0s }
                       - match: { prefix: "/" }
                         route: { cluster: "outbound|9090|v2|server.default.svc.cluster.local", timeout: 0s }
+                    - name: allow_any
+                      domains: ["*"]
+                      routes: [ { match: { prefix: "/" }, route: { cluster: PassthroughCluster, timeout: 0s } } ]
                   http_filters: [ { name: envoy.filters.http.router } ]
         """;
 
@@ -240,6 +245,10 @@ public sealed partial class InterceptionTests : IAsyncLifetime
         // listener knows: virtualOutbound's own chain passes it through to where it was going.
         Assert.Equal((0, "tcp-service"), await CurlAsync($"http://{ServiceIp}:5000/"));
         Assert.Equal((0, "passthrough"), await CurlAsync($"http://{ServiceIp}:7777/"));
+        // HTTP to a host the mesh does not know, on a port it has a listener for: Istio's allow_any
+        // virtual host sends it to PassthroughCluster, i.e. to where the connection was going.
+        Assert.Equal((0, "external"), await CurlAsync($"http://{ExternalIp}:9090/"));
+        Assert.Equal((0, "external"), await CurlAsync("--http2-prior-knowledge", $"http://{ExternalIp}:9090/"));
         (_, stats) = await CurlAsync("http://127.0.0.1:15000/stats?filter=upstream_cx_total");
         Assert.Matches(PassedThrough(), stats);
         Assert.Contains("cluster.outbound|5000||tcp.default.svc.cluster.local.upstream_cx_total: 1\n", stats, StringComparison.Ordinal);

@@ -181,7 +181,8 @@ public sealed partial class Exchange
                 SendLocalReply(503, GrpcStatus.Unavailable, "no cluster for the request");
                 return;
             }
-            endpoint = action.HashPolicies.Length > 0 && cluster.LbPolicy is LbPolicy.RingHash or LbPolicy.Maglev
+            endpoint = cluster.UsesOriginalDestination ? OriginalDestinationEndpoints.For(_down!.OriginalDestination, cluster)
+                : action.HashPolicies.Length > 0 && cluster.LbPolicy is LbPolicy.RingHash or LbPolicy.Maglev
                 ? cluster.PickEndpoint(HashPolicy.Compute(action.HashPolicies, RequestHeaders, RequestPath(), _down!.RemoteEndPoint))
                 : cluster.PickEndpoint();
             if (endpoint == null)

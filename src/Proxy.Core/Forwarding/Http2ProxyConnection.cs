@@ -119,6 +119,9 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public System.Net.EndPoint? LocalEndPoint => Connection.LocalEndPoint;
 
+    /// <summary>Where the connection was going before an iptables redirect (set by the listener); null when not redirected.</summary>
+    public System.Net.EndPoint? OriginalDestination { get; set; }
+
     public void AddBlocked(Exchange exchange, int generation)
     {
         lock (_blocked)

@@ -31,6 +31,9 @@ public interface IExchangePeer
     /// <summary>The address the connection was accepted on (RBAC's destination_ip/port); null when unknown.</summary>
     System.Net.EndPoint? LocalEndPoint => null;
 
+    /// <summary>Where an intercepted connection was going (SO_ORIGINAL_DST); null when it was not redirected.</summary>
+    System.Net.EndPoint? OriginalDestination => null;
+
     /// <summary>
     /// Takes <paramref name="bytes"/> of this (downstream) connection's budget for request bodies kept for
     /// a retry; false when its streams together already keep per_connection_buffer_limit_bytes.

@@ -217,7 +217,7 @@ public sealed class ProxyListener : IAsyncDisposable
                 continue;
             }
             var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
-            var sniffer = new Sniffer(this, connection, options, source);
+            var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
             Opened(options);
             _connections.TryAdd(sniffer, 0);
             _ = connection.RunAsync(sniffer);
@@ -328,6 +328,8 @@ public sealed class ProxyListener : IAsyncDisposable
     /// <summary>Picks the protocol from the first octets, then hands the connection over.</summary>
     private sealed class Sniffer(ProxyListener listener, SocketConnection connection, ListenerOptions options, Func<ListenerConfig> source) : IConnectionProtocol
     {
+        public IPEndPoint? OriginalDestination { get; init; }
+
         private IDownstreamProtocol? _chosen;
         private readonly long _acceptedAt = Environment.TickCount64;
         private long _firstByteAt;
@@ -359,11 +361,12 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 Http2Downstream down = listener._http2?.Invoke(connection, source, options)
                     ?? new Http2Downstream(connection, source, options);
+                down.OriginalDestination = OriginalDestination;
                 _chosen = down;
                 down.Start();
                 return down.OnInput(ref buffer);
             }
-            var h1 = new Http1Downstream(connection, source, options);
+            var h1 = new Http1Downstream(connection, source, options) { OriginalDestination = OriginalDestination };
             _chosen = h1;
             if (listener._drainClose)
             {

@@ -24,9 +24,10 @@ public sealed partial class BootstrapLoader
         {
             throw new ConfigException($"{c["type"].Path}: EDS clusters need xDS (dynamic_resources.ads_config or cds_config over gRPC)");
         }
-        if (type == "ORIGINAL_DST")
+        if (type == "ORIGINAL_DST" && c["original_dst_lb_config"]["use_http_header"].Boolean() == true)
         {
-            Warn(c["type"], "ORIGINAL_DST clusters serve tcp_proxy connections (to their original destination); HTTP requests routed to one get 503 for now");
+            // ORIGINAL_DST itself is served: connections and requests go where an intercepted connection was going.
+            Warn(c["original_dst_lb_config"]["use_http_header"], "not honoured yet; the connection's original destination is used");
         }
         if (type is not ("STATIC" or "STRICT_DNS" or "LOGICAL_DNS" or "EDS" or "ORIGINAL_DST"))
         {
