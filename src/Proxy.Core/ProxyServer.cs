@@ -95,6 +95,7 @@ public sealed class ProxyServer : IAsyncDisposable
         {
             cluster.State.MaxConnections = cluster.CircuitBreakers?.MaxConnections ?? long.MaxValue;
             cluster.State.BufferLimit = cluster.BufferLimit;
+            cluster.State.Bind = cluster.Bind;
         }
     }
 

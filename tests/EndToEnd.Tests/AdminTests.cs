@@ -439,6 +439,53 @@ public sealed partial class AdminTests : IAsyncLifetime
         Assert.False(proxy.Process.HasExited);
     }
 
+    [Fact]
+    public async Task UpstreamBindConfig_SourceAddressAndSocketOptions_AreApplied()
+    {
+        // An upstream that answers with the address the connection came from.
+        var (app, upstreamPort) = await VersionUpstream.StartAsync("peer", a => a.MapGet("/peer", (Microsoft.AspNetCore.Http.HttpContext c) => c.Connection.RemoteIpAddress!.ToString()));
+        _apps.Add(app);
+        int port = AotProxyPort();
+        string bootstrap = $$"""
+            static_resources:
+              listeners:
+              - name: l
+                address: { socket_address: { address: 127.0.0.1, port_value: {{port}} } }
+                filter_chains:
+                - filters:
+                  - name: envoy.filters.network.http_connection_manager
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                      stat_prefix: l
+                      route_config: { virtual_hosts: [ { name: a, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: bound } } ] } ] }
+                      http_filters: [ { name: envoy.filters.http.router } ]
+              clusters:
+              - name: bound
+                type: STATIC
+                connect_timeout: 1s
+                http2_protocol_options: {}
+                upstream_bind_config:
+                  source_address: { address: 127.0.0.6, port_value: 0 }
+                  socket_options: [ { description: SO_KEEPALIVE, level: 1, name: 9, int_value: 1 } ]
+                load_assignment: { cluster_name: bound, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstreamPort}} } } } } ] } ] }
+            """;
+        await using var proxy = new ProxyProcess(HostBinary(), ["--config-yaml", bootstrap]);
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (true)
+        {
+            try
+            {
+                Assert.Equal("127.0.0.6", await http.GetStringAsync($"http://127.0.0.1:{port}/peer"));
+                break;
+            }
+            catch (HttpRequestException) when (DateTime.UtcNow < deadline && !proxy.Process.HasExited)
+            {
+                await Task.Delay(50);
+            }
+        }
+    }
+
     private static int AotProxyPort() => Abuse.AotProxy.FreePort();
 
     [GeneratedRegex("\"port_value\": (\\d+)")]

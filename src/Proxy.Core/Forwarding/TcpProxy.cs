@@ -69,7 +69,7 @@ internal static class TcpProxySession
                 ProxyLog.Peer(LogLevel.Debug, $"tcp_proxy {config.StatPrefix}: no endpoint in cluster '{clusterName}' for a connection; closed");
                 return;
             }
-            (upstream, string? error) = await Upstream.UpstreamConnector.ConnectAsync(target, connectTimeout);
+            (upstream, string? error) = await Upstream.UpstreamConnector.ConnectAsync(target, connectTimeout, cluster?.Bind);
             if (upstream == null)
             {
                 cluster?.State.Stats.UpstreamCxConnectFail.Inc();

@@ -210,6 +210,9 @@ public sealed class Cluster
     /// <summary>Request and retry counts of this cluster name, shared by every snapshot.</summary>
     public ClusterState State { get; init; } = new();
 
+    /// <summary>upstream_bind_config: source address and socket options of its connections.</summary>
+    public Upstream.UpstreamBind? Bind { get; init; }
+
     /// <summary>type ORIGINAL_DST (Istio's PassthroughCluster): no endpoints of its own; a connection goes where it was meant to.</summary>
     public bool UsesOriginalDestination { get; init; }
 

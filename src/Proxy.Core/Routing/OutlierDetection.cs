@@ -60,6 +60,9 @@ public sealed class ClusterState
     /// <summary>per_connection_buffer_limit_bytes of the current snapshot: the watermark of each upstream connection.</summary>
     public int BufferLimit { get; set; } = Transport.SocketConnection.DefaultBufferLimit;
 
+    /// <summary>upstream_bind_config of the current snapshot (updated on every load).</summary>
+    public Upstream.UpstreamBind? Bind { get; set; }
+
     /// <summary>circuit_breakers max_connections of the current snapshot (updated on every load).</summary>
     public long MaxConnections { get; set; } = long.MaxValue;
 

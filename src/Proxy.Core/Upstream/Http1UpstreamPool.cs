@@ -78,7 +78,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout)
     {
-        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout);
+        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout, Cluster?.Bind);
         if (socket == null)
         {
             lock (_idle)

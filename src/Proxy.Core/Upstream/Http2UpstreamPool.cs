@@ -82,7 +82,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     private async Task ConnectAsync(TimeSpan timeout)
     {
-        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout);
+        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout, Cluster?.Bind);
         if (socket == null)
         {
             List<(Exchange, int)> failed;

@@ -153,7 +153,37 @@ public sealed partial class BootstrapLoader
             BufferLimit = settings.BufferLimit,
             State = state,
             UsesOriginalDestination = type == "ORIGINAL_DST",
+            Bind = c["upstream_bind_config"].Exists ? ReadBind(c["upstream_bind_config"]) : null,
         };
+    }
+
+    /// <summary>upstream_bind_config: source_address, freebind, socket_options (integer values).</summary>
+    private UpstreamBind ReadBind(ConfigNode b)
+    {
+        System.Net.IPAddress? source = null;
+        if (b["source_address"].Exists)
+        {
+            source = ((IPEndPoint)ParseSocketAddress(b["source_address"], allowNames: false)).Address;
+        }
+        bool freebind = b["freebind"].Boolean() ?? b["freebind"]["value"].Boolean() ?? false;
+        var options = new List<(int, int, byte[])>();
+        foreach (ConfigNode o in b["socket_options"].Items)
+        {
+            long level = o["level"].Integer() ?? 0;
+            long name = o["name"].Integer() ?? throw new ConfigException($"{o["name"].Path}: required");
+            if (o["buf_value"].Exists)
+            {
+                Warn(o["buf_value"], "byte-valued socket options are not honoured yet; skipped");
+                continue;
+            }
+            long value = o["int_value"].Integer() ?? 0;
+            if (level is < 0 or > int.MaxValue || name is < 0 or > int.MaxValue || value is < int.MinValue or > int.MaxValue)
+            {
+                throw new ConfigException($"{o.Path}: level, name and int_value must fit a C int");
+            }
+            options.Add(((int)level, (int)name, BitConverter.GetBytes((int)value)));
+        }
+        return new UpstreamBind(source, freebind, [.. options]);
     }
 
     /// <summary>A UInt32Value/UInt64Value: a number, or {"value": n} in the object form.</summary>
