@@ -384,14 +384,16 @@ public sealed partial class AdminTests : IAsyncLifetime
     }
 
     /// <summary>Sends raw octets to the admin port and reads until the server closes (or 5 s).</summary>
-    private static async Task<string> RawAsync(int port, string request)
+    private static Task<string> RawAsync(int port, string request) => RawAsyncWithin(port, request, TimeSpan.FromSeconds(5));
+
+    private static async Task<string> RawAsyncWithin(int port, string request, TimeSpan limit)
     {
         using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(IPAddress.Loopback, port);
         await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(request));
         var received = new MemoryStream();
         var buffer = new byte[4096];
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using var timeout = new CancellationTokenSource(limit);
         try
         {
             int n;
@@ -427,6 +429,11 @@ public sealed partial class AdminTests : IAsyncLifetime
         string head = await RawAsync(adminPort, "HEAD /ready HTTP/1.0\r\n\r\n");
         Assert.StartsWith("HTTP/1.1 200 ", head, StringComparison.Ordinal);
         Assert.EndsWith("\r\n\r\n", head, StringComparison.Ordinal);
+
+        // A head trickled in and never finished is cut off (10 s), not left holding a slot.
+        var trickle = Stopwatch.StartNew();
+        Assert.Equal("", await RawAsyncWithin(adminPort, "GET /ready HTTP/1.1\r\nx-slow: 1", TimeSpan.FromSeconds(20)));
+        Assert.InRange(trickle.Elapsed, TimeSpan.FromSeconds(8), TimeSpan.FromSeconds(15));
 
         // healthcheck/fail takes /ready down (pilot-agent's drain signal); ok brings it back.
         Assert.Equal(200, (await AdminAsync(adminPort, "/healthcheck/fail", "POST")).Status);

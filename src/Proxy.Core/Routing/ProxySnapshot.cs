@@ -61,18 +61,22 @@ public sealed class ProxySnapshot
         return index.GetValueOrDefault(new IPEndPoint(any, destination.Port));
     }
 
-    /// <summary>An unbound listener by name (what a dispatched connection follows across snapshots).</summary>
+    private FrozenDictionary<string, ListenerConfig>? _unboundByName;
+
+    /// <summary>
+    /// An unbound listener by name (what a dispatched connection follows across snapshots; asked once per
+    /// request on such a connection, so indexed: Istio has one per service port).
+    /// </summary>
     public ListenerConfig? FindUnbound(string name)
     {
-        IReadOnlyList<ListenerConfig> unbound = UnboundListeners;
-        for (int i = 0; i < unbound.Count; i++)
+        if (UnboundListeners.Count == 0)
         {
-            if (unbound[i].Name == name)
-            {
-                return unbound[i];
-            }
+            return null;
         }
-        return null;
+        FrozenDictionary<string, ListenerConfig> index = _unboundByName ??= UnboundListeners
+            .DistinctBy(static l => l.Name, StringComparer.Ordinal)
+            .ToFrozenDictionary(static l => l.Name, StringComparer.Ordinal);
+        return index.GetValueOrDefault(name);
     }
 
     private FrozenDictionary<IPEndPoint, ListenerConfig> BuildDestinationIndex()

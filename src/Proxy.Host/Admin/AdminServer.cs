@@ -40,6 +40,10 @@ public sealed class AdminServer : IAsyncDisposable
     private const int MaxConnections = 64;
     private static readonly TimeSpan s_idle = TimeSpan.FromSeconds(60);
 
+    // A request head must be complete this long after its first octet: a client trickling bytes cannot
+    // hold one of the few connection slots (pilot-agent's readiness probes need them).
+    private static readonly TimeSpan s_headTimeout = TimeSpan.FromSeconds(10);
+
     private readonly Socket _socket;
     private readonly AdminContext _context;
     private readonly CancellationTokenSource _stop = new();
@@ -102,6 +106,7 @@ public sealed class AdminServer : IAsyncDisposable
             while (!_stop.IsCancellationRequested)
             {
                 int headEnd;
+                long headStarted = have > 0 ? Environment.TickCount64 : 0;
                 while ((headEnd = buffer.AsSpan(0, have).IndexOf("\r\n\r\n"u8)) < 0)
                 {
                     if (have == buffer.Length)
@@ -110,11 +115,15 @@ public sealed class AdminServer : IAsyncDisposable
                         return;
                     }
                     using var idle = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-                    idle.CancelAfter(s_idle);
+                    idle.CancelAfter(headStarted == 0 ? s_idle : TimeSpan.FromMilliseconds(Math.Max(1, s_headTimeout.TotalMilliseconds - (Environment.TickCount64 - headStarted))));
                     int n = await stream.ReadAsync(buffer.AsMemory(have), idle.Token);
                     if (n == 0)
                     {
                         return;
+                    }
+                    if (headStarted == 0)
+                    {
+                        headStarted = Environment.TickCount64;
                     }
                     have += n;
                 }
