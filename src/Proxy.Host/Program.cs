@@ -61,6 +61,7 @@ public static class Program
         IReadOnlyList<string> watched = [];
         Proxy.Xds.Config.AdsBootstrap? ads = null;
         Proxy.Xds.Api.Core.Node? node = null;
+        Proxy.Xds.Config.ConfigNode bootstrap = default;
         if (options.Listen != null && options.Upstream != null)
         {
             snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools, Standalone.Options(options));
@@ -72,7 +73,7 @@ public static class Program
         else if (options.ConfigPath != null || options.ConfigYaml != null)
         {
             System.Net.IPEndPoint? fromBootstrap;
-            (snapshot, watched, ads, fromBootstrap, node) = LoadBootstrap(options, pools, logWarnings: true);
+            (snapshot, watched, ads, fromBootstrap, node, bootstrap) = LoadBootstrap(options, pools, logWarnings: true);
             adminAddress ??= fromBootstrap;
         }
         else
@@ -139,7 +140,7 @@ public static class Program
             ? StartSwapping(server, options)
             : null;
         Proxy.Host.Bootstrap.FileConfigWatcher? watcher = watched.Count > 0
-            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _, _, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
+            ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _, _, _, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
             : null;
         Proxy.Xds.AdsClient? xds = null;
         if (ads != null)
@@ -165,6 +166,7 @@ public static class Program
                     Lifecycle = lifecycle,
                     Options = options,
                     NodeJson = (ads?.Node ?? node) is { } shown ? new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(shown) : "{}",
+                    ConfigDump = ConfigDumper(bootstrap, ads?.Node ?? node, xds),
                     DrainListeners = (inboundOnly, graceful) =>
                     {
                         Func<string, bool>? which = inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null;
@@ -197,6 +199,19 @@ public static class Program
         return 0;
     }
 
+    /// <summary>/config_dump: the bootstrap as loaded and, under ADS, what the client holds (waiting at most 2 s for an update in progress).</summary>
+    private static Func<string?, string?, string?, bool, (int, string)> ConfigDumper(Proxy.Xds.Config.ConfigNode bootstrap, Proxy.Xds.Api.Core.Node? node, Proxy.Xds.AdsClient? xds)
+    {
+        var source = new Proxy.Xds.Admin.ConfigDumpSource
+        {
+            Bootstrap = bootstrap,
+            Node = node,
+            Loaded = DateTime.UtcNow,
+            Dynamic = xds != null ? () => xds.Dump(TimeSpan.FromSeconds(2)) : null,
+        };
+        return (resource, mask, nameRegex, includeEds) => Proxy.Xds.Admin.ConfigDump.Render(source, resource, mask, nameRegex, includeEds);
+    }
+
     /// <summary>Envoy's --service-node, --service-cluster and --service-zone override the bootstrap's node.id, node.cluster and node.locality.zone.</summary>
     private static void ApplyNodeFlags(Proxy.Xds.Api.Core.Node node, CommandLine options)
     {
@@ -226,7 +241,7 @@ public static class Program
     }
 
     /// <summary>The bootstrap and the files its filesystem subscriptions name; the list is what to watch for changes.</summary>
-    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads, System.Net.IPEndPoint? Admin, Proxy.Xds.Api.Core.Node? Node) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
+    private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads, System.Net.IPEndPoint? Admin, Proxy.Xds.Api.Core.Node? Node, Proxy.Xds.Config.ConfigNode Root) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
     {
         string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
         var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
@@ -247,7 +262,7 @@ public static class Program
         {
             files.Add(options.ConfigPath);
         }
-        return (snapshot, files, loader.Ads, loader.AdminAddress, loader.Node);
+        return (snapshot, files, loader.Ads, loader.AdminAddress, loader.Node, loader.Root);
     }
 
     private static string ReadConfig(string path)

@@ -43,7 +43,10 @@ public sealed class AdsClient : IAsyncDisposable
 
     // Per stream: what we asked for, and per type the last accepted version and last nonce (SotW).
     private readonly Dictionary<XdsResourceType, HashSet<string>> _subscribed = [];
-    private readonly Dictionary<XdsResourceType, string> _acceptedVersion = [];
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<XdsResourceType, string> _acceptedVersion = new();
+
+    // The version of the last accepted response of each type, either protocol (Delta: system_version_info), for /config_dump.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<XdsResourceType, string> _shownVersion = new();
     private readonly Dictionary<XdsResourceType, string> _nonce = [];
 
     public AdsClient(XdsState state, AdsBootstrap config, Func<ProxySnapshot, Task> publish, TimeSpan? maxBackoff = null)
@@ -272,6 +275,7 @@ public sealed class AdsClient : IAsyncDisposable
             if (update.Accepted)
             {
                 _acceptedVersion[type] = response.VersionInfo;
+                _shownVersion[type] = response.VersionInfo;
             }
             await Send(type, response.Nonce, update.Accepted ? null : new RpcStatus { Code = (int)StatusCode.Internal, Message = update.Error });
             Updated?.Invoke(update);
@@ -362,6 +366,10 @@ public sealed class AdsClient : IAsyncDisposable
             }
             XdsUpdate update = error == null ? await ApplyAsync(type, resources, response.RemovedResources, start) : Rejection(type, resources.Count, error, start);
             var ack = new DeltaDiscoveryRequest { TypeUrl = response.TypeUrl, ResponseNonce = response.Nonce };
+            if (update.Accepted && response.SystemVersionInfo.Length > 0)
+            {
+                _shownVersion[type] = response.SystemVersionInfo;
+            }
             if (!update.Accepted)
             {
                 ack.ErrorDetail = new RpcStatus { Code = (int)StatusCode.Internal, Message = update.Error };
@@ -399,6 +407,26 @@ public sealed class AdsClient : IAsyncDisposable
             changed.Add((follow, now, before));
         }
         return changed;
+    }
+
+    /// <summary>
+    /// The resources held and the version of the last response accepted for each type (/config_dump);
+    /// null when the state is busy for longer than <paramref name="wait"/>.
+    /// </summary>
+    public (XdsDump Resources, IReadOnlyDictionary<XdsResourceType, string> Versions)? Dump(TimeSpan wait)
+    {
+        if (!_lock.Wait(wait))
+        {
+            return null;
+        }
+        try
+        {
+            return (_state.Dump(), new Dictionary<XdsResourceType, string>(_shownVersion));
+        }
+        finally
+        {
+            _lock.Release();
+        }
     }
 
     /// <summary>Reads the state under the lock (the warming timer may be building a snapshot).</summary>

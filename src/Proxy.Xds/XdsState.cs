@@ -19,6 +19,12 @@ namespace Proxy.Xds;
 /// </summary>
 public readonly record struct XdsResource(string Name, string Version, IMessage Message, ReadOnlyMemory<byte>[]? VirtualHosts = null);
 
+/// <summary>One resource as /config_dump shows it.</summary>
+public sealed record DumpedResource(string Name, string Version, IMessage Resource, DateTime Updated, bool Warming);
+
+/// <summary>The dynamic resources held, by type (<see cref="XdsState.Dump"/>).</summary>
+public sealed record XdsDump(IReadOnlyList<DumpedResource> Clusters, IReadOnlyList<DumpedResource> Listeners, IReadOnlyList<DumpedResource> Routes, IReadOnlyList<DumpedResource> Endpoints);
+
 /// <summary>
 /// The resources a control plane has given us, and the snapshot they make. Updates are validated whole
 /// before anything changes (a bad resource rejects its update and the last good state keeps serving, as a
@@ -42,7 +48,7 @@ public sealed class XdsState
     private readonly Func<DateTime> _clock;
 
     private readonly Dictionary<string, ClusterEntry> _clusters = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, (string Version, PbLoadAssignment Assignment)> _assignments = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string Version, PbLoadAssignment Assignment, DateTime Updated)> _assignments = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ListenerEntry> _listeners = new(StringComparer.Ordinal);
     private readonly Dictionary<string, RouteEntry> _routes = new(StringComparer.Ordinal);
 
@@ -110,6 +116,38 @@ public sealed class XdsState
             default:
                 ApplyRoutes(updated, removed);
                 break;
+        }
+    }
+
+    /// <summary>
+    /// What we hold of each type, for /config_dump: every resource as received (route configurations put
+    /// back together from their virtual hosts' bytes), its version, when it was taken, and whether it is
+    /// still warming (a cluster waiting for its endpoints, a listener for its routes).
+    /// </summary>
+    public XdsDump Dump()
+    {
+        var clusters = _clusters.Values.Select(static e => new DumpedResource(e.Proto.Name, e.Version, e.Proto, e.Updated, e.Built == null)).ToList();
+        var listeners = _listeners.Values.Select(static e => new DumpedResource(e.Proto.Name, e.Version, e.Proto, e.Updated, e.Serving == null)).ToList();
+        var routes = new List<DumpedResource>(_routes.Count);
+        foreach (RouteEntry entry in _routes.Values)
+        {
+            routes.Add(new DumpedResource(entry.Shell!.Name, entry.Version, Whole(entry), entry.Updated, false));
+            if (entry.Pending is { } pending)
+            {
+                routes.Add(new DumpedResource(pending.Shell!.Name, pending.Version, Whole(pending), pending.Updated, true));
+            }
+        }
+        var endpoints = _assignments.Select(static p => new DumpedResource(p.Key, p.Value.Version, p.Value.Assignment, p.Value.Updated, false)).ToList();
+        return new XdsDump(clusters, listeners, routes, endpoints);
+
+        static PbRoutes Whole(RouteEntry entry)
+        {
+            PbRoutes whole = entry.Shell!.Clone();
+            foreach (HostEntry host in entry.Hosts ?? [])
+            {
+                whole.VirtualHosts.Add(PbVirtualHost.Parser.ParseFrom(host.Raw.Span));
+            }
+            return whole;
         }
     }
 
@@ -203,17 +241,17 @@ public sealed class XdsState
     private void ApplyAssignments(IReadOnlyList<XdsResource> updated, IReadOnlyCollection<string> removed)
     {
         var users = _clusters.Values.Where(static c => c.EdsName != null).ToLookup(static c => c.EdsName!, StringComparer.Ordinal);
-        var changed = new List<(XdsResource Resource, PbLoadAssignment Assignment)>();
+        var changed = new List<(XdsResource Resource, PbLoadAssignment Assignment, DateTime Updated)>();
         var built = new List<(ClusterEntry User, Cluster Cluster)>();
         foreach (XdsResource r in updated)
         {
             PbLoadAssignment proto = As<PbLoadAssignment>(r);
             if (_assignments.TryGetValue(r.Name, out var known) && known.Assignment.Equals(proto))
             {
-                changed.Add((r, known.Assignment));
+                changed.Add((r, known.Assignment, known.Updated));
                 continue;
             }
-            changed.Add((r, proto));
+            changed.Add((r, proto, _clock()));
             ConfigNode assignment = ConfigNode.FromMessage(proto, Origin("ClusterLoadAssignment", r.Name));
             if (!users[r.Name].Any())
             {
@@ -224,9 +262,9 @@ public sealed class XdsState
                 built.Add((user, _loader.BuildCluster(user.Settings!, assignment)));
             }
         }
-        foreach (var (r, assignment) in changed)
+        foreach (var (r, assignment, taken) in changed)
         {
-            _assignments[r.Name] = (r.Version, assignment);
+            _assignments[r.Name] = (r.Version, assignment, taken);
         }
         foreach (var (user, cluster) in built)
         {
@@ -309,7 +347,7 @@ public sealed class XdsState
             {
                 throw new ConfigException($"{Origin("RouteConfiguration", r.Name)}: the resource is named '{shell.Name}'");
             }
-            var entry = new RouteEntry(ConfigNode.FromMessage(shell, Origin("RouteConfiguration", r.Name)), r.Version, shell);
+            var entry = new RouteEntry(ConfigNode.FromMessage(shell, Origin("RouteConfiguration", r.Name)), r.Version, shell) { Updated = _clock() };
             BuildRoutes(entry, hosts, _active, known);
             fresh.Add(entry);
         }
@@ -577,6 +615,9 @@ public sealed class XdsState
     {
         public T Proto { get; } = proto;
         public string Version { get; set; } = version;
+
+        /// <summary>When this version was taken (config_dump's last_updated).</summary>
+        public DateTime Updated { get; init; }
     }
 
     private sealed class ClusterEntry : Entry<PbCluster>
@@ -584,6 +625,7 @@ public sealed class XdsState
         public ClusterEntry(PbCluster proto, string version, DateTime since) : base(proto, version)
         {
             Since = since;
+            Updated = since;
             if (proto.Type == PbCluster.Types.DiscoveryType.Eds && proto.ClusterDiscoveryTypeCase == PbCluster.ClusterDiscoveryTypeOneofCase.Type)
             {
                 EdsName = proto.EdsClusterConfig?.ServiceName is { Length: > 0 } service ? service : proto.Name;
@@ -606,6 +648,7 @@ public sealed class XdsState
         {
             Shape = shape;
             Since = since;
+            Updated = since;
             if (shape?.RouteConfigName != null)
             {
                 Timeout = InitialFetchTimeout(shape.Hcm["rds"]["config_source"]);
@@ -628,6 +671,7 @@ public sealed class XdsState
     {
         public ConfigNode Node { get; } = node;
         public string Version { get; set; } = version;
+        public DateTime Updated { get; init; }
 
         /// <summary>The resource without its virtual hosts (null for a listener's inline route_config).</summary>
         public PbRoutes? Shell { get; } = shell;

@@ -262,6 +262,9 @@ public sealed partial class AdminTests : IAsyncLifetime
             Assert.Equal($"127.0.0.1_{port}::127.0.0.1:{port}\n", body);
             Assert.Equal(404, (await AdminAsync(adminPort, "/nothing")).Status);
 
+            // config_dump round-trips through Envoy's admin types: what the control plane sent comes back.
+            await CheckConfigDumpAsync(adminPort, port, v1, v2, _v1Port);
+
             // pilot-agent's exit: POST /quitquitquit (GET is refused) → drained and gone with 0.
             Assert.Equal(405, (await AdminAsync(adminPort, "/quitquitquit")).Status);
             Assert.Equal(200, (await AdminAsync(adminPort, "/quitquitquit", "POST")).Status);
@@ -274,6 +277,65 @@ public sealed partial class AdminTests : IAsyncLifetime
             File.Delete(socketPath);
         }
     }
+
+    private static readonly Google.Protobuf.JsonParser s_dumpParser = new(Google.Protobuf.JsonParser.Settings.Default
+        .WithIgnoreUnknownFields(true)
+        .WithTypeRegistry(Google.Protobuf.Reflection.TypeRegistry.FromMessages(
+            Proxy.Xds.Api.Admin.ConfigDump.Descriptor, Proxy.Xds.Api.Admin.BootstrapConfigDump.Descriptor, Proxy.Xds.Api.Admin.ClustersConfigDump.Descriptor,
+            Proxy.Xds.Api.Admin.EndpointsConfigDump.Descriptor, Proxy.Xds.Api.Admin.ListenersConfigDump.Descriptor, Proxy.Xds.Api.Admin.ScopedRoutesConfigDump.Descriptor,
+            Proxy.Xds.Api.Admin.RoutesConfigDump.Descriptor, Proxy.Xds.Api.Admin.SecretsConfigDump.Descriptor,
+            Proxy.Xds.Api.Admin.ClustersConfigDump.Types.DynamicCluster.Descriptor, Proxy.Xds.Api.Admin.ListenersConfigDump.Types.DynamicListener.Descriptor,
+            Proxy.Xds.Api.Cluster.Cluster.Descriptor, Proxy.Xds.Api.Listener.Listener.Descriptor, Proxy.Xds.Api.Route.RouteConfiguration.Descriptor,
+            Proxy.Xds.Api.Endpoint.ClusterLoadAssignment.Descriptor, Proxy.Xds.Api.Hcm.HttpConnectionManager.Descriptor,
+            Proxy.Xds.Api.UpstreamHttp.HttpProtocolOptions.Descriptor, Proxy.Xds.Api.Router.Router.Descriptor, Proxy.Xds.Api.Udpa.TypedStruct.Descriptor,
+            Proxy.Xds.Api.MetadataExchange.MetadataExchange.Descriptor)));
+
+    private static async Task CheckConfigDumpAsync(int adminPort, int port, string v1, string v2, int v1Port)
+    {
+        var (status, body) = await AdminAsync(adminPort, "/config_dump?include_eds");
+        Assert.Equal(200, status);
+        var dump = s_dumpParser.Parse<Proxy.Xds.Api.Admin.ConfigDump>(body);
+        Assert.Equal(
+            ["BootstrapConfigDump", "ClustersConfigDump", "EndpointsConfigDump", "ListenersConfigDump", "ScopedRoutesConfigDump", "RoutesConfigDump", "SecretsConfigDump"],
+            dump.Configs.Select(static c => c.TypeUrl[(c.TypeUrl.LastIndexOf('.') + 1)..]));
+        var bootstrap = dump.Configs[0].Unpack<Proxy.Xds.Api.Admin.BootstrapConfigDump>();
+        Assert.Equal("sidecar~127.0.0.1~client.default~default.svc.cluster.local", bootstrap.Bootstrap.Fields["node"].StructValue.Fields["id"].StringValue);
+        Assert.Equal("layotto-fast", bootstrap.Bootstrap.Fields["node"].StructValue.Fields["user_agent_name"].StringValue);
+
+        var clusters = dump.Configs[1].Unpack<Proxy.Xds.Api.Admin.ClustersConfigDump>();
+        Assert.NotEmpty(clusters.VersionInfo);
+        Assert.Equal("xds-grpc", Assert.Single(clusters.StaticClusters).Cluster.Unpack<Proxy.Xds.Api.Cluster.Cluster>().Name);
+        var dynamicClusters = clusters.DynamicActiveClusters.ToDictionary(static c => c.Cluster.Unpack<Proxy.Xds.Api.Cluster.Cluster>().Name);
+        SameProto(MeshResources.EdsCluster(v1), dynamicClusters[v1].Cluster.Unpack<Proxy.Xds.Api.Cluster.Cluster>());
+        SameProto(MeshResources.EdsCluster(v2), dynamicClusters[v2].Cluster.Unpack<Proxy.Xds.Api.Cluster.Cluster>());
+        Assert.All(dynamicClusters.Values, static c => Assert.True(c.LastUpdated.ToDateTime() > DateTime.UtcNow.AddMinutes(-5)));
+
+        var endpoints = dump.Configs[2].Unpack<Proxy.Xds.Api.Admin.EndpointsConfigDump>();
+        Assert.Contains(endpoints.DynamicEndpointConfigs, e => e.EndpointConfig.Unpack<Proxy.Xds.Api.Endpoint.ClusterLoadAssignment>().Equals(MeshResources.Endpoints(v1, v1Port)));
+        Assert.Equal("xds-grpc", Assert.Single(endpoints.StaticEndpointConfigs).EndpointConfig.Unpack<Proxy.Xds.Api.Endpoint.ClusterLoadAssignment>().ClusterName);
+
+        var listeners = dump.Configs[3].Unpack<Proxy.Xds.Api.Admin.ListenersConfigDump>();
+        var listener = Assert.Single(listeners.DynamicListeners);
+        Assert.Equal($"127.0.0.1_{port}", listener.Name);
+        Assert.Null(listener.WarmingState);
+        SameProto(MeshResources.HttpListener($"127.0.0.1_{port}", port, "9090"), listener.ActiveState.Listener.Unpack<Proxy.Xds.Api.Listener.Listener>());
+
+        var routes = dump.Configs[5].Unpack<Proxy.Xds.Api.Admin.RoutesConfigDump>();
+        SameProto(MeshResources.HeaderRoutes("9090"), Assert.Single(routes.DynamicRouteConfigs).RouteConfig.Unpack<Proxy.Xds.Api.Route.RouteConfiguration>());
+
+        // resource=, mask= and name_regex= as istioctl and operators use them.
+        (status, body) = await AdminAsync(adminPort, "/config_dump?resource=dynamic_active_clusters&mask=cluster.name&name_regex=%5Eoutbound%5C%7C9090%5C%7Cv1");
+        Assert.Equal(200, status);
+        dump = s_dumpParser.Parse<Proxy.Xds.Api.Admin.ConfigDump>(body);
+        var only = Assert.Single(dump.Configs).Unpack<Proxy.Xds.Api.Admin.ClustersConfigDump.Types.DynamicCluster>();
+        SameProto(new Proxy.Xds.Api.Cluster.Cluster { Name = v1 }, only.Cluster.Unpack<Proxy.Xds.Api.Cluster.Cluster>());
+        Assert.Empty(only.VersionInfo);
+        Assert.Equal(404, (await AdminAsync(adminPort, "/config_dump?resource=nothing")).Status);
+        Assert.Equal(400, (await AdminAsync(adminPort, "/config_dump?name_regex=(")).Status);
+    }
+
+        private static void SameProto(Google.Protobuf.IMessage expected, Google.Protobuf.IMessage actual) =>
+        Assert.True(expected.Equals(actual), $"expected:\n{expected}\nactual:\n{actual}");
 
     [Fact]
     public async Task Istio15GoldenBootstrap_WithPilotAgent15CommandLine_Starts_AndItsPrometheusListenerReachesTheAdminStats()

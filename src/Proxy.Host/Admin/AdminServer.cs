@@ -20,8 +20,8 @@ public sealed class AdminContext
     /// <summary>The node as sent to the control plane (JSON), for /server_info.</summary>
     public string NodeJson { get; init; } = "{}";
 
-    /// <summary>/config_dump's answer (JSON), built when asked; null: not available.</summary>
-    public Func<string?, bool, string>? ConfigDump { get; init; }
+    /// <summary>/config_dump's answer (status and JSON or error text) for resource=, mask=, name_regex= and include_eds; null: not available.</summary>
+    public Func<string?, string?, string?, bool, (int Status, string Body)>? ConfigDump { get; init; }
 
     /// <summary>Drains the listeners (all, or only the inbound ones; gracefully or at once) for /drain_listeners.</summary>
     public required Func<bool, bool, Task> DrainListeners { get; init; }
@@ -248,7 +248,7 @@ public sealed class AdminServer : IAsyncDisposable
         ("/stats/prometheus", false, "stats in Prometheus' text format: usedonly, filter=REGEX"),
         ("/clusters", false, "upstream clusters and their endpoints: format=json"),
         ("/listeners", false, "listeners and their addresses: format=json"),
-        ("/config_dump", false, "the configuration (envoy.admin.v3 dump types): resource=, mask=, include_eds"),
+        ("/config_dump", false, "the configuration (envoy.admin.v3 dump types): resource=, mask=, name_regex=, include_eds"),
         ("/memory", false, "memory use (JSON)"),
         ("/certs", false, "certificates (none yet)"),
         ("/quitquitquit", true, "drain and exit"),
@@ -302,14 +302,8 @@ public sealed class AdminServer : IAsyncDisposable
                 {
                     return (503, "text/plain", "no configuration to dump\n", null);
                 }
-                try
-                {
-                    return (200, "application/json", _context.ConfigDump(query.GetValueOrDefault("resource"), query.ContainsKey("include_eds")), null);
-                }
-                catch (ArgumentException e)
-                {
-                    return (400, "text/plain", e.Message + "\n", null);
-                }
+                var (dumpStatus, dump) = _context.ConfigDump(query.GetValueOrDefault("resource"), query.GetValueOrDefault("mask"), query.GetValueOrDefault("name_regex"), query.ContainsKey("include_eds"));
+                return (dumpStatus, dumpStatus == 200 ? "application/json" : "text/plain", dump, null);
             case "/memory":
                 var info = GC.GetGCMemoryInfo();
                 return (200, "application/json", $"{{\"allocated\":\"{GC.GetTotalMemory(false)}\",\"heap_size\":\"{info.HeapSizeBytes}\",\"total_physical_bytes\":\"{Environment.WorkingSet}\",\"total_thread_cache\":\"0\",\"pageheap_unmapped\":\"0\",\"pageheap_free\":\"0\"}}\n", null);

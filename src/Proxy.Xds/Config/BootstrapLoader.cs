@@ -182,9 +182,13 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
     /// <summary>admin.address: where the admin endpoint listens (none when the bootstrap has no admin).</summary>
     public IPEndPoint? AdminAddress { get; private set; }
 
+    /// <summary>The bootstrap document last loaded (for /config_dump).</summary>
+    public ConfigNode Root { get; private set; }
+
     public ProxySnapshot Load(string text, string origin)
     {
         ConfigNode root = ConfigNode.Parse(text, origin);
+        Root = root;
         ConfigNode statics = root["static_resources"];
         foreach (string ignored in new[] { "stats_sinks", "tracing" })
         {

@@ -302,6 +302,25 @@ public readonly struct ConfigNode
         return Value.ForString(String() ?? "");
     }
 
+    /// <summary>
+    /// This node as JSON, for /config_dump: a document's tree as written (unquoted scalars that read as
+    /// numbers, booleans or null become those; all else strings), a decoded message as proto3 JSON.
+    /// </summary>
+    public System.Text.Json.Nodes.JsonNode? ToJson() => _node switch
+    {
+        YamlMappingNode map => new System.Text.Json.Nodes.JsonObject(map.Children
+            .Select(static p => KeyValuePair.Create(((YamlScalarNode)p.Key).Value ?? "", new ConfigNode(p.Value, (NodePath?)null).ToJson()))
+            .DistinctBy(static p => p.Key)),
+        YamlSequenceNode list => new System.Text.Json.Nodes.JsonArray([.. list.Children.Select(static c => new ConfigNode(c, (NodePath?)null).ToJson())]),
+        YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain } plain when !Exists => null,
+        YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain, Value: "true" or "false" } plain => System.Text.Json.Nodes.JsonValue.Create(plain.Value == "true"),
+        YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain } plain when long.TryParse(plain.Value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long integer) => System.Text.Json.Nodes.JsonValue.Create(integer),
+        YamlScalarNode { Style: YamlDotNet.Core.ScalarStyle.Plain } plain when double.TryParse(plain.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double number) && double.IsFinite(number) => System.Text.Json.Nodes.JsonValue.Create(number),
+        YamlScalarNode scalar => System.Text.Json.Nodes.JsonValue.Create(scalar.Value ?? ""),
+        IMessage message => Proxy.Xds.Admin.ProtoJson.ToJson(message),
+        _ => null,
+    };
+
     /// <summary>The value of a message's field, or null when it is not set (see the class remarks).</summary>
     private static object? MessageField(IMessage message, string name)
     {
