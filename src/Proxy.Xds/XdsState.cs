@@ -313,6 +313,10 @@ public sealed class XdsState
                 // Inline routes: checked now against the clusters in use.
                 BuildInline(entry, _active);
             }
+            foreach (ChainShape chain in shape?.InlineChains ?? [])
+            {
+                BuildInlineRoutes(new RouteEntry(chain.Hcm!.Value, "", null), _active);
+            }
             fresh.Add(entry);
         }
         foreach (ListenerEntry entry in fresh)
@@ -592,9 +596,12 @@ public sealed class XdsState
             }
             routes = entry.Inline!;
         }
-        if (entry.Serving == null || !ReferenceEquals(entry.Serving.Routes, routes) || entry.Serving.Name != entry.Shape.Name || !entry.Serving.Address.Equals(entry.Shape.Address))
+        bool inlineChains = entry.Shape.InlineChains.Any();
+        if (entry.Serving == null || !ReferenceEquals(entry.Serving.Routes, routes) || entry.Serving.Name != entry.Shape.Name || !entry.Serving.Address.Equals(entry.Shape.Address)
+            || (inlineChains && !ReferenceEquals(entry.BuiltWith, active)))
         {
-            entry.Serving = _loader.BuildListener(entry.Shape, routes);
+            entry.Serving = _loader.BuildListener(entry.Shape, routes, hcm => BuildInlineRoutes(new RouteEntry(hcm, "", null), active));
+            entry.BuiltWith = active;
         }
         return entry.Serving;
     }
@@ -663,6 +670,9 @@ public sealed class XdsState
         public ListenerConfig? Serving { get; set; }
         public CoreRoutes? Inline { get; set; }
         public HostEntry? InlineHosts { get; set; }
+
+        /// <summary>The clusters its other chains' inline routes were built against (rebuilt when they change).</summary>
+        public IReadOnlyDictionary<string, Cluster>? BuiltWith { get; set; }
 
         public bool WarmingExpired(DateTime now) => Timeout > TimeSpan.Zero && now - Since >= Timeout;
     }

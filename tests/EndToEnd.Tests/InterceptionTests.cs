@@ -162,12 +162,23 @@ public sealed partial class InterceptionTests : IAsyncLifetime
             type: ORIGINAL_DST
             lb_policy: CLUSTER_PROVIDED
             connect_timeout: 1s
+          - name: BlackHoleCluster
+            type: STATIC
+            connect_timeout: 1s
           listeners:
           - name: virtualOutbound
             address: { socket_address: { address: 0.0.0.0, port_value: 15001 } }
             use_original_dst: true
             traffic_direction: OUTBOUND
             filter_chains:
+            - name: virtualOutbound-blackhole
+              filter_chain_match: { destination_port: 15001 }
+              filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  stat_prefix: BlackHoleCluster
+                  cluster: BlackHoleCluster
             - name: virtualOutbound-catchall-tcp
               filters:
               - name: envoy.filters.network.tcp_proxy
@@ -190,8 +201,24 @@ public sealed partial class InterceptionTests : IAsyncLifetime
             address: { socket_address: { address: 0.0.0.0, port_value: 9090 } }
             bind_to_port: false
             traffic_direction: OUTBOUND
+            listener_filters:
+            - name: envoy.filters.listener.tls_inspector
+              typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
+            - name: envoy.filters.listener.http_inspector
+              typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }
+            listener_filters_timeout: 0s
+            continue_on_listener_filters_timeout: true
+            default_filter_chain:
+              name: PassthroughFilterChain
+              filters:
+              - name: envoy.filters.network.tcp_proxy
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                  stat_prefix: PassthroughCluster
+                  cluster: PassthroughCluster
             filter_chains:
-            - filters:
+            - filter_chain_match: { transport_protocol: raw_buffer, application_protocols: [ http/1.1, h2c ] }
+              filters:
               - name: envoy.filters.network.http_connection_manager
                 typed_config:
                   "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -249,6 +276,10 @@ public sealed partial class InterceptionTests : IAsyncLifetime
         // virtual host sends it to PassthroughCluster, i.e. to where the connection was going.
         Assert.Equal((0, "external"), await CurlAsync($"http://{ExternalIp}:9090/"));
         Assert.Equal((0, "external"), await CurlAsync("--http2-prior-knowledge", $"http://{ExternalIp}:9090/"));
+        // Not HTTP, on that port: http_inspector finds no HTTP, so the listener's default chain relays the
+        // octets to where they were going (the server there answers them, here with a 400).
+        var (_, raw, _) = await Processes.RunAsync("ip", ["netns", "exec", _ns, "sh", "-c", $"printf 'HELLO THERE\\r\\n\\r\\n' | curl -s --max-time 3 telnet://{ExternalIp}:9090"]);
+        Assert.StartsWith("HTTP/1.1 400", raw, StringComparison.Ordinal);
         (_, stats) = await CurlAsync("http://127.0.0.1:15000/stats?filter=upstream_cx_total");
         Assert.Matches(PassedThrough(), stats);
         Assert.Contains("cluster.outbound|5000||tcp.default.svc.cluster.local.upstream_cx_total: 1\n", stats, StringComparison.Ordinal);
@@ -260,6 +291,6 @@ public sealed partial class InterceptionTests : IAsyncLifetime
         Assert.Equal(0, sidecar.ExitCode);
     }
 
-    [GeneratedRegex(@"cluster\.PassthroughCluster\.upstream_cx_total: 1\n")]
+    [GeneratedRegex(@"cluster\.PassthroughCluster\.upstream_cx_total: 2\n")]
     private static partial Regex PassedThrough();
 }

@@ -356,6 +356,81 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public void IstioV3SidecarDumps_FilterChainsAreChosenPerConnection_AsEnvoyDoes()
+    {
+        XdsState state = NewState();
+        var resources = IstioDumps.Resources("istio-master/config_dump-sidecar-listeners.json")
+            .Concat(IstioDumps.Resources("istio-master/config_dump-route-and-subset-cluster.json"))
+            .Concat(IstioDumps.Resources("istio-master/config_dump-sidecar-endpoints.json"))
+            .ToList();
+        foreach (XdsResourceType type in new[] { XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route })
+        {
+            var ofType = resources.Where(r => r.Type == type).Select(r => R(type == XdsResourceType.Listener ? WithoutExtAuthz((Api.Listener.Listener)r.Message) : r.Message))
+                .GroupBy(r => r.Name).Select(g => g.First()).ToList();
+            state.Apply(type, ofType, []);
+        }
+        Apply(state, XdsResourceType.Route, new PbRoutes { Name = "9080" }); // the dumps lack it: the listener would warm
+        ProxySnapshot snapshot = state.Build()!;
+        ConnectionFacts Facts(string destination, string transport = "raw_buffer", params string[] alpn) =>
+            new(System.Net.IPEndPoint.Parse(destination), System.Net.IPEndPoint.Parse("10.244.0.9:41000"), transport, null, alpn);
+
+        // A per-port outbound listener: HTTP by http_inspector's verdict, anything else to its default chain (PassthroughCluster).
+        ListenerConfig port9080 = Assert.Single(snapshot.UnboundListeners, l => l.Name == "0.0.0.0_9080");
+        Assert.True(port9080.TlsInspector && port9080.HttpInspector && port9080.Inspects);
+        Assert.Equal(TimeSpan.Zero, port9080.ListenerFiltersTimeout);
+        Assert.True(port9080.ContinueOnListenerFiltersTimeout);
+        FilterChain http = FilterChainSelector.Select(port9080.FilterChains, port9080.DefaultFilterChain, Facts("10.96.1.1:9080", "raw_buffer", "http/1.1"))!;
+        Assert.True(http.Serving.ServesHttp);
+        Assert.Same(port9080.Routes, http.Serving.Routes);
+        FilterChain other = FilterChainSelector.Select(port9080.FilterChains, port9080.DefaultFilterChain, Facts("10.96.1.1:9080"))!;
+        Assert.Same(port9080.DefaultFilterChain, other);
+        Assert.Equal("PassthroughCluster", other.Serving.TcpProxy!.PickCluster());
+
+        // virtualOutbound: its own port is the loop guard (BlackHoleCluster), all else passes through.
+        ListenerConfig outbound = Assert.Single(snapshot.Listeners, l => l.Name == "virtualOutbound");
+        Assert.False(outbound.Inspects);
+        Assert.Equal("BlackHoleCluster", FilterChainSelector.Select(outbound.FilterChains, null, Facts("10.0.0.1:15001"))!.Serving.TcpProxy!.PickCluster());
+        Assert.Equal("PassthroughCluster", FilterChainSelector.Select(outbound.FilterChains, null, Facts("10.0.0.1:5432"))!.Serving.TcpProxy!.PickCluster());
+
+        // virtualInbound: the port's own chain (inline inbound routes), the HTTP catch-all, the TCP one; TLS chains skipped for now.
+        ListenerConfig inbound = Assert.Single(snapshot.Listeners, l => l.Name == "virtualInbound");
+        Assert.True(inbound.RestoresOriginalDestination && inbound.Inspects);
+        Assert.Contains(state.Warnings, w => w.Contains("virtualInbound", StringComparison.Ordinal) && w.Contains("TLS filter chains are not served yet", StringComparison.Ordinal));
+        FilterChain port80 = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:80", "raw_buffer", "http/1.1"))!;
+        Assert.Equal("0.0.0.0_80", port80.Name);
+        Assert.Equal("inbound|80||", port80.Serving.Routes.Name);
+        FilterChain catchAllHttp = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:8080", "raw_buffer", "h2c"))!;
+        Assert.Equal("virtualInbound-catchall-http", catchAllHttp.Name);
+        Assert.True(catchAllHttp.Serving.ServesHttp);
+        FilterChain tcp = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:8080"))!;
+        Assert.Equal("InboundPassthroughClusterIpv4", tcp.Serving.TcpProxy!.PickCluster());
+        Assert.Equal("virtualInbound-blackhole", FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:15006"))!.Name);
+        // TLS that is not Istio's mTLS passes through as TCP (the mTLS chains, with transport sockets, are skipped for now).
+        FilterChain tlsPassthrough = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:8080", "tls", "h2"))!;
+        Assert.Equal("virtualInbound", tlsPassthrough.Name);
+        Assert.Equal("InboundPassthroughClusterIpv4", tlsPassthrough.Serving.TcpProxy!.PickCluster());
+    }
+
+    /// <summary>The listener without Istio's ext_authz HTTP filter (which we refuse rather than skip).</summary>
+    private static Api.Listener.Listener WithoutExtAuthz(Api.Listener.Listener listener)
+    {
+        listener = listener.Clone();
+        foreach (var filter in listener.FilterChains.SelectMany(static c => c.Filters))
+        {
+            if (filter.TypedConfig is { } any && any.TypeUrl.EndsWith(".HttpConnectionManager", StringComparison.Ordinal))
+            {
+                var hcm = Api.Hcm.HttpConnectionManager.Parser.ParseFrom(any.Value);
+                foreach (var extAuthz in hcm.HttpFilters.Where(static f => f.Name == "envoy.filters.http.ext_authz").ToList())
+                {
+                    hcm.HttpFilters.Remove(extAuthz);
+                }
+                filter.TypedConfig = Any.Pack(hcm);
+            }
+        }
+        return listener;
+    }
+
+    [Fact]
     public void Istio15V2Dump_EveryResourceLoads()
     {
         XdsState state = NewState();

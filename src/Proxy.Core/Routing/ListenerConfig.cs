@@ -25,11 +25,41 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
     /// </summary>
     public bool UseOriginalDst { get; init; }
 
+    /// <summary>The original_dst listener filter: each connection's original destination (SO_ORIGINAL_DST) is read, for chain matching and ORIGINAL_DST clusters, without dispatching.</summary>
+    public bool RestoresOriginalDestination { get; init; }
+
     /// <summary>Whether the listener has an HTTP connection manager of its own (a dispatcher may have none).</summary>
     public bool ServesHttp { get; init; } = true;
 
     /// <summary>A listener whose filter chain is tcp_proxy (no HTTP): its connections are relayed as octets.</summary>
     public Forwarding.TcpProxyConfig? TcpProxy { get; init; }
+
+    /// <summary>
+    /// Filter chains chosen per connection by their match (<see cref="FilterChainSelector"/>); empty when
+    /// the listener itself serves every connection (one chain, no match). This object's own routes and
+    /// options are then its first HTTP chain's (what the runtime API routes by).
+    /// </summary>
+    public FilterChain[] FilterChains { get; init; } = [];
+
+    /// <summary>default_filter_chain: takes the connections no chain matches (else they are closed).</summary>
+    public FilterChain? DefaultFilterChain { get; init; }
+
+    /// <summary>Listener filters: envoy.filters.listener.tls_inspector (transport "tls", SNI, ALPN) and http_inspector ("http/1.1", "h2c").</summary>
+    public bool TlsInspector { get; init; }
+
+    public bool HttpInspector { get; init; }
+
+    /// <summary>listener_filters_timeout (Envoy: 15 s; zero: none): how long the inspectors wait for the first octets.</summary>
+    public TimeSpan ListenerFiltersTimeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>continue_on_listener_filters_timeout: on timeout, choose a chain with what is known (else close).</summary>
+    public bool ContinueOnListenerFiltersTimeout { get; init; }
+
+    /// <summary>Whether connections pick a chain (rather than this listener serving all of them).</summary>
+    public bool HasFilterChains => FilterChains.Length > 0 || DefaultFilterChain != null;
+
+    /// <summary>Whether choosing a chain needs the first octets read (an inspector runs and some chain matches on what it finds).</summary>
+    public bool Inspects => (TlsInspector || HttpInspector) && FilterChains.Any(static c => c.Match.NeedsInspection);
 }
 
 /// <summary>

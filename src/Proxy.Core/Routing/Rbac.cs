@@ -185,6 +185,9 @@ public readonly struct CidrRange
         _bits = prefixLength;
     }
 
+    /// <summary>How many leading bits must match (the more, the more specific).</summary>
+    public int PrefixLength => _bits;
+
     public bool Contains(IPEndPoint? endPoint)
     {
         if (endPoint == null || _prefix == null)

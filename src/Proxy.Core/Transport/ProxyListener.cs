@@ -174,12 +174,12 @@ public sealed class ProxyListener : IAsyncDisposable
             }
             ListenerConfig config = Config;
             Func<ListenerConfig> source = _configSource;
-            IPEndPoint? destination = config.UseOriginalDst ? OriginalDestination.Get(accepted) : null;
+            IPEndPoint? destination = config.UseOriginalDst || config.RestoresOriginalDestination ? OriginalDestination.Get(accepted) : null;
             if (destination != null && destination.Equals(accepted.LocalEndPoint))
             {
                 destination = null; // not redirected (a connection made to this port itself): never passed through back to us
             }
-            if (destination != null && Dispatch?.Invoke(destination) is { } target)
+            if (destination != null && config.UseOriginalDst && Dispatch?.Invoke(destination) is { } target)
             {
                 // Istio's virtualOutbound: the connection belongs to the listener of its original
                 // destination (0.0.0.0_9090 for 10.96.0.10:9090), and follows that listener's updates.
@@ -188,40 +188,132 @@ public sealed class ProxyListener : IAsyncDisposable
                 source = () => find(name) ?? target;
                 config = target;
             }
-            ListenerOptions options = config.Options;
-            if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted))
+            if (config.HasFilterChains)
             {
-                DownstreamLimits.Denied();
-                DownstreamLimits.Closed();
-                accepted.Dispose();
-                continue;
-            }
-            if (!config.ServesHttp)
-            {
-                if (config.TcpProxy is { } tcp && Snapshot != null)
+                if (config.Inspects)
                 {
-                    // tcp_proxy: relayed as octets (virtualOutbound's PassthroughCluster, or a TCP service's listener).
-                    Opened(options);
-                    _ = TcpProxySession.RunAsync(accepted, destination, tcp, Snapshot(), () =>
-                    {
-                        DownstreamLimits.Closed();
-                        Closed(options);
-                    });
+                    // tls_inspector / http_inspector: the chain is chosen once the first octets are seen.
+                    _ = InspectThenServeAsync(accepted, config, source, destination);
                     continue;
                 }
-                // No listener for its destination and no chain of our own to serve it: closed, counted
-                // as Envoy's no_filter_chain_match.
-                _stats?.NoFilterChainMatch.Inc();
-                DownstreamLimits.Closed();
-                accepted.Dispose();
-                continue;
+                if (!ChooseChain(accepted, ref config, ref source, destination, new ConnectionInspector.Verdict(true, "raw_buffer", null, [])))
+                {
+                    continue;
+                }
             }
-            var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
-            var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
-            Opened(options);
-            _connections.TryAdd(sniffer, 0);
-            _ = connection.RunAsync(sniffer);
+            Serve(accepted, config, source, destination);
         }
+    }
+
+    private async Task InspectThenServeAsync(Socket accepted, ListenerConfig config, Func<ListenerConfig> source, IPEndPoint? destination)
+    {
+        ConnectionInspector.Verdict? verdict;
+        try
+        {
+            verdict = await ConnectionInspector.InspectAsync(accepted, config.TlsInspector, config.HttpInspector,
+                config.ListenerFiltersTimeout > TimeSpan.Zero ? config.ListenerFiltersTimeout : s_inspectionCap, config.ContinueOnListenerFiltersTimeout, _stop.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            verdict = null;
+        }
+        if (verdict is not { } seen)
+        {
+            DownstreamLimits.Closed();
+            accepted.Dispose();
+            return;
+        }
+        if (ChooseChain(accepted, ref config, ref source, destination, seen))
+        {
+            Serve(accepted, config, source, destination);
+        }
+    }
+
+    // listener_filters_timeout 0 (Istio's) means no limit; a client that never sends is still let go after this long.
+    private static readonly TimeSpan s_inspectionCap = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// Picks the filter chain for a connection; false (connection closed and counted as
+    /// no_filter_chain_match) when none matches and there is no default chain.
+    /// </summary>
+    private bool ChooseChain(Socket accepted, ref ListenerConfig config, ref Func<ListenerConfig> source, IPEndPoint? destination, ConnectionInspector.Verdict seen)
+    {
+        IPEndPoint? local = destination ?? accepted.LocalEndPoint as IPEndPoint;
+        IPEndPoint? remote;
+        try
+        {
+            remote = accepted.RemoteEndPoint as IPEndPoint;
+        }
+        catch (SocketException)
+        {
+            remote = null;
+        }
+        FilterChain? chain = FilterChainSelector.Select(config.FilterChains, config.DefaultFilterChain,
+            new ConnectionFacts(local, remote, seen.TransportProtocol, seen.ServerName, seen.ApplicationProtocols));
+        if (chain == null)
+        {
+            _stats?.NoFilterChainMatch.Inc();
+            DownstreamLimits.Closed();
+            accepted.Dispose();
+            return false;
+        }
+        ListenerConfig top = config;
+        Func<ListenerConfig> listener = source;
+        bool isDefault = ReferenceEquals(chain, config.DefaultFilterChain);
+        int index = Array.IndexOf(config.FilterChains, chain);
+        // The connection follows its listener's updates through the same chain (by name, else position).
+        source = () =>
+        {
+            ListenerConfig now = listener();
+            if (ReferenceEquals(now, top))
+            {
+                return chain.Serving;
+            }
+            FilterChain? same = isDefault ? now.DefaultFilterChain
+                : chain.Name.Length > 0 ? Array.Find(now.FilterChains, c => c.Name == chain.Name)
+                : index < now.FilterChains.Length ? now.FilterChains[index] : null;
+            return same?.Serving ?? chain.Serving;
+        };
+        config = chain.Serving;
+        return true;
+    }
+
+    /// <summary>Serves an accepted connection by a listener (or chain): network RBAC, then tcp_proxy or HTTP.</summary>
+    private void Serve(Socket accepted, ListenerConfig config, Func<ListenerConfig> source, IPEndPoint? destination)
+    {
+        ListenerOptions options = config.Options;
+        if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted))
+        {
+            DownstreamLimits.Denied();
+            DownstreamLimits.Closed();
+            accepted.Dispose();
+            return;
+        }
+        if (!config.ServesHttp)
+        {
+            if (config.TcpProxy is { } tcp && Snapshot != null)
+            {
+                // tcp_proxy: relayed as octets (virtualOutbound's PassthroughCluster, or a TCP service's listener).
+                Opened(options);
+                _ = TcpProxySession.RunAsync(accepted, destination, tcp, Snapshot(), () =>
+                {
+                    DownstreamLimits.Closed();
+                    Closed(options);
+                });
+                return;
+            }
+            // No listener for its destination and no chain of our own to serve it: closed, counted
+            // as Envoy's no_filter_chain_match.
+            _stats?.NoFilterChainMatch.Inc();
+            DownstreamLimits.Closed();
+            accepted.Dispose();
+            return;
+        }
+        var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
+        var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
+        Opened(options);
+        _connections.TryAdd(sniffer, 0);
+        _ = connection.RunAsync(sniffer);
     }
 
     private void Opened(ListenerOptions options)

@@ -359,7 +359,30 @@ public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToP
 
     /// <summary>Its tcp_proxy, when it serves TCP instead of HTTP.</summary>
     public TcpProxyConfig? TcpProxy { get; init; }
+
+    /// <summary>The original_dst listener filter: connections carry their original destination (for chain matching and ORIGINAL_DST clusters).</summary>
+    public bool RestoresOriginalDestination { get; init; }
+
+    /// <summary>Filter chains chosen per connection; empty when the one chain serves every connection.</summary>
+    public IReadOnlyList<ChainShape> Chains { get; init; } = [];
+
+    public ChainShape? DefaultChain { get; init; }
+
+    /// <summary>The chain whose routes and options are the listener's own (<see cref="Hcm"/>, <see cref="RouteConfigName"/>).</summary>
+    public ChainShape? Primary { get; init; }
+
+    public bool TlsInspector { get; init; }
+    public bool HttpInspector { get; init; }
+    public TimeSpan ListenerFiltersTimeout { get; init; } = TimeSpan.FromSeconds(15);
+    public bool ContinueOnListenerFiltersTimeout { get; init; }
+
+    /// <summary>The HTTP chains other than the primary whose routes are inline (built against the clusters in use).</summary>
+    public IEnumerable<ChainShape> InlineChains => (DefaultChain != null ? Chains.Append(DefaultChain) : Chains)
+        .Where(c => c.Hcm != null && c.RdsName == null && !ReferenceEquals(c, Primary));
 }
+
+/// <summary>One filter chain as read: its match, and its HTTP connection manager (inline or RDS routes) or tcp_proxy.</summary>
+public sealed record ChainShape(string Name, int Index, FilterChainMatch Match, ConfigNode Node, ConfigNode? Hcm, string? RdsName, ListenerOptions Options, TcpProxyConfig? Tcp);
 
 /// <summary>
 /// Where and how to reach the control plane: <see cref="Target"/> is http://host:port (plaintext gRPC) or

@@ -176,6 +176,7 @@ public sealed class IstioTranslator
             // REDIRECT mode: iptables sends every outbound connection to 15001, where virtualOutbound hands
             // it to the listener of its original destination, or passes it through to where it was going.
             result.Add((XdsResourceType.Cluster, s_passthroughCluster.Name, s_passthroughCluster));
+            result.Add((XdsResourceType.Cluster, s_blackHoleCluster.Name, s_blackHoleCluster));
             result.Add((XdsResourceType.Listener, s_virtualOutbound.Name, s_virtualOutbound));
         }
         return result;
@@ -189,6 +190,29 @@ public sealed class IstioTranslator
         ConnectTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(10)),
     };
 
+    // Istio's: a static cluster with no endpoints, for connections that must go nowhere.
+    private static readonly Cluster s_blackHoleCluster = new()
+    {
+        Name = "BlackHoleCluster",
+        Type = Cluster.Types.DiscoveryType.Static,
+        ConnectTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(10)),
+    };
+
+    private static FilterChain TcpChain(string name, string cluster, FilterChainMatch? match = null) => new()
+    {
+        Name = name,
+        FilterChainMatch = match,
+        Filters =
+        {
+            new Filter
+            {
+                Name = "envoy.filters.network.tcp_proxy",
+                TypedConfig = Any.Pack(new Proxy.Xds.Api.TcpProxy.TcpProxy { StatPrefix = cluster, Cluster = cluster }),
+            },
+        },
+    };
+
+    // As Istio writes it: its own port is a loop guard (a connection made to 15001 itself), all else passes through.
     private static readonly Listener s_virtualOutbound = new()
     {
         Name = "virtualOutbound",
@@ -197,18 +221,8 @@ public sealed class IstioTranslator
         TrafficDirection = Listener.Types.TrafficDirection.Outbound,
         FilterChains =
         {
-            new FilterChain
-            {
-                Name = "virtualOutbound-catchall-tcp",
-                Filters =
-                {
-                    new Filter
-                    {
-                        Name = "envoy.filters.network.tcp_proxy",
-                        TypedConfig = Any.Pack(new Proxy.Xds.Api.TcpProxy.TcpProxy { StatPrefix = "PassthroughCluster", Cluster = "PassthroughCluster" }),
-                    },
-                },
-            },
+            TcpChain("virtualOutbound-blackhole", "BlackHoleCluster", new FilterChainMatch { DestinationPort = 15001 }),
+            TcpChain("virtualOutbound-catchall-tcp", "PassthroughCluster"),
         },
     };
 
@@ -837,7 +851,7 @@ public sealed class IstioTranslator
             HttpFilters = { new HttpFilter { Name = "envoy.filters.http.router", TypedConfig = new Any { TypeUrl = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } } },
         };
         string address = BindOutboundListeners ? ListenAddress : "0.0.0.0";
-        return new Listener
+        var listener = new Listener
         {
             Name = $"{address}_{port}",
             BindToPort = BindOutboundListeners ? null : false,
@@ -845,5 +859,17 @@ public sealed class IstioTranslator
             TrafficDirection = Listener.Types.TrafficDirection.Outbound,
             FilterChains = { new FilterChain { Filters = { new Filter { Name = "envoy.filters.network.http_connection_manager", TypedConfig = Any.Pack(hcm) } } } },
         };
+        if (VirtualOutbound)
+        {
+            // Intercepted traffic, as Istio shapes a port's listener: HTTP (as http_inspector finds it)
+            // by the routes, anything else to the original destination (PassthroughCluster).
+            listener.FilterChains[0].FilterChainMatch = new FilterChainMatch { TransportProtocol = "raw_buffer", ApplicationProtocols = { "http/1.1", "h2c" } };
+            listener.ListenerFilters.Add(new ListenerFilter { Name = "envoy.filters.listener.tls_inspector", TypedConfig = new Any { TypeUrl = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" } });
+            listener.ListenerFilters.Add(new ListenerFilter { Name = "envoy.filters.listener.http_inspector", TypedConfig = new Any { TypeUrl = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" } });
+            listener.ListenerFiltersTimeout = Duration.FromTimeSpan(TimeSpan.Zero);
+            listener.ContinueOnListenerFiltersTimeout = true;
+            listener.DefaultFilterChain = TcpChain("PassthroughFilterChain", "PassthroughCluster");
+        }
+        return listener;
     }
 }
