@@ -60,8 +60,17 @@ public static class XdsTypes
         ["envoy.config.filter.network.rbac.v2.RBAC"] = Api.NetworkRbac.RBAC.Descriptor,
         ["envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"] = Api.TcpProxy.TcpProxy.Descriptor,
         ["envoy.config.filter.network.tcp_proxy.v2.TcpProxy"] = Api.TcpProxy.TcpProxy.Descriptor,
+        ["envoy.extensions.filters.http.router.v3.Router"] = Api.Router.Router.Descriptor,
+        ["envoy.config.filter.http.router.v2.Router"] = Api.Router.Router.Descriptor,
+        ["envoy.extensions.access_loggers.file.v3.FileAccessLog"] = Api.FileAccessLog.FileAccessLog.Descriptor,
+        ["envoy.config.accesslog.v2.FileAccessLog"] = Api.FileAccessLog.FileAccessLog.Descriptor,
+        ["envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"] = Api.StreamAccessLog.StdoutAccessLog.Descriptor,
+        ["envoy.extensions.access_loggers.stream.v3.StderrAccessLog"] = Api.StreamAccessLog.StderrAccessLog.Descriptor,
         ["google.protobuf.Struct"] = Google.Protobuf.WellKnownTypes.Struct.Descriptor,
     }.ToFrozenDictionary(StringComparer.Ordinal);
+
+    /// <summary>Every message type we decode from an Any (each once).</summary>
+    public static IEnumerable<MessageDescriptor> Messages => s_messages.Values.Distinct();
 
     /// <summary>The message that decodes a type (by type URL or full name, v3 or v2); null for types we do not know.</summary>
     public static MessageDescriptor? Find(string typeUrl)

@@ -8,7 +8,7 @@ internal static class BootstrapYaml
     /// fields, route configuration and HTTP filters are YAML written from column 0 (the router is added
     /// last). Indented for a place under static_resources.listeners.
     /// </summary>
-    public static string Listener(string name, string routeConfig, string hcmFields = "", string httpFilters = "") =>
+    public static string Listener(string name, string routeConfig, string hcmFields = "", string httpFilters = "", string routerFields = "") =>
         string.Join('\n',
             $"  - name: {name}",
             "    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }",
@@ -24,7 +24,7 @@ internal static class BootstrapYaml
             "          http_filters:",
             Indent(httpFilters, 10),
             "          - name: envoy.filters.http.router",
-            "            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }");
+            $"            typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{(routerFields.Length > 0 ? ", " + routerFields : "")} }}");
 
     public static string Indent(string yaml, int spaces) =>
         yaml.Length == 0 ? "" : string.Join('\n', yaml.Split('\n').Select(l => new string(' ', spaces) + l));

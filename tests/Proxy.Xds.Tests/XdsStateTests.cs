@@ -365,7 +365,7 @@ public sealed class XdsStateTests
             .ToList();
         foreach (XdsResourceType type in new[] { XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route })
         {
-            var ofType = resources.Where(r => r.Type == type).Select(r => R(type == XdsResourceType.Listener ? WithoutExtAuthz((Api.Listener.Listener)r.Message) : r.Message))
+            var ofType = resources.Where(r => r.Type == type).Select(r => R(type == XdsResourceType.Listener ? IstioDumps.WithoutHttpFilter((Api.Listener.Listener)r.Message, "envoy.filters.http.ext_authz") : r.Message))
                 .GroupBy(r => r.Name).Select(g => g.First()).ToList();
             state.Apply(type, ofType, []);
         }
@@ -409,25 +409,6 @@ public sealed class XdsStateTests
         FilterChain tlsPassthrough = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:8080", "tls", "h2"))!;
         Assert.Equal("virtualInbound", tlsPassthrough.Name);
         Assert.Equal("InboundPassthroughClusterIpv4", tlsPassthrough.Serving.TcpProxy!.PickCluster());
-    }
-
-    /// <summary>The listener without Istio's ext_authz HTTP filter (which we refuse rather than skip).</summary>
-    private static Api.Listener.Listener WithoutExtAuthz(Api.Listener.Listener listener)
-    {
-        listener = listener.Clone();
-        foreach (var filter in listener.FilterChains.SelectMany(static c => c.Filters))
-        {
-            if (filter.TypedConfig is { } any && any.TypeUrl.EndsWith(".HttpConnectionManager", StringComparison.Ordinal))
-            {
-                var hcm = Api.Hcm.HttpConnectionManager.Parser.ParseFrom(any.Value);
-                foreach (var extAuthz in hcm.HttpFilters.Where(static f => f.Name == "envoy.filters.http.ext_authz").ToList())
-                {
-                    hcm.HttpFilters.Remove(extAuthz);
-                }
-                filter.TypedConfig = Any.Pack(hcm);
-            }
-        }
-        return listener;
     }
 
     [Fact]

@@ -30,11 +30,7 @@ public static class IstioDumps
 
     private static readonly MessageDescriptor[] s_known =
     [
-        Proxy.Xds.Api.Cluster.Cluster.Descriptor, Proxy.Xds.Api.Endpoint.ClusterLoadAssignment.Descriptor, Proxy.Xds.Api.Listener.Listener.Descriptor,
-        Proxy.Xds.Api.Route.RouteConfiguration.Descriptor, Proxy.Xds.Api.Hcm.HttpConnectionManager.Descriptor, Proxy.Xds.Api.Fault.HTTPFault.Descriptor,
-        Proxy.Xds.Api.Cors.CorsPolicy.Descriptor, Proxy.Xds.Api.Route.FilterConfig.Descriptor, Proxy.Xds.Api.UpstreamHttp.HttpProtocolOptions.Descriptor,
-        Proxy.Xds.Api.HttpRbac.RBAC.Descriptor, Proxy.Xds.Api.NetworkRbac.RBAC.Descriptor, Proxy.Xds.Api.TcpProxy.TcpProxy.Descriptor,
-        Google.Protobuf.WellKnownTypes.Struct.Descriptor, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
+        .. XdsTypes.Messages, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
     ];
 
     private static readonly JsonParser s_parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true).WithTypeRegistry(TypeRegistry.FromMessages(s_known)));

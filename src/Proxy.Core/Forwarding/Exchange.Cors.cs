@@ -50,8 +50,8 @@ public sealed partial class Exchange
             headers.Add("access-control-max-age"u8, cors.MaxAge);
         }
         headers.Add("content-length"u8, "0"u8);
-        _down!.SendHeaders(_downId, headers, endStream: true);
-        _down.ScheduleFlush();
+        SendResponseHeaders(headers, endStream: true);
+        _down!.ScheduleFlush();
         _responseComplete = true;
         Finish();
         return true;

@@ -145,8 +145,8 @@ public sealed partial class Exchange
         headers.Add(":status"u8, number.Slice(0, n));
         headers.Add("location"u8, System.Text.Encoding.UTF8.GetBytes(location));
         headers.Add("content-length"u8, "0"u8);
-        _down!.SendHeaders(_downId, headers, endStream: true);
-        _down.ScheduleFlush();
+        SendResponseHeaders(headers, endStream: true);
+        _down!.ScheduleFlush();
         _responseComplete = true;
         Finish();
     }
@@ -167,12 +167,12 @@ public sealed partial class Exchange
         }
         Utf8Formatter.TryFormat(body.Length, number, out n);
         headers.Add("content-length"u8, number.Slice(0, n));
-        _down!.SendHeaders(_downId, headers, endStream: !hasBody);
+        SendResponseHeaders(headers, endStream: !hasBody);
         if (hasBody)
         {
-            _down.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
+            _down!.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
         }
-        _down.ScheduleFlush();
+        _down!.ScheduleFlush();
         _responseComplete = true;
         Finish();
     }
@@ -200,6 +200,7 @@ public sealed partial class Exchange
             return;
         }
         _responseStarted = true;
+        _flags ??= FlagFor(message);
         HeaderList headers = ResponseHeaders;
         headers.Clear();
         Span<byte> number = stackalloc byte[11];
@@ -214,7 +215,7 @@ public sealed partial class Exchange
             {
                 headers.Add("x-envoy-overloaded"u8, "true"u8);
             }
-            _down!.SendHeaders(_downId, headers, endStream: true);
+            SendResponseHeaders(headers, endStream: true);
         }
         else
         {
@@ -229,14 +230,14 @@ public sealed partial class Exchange
                 headers.Add("x-envoy-overloaded"u8, "true"u8);
             }
             bool bodyless = _isHead;
-            _down!.SendHeaders(_downId, headers, endStream: bodyless);
+            SendResponseHeaders(headers, endStream: bodyless);
             if (!bodyless)
             {
                 // A few octets: they fit any window a peer may open with (RFC 9113's initial 65535).
-                _down.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
+                _down!.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
             }
         }
-        _down.ScheduleFlush();
+        _down!.ScheduleFlush();
         _responseComplete = true;
         Finish();
     }

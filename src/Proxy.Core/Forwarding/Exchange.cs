@@ -143,6 +143,7 @@ public sealed partial class Exchange
                 _hcm.DownstreamRqTotal.Inc();
             }
             ScanRequest();
+            StartConnectionManager(options);
             if (options != null && options.HttpRbac.Length > 0 && !AllowedByRbac(options.HttpRbac))
             {
                 // envoy.filters.http.rbac: 403 with Envoy's body (gRPC: PERMISSION_DENIED).
@@ -348,6 +349,7 @@ public sealed partial class Exchange
                 return;
             }
             _requestComplete |= endStream;
+            _bytesReceived += data.Length;
             int length = (int)data.Length;
             Touch();
             _shadow?.OnRequestData(_shadowGeneration, data, endStream);
@@ -511,6 +513,7 @@ public sealed partial class Exchange
             {
                 return;
             }
+            _flags ??= "UF";
             SendLocalReply(503, GrpcStatus.Unavailable, reason);
         }
     }
@@ -554,8 +557,8 @@ public sealed partial class Exchange
             }
             _upstreamClosed |= endStream;
             _responseStarted = true;
-            _down!.SendHeaders(_downId, ResponseHeaders, endStream);
-            _down.ScheduleFlush();
+            SendResponseHeaders(ResponseHeaders, endStream, proxied: true);
+            _down!.ScheduleFlush();
             if (endStream)
             {
                 _responseComplete = true;
@@ -574,6 +577,7 @@ public sealed partial class Exchange
             }
             _upstreamClosed |= endStream;
             int length = (int)data.Length;
+            _bytesSent += length;
             Touch();
             if (_finished || _downstreamClosed)
             {
@@ -886,10 +890,16 @@ public sealed partial class Exchange
     {
         long now = System.Diagnostics.Stopwatch.GetTimestamp();
         StatLine line = StatLine.Current;
+        // The upstream's status went downstream as it was, unless the proxy answered itself.
+        int status = _hcm == null && _accessLogs == null ? 0
+            : !_responseStarted ? 0 : _upstreamStatus != 0 && _upstreamTicks != 0 ? _upstreamStatus : ResponseStatus();
+        if (_accessLogs is { } logs)
+        {
+            WriteAccessLogs(logs, status, now);
+            _accessLogs = null;
+        }
         if (_hcm != null)
         {
-            // The upstream's status went downstream as it was, unless the proxy answered itself.
-            int status = !_responseStarted ? 0 : _upstreamStatus != 0 && _upstreamTicks != 0 ? _upstreamStatus : ResponseStatus();
             if (status is >= 100 and < 600)
             {
                 _hcm.DownstreamRqClass[(status / 100) - 1].Inc(line);
@@ -939,6 +949,7 @@ public sealed partial class Exchange
         ResetRetry();
         _virtualHost = null;
         _routeConfiguration = null;
+        ResetConnectionManager();
         _downId = _upId = 0;
         _requestComplete = _requestEndSent = _requestTrailersWaiting = false;
         _responseStarted = _responseComplete = _responseTrailersWaiting = false;

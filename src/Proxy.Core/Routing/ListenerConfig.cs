@@ -87,6 +87,16 @@ public sealed class ListenerOptions
         IdleTimeout = TimeSpan.FromMinutes(5),
     };
 
+    /// <summary>
+    /// The headers the connection manager writes (x-request-id, x-forwarded-*, via, server, ...): a
+    /// bootstrap's or xDS's connection manager has Envoy's (<see cref="ConnectionManagerHeaders.Envoy"/>);
+    /// null writes none (the quick --listen mode, which has no connection manager configuration).
+    /// </summary>
+    public ConnectionManagerHeaders? Headers { get; init; }
+
+    /// <summary>The connection manager's access logs; empty: none.</summary>
+    public Diagnostics.AccessLog[] AccessLogs { get; init; } = [];
+
     /// <summary>The HTTP connection manager's stats (its stat_prefix); null: not counted.</summary>
     public Diagnostics.HttpConnectionManagerStats? Stats { get; init; }
 

@@ -184,7 +184,6 @@ public static class ProtoJson
     /// <summary>Types we do not act on but show in full, because control planes send them in every listener.</summary>
     private static MessageDescriptor? ShownOnly(string fullName) => fullName switch
     {
-        "envoy.extensions.filters.http.router.v3.Router" => Api.Router.Router.Descriptor,
         "udpa.type.v1.TypedStruct" => Api.Udpa.TypedStruct.Descriptor,
         "xds.type.v3.TypedStruct" => Api.XdsType.TypedStruct.Descriptor,
         "envoy.tcp.metadataexchange.config.MetadataExchange" => Api.MetadataExchange.MetadataExchange.Descriptor,

@@ -41,7 +41,95 @@ public sealed partial class BootstrapLoader
             Http2 = h2.Exists ? ReadHttp2Options(h2) : defaults.Http2,
             HttpRbac = ReadHttpFilters(hcm),
             NetworkRbac = networkRbac,
+            Headers = ReadConnectionManagerHeaders(hcm),
+            AccessLogs = ReadAccessLogs(hcm),
         };
+    }
+
+    /// <summary>The headers the connection manager and its router write (Envoy's defaults unless the configuration says otherwise).</summary>
+    private ConnectionManagerHeaders ReadConnectionManagerHeaders(ConfigNode hcm)
+    {
+        ConfigNode filters = hcm["http_filters"];
+        List<ConfigNode> list = filters.IsMap ? [filters] : [.. filters.Items];
+        ConfigNode router = list.FirstOrDefault(static f => f["name"].String() is "envoy.filters.http.router" or "envoy.router"
+            || (f["typed_config"]["@type"].String() ?? "").EndsWith(".Router", StringComparison.Ordinal));
+        ConfigNode routerConfig = router["typed_config"].Exists ? router["typed_config"] : router["config"];
+        string transformation = (hcm["server_header_transformation"].String() ?? "OVERWRITE").ToUpperInvariant();
+        ConnectionManagerHeaders d = ConnectionManagerHeaders.Envoy;
+        var headers = new ConnectionManagerHeaders
+        {
+            UseRemoteAddress = WrappedBool(hcm["use_remote_address"]) ?? false,
+            XffNumTrustedHops = (int)Math.Clamp(hcm["xff_num_trusted_hops"].Integer() ?? 0, 0, 64),
+            SkipXffAppend = hcm["skip_xff_append"].Boolean() ?? false,
+            GenerateRequestId = WrappedBool(hcm["generate_request_id"]) ?? true,
+            PreserveExternalRequestId = hcm["preserve_external_request_id"].Boolean() ?? false,
+            AlwaysSetRequestIdInResponse = hcm["always_set_request_id_in_response"].Boolean() ?? false,
+            Via = hcm["via"].String() is { Length: > 0 } via ? System.Text.Encoding.UTF8.GetBytes(via) : null,
+            ServerName = hcm["server_name"].String() is { Length: > 0 } name ? System.Text.Encoding.UTF8.GetBytes(name) : d.ServerName,
+            ServerHeader = transformation switch
+            {
+                "OVERWRITE" or "0" => ServerHeaderTransformation.Overwrite,
+                "APPEND_IF_ABSENT" or "1" => ServerHeaderTransformation.AppendIfAbsent,
+                "PASS_THROUGH" or "2" => ServerHeaderTransformation.PassThrough,
+                _ => throw new ConfigException($"{hcm["server_header_transformation"].Path}: '{transformation}' is not OVERWRITE, APPEND_IF_ABSENT or PASS_THROUGH"),
+            },
+            UpstreamServiceTime = !(routerConfig["suppress_envoy_headers"].Boolean() ?? false),
+        };
+        if (headers.XffNumTrustedHops > 0)
+        {
+            Warn(hcm["xff_num_trusted_hops"], "x-forwarded-for is not yet read for the client address (RBAC and logs use the peer's)");
+        }
+        return headers;
+    }
+
+    private static bool? WrappedBool(ConfigNode n) => n.IsMap ? n["value"].Boolean() : n.Boolean();
+
+    /// <summary>
+    /// access_log: the file logger (v3 and v2, including /dev/stdout) and the stdout/stderr loggers, with
+    /// Envoy's default format, a text format (inline or format) or a JSON format. Filters are not honoured
+    /// (named once); other loggers are skipped and named.
+    /// </summary>
+    private Proxy.Core.Diagnostics.AccessLog[] ReadAccessLogs(ConfigNode hcm)
+    {
+        var logs = new List<Proxy.Core.Diagnostics.AccessLog>();
+        foreach (ConfigNode log in hcm["access_log"].Items)
+        {
+            string name = log["name"].String() ?? "";
+            ConfigNode config = log["typed_config"].Exists ? log["typed_config"] : log["config"];
+            string type = config["@type"].String() ?? "";
+            string? path = type.EndsWith(".FileAccessLog", StringComparison.Ordinal) || (type.Length == 0 && name is "envoy.access_loggers.file" or "envoy.file_access_log")
+                ? config["path"].RequiredString()
+                : type.EndsWith(".StdoutAccessLog", StringComparison.Ordinal) || name == "envoy.access_loggers.stdout" ? "/dev/stdout"
+                : type.EndsWith(".StderrAccessLog", StringComparison.Ordinal) || name == "envoy.access_loggers.stderr" ? "/dev/stderr"
+                : null;
+            if (path == null)
+            {
+                Warn(log, $"access logger '{(name.Length > 0 ? name : type)}' is not implemented; skipped");
+                continue;
+            }
+            if (log["filter"].Exists && log["filter"].Keys.Any())
+            {
+                Warn(log["filter"], "access log filters are not honoured yet: every request is logged");
+            }
+            ConfigNode format = config["log_format"];
+            ConfigNode json = format["json_format"].Exists ? format["json_format"] : config["json_format"].Exists ? config["json_format"] : config["typed_json_format"];
+            try
+            {
+                if (json.Exists)
+                {
+                    logs.Add(Proxy.Core.Diagnostics.AccessLog.Json(path, [.. json.Keys.Select(k => (k, json[k].String() ?? json[k].ToJson()?.ToJsonString() ?? ""))]));
+                    continue;
+                }
+                string text = format["text_format"].String() ?? format["text_format_source"]["inline_string"].String() ?? config["format"].String()
+                    ?? Proxy.Core.Diagnostics.AccessLogFormat.EnvoyDefault;
+                logs.Add(Proxy.Core.Diagnostics.AccessLog.Text(path, text));
+            }
+            catch (ConfigException e)
+            {
+                throw new ConfigException($"{log.Path}: {e.Message}");
+            }
+        }
+        return [.. logs];
     }
 
     private static Http2ConnectionOptions ReadHttp2Options(ConfigNode h2)
