@@ -55,7 +55,7 @@ public sealed class CommandLine
 
         Configuration (Envoy-compatible):
           -c, --config-path FILE        Envoy v3 bootstrap, YAML or JSON
-              --config-yaml YAML        bootstrap given inline (instead of --config-path)
+              --config-yaml YAML        bootstrap given inline; with -c, merged over the file (objects by field, lists appended)
               --mode serve|validate|init_only
                                         serve (default); validate: check the configuration and exit;
                                         init_only: load it, bind the listeners, and exit

@@ -243,7 +243,10 @@ public static class Program
     /// <summary>The bootstrap and the files its filesystem subscriptions name; the list is what to watch for changes.</summary>
     private static (ProxySnapshot Snapshot, IReadOnlyList<string> Files, Proxy.Xds.Config.AdsBootstrap? Ads, System.Net.IPEndPoint? Admin, Proxy.Xds.Api.Core.Node? Node, Proxy.Xds.Config.ConfigNode Root) LoadBootstrap(CommandLine options, UpstreamPools pools, bool logWarnings)
     {
-        string text = options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
+        // Envoy's --config-yaml alone is the bootstrap; with -c it is merged over the file.
+        string text = options.ConfigYaml != null && options.ConfigPath != null
+            ? Proxy.Xds.Config.ConfigNode.Merge(ReadConfig(options.ConfigPath), options.ConfigPath, options.ConfigYaml, "--config-yaml")
+            : options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
         var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
         ProxySnapshot snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
         if (options.MaxConnections == 0 && loader.MaxDownstreamConnections is long max)

@@ -457,6 +457,29 @@ public sealed class AdsBootstrapTests
     }
 
     [Fact]
+    public void ConfigYaml_IsMergedOverTheFile_AsProtobufMerges()
+    {
+        string file = File.ReadAllText(IstioDumps.TestData("xds", "istio-master", "bootstrap-default.envoy-rev.json"));
+        int clusters = new Config.BootstrapLoader(new UpstreamPools()).Load(file, "bootstrap").Clusters.Count;
+        // Objects merge field by field, lists append, scalars are replaced; JSON strings stay strings.
+        string merged = Config.ConfigNode.Merge(file, "bootstrap", """
+            {"admin": {"address": {"socket_address": {"port_value": 15999}}},
+             "node": {"id": "sidecar~10.0.0.9~merged.default~default.svc.cluster.local", "metadata": {"EXTRA": "1"}},
+             "static_resources": {"clusters": [{"name": "extra", "type": "STATIC", "connect_timeout": "1s"}]}}
+            """, "--config-yaml");
+        var loader = new Config.BootstrapLoader(new UpstreamPools());
+        ProxySnapshot snapshot = loader.Load(merged, "merged");
+        Assert.Equal(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 15999), loader.AdminAddress);
+        Assert.Equal(clusters + 1, snapshot.Clusters.Count);
+        Assert.Contains("extra", snapshot.Clusters.Keys);
+        Assert.Equal("sidecar~10.0.0.9~merged.default~default.svc.cluster.local", loader.Ads!.Node.Id);
+        Assert.Equal("1", loader.Ads.Node.Metadata.Fields["EXTRA"].StringValue);
+        Assert.Equal("binary-1.0", loader.Ads.Node.Metadata.Fields["ISTIO_VERSION"].StringValue);
+        Assert.Equal(15090, loader.Ads.Node.Metadata.Fields["ENVOY_PROMETHEUS_PORT"].NumberValue);
+        Assert.Throws<ConfigException>(() => Config.ConfigNode.Merge(file, "bootstrap", "[1, 2]", "--config-yaml"));
+    }
+
+    [Fact]
     public void Istio15Bootstrap_SotwAdsToPilot_VersionLeftToNegotiate()
     {
         var loader = new Config.BootstrapLoader(new UpstreamPools());

@@ -69,6 +69,51 @@ public readonly struct ConfigNode
         return new ConfigNode(stream.Documents[0].RootNode, "");
     }
 
+    /// <summary>
+    /// Envoy's --config-yaml over -c: the overlay merged into the base as protobuf merges messages —
+    /// mappings field by field (recursively), lists appended, scalars replaced — as YAML text again.
+    /// </summary>
+    public static string Merge(string baseText, string baseOrigin, string overlayText, string overlayOrigin)
+    {
+        YamlNode target = Parse(baseText, baseOrigin)._node as YamlNode ?? new YamlMappingNode();
+        YamlNode overlay = Parse(overlayText, overlayOrigin)._node as YamlNode ?? new YamlMappingNode();
+        if (target is not YamlMappingNode root || overlay is not YamlMappingNode top)
+        {
+            throw new ConfigException($"{overlayOrigin}: both the bootstrap and --config-yaml must be objects");
+        }
+        MergeInto(root, top);
+        var stream = new YamlStream(new YamlDocument(root));
+        using var writer = new StringWriter(CultureInfo.InvariantCulture);
+        stream.Save(writer, assignAnchors: false);
+        return writer.ToString();
+
+        static void MergeInto(YamlMappingNode into, YamlMappingNode from)
+        {
+            foreach (var (key, value) in from.Children)
+            {
+                if (!into.Children.TryGetValue(key, out YamlNode? existing))
+                {
+                    into.Children[key] = value;
+                }
+                else if (existing is YamlMappingNode a && value is YamlMappingNode b)
+                {
+                    MergeInto(a, b);
+                }
+                else if (existing is YamlSequenceNode list && value is YamlSequenceNode more)
+                {
+                    foreach (YamlNode item in more.Children)
+                    {
+                        list.Add(item);
+                    }
+                }
+                else
+                {
+                    into.Children[key] = value;
+                }
+            }
+        }
+    }
+
     public ConfigNode this[string field]
     {
         get
