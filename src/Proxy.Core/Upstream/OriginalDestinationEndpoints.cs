@@ -32,13 +32,15 @@ public static class OriginalDestinationEndpoints
         {
             return null;
         }
-        return s_endpoints.GetOrAdd(key, static k =>
+        return s_endpoints.GetOrAdd(key, static (k, state) =>
         {
             var (address, protocol, _) = k;
+            // The cluster's state: its upstream_bind_config (Istio's 127.0.0.6 for inbound passthrough),
+            // connection limits and stats apply to these connections as to any of the cluster's.
             UpstreamPool pool = protocol == UpstreamProtocol.Http2
-                ? new Http2UpstreamPool(address, new Proxy.Http2.Http2ConnectionOptions { MaxConcurrentStreams = 1024 })
-                : new Http1UpstreamPool(address);
+                ? new Http2UpstreamPool(address, new Proxy.Http2.Http2ConnectionOptions { MaxConcurrentStreams = 1024 }) { Cluster = state }
+                : new Http1UpstreamPool(address) { Cluster = state };
             return new UpstreamEndpoint(address, pool);
-        });
+        }, cluster.State);
     }
 }
