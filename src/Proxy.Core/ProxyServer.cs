@@ -158,12 +158,12 @@ public sealed class ProxyServer : IAsyncDisposable
     /// (those <paramref name="which"/> accepts, or all) keep accepting while telling every client to go;
     /// then they stop accepting, and what is in flight gets up to <paramref name="drainTime"/> more.
     /// </summary>
-    public async Task DrainGracefullyAsync(Func<string, bool>? which, TimeSpan drainTime)
+    public async Task DrainGracefullyAsync(Func<string, bool>? which, TimeSpan drainTime, bool gradual = false)
     {
         var chosen = _listeners.Where(l => which == null || which(l.Name)).ToList();
         foreach (ProxyListener listener in chosen)
         {
-            listener.StartGracefulDrain();
+            listener.StartGracefulDrain(gradual ? drainTime : TimeSpan.Zero);
         }
         await Task.Delay(drainTime);
         foreach (ProxyListener listener in chosen)

@@ -170,7 +170,7 @@ public static class Program
                     DrainListeners = (inboundOnly, graceful) =>
                     {
                         Func<string, bool>? which = inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null;
-                        return graceful ? server.DrainGracefullyAsync(which, TimeSpan.FromSeconds(options.DrainTimeSeconds)) : server.DrainListenersAsync(which);
+                        return graceful ? server.DrainGracefullyAsync(which, TimeSpan.FromSeconds(options.DrainTimeSeconds), options.DrainStrategy == "gradual") : server.DrainListenersAsync(which);
                     },
                 });
                 admin.Start();

@@ -207,7 +207,29 @@ public sealed partial class Http2Connection
         }
     }
 
-    private void WriteHeaderBlock(int streamId, HeaderList headers, bool endStream)
+    /// <summary>
+    /// The first step of a graceful shutdown (RFC 9113 §6.8): GOAWAY with the last stream identifier
+    /// 2^31-1 and NO_ERROR, which tells the peer to open no more streams while the ones it may have in
+    /// flight are still taken. <see cref="GoAway"/> later sends the real last stream identifier.
+    /// </summary>
+    public void AnnounceShutdown(string? debugData = null)
+    {
+        lock (_sync)
+        {
+            if (_closed || _goAwaySent || _shutdownAnnounced)
+            {
+                return;
+            }
+            _shutdownAnnounced = true;
+            Span<byte> debug = stackalloc byte[MaxGoAwayDebugBytes];
+            int length = debugData == null ? 0 : Encoding.ASCII.GetBytes(debugData.AsSpan(0, Math.Min(debugData.Length, MaxGoAwayDebugBytes)), debug);
+            Http2FrameWriter.WriteGoAway(_output, int.MaxValue, Http2ErrorCode.NoError, debug.Slice(0, length));
+        }
+    }
+
+    private bool _shutdownAnnounced;
+
+        private void WriteHeaderBlock(int streamId, HeaderList headers, bool endStream)
     {
         _encodeBuffer.ResetWrittenCount();
         _encoder.BeginBlock(_encodeBuffer);

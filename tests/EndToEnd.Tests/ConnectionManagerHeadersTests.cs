@@ -16,6 +16,13 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
 {
     private const string Routes = """{ virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: /headers }, route: { cluster: http, timeout: 0s } } ] } ] }""";
 
+    // Istio's virtual hosts ask for x-envoy-attempt-count; a retried request shows its second attempt.
+    private const string EdgeRoutes = """
+        { virtual_hosts: [ { name: all, domains: ["*"], include_request_attempt_count: true, include_attempt_count_in_response: true, routes: [
+          { match: { prefix: /flaky }, route: { cluster: http, timeout: 0s, retry_policy: { retry_on: 5xx, num_retries: 2 } } },
+          { match: { prefix: /headers }, route: { cluster: http, timeout: 0s } } ] } ] }
+        """;
+
     private readonly string _textLog = Path.Combine(Path.GetTempPath(), $"access-{Guid.NewGuid():N}.log");
     private readonly string _jsonLog = Path.Combine(Path.GetTempPath(), $"access-{Guid.NewGuid():N}.json");
     private ProxyServer? _proxy;
@@ -53,7 +60,7 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
             static_resources:
               listeners:
             {{BootstrapYaml.Listener("sidecar", Routes, accessLogs)}}
-            {{BootstrapYaml.Listener("edge", Routes, "use_remote_address: true\nvia: 1.1 layotto\nserver_name: istio-envoy\nalways_set_request_id_in_response: true")}}
+            {{BootstrapYaml.Listener("edge", EdgeRoutes, "use_remote_address: true\nvia: 1.1 layotto\nserver_name: istio-envoy\nalways_set_request_id_in_response: true")}}
             {{BootstrapYaml.Listener("quiet", Routes, "generate_request_id: false\nserver_header_transformation: PASS_THROUGH", routerFields: "suppress_envoy_headers: true")}}
               clusters:
               - name: http
@@ -127,6 +134,13 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
         Assert.Equal(seen["x-request-id"], Header(response, "x-request-id"));
         Assert.Equal("istio-envoy", Header(response, "server"));
         Assert.Equal("1.1 layotto", Header(response, "via"));
+        Assert.Equal("1", seen["x-envoy-attempt-count"]);
+        Assert.Equal("1", Header(response, "x-envoy-attempt-count"));
+
+        using var client = new HttpClient();
+        using HttpResponseMessage retried = await client.GetAsync($"http://127.0.0.1:{EdgePort}/flaky/{Guid.NewGuid():N}");
+        Assert.Equal("ok after 2", await retried.Content.ReadAsStringAsync());
+        Assert.Equal("2", Header(retried, "x-envoy-attempt-count"));
     }
 
     [Fact]

@@ -43,6 +43,22 @@ public sealed partial class Exchange
         return _down!.SendHeaders(_downId, headers, endStream);
     }
 
+    /// <summary>x-envoy-attempt-count: which attempt this is (1, then 2 on the first retry, ...).</summary>
+    private void SetAttemptCount(HeaderList headers)
+    {
+        Span<byte> digits = stackalloc byte[4];
+        System.Buffers.Text.Utf8Formatter.TryFormat(_attempt + 1, digits, out int n);
+        int index = headers.IndexOf("x-envoy-attempt-count"u8);
+        if (index >= 0)
+        {
+            headers.SetValue(index, digits.Slice(0, n));
+        }
+        else
+        {
+            headers.Add("x-envoy-attempt-count"u8, digits.Slice(0, n));
+        }
+    }
+
     private static string? FlagFor(string localReply) => localReply switch
     {
         "no route" => "NR",

@@ -468,6 +468,10 @@ public sealed partial class Exchange
                 return false;
             }
             bool endStream = _requestComplete && _requestPending.Count == 0 && !_requestTrailersWaiting;
+            if (_virtualHost is { IncludeRequestAttemptCount: true })
+            {
+                SetAttemptCount(RequestHeaders);
+            }
             int id = connection.OpenStream(RequestHeaders, endStream, this, UpstreamToken);
             if (id <= 0)
             {
@@ -550,6 +554,10 @@ public sealed partial class Exchange
             }
             _route?.ResponseHeaderMutations?.Apply(ResponseHeaders);
             _virtualHost?.ResponseHeaders?.Apply(ResponseHeaders);
+            if (_virtualHost is { IncludeAttemptCountInResponse: true })
+            {
+                SetAttemptCount(ResponseHeaders);
+            }
             _routeConfiguration?.ResponseHeaders?.Apply(ResponseHeaders);
             if (_cors != null)
             {

@@ -28,6 +28,16 @@ internal class Http2Downstream(SocketConnection connection, Func<ListenerConfig>
             }
             return;
         }
+        if (_drainWhenSettled)
+        {
+            _drainWhenSettled = false;
+            DrainGracefully();
+        }
+        long announced = Interlocked.Read(ref _announcedAt);
+        if (announced != 0 && !_draining && now - announced >= 1000)
+        {
+            Drain();
+        }
         if (_draining && Protocol.ActiveStreamCount == 0)
         {
             // GOAWAY went out and every stream it let finish has: nothing more can come (Envoy closes too).
@@ -74,7 +84,29 @@ internal class Http2Downstream(SocketConnection connection, Func<ListenerConfig>
         Connection.Output.Flush();
     }
 
-    public void DrainGracefully() => Drain(); // GOAWAY: in-flight streams finish, new ones go to a new connection
+    // When the shutdown was announced (the final GOAWAY follows a second later); 0: not announced.
+    private long _announcedAt;
+
+    // A connection opened during a graceful drain: told to go at the first sweep after its handshake,
+    // not before it (a GOAWAY before the client's SETTINGS were even read fails its first request).
+    private volatile bool _drainWhenSettled;
+
+    public void DrainWhenSettled() => _drainWhenSettled = true;
+
+    /// <summary>
+    /// Tells the client to go without failing a request it may be sending right now: GOAWAY with the
+    /// last stream identifier 2^31-1 first, the final GOAWAY (with the real one) from the sweep a second
+    /// later; streams in flight finish either way, new ones go to a new connection.
+    /// </summary>
+    public void DrainGracefully()
+    {
+        if (_draining || Interlocked.CompareExchange(ref _announcedAt, Math.Max(1, Environment.TickCount64), 0) != 0)
+        {
+            return;
+        }
+        Protocol.AnnounceShutdown("draining");
+        Connection.Output.Flush();
+    }
 
     public void Start()
     {

@@ -11,6 +11,12 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
     public CorsPolicy? Cors { get; init; }
     public HeaderMutations? ResponseHeaders { get; init; }
 
+    /// <summary>include_request_attempt_count: x-envoy-attempt-count on each upstream attempt (Istio sets it).</summary>
+    public bool IncludeRequestAttemptCount { get; init; }
+
+    /// <summary>include_attempt_count_in_response: x-envoy-attempt-count on the response.</summary>
+    public bool IncludeAttemptCountInResponse { get; init; }
+
     /// <summary>
     /// This host with the clusters of its routes replaced through <paramref name="map"/> (by name) and
     /// everything else shared: a cluster that changed (new endpoints) costs no rebuild of the routes to it.
@@ -33,6 +39,8 @@ public sealed class VirtualHost(string name, IReadOnlyList<string> domains, IRea
             Fault = Fault,
             Cors = Cors,
             ResponseHeaders = ResponseHeaders,
+            IncludeRequestAttemptCount = IncludeRequestAttemptCount,
+            IncludeAttemptCountInResponse = IncludeAttemptCountInResponse,
         };
     }
 

@@ -380,19 +380,65 @@ public sealed class ProxyListener : IAsyncDisposable
     /// may complete their streams; HTTP/1.1 connections close after their current response.
     /// </summary>
     private volatile bool _drainClose;
+    private long _drainStartedAt;
+    private long _drainSpreadMs;
 
     /// <summary>
-    /// A graceful drain (admin /drain_listeners?graceful): the listener keeps accepting, but every
-    /// connection, open or new, is told to go (GOAWAY, connection: close), so clients move off without
-    /// a failed request; <see cref="StopAcceptingAndDrainAsync"/> ends it.
+    /// A graceful drain (admin /drain_listeners?graceful): the listener keeps accepting, but its
+    /// connections are told to go (GOAWAY, connection: close), so clients move off without a failed
+    /// request; <see cref="StopAcceptingAndDrainAsync"/> ends it. With a <paramref name="spread"/>
+    /// (Envoy's gradual drain strategy) the open connections are told one by one, evenly over that
+    /// time, and a new connection is told with a chance that grows from 0 to 1 over it, so clients do
+    /// not all reconnect at once; without one (immediate) all are told at once.
     /// </summary>
-    public void StartGracefulDrain()
+    public void StartGracefulDrain(TimeSpan spread = default)
     {
+        _drainSpreadMs = (long)spread.TotalMilliseconds;
+        _drainStartedAt = Environment.TickCount64;
         _drainClose = true;
-        foreach (Sniffer sniffer in _connections.Keys)
+        List<Sniffer> open = [.. _connections.Keys];
+        if (_drainSpreadMs <= 0)
         {
-            sniffer.DrainGracefully();
+            foreach (Sniffer sniffer in open)
+            {
+                sniffer.DrainGracefully();
+            }
+            return;
         }
+        _ = SpreadDrainAsync(open, _drainStartedAt, _drainSpreadMs);
+    }
+
+    private async Task SpreadDrainAsync(List<Sniffer> open, long startedAt, long spreadMs)
+    {
+        Random.Shared.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(open));
+        for (int i = 0; i < open.Count; i++)
+        {
+            long due = startedAt + (spreadMs * (i + 1) / open.Count);
+            long wait = due - Environment.TickCount64;
+            if (wait > 0)
+            {
+                try
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(wait), _stop.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return; // stopped: the rest are drained by StopAcceptingAndDrainAsync
+                }
+            }
+            open[i].DrainGracefully();
+        }
+    }
+
+    /// <summary>Whether a connection that starts now is told to go at once (see <see cref="StartGracefulDrain"/>).</summary>
+    private bool DrainsNewConnection()
+    {
+        if (!_drainClose)
+        {
+            return false;
+        }
+        long spread = _drainSpreadMs;
+        return spread <= 0 || Random.Shared.NextDouble() * spread < Environment.TickCount64 - _drainStartedAt;
     }
 
     public async Task StopAcceptingAndDrainAsync()
@@ -456,11 +502,15 @@ public sealed class ProxyListener : IAsyncDisposable
                 down.OriginalDestination = OriginalDestination;
                 _chosen = down;
                 down.Start();
+                if (listener.DrainsNewConnection())
+                {
+                    down.DrainWhenSettled(); // a new connection during a graceful drain is told to go too
+                }
                 return down.OnInput(ref buffer);
             }
             var h1 = new Http1Downstream(connection, source, options) { OriginalDestination = OriginalDestination };
             _chosen = h1;
-            if (listener._drainClose)
+            if (listener.DrainsNewConnection())
             {
                 h1.DrainGracefully();
             }

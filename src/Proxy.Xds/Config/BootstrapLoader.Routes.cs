@@ -72,6 +72,8 @@ public sealed partial class BootstrapLoader
                 Fault = hostFault,
                 Cors = hostCors,
                 ResponseHeaders = Mutations(vh, "response"),
+                IncludeRequestAttemptCount = vh["include_request_attempt_count"].Boolean() ?? false,
+                IncludeAttemptCountInResponse = vh["include_attempt_count_in_response"].Boolean() ?? false,
             };
         }
     }
