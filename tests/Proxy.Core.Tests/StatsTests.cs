@@ -84,3 +84,22 @@ public sealed class StatsTests
         Assert.Throws<InvalidOperationException>(() => store.Histogram("a", null, "two", block: block));
     }
 }
+
+public sealed class RemovedClusterStatsTests
+{
+    [Fact]
+    public void AClusterNoSnapshotHasAnyMore_LosesItsStats_AndStartsFromZeroIfItComesBack()
+    {
+        var pools = new Proxy.Core.Upstream.UpstreamPools();
+        string gone = $"gone-{Guid.NewGuid():N}", kept = $"kept-{Guid.NewGuid():N}";
+        pools.ClusterState(gone).Stats.UpstreamRqTotal.Inc();
+        var keptCluster = new Proxy.Core.Routing.Cluster(kept, Proxy.Core.Routing.UpstreamProtocol.Http1, [], TimeSpan.FromSeconds(1)) { State = pools.ClusterState(kept) };
+        keptCluster.State.Stats.UpstreamRqTotal.Inc();
+        Assert.Contains(StatsStore.Default.All(), s => s.Name == $"cluster.{gone}.upstream_rq_total");
+
+        pools.Prune(new Proxy.Core.Routing.ProxySnapshot([], [keptCluster], 1));
+        Assert.DoesNotContain(StatsStore.Default.All(), s => s.Name.StartsWith($"cluster.{gone}.", StringComparison.Ordinal));
+        Assert.Equal(1, ((Counter)StatsStore.Default.All().Single(s => s.Name == $"cluster.{kept}.upstream_rq_total")).Total);
+        Assert.Equal(0, pools.ClusterState(gone).Stats.UpstreamRqTotal.Total);
+    }
+}

@@ -87,6 +87,9 @@ public abstract class Stat
 
     public string Name { get; }
 
+    /// <summary>The scope and its name (cluster, its name) the stat belongs to.</summary>
+    public (string Scope, string? ScopeName) Scope { get; internal set; }
+
     public string PrometheusName { get; }
 
     /// <summary>The Prometheus labels, rendered (<c>envoy_cluster_name="x"</c>), or empty.</summary>
@@ -320,7 +323,21 @@ public sealed class StatsStore
         return all;
     }
 
-    public void ResetCounters()
+    /// <summary>Forgets every stat of one scope (a cluster no configuration has any more): Envoy drops a removed cluster's stats too.</summary>
+    public int RemoveScope(string scope, string scopeName)
+    {
+        int removed = 0;
+        foreach (var (name, stat) in _stats)
+        {
+            if (stat.Scope.Scope == scope && stat.Scope.ScopeName == scopeName && _stats.TryRemove(new KeyValuePair<string, Stat>(name, stat)))
+            {
+                removed++;
+            }
+        }
+        return removed;
+    }
+
+        public void ResetCounters()
     {
         foreach (Stat stat in _stats.Values)
         {
@@ -351,12 +368,14 @@ public sealed class StatsStore
         string prefix = scopeName != null && tag == null ? $"{scope}.{scopeName}.{promStat}" : $"{scope}.{promStat}";
         string promName = "envoy_" + Sanitize(prefix);
         string rendered = string.Join(',', labels);
-        return kind switch
+        Stat made = kind switch
         {
             StatKind.Counter => new Counter(name, promName, rendered, block),
             StatKind.Gauge => new Gauge(name, promName, rendered, read),
             _ => new Histogram(name, promName, rendered, block),
         };
+        made.Scope = (scope, scopeName);
+        return made;
     }
 
     private static string Sanitize(string name)

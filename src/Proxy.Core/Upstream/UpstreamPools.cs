@@ -52,9 +52,10 @@ public sealed class UpstreamPools
         }
         foreach (string name in _clusters.Keys)
         {
-            if (!live.Clusters.ContainsKey(name))
+            if (!live.Clusters.ContainsKey(name) && _clusters.TryRemove(name, out _))
             {
-                _clusters.TryRemove(name, out _);
+                // Its stats go with it (a cluster added again starts from zero, as in Envoy).
+                Diagnostics.StatsStore.Default.RemoveScope("cluster", name);
             }
         }
         return retired;
