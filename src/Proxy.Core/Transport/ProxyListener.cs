@@ -26,6 +26,9 @@ public sealed class ProxyListener : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task? _acceptLoop;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<Sniffer, byte> _connections = new();
+
+    // tcp_proxy connections (relayed as octets, no Sniffer): closed when the listener is disposed.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Socket, byte> _relayed = new();
     private readonly Timer _sweep;
     private int _sweeping;
     private readonly Func<ListenerConfig> _configSource;
@@ -95,7 +98,7 @@ public sealed class ProxyListener : IAsyncDisposable
     public IPEndPoint LocalEndPoint => BoundEndPoint as IPEndPoint ?? throw new InvalidOperationException($"listener {BoundEndPoint} is not on an IP address");
 
     /// <summary>Connections open on this listener now.</summary>
-    public int ConnectionCount => _connections.Count;
+    public int ConnectionCount => _connections.Count + _relayed.Count;
 
     public void Start()
     {
@@ -295,8 +298,10 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 // tcp_proxy: relayed as octets (virtualOutbound's PassthroughCluster, or a TCP service's listener).
                 Opened(options);
+                _relayed.TryAdd(accepted, 0);
                 _ = TcpProxySession.RunAsync(accepted, destination, tcp, Snapshot(), () =>
                 {
+                    _relayed.TryRemove(accepted, out _);
                     DownstreamLimits.Closed();
                     Closed(options);
                 });
@@ -460,6 +465,10 @@ public sealed class ProxyListener : IAsyncDisposable
             await _acceptLoop;
         }
         await _sweep.DisposeAsync();
+        foreach (Socket relayed in _relayed.Keys)
+        {
+            relayed.Dispose(); // its session ends (both sides closed) and removes it
+        }
         _stop.Dispose();
     }
 
