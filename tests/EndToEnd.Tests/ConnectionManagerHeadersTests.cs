@@ -30,6 +30,7 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
     private int SidecarPort => _proxy!.Listeners[0].LocalEndPoint.Port;
     private int EdgePort => _proxy!.Listeners[1].LocalEndPoint.Port;
     private int QuietPort => _proxy!.Listeners[2].LocalEndPoint.Port;
+    private int OriginalPort => _proxy!.Listeners[3].LocalEndPoint.Port;
 
     public Task InitializeAsync()
     {
@@ -62,7 +63,12 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
             {{BootstrapYaml.Listener("sidecar", Routes, accessLogs)}}
             {{BootstrapYaml.Listener("edge", EdgeRoutes, "use_remote_address: true\nvia: 1.1 layotto\nserver_name: istio-envoy\nalways_set_request_id_in_response: true")}}
             {{BootstrapYaml.Listener("quiet", Routes, "generate_request_id: false\nserver_header_transformation: PASS_THROUGH", routerFields: "suppress_envoy_headers: true")}}
+            {{BootstrapYaml.Listener("original", """{ virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: / }, route: { cluster: original, timeout: 0s } } ] } ] }""")}}
               clusters:
+              - name: original
+                type: ORIGINAL_DST
+                lb_policy: CLUSTER_PROVIDED
+                original_dst_lb_config: { use_http_header: true }
               - name: http
                 load_assignment: { cluster_name: http, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream.HttpUpstreamPort}} } } } } ] } ] }
             """;
@@ -98,7 +104,7 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
         }
         HttpResponseMessage response = await client.SendAsync(request);
         string body = await response.Content.ReadAsStringAsync();
-        var seen = body.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(static l => l.Split('=', 2)).ToDictionary(static p => p[0], static p => p[1]);
+        var seen = body.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(static l => l.Split('=', 2)).Where(static p => p.Length == 2).ToDictionary(static p => p[0], static p => p[1]);
         return (response, seen);
     }
 
@@ -150,6 +156,19 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
         Assert.False(seen.ContainsKey("x-request-id"));
         Assert.Equal("Kestrel", Header(response, "server"));
         Assert.Null(Header(response, "x-envoy-upstream-service-time"));
+    }
+
+    [Fact]
+    public async Task OriginalDstCluster_WithUseHttpHeader_GoesWhereTheHeaderSays()
+    {
+        var (response, seen) = await GetAsync(OriginalPort, false, ("x-envoy-original-dst-host", $"127.0.0.1:{upstream.HttpUpstreamPort}"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal($"127.0.0.1:{upstream.HttpUpstreamPort}", seen["x-envoy-original-dst-host"]);
+        // No header, and the connection was not intercepted (no original destination): nowhere to go.
+        (response, _) = await GetAsync(OriginalPort);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        (response, _) = await GetAsync(OriginalPort, false, ("x-envoy-original-dst-host", "not-an-address"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
     }
 
     [Fact]

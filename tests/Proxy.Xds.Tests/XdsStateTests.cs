@@ -313,17 +313,28 @@ public sealed class XdsStateTests
         Assert.Contains("match.regex", e.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void IstioV3SidecarDumps_EveryResourceLoads_UnknownFiltersAreNamedAndSkipped()
+    /// <summary>The resources of Istio's current sidecar dumps by type, in the order a control plane sends them (listeners optionally changed).</summary>
+    private static IEnumerable<(XdsResourceType Type, List<XdsResource> Resources)> IstioSidecarDumps(Func<Api.Listener.Listener, Api.Listener.Listener>? listener = null)
     {
-        XdsState state = NewState();
         var resources = IstioDumps.Resources("istio-master/config_dump-sidecar-listeners.json")
             .Concat(IstioDumps.Resources("istio-master/config_dump-route-and-subset-cluster.json"))
             .Concat(IstioDumps.Resources("istio-master/config_dump-sidecar-endpoints.json"))
             .ToList();
         foreach (XdsResourceType type in new[] { XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route })
         {
-            var ofType = resources.Where(r => r.Type == type).Select(r => R(r.Message)).GroupBy(r => r.Name).Select(g => g.First()).ToList();
+            yield return (type, resources.Where(r => r.Type == type)
+                .Select(r => R(type == XdsResourceType.Listener && listener != null ? listener((Api.Listener.Listener)r.Message) : r.Message))
+                .GroupBy(r => r.Name).Select(g => g.First()).ToList());
+        }
+    }
+
+    [Fact]
+    public void IstioV3SidecarDumps_EveryResourceLoads_UnknownFiltersAreNamedAndSkipped()
+    {
+        XdsState state = NewState();
+        foreach (var (type, all) in IstioSidecarDumps())
+        {
+            List<XdsResource> ofType = all;
             Assert.NotEmpty(ofType);
             if (type == XdsResourceType.Listener)
             {
@@ -359,14 +370,8 @@ public sealed class XdsStateTests
     public void IstioV3SidecarDumps_FilterChainsAreChosenPerConnection_AsEnvoyDoes()
     {
         XdsState state = NewState();
-        var resources = IstioDumps.Resources("istio-master/config_dump-sidecar-listeners.json")
-            .Concat(IstioDumps.Resources("istio-master/config_dump-route-and-subset-cluster.json"))
-            .Concat(IstioDumps.Resources("istio-master/config_dump-sidecar-endpoints.json"))
-            .ToList();
-        foreach (XdsResourceType type in new[] { XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route })
+        foreach (var (type, ofType) in IstioSidecarDumps(static l => IstioDumps.WithoutHttpFilter(l, "envoy.filters.http.ext_authz")))
         {
-            var ofType = resources.Where(r => r.Type == type).Select(r => R(type == XdsResourceType.Listener ? IstioDumps.WithoutHttpFilter((Api.Listener.Listener)r.Message, "envoy.filters.http.ext_authz") : r.Message))
-                .GroupBy(r => r.Name).Select(g => g.First()).ToList();
             state.Apply(type, ofType, []);
         }
         Apply(state, XdsResourceType.Route, new PbRoutes { Name = "9080" }); // the dumps lack it: the listener would warm

@@ -182,7 +182,7 @@ public sealed partial class Exchange
                 SendLocalReply(503, GrpcStatus.Unavailable, "no cluster for the request");
                 return;
             }
-            endpoint = cluster.UsesOriginalDestination ? OriginalDestinationEndpoints.For(_down!.OriginalDestination, cluster)
+            endpoint = cluster.UsesOriginalDestination ? OriginalDestinationEndpoints.For(cluster.OriginalDestinationOf(_down!.OriginalDestination, RequestHeaders), cluster)
                 : action.HashPolicies.Length > 0 && cluster.LbPolicy is LbPolicy.RingHash or LbPolicy.Maglev
                 ? cluster.PickEndpoint(HashPolicy.Compute(action.HashPolicies, RequestHeaders, RequestPath(), _down!.RemoteEndPoint))
                 : cluster.PickEndpoint();

@@ -61,7 +61,7 @@ internal static class TcpProxySession
             if (snapshot.Clusters.TryGetValue(clusterName, out Cluster? cluster))
             {
                 connectTimeout = cluster.ConnectTimeout;
-                target = cluster.UsesOriginalDestination ? originalDestination : cluster.PickEndpoint()?.Address;
+                target = cluster.UsesOriginalDestination ? cluster.OriginalDestinationOf(originalDestination, null) : cluster.PickEndpoint()?.Address;
                 cluster.State.Stats.UpstreamCxTotal.Inc();
             }
             if (target == null)

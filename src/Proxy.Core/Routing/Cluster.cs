@@ -216,6 +216,37 @@ public sealed class Cluster
     /// <summary>type ORIGINAL_DST (Istio's PassthroughCluster): no endpoints of its own; a connection goes where it was meant to.</summary>
     public bool UsesOriginalDestination { get; init; }
 
+    /// <summary>original_dst_lb_config.use_http_header: the request header naming the destination (IP:port; lower case); null: off.</summary>
+    public byte[]? OriginalDestinationHeader { get; init; }
+
+    /// <summary>original_dst_lb_config.upstream_port_override: the port used instead of the original one (0: none).</summary>
+    public int OriginalDestinationPort { get; init; }
+
+    /// <summary>
+    /// Where an ORIGINAL_DST cluster sends a request or connection: the address in its header when asked
+    /// for and valid (an IP and a port), else the connection's original destination; the port overridden
+    /// when configured. Null when there is nowhere to go.
+    /// </summary>
+    public EndPoint? OriginalDestinationOf(EndPoint? connection, Proxy.Http2.HeaderList? request)
+    {
+        EndPoint? destination = connection;
+        if (OriginalDestinationHeader != null && request != null && request.IndexOf(OriginalDestinationHeader) is var index and >= 0)
+        {
+            ReadOnlySpan<byte> value = request.Value(index);
+            Span<char> text = stackalloc char[64];
+            if (value.Length <= text.Length && System.Text.Encoding.ASCII.GetChars(value, text) is var n
+                && IPEndPoint.TryParse(text.Slice(0, n), out IPEndPoint? named) && named.Port != 0)
+            {
+                destination = named;
+            }
+        }
+        if (OriginalDestinationPort > 0 && destination is IPEndPoint ip && ip.Port != OriginalDestinationPort)
+        {
+            destination = new IPEndPoint(ip.Address, OriginalDestinationPort);
+        }
+        return destination;
+    }
+
     /// <summary>Outlier detection: counts a response (or connect failure/reset) of <paramref name="endpoint"/>, and ejects it when due.</summary>
     public void RecordOutcome(UpstreamEndpoint endpoint, bool failure, bool gatewayFailure)
     {

@@ -24,11 +24,6 @@ public sealed partial class BootstrapLoader
         {
             throw new ConfigException($"{c["type"].Path}: EDS clusters need xDS (dynamic_resources.ads_config or cds_config over gRPC)");
         }
-        if (type == "ORIGINAL_DST" && c["original_dst_lb_config"]["use_http_header"].Boolean() == true)
-        {
-            // ORIGINAL_DST itself is served: connections and requests go where an intercepted connection was going.
-            Warn(c["original_dst_lb_config"]["use_http_header"], "not honoured yet; the connection's original destination is used");
-        }
         if (type is not ("STATIC" or "STRICT_DNS" or "LOGICAL_DNS" or "EDS" or "ORIGINAL_DST"))
         {
             throw new ConfigException($"{c["type"].Path}: unknown cluster type '{type}'");
@@ -153,6 +148,10 @@ public sealed partial class BootstrapLoader
             BufferLimit = settings.BufferLimit,
             State = state,
             UsesOriginalDestination = type == "ORIGINAL_DST",
+            OriginalDestinationHeader = type == "ORIGINAL_DST" && c["original_dst_lb_config"]["use_http_header"].Boolean() == true
+                ? System.Text.Encoding.ASCII.GetBytes((c["original_dst_lb_config"]["http_header_name"].String() is { Length: > 0 } header ? header : "x-envoy-original-dst-host").ToLowerInvariant())
+                : null,
+            OriginalDestinationPort = (int)Math.Clamp(Wrapped(c["original_dst_lb_config"]["upstream_port_override"]) ?? 0, 0, 65535),
             Bind = c["upstream_bind_config"].Exists ? ReadBind(c["upstream_bind_config"]) : null,
         };
     }
