@@ -23,6 +23,7 @@ public readonly ref struct AccessLogRecord
     public string? UpstreamCluster { get; init; }
     public string? RouteName { get; init; }
     public EndPoint? DownstreamRemote { get; init; }
+    public EndPoint? DownstreamDirectRemote { get; init; }
     public EndPoint? DownstreamLocal { get; init; }
 }
 
@@ -53,6 +54,8 @@ public sealed class AccessLogFormat
         RouteName,
         DownstreamRemoteAddress,
         DownstreamRemoteAddressWithoutPort,
+        DownstreamDirectRemoteAddress,
+        DownstreamDirectRemoteAddressWithoutPort,
         DownstreamLocalAddress,
         DownstreamLocalAddressWithoutPort,
         Hostname,
@@ -152,8 +155,10 @@ public sealed class AccessLogFormat
             "UPSTREAM_HOST" => Op.UpstreamHost,
             "UPSTREAM_CLUSTER" => Op.UpstreamCluster,
             "ROUTE_NAME" => Op.RouteName,
-            "DOWNSTREAM_REMOTE_ADDRESS" or "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op.DownstreamRemoteAddress,
-            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" or "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op.DownstreamRemoteAddressWithoutPort,
+            "DOWNSTREAM_REMOTE_ADDRESS" => Op.DownstreamRemoteAddress,
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op.DownstreamRemoteAddressWithoutPort,
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op.DownstreamDirectRemoteAddress,
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op.DownstreamDirectRemoteAddressWithoutPort,
             "DOWNSTREAM_LOCAL_ADDRESS" => Op.DownstreamLocalAddress,
             "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op.DownstreamLocalAddressWithoutPort,
             "HOSTNAME" => Op.Hostname,
@@ -218,6 +223,8 @@ public sealed class AccessLogFormat
         Op.RouteName => string.IsNullOrEmpty(r.RouteName) ? "-" : r.RouteName,
         Op.DownstreamRemoteAddress => r.DownstreamRemote?.ToString() ?? "-",
         Op.DownstreamRemoteAddressWithoutPort => (r.DownstreamRemote as IPEndPoint)?.Address.ToString() ?? "-",
+        Op.DownstreamDirectRemoteAddress => r.DownstreamDirectRemote?.ToString() ?? "-",
+        Op.DownstreamDirectRemoteAddressWithoutPort => (r.DownstreamDirectRemote as IPEndPoint)?.Address.ToString() ?? "-",
         Op.DownstreamLocalAddress => r.DownstreamLocal?.ToString() ?? "-",
         Op.DownstreamLocalAddressWithoutPort => (r.DownstreamLocal as IPEndPoint)?.Address.ToString() ?? "-",
         Op.Hostname => Environment.MachineName,

@@ -13,6 +13,9 @@ public sealed partial class Exchange
     private long _bytesReceived;
     private long _bytesSent;
 
+    // Envoy's trusted client address (x-forwarded-for per the connection manager), when it differs from the peer.
+    private System.Net.IPEndPoint? _clientAddress;
+
     // Envoy's %RESPONSE_FLAGS%: why the proxy answered or the request ended as it did.
     private string? _flags;
 
@@ -29,7 +32,13 @@ public sealed partial class Exchange
             _accessLogs = options.AccessLogs;
             _startTime = DateTime.UtcNow;
         }
-        _headerPolicy?.ApplyToRequest(RequestHeaders, _down!.RemoteEndPoint);
+        if (_headerPolicy is { } policy)
+        {
+            var peer = _down!.RemoteEndPoint as System.Net.IPEndPoint;
+            System.Net.IPEndPoint? client = policy.ClientAddress(RequestHeaders, peer);
+            _clientAddress = ReferenceEquals(client, peer) ? null : client;
+            policy.ApplyToRequest(RequestHeaders, peer);
+        }
     }
 
     /// <summary>Sends a response head downstream, with the connection manager's response headers (x-envoy-upstream-service-time when proxied).</summary>
@@ -90,7 +99,8 @@ public sealed partial class Exchange
             UpstreamHost = _endpoint?.Address,
             UpstreamCluster = _cluster?.Name,
             RouteName = _route?.Name,
-            DownstreamRemote = _down?.RemoteEndPoint,
+            DownstreamRemote = _clientAddress ?? _down?.RemoteEndPoint,
+            DownstreamDirectRemote = _down?.RemoteEndPoint,
             DownstreamLocal = _down?.LocalEndPoint,
         };
         foreach (AccessLog log in logs)
@@ -112,5 +122,6 @@ public sealed partial class Exchange
         _accessLogs = null;
         _bytesReceived = _bytesSent = 0;
         _flags = null;
+        _clientAddress = null;
     }
 }

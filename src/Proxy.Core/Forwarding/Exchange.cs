@@ -109,7 +109,7 @@ public sealed partial class Exchange
             Headers = RequestHeaders,
             Path = query >= 0 ? path.Slice(0, query) : path,
             DirectRemote = remote,
-            Remote = remote,
+            Remote = _clientAddress ?? remote,
             Local = _down.LocalEndPoint as System.Net.IPEndPoint,
         };
         foreach (RbacPolicySet rbac in filters)

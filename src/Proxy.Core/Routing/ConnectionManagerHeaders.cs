@@ -38,6 +38,48 @@ public sealed class ConnectionManagerHeaders
     /// <summary>x-envoy-upstream-service-time on proxied responses (the router's suppress_envoy_headers turns it off).</summary>
     public bool UpstreamServiceTime { get; init; } = true;
 
+    /// <summary>
+    /// Envoy's trusted client address (RBAC's remote_ip, the logs' downstream remote address), from the
+    /// request as it arrived: with use_remote_address false, the (N+1)th address from the right of
+    /// x-forwarded-for (N = xff_num_trusted_hops; the rightmost by default); with it true, the peer, or
+    /// for N &gt; 0 the Nth from the right. Too few addresses (or none valid there): the peer.
+    /// </summary>
+    public IPEndPoint? ClientAddress(HeaderList headers, IPEndPoint? peer)
+    {
+        int fromRight = UseRemoteAddress ? XffNumTrustedHops - 1 : XffNumTrustedHops;
+        if (fromRight < 0)
+        {
+            return peer;
+        }
+        // Every x-forwarded-for field, in order, as one list.
+        int seen = 0;
+        for (int i = headers.Count - 1; i >= 0; i--)
+        {
+            if (!headers.Name(i).SequenceEqual("x-forwarded-for"u8))
+            {
+                continue;
+            }
+            ReadOnlySpan<byte> value = headers.Value(i);
+            while (!value.IsEmpty)
+            {
+                int comma = value.LastIndexOf((byte)',');
+                ReadOnlySpan<byte> entry = (comma < 0 ? value : value.Slice(comma + 1)).Trim((byte)' ');
+                value = comma < 0 ? default : value.Slice(0, comma);
+                if (seen++ == fromRight)
+                {
+                    Span<char> text = stackalloc char[64];
+                    if (entry.Length <= text.Length && System.Text.Encoding.ASCII.GetChars(entry, text) is var n
+                        && IPAddress.TryParse(text.Slice(0, n), out IPAddress? address))
+                    {
+                        return new IPEndPoint(address, 0);
+                    }
+                    return peer;
+                }
+            }
+        }
+        return peer;
+    }
+
     /// <summary>Writes the request side: x-forwarded-for/-proto, x-request-id, via.</summary>
     public void ApplyToRequest(HeaderList headers, EndPoint? remote)
     {

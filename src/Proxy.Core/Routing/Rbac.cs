@@ -60,7 +60,7 @@ public readonly ref struct RbacRequest
     public ReadOnlySpan<byte> Path { get; init; }
     /// <summary>The peer of the downstream connection (direct_remote_ip, and source_ip).</summary>
     public IPEndPoint? DirectRemote { get; init; }
-    /// <summary>The original client (remote_ip): the direct peer unless x-forwarded-for is trusted, which it is not by default.</summary>
+    /// <summary>The trusted client address (remote_ip): from x-forwarded-for as the connection manager's use_remote_address and xff_num_trusted_hops say (Envoy's rules), else the peer.</summary>
     public IPEndPoint? Remote { get; init; }
     /// <summary>The address the connection was accepted on.</summary>
     public IPEndPoint? Local { get; init; }

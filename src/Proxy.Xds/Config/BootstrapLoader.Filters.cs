@@ -75,10 +75,6 @@ public sealed partial class BootstrapLoader
             },
             UpstreamServiceTime = !(routerConfig["suppress_envoy_headers"].Boolean() ?? false),
         };
-        if (headers.XffNumTrustedHops > 0)
-        {
-            Warn(hcm["xff_num_trusted_hops"], "x-forwarded-for is not yet read for the client address (RBAC and logs use the peer's)");
-        }
         return headers;
     }
 
