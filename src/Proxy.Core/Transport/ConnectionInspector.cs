@@ -31,7 +31,6 @@ public static class ConnectionInspector
     /// </summary>
     public static async Task<Verdict?> InspectAsync(Socket socket, bool tls, bool http, TimeSpan timeout, bool continueOnTimeout, CancellationToken stop)
     {
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(MaxInspected);
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stop);
         if (timeout > TimeSpan.Zero)
         {
@@ -39,22 +38,39 @@ public static class ConnectionInspector
         }
         int seen = 0;
         int wait = 1;
+        long started = Environment.TickCount64;
         try
         {
             while (true)
             {
-                int n = await socket.ReceiveAsync(buffer.AsMemory(0, MaxInspected), SocketFlags.Peek, limit.Token);
+                if (seen == 0)
+                {
+                    // Wait for the first octets without holding a buffer: a silent connection costs no memory here.
+                    await socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, limit.Token);
+                }
+                byte[] buffer = ArrayPool<byte>.Shared.Rent(MaxInspected);
+                int n;
+                Verdict verdict;
+                try
+                {
+                    n = await socket.ReceiveAsync(buffer.AsMemory(0, MaxInspected), SocketFlags.Peek, limit.Token);
+                    verdict = n == 0 ? default : Inspect(buffer.AsSpan(0, n), tls, http);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
                 if (n == 0)
                 {
                     return null; // closed before saying anything
                 }
-                Verdict verdict = Inspect(buffer.AsSpan(0, n), tls, http);
                 if (verdict.Decided || n == MaxInspected)
                 {
                     return verdict with { Decided = true };
                 }
-                // A peek returns at once while octets are waiting: poll for more, backing off to 50 ms.
-                wait = n > seen ? 1 : Math.Min(wait * 2, 50);
+                // A peek returns at once while octets are waiting: poll for more, backing off to 50 ms, and
+                // past the first second to 1 s (a client trickling its first line costs little CPU).
+                wait = n > seen ? 1 : Math.Min(wait * 2, Environment.TickCount64 - started < 1000 ? 50 : 1000);
                 seen = n;
                 await Task.Delay(wait, limit.Token);
             }
@@ -66,10 +82,6 @@ public static class ConnectionInspector
         catch (SocketException)
         {
             return null;
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
