@@ -25,6 +25,7 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
 
     private readonly string _textLog = Path.Combine(Path.GetTempPath(), $"access-{Guid.NewGuid():N}.log");
     private readonly string _jsonLog = Path.Combine(Path.GetTempPath(), $"access-{Guid.NewGuid():N}.json");
+    private readonly string _errorLog = Path.Combine(Path.GetTempPath(), $"access-{Guid.NewGuid():N}.errors");
     private ProxyServer? _proxy;
 
     private int SidecarPort => _proxy!.Listeners[0].LocalEndPoint.Port;
@@ -56,6 +57,16 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
                     request_id: "%REQ(X-REQUEST-ID)%"
                     authority: "%REQ(:AUTHORITY)%"
                     user_agent: "%REQ(USER-AGENT):5%"
+            - name: envoy.access_loggers.file
+              filter:
+                or_filter:
+                  filters:
+                  - status_code_filter: { comparison: { op: GE, value: { default_value: 400, runtime_key: errors } } }
+                  - response_flag_filter: {}
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                path: "{{_errorLog}}"
+                log_format: { text_format: "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)%\n" }
             """;
         string bootstrap = $$"""
             static_resources:
@@ -86,6 +97,7 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
         }
         File.Delete(_textLog);
         File.Delete(_jsonLog);
+        File.Delete(_errorLog);
     }
 
     private static async Task<(HttpResponseMessage Response, Dictionary<string, string> Seen)> GetAsync(int port, bool h2 = false, params (string Name, string Value)[] headers)
@@ -211,6 +223,11 @@ public sealed partial class ConnectionManagerHeadersTests(ProxyFixture upstream)
         Assert.True(root.GetProperty("bytes_sent").GetInt64() > 0);
         using JsonDocument missing = JsonDocument.Parse(json[2]);
         Assert.Equal("NR", missing.RootElement.GetProperty("response_flags").GetString());
+
+        // The filtered log (status >= 400 or any response flag) has only the failed request.
+        Assert.Equal(["404 NR /nowhere"], await LinesAsync(_errorLog, 1));
+        await Task.Delay(200);
+        Assert.Single(await File.ReadAllLinesAsync(_errorLog));
     }
 
     private static async Task<string[]> LinesAsync(string path, int count)

@@ -233,6 +233,84 @@ public sealed class AccessLogFormat
 }
 
 /// <summary>
+/// Envoy's access log filters: which finished requests a log writes. Status code and duration
+/// comparisons (EQ, GE, LE), response flags (any, or any of a list), a request header matcher,
+/// not_health_check (every request: this proxy answers no health checks itself), and/or of others.
+/// </summary>
+public abstract class AccessLogFilter
+{
+    public abstract bool Passes(in AccessLogRecord record);
+
+    public static AccessLogFilter StatusCode(ComparisonOp op, long value) => new Comparison(op, value, static (in AccessLogRecord r) => r.Status);
+
+    public static AccessLogFilter Duration(ComparisonOp op, long value) => new Comparison(op, value, static (in AccessLogRecord r) => r.DurationMs);
+
+    public static AccessLogFilter Always { get; } = new Constant(true);
+
+    public static AccessLogFilter ResponseFlags(string[] flags) => new Flags(flags);
+
+    public static AccessLogFilter Header(Routing.HeaderMatcher matcher) => new HeaderMatch(matcher);
+
+    public static AccessLogFilter All(AccessLogFilter[] filters) => new Combined(filters, all: true);
+
+    public static AccessLogFilter Any(AccessLogFilter[] filters) => new Combined(filters, all: false);
+
+    public enum ComparisonOp
+    {
+        Eq,
+        Ge,
+        Le,
+    }
+
+    private delegate long Read(in AccessLogRecord record);
+
+    private sealed class Comparison(ComparisonOp op, long value, Read read) : AccessLogFilter
+    {
+        public override bool Passes(in AccessLogRecord record)
+        {
+            long actual = read(record);
+            return op switch
+            {
+                ComparisonOp.Eq => actual == value,
+                ComparisonOp.Ge => actual >= value,
+                _ => actual <= value,
+            };
+        }
+    }
+
+    private sealed class Constant(bool result) : AccessLogFilter
+    {
+        public override bool Passes(in AccessLogRecord record) => result;
+    }
+
+    private sealed class Flags(string[] flags) : AccessLogFilter
+    {
+        public override bool Passes(in AccessLogRecord record) =>
+            record.Flags is { } set && (flags.Length == 0 || Array.IndexOf(flags, set) >= 0);
+    }
+
+    private sealed class HeaderMatch(Routing.HeaderMatcher matcher) : AccessLogFilter
+    {
+        public override bool Passes(in AccessLogRecord record) => matcher.Matches(record.Request);
+    }
+
+    private sealed class Combined(AccessLogFilter[] filters, bool all) : AccessLogFilter
+    {
+        public override bool Passes(in AccessLogRecord record)
+        {
+            foreach (AccessLogFilter filter in filters)
+            {
+                if (filter.Passes(record) != all)
+                {
+                    return !all;
+                }
+            }
+            return all;
+        }
+    }
+}
+
+/// <summary>
 /// One access log of a connection manager: where (a file, /dev/stdout, /dev/stderr) and how (a text
 /// format, or JSON whose values are formats). Lines are formatted when the request finishes and handed
 /// to the file's writer thread through a bounded queue: when the queue is full the line is dropped and
@@ -243,22 +321,28 @@ public sealed class AccessLog
     private readonly AccessLogFormat? _text;
     private readonly (string Key, AccessLogFormat Value)[]? _json;
     private readonly AccessLogFile _file;
+    private readonly AccessLogFilter? _filter;
 
-    private AccessLog(AccessLogFile file, AccessLogFormat? text, (string, AccessLogFormat)[]? json)
+    private AccessLog(AccessLogFile file, AccessLogFormat? text, (string, AccessLogFormat)[]? json, AccessLogFilter? filter)
     {
         _file = file;
         _text = text;
         _json = json;
+        _filter = filter;
     }
 
-    public static AccessLog Text(string path, string format) => new(AccessLogFile.For(path), AccessLogFormat.Parse(format), null);
+    public static AccessLog Text(string path, string format, AccessLogFilter? filter = null) => new(AccessLogFile.For(path), AccessLogFormat.Parse(format), null, filter);
 
     /// <summary>A JSON line per request: each key's value is a format (a lone numeric operator gives a number).</summary>
-    public static AccessLog Json(string path, IReadOnlyList<(string Key, string Format)> fields) =>
-        new(AccessLogFile.For(path), null, [.. fields.Select(static f => (f.Key, AccessLogFormat.Parse(f.Format)))]);
+    public static AccessLog Json(string path, IReadOnlyList<(string Key, string Format)> fields, AccessLogFilter? filter = null) =>
+        new(AccessLogFile.For(path), null, [.. fields.Select(static f => (f.Key, AccessLogFormat.Parse(f.Format)))], filter);
 
     public void Write(in AccessLogRecord record)
     {
+        if (_filter != null && !_filter.Passes(record))
+        {
+            return;
+        }
         var line = new StringBuilder(256);
         if (_text != null)
         {

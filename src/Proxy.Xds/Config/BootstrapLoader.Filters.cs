@@ -78,6 +78,59 @@ public sealed partial class BootstrapLoader
         return headers;
     }
 
+    /// <summary>
+    /// An access log filter: status_code_filter, duration_filter, response_flag_filter, header_filter,
+    /// not_health_check_filter, and_filter, or_filter. Others (runtime, traceable, gRPC status, metadata,
+    /// CEL extensions) are named and let every request through: a log too full rather than silently empty.
+    /// </summary>
+    private Proxy.Core.Diagnostics.AccessLogFilter ReadAccessLogFilter(ConfigNode f)
+    {
+        if (f["status_code_filter"].Exists)
+        {
+            var (op, value) = ReadComparison(f["status_code_filter"]["comparison"]);
+            return Proxy.Core.Diagnostics.AccessLogFilter.StatusCode(op, value);
+        }
+        if (f["duration_filter"].Exists)
+        {
+            var (op, value) = ReadComparison(f["duration_filter"]["comparison"]);
+            return Proxy.Core.Diagnostics.AccessLogFilter.Duration(op, value);
+        }
+        if (f["response_flag_filter"].Exists)
+        {
+            return Proxy.Core.Diagnostics.AccessLogFilter.ResponseFlags([.. f["response_flag_filter"]["flags"].Items.Select(static n => n.RequiredString())]);
+        }
+        if (f["header_filter"].Exists)
+        {
+            return Proxy.Core.Diagnostics.AccessLogFilter.Header(LoadHeaderMatcher(f["header_filter"]["header"]));
+        }
+        if (f["not_health_check_filter"].Exists)
+        {
+            return Proxy.Core.Diagnostics.AccessLogFilter.Always;
+        }
+        if (f["and_filter"].Exists || f["or_filter"].Exists)
+        {
+            bool and = f["and_filter"].Exists;
+            Proxy.Core.Diagnostics.AccessLogFilter[] inner = [.. f[and ? "and_filter" : "or_filter"]["filters"].Items.Select(ReadAccessLogFilter)];
+            return and ? Proxy.Core.Diagnostics.AccessLogFilter.All(inner) : Proxy.Core.Diagnostics.AccessLogFilter.Any(inner);
+        }
+        Warn(f, $"access log filter '{f.Keys.FirstOrDefault()}' is not supported (status_code, duration, response_flag, header, not_health_check, and, or): it lets every request through");
+        return Proxy.Core.Diagnostics.AccessLogFilter.Always;
+    }
+
+    private static (Proxy.Core.Diagnostics.AccessLogFilter.ComparisonOp, long) ReadComparison(ConfigNode c)
+    {
+        string op = (c["op"].String() ?? "EQ").ToUpperInvariant();
+        // No runtime overrides here: runtime_key is not read, the default value is the value.
+        long value = c["value"]["default_value"].Integer() ?? 0;
+        return (op switch
+        {
+            "EQ" or "0" => Proxy.Core.Diagnostics.AccessLogFilter.ComparisonOp.Eq,
+            "GE" or "1" => Proxy.Core.Diagnostics.AccessLogFilter.ComparisonOp.Ge,
+            "LE" or "2" => Proxy.Core.Diagnostics.AccessLogFilter.ComparisonOp.Le,
+            _ => throw new ConfigException($"{c["op"].Path}: '{op}' is not EQ, GE or LE"),
+        }, value);
+    }
+
     private static bool? WrappedBool(ConfigNode n) => n.IsMap ? n["value"].Boolean() : n.Boolean();
 
     /// <summary>
@@ -103,22 +156,19 @@ public sealed partial class BootstrapLoader
                 Warn(log, $"access logger '{(name.Length > 0 ? name : type)}' is not implemented; skipped");
                 continue;
             }
-            if (log["filter"].Exists && log["filter"].Keys.Any())
-            {
-                Warn(log["filter"], "access log filters are not honoured yet: every request is logged");
-            }
+            Proxy.Core.Diagnostics.AccessLogFilter? filter = log["filter"].Exists && log["filter"].Keys.Any() ? ReadAccessLogFilter(log["filter"]) : null;
             ConfigNode format = config["log_format"];
             ConfigNode json = format["json_format"].Exists ? format["json_format"] : config["json_format"].Exists ? config["json_format"] : config["typed_json_format"];
             try
             {
                 if (json.Exists)
                 {
-                    logs.Add(Proxy.Core.Diagnostics.AccessLog.Json(path, [.. json.Keys.Select(k => (k, json[k].String() ?? json[k].ToJson()?.ToJsonString() ?? ""))]));
+                    logs.Add(Proxy.Core.Diagnostics.AccessLog.Json(path, [.. json.Keys.Select(k => (k, json[k].String() ?? json[k].ToJson()?.ToJsonString() ?? ""))], filter));
                     continue;
                 }
                 string text = format["text_format"].String() ?? format["text_format_source"]["inline_string"].String() ?? config["format"].String()
                     ?? Proxy.Core.Diagnostics.AccessLogFormat.EnvoyDefault;
-                logs.Add(Proxy.Core.Diagnostics.AccessLog.Text(path, text));
+                logs.Add(Proxy.Core.Diagnostics.AccessLog.Text(path, text, filter));
             }
             catch (ConfigException e)
             {
