@@ -79,9 +79,9 @@ public static class ConnectionInspector
         {
             return continueOnTimeout ? s_more with { Decided = true } : null;
         }
-        catch (SocketException)
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
-            return null;
+            return null; // reset, or closed under us (the listener went away)
         }
     }
 

@@ -216,7 +216,7 @@ public sealed class ProxyListener : IAsyncDisposable
             verdict = await ConnectionInspector.InspectAsync(accepted, config.TlsInspector, config.HttpInspector,
                 config.ListenerFiltersTimeout > TimeSpan.Zero ? config.ListenerFiltersTimeout : s_inspectionCap, config.ContinueOnListenerFiltersTimeout, _stop.Token);
         }
-        catch (OperationCanceledException)
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
         {
             verdict = null;
         }
@@ -426,7 +426,7 @@ public sealed class ProxyListener : IAsyncDisposable
                 {
                     await Task.Delay(TimeSpan.FromMilliseconds(wait), _stop.Token);
                 }
-                catch (OperationCanceledException)
+                catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
                 {
                     return; // stopped: the rest are drained by StopAcceptingAndDrainAsync
                 }
