@@ -349,8 +349,8 @@ public sealed partial class Exchange
                 return;
             }
             _requestComplete |= endStream;
-            _bytesReceived += data.Length;
             int length = (int)data.Length;
+            _bytesReceived += length;
             Touch();
             _shadow?.OnRequestData(_shadowGeneration, data, endStream);
             if (_isShadow && _requestPending.Count + length > RetryPolicy.DefaultBufferLimit)

@@ -53,6 +53,7 @@ internal static class TcpProxySession
     public static async Task RunAsync(Socket downstream, IPEndPoint? originalDestination, TcpProxyConfig config, ProxySnapshot snapshot, Action onClosed)
     {
         Socket? upstream = null;
+        ClusterState? reserved = null;
         try
         {
             string clusterName = config.PickCluster();
@@ -60,9 +61,16 @@ internal static class TcpProxySession
             TimeSpan connectTimeout = TimeSpan.FromSeconds(5);
             if (snapshot.Clusters.TryGetValue(clusterName, out Cluster? cluster))
             {
+                // The cluster's max_connections bounds relayed connections as it bounds pooled ones.
+                if (!cluster.State.TryReserveConnection())
+                {
+                    cluster.State.Stats.UpstreamCxOverflow.Inc();
+                    ProxyLog.Peer(LogLevel.Debug, $"tcp_proxy {config.StatPrefix}: cluster '{clusterName}' is at max_connections; closed");
+                    return;
+                }
+                reserved = cluster.State;
                 connectTimeout = cluster.ConnectTimeout;
                 target = cluster.UsesOriginalDestination ? cluster.OriginalDestinationOf(originalDestination, null) : cluster.PickEndpoint()?.Address;
-                cluster.State.Stats.UpstreamCxTotal.Inc();
             }
             if (target == null)
             {
@@ -92,6 +100,7 @@ internal static class TcpProxySession
         {
             upstream?.Dispose();
             downstream.Dispose();
+            reserved?.ReleaseConnection();
             onClosed();
         }
     }

@@ -117,6 +117,7 @@ public sealed class ClusterStats
         UpstreamRqPendingOverflow = store.Counter("cluster", name, "upstream_rq_pending_overflow", Tag, block);
         UpstreamCxTotal = store.Counter("cluster", name, "upstream_cx_total", Tag, block);
         UpstreamCxConnectFail = store.Counter("cluster", name, "upstream_cx_connect_fail", Tag, block);
+        UpstreamCxOverflow = store.Counter("cluster", name, "upstream_cx_overflow", Tag, block);
         OutlierEjectionsTotal = store.Counter("cluster", name, "outlier_detection.ejections_enforced_total", Tag, block);
         store.Gauge("cluster", name, "upstream_rq_active", Tag, () => state.ActiveRequests);
         store.Gauge("cluster", name, "upstream_rq_pending_active", Tag, () => state.PendingRequests);
@@ -134,6 +135,9 @@ public sealed class ClusterStats
     public Counter UpstreamRqPendingOverflow { get; }
     public Counter UpstreamCxTotal { get; }
     public Counter UpstreamCxConnectFail { get; }
+
+    /// <summary>Connections not made because the cluster was at max_connections (tcp_proxy closes the downstream).</summary>
+    public Counter UpstreamCxOverflow { get; }
     public Counter OutlierEjectionsTotal { get; }
 
     /// <summary>A response from upstream (or the proxy's answer for it: 503 on a failed connect, 504 on a timeout).</summary>
