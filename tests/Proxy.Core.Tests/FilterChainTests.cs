@@ -106,6 +106,34 @@ public sealed class FilterChainTests
     }
 
     [Fact]
+    public void Inspectors_NeverThrow_OnHostileOctets()
+    {
+        Assert.Equal("tls", ConnectionInspector.Inspect([0x16, 0x03, 0x01, 0x00, 0x00], tls: true, http: true).TransportProtocol);
+        Assert.False(ConnectionInspector.Inspect([0x16, 0x03, 0x01, 0x00, 0x40, 0x01], tls: true, http: true).Decided);
+        var random = new Random(1234);
+        for (int i = 0; i < 20_000; i++)
+        {
+            var data = new byte[random.Next(1, 600)];
+            random.NextBytes(data);
+            if (i % 2 == 0)
+            {
+                // A TLS record header with a handshake, then noise: every length field is hostile.
+                data[0] = 0x16;
+                if (data.Length > 1)
+                {
+                    data[1] = 0x03;
+                }
+                if (data.Length > 5)
+                {
+                    data[5] = 0x01;
+                }
+            }
+            ConnectionInspector.Verdict verdict = ConnectionInspector.Inspect(data, tls: true, http: true);
+            Assert.NotNull(verdict.ApplicationProtocols);
+        }
+    }
+
+    [Fact]
     public async Task TlsInspector_ReadsSniAndAlpn_FromARealClientHello_WithoutConsumingIt()
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

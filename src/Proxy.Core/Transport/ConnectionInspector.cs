@@ -164,7 +164,11 @@ public static class ConnectionInspector
             return notTls;
         }
         int recordLength = BinaryPrimitives.ReadUInt16BigEndian(data.Slice(3));
-        if (data.Length < 5 + Math.Min(recordLength, 4))
+        if (recordLength < 4)
+        {
+            return new Verdict(true, "tls", null, []); // too short for a handshake message: TLS, nothing to read
+        }
+        if (data.Length < 9)
         {
             return s_more;
         }

@@ -220,6 +220,12 @@ public sealed class ProxyListener : IAsyncDisposable
         {
             verdict = null;
         }
+        catch (Exception e)
+        {
+            // A bug of ours on hostile octets must still close the connection and free its slot.
+            ProxyLog.Write(LogLevel.Error, $"listener {BoundEndPoint}: inspecting a connection failed: {e.GetType().Name}: {e.Message}");
+            verdict = null;
+        }
         if (verdict is not { } seen)
         {
             DownstreamLimits.Closed();
@@ -272,13 +278,32 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 return chain.Serving;
             }
-            FilterChain? same = isDefault ? now.DefaultFilterChain
-                : chain.Name.Length > 0 ? Array.Find(now.FilterChains, c => c.Name == chain.Name)
-                : index < now.FilterChains.Length ? now.FilterChains[index] : null;
-            return same?.Serving ?? chain.Serving;
+            return SameChain(now, chain, isDefault, index)?.Serving ?? chain.Serving;
         };
         config = chain.Serving;
         return true;
+    }
+
+    /// <summary>A chain's counterpart in a newer version of its listener: the default chain, else by name, else by position (asked per request: no allocation).</summary>
+    private static FilterChain? SameChain(ListenerConfig now, FilterChain chain, bool isDefault, int index)
+    {
+        if (isDefault)
+        {
+            return now.DefaultFilterChain;
+        }
+        FilterChain[] chains = now.FilterChains;
+        if (chain.Name.Length == 0)
+        {
+            return index < chains.Length ? chains[index] : null;
+        }
+        for (int i = 0; i < chains.Length; i++)
+        {
+            if (chains[i].Name == chain.Name)
+            {
+                return chains[i];
+            }
+        }
+        return null;
     }
 
     /// <summary>Serves an accepted connection by a listener (or chain): network RBAC, then tcp_proxy or HTTP.</summary>
