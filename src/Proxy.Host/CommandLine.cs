@@ -42,6 +42,17 @@ public sealed class CommandLine
     public string? AdminAddress { get; private set; }
     /// <summary>--drain-strategy: gradual (default) or immediate.</summary>
     public string DrainStrategy { get; private set; } = "gradual";
+    /// <summary>--tls-cert / --tls-key: PEM files; TLS on the standalone listener (h2 and http/1.1 by ALPN).</summary>
+    public string? TlsCert { get; private set; }
+    public string? TlsKey { get; private set; }
+    /// <summary>--tls-client-ca FILE: clients must present a certificate chained to these roots (mutual TLS).</summary>
+    public string? TlsClientCa { get; private set; }
+    /// <summary>--upstream-tls: TLS towards the upstream; --upstream-ca verifies it, --upstream-sni names it, --upstream-cert/--upstream-key identify us.</summary>
+    public bool UpstreamTls { get; private set; }
+    public string? UpstreamCa { get; private set; }
+    public string? UpstreamSni { get; private set; }
+    public string? UpstreamCert { get; private set; }
+    public string? UpstreamKey { get; private set; }
     /// <summary>Flags accepted for compatibility that change nothing here, as given (logged once at debug level).</summary>
     public List<string> Ignored { get; } = [];
     public bool ShowHelp { get; private set; }
@@ -77,6 +88,17 @@ public sealed class CommandLine
               --listen HOST:PORT        accept HTTP/1.1 and h2c here
               --upstream HOST:PORT      forward everything to this endpoint
               --upstream-protocol h1|h2 protocol towards the upstream (default: h1; grpc = h2)
+              --tls-cert FILE           PEM certificate chain: serve TLS on --listen (h2 and http/1.1 by
+                                        ALPN; TLS 1.2 and 1.3); needs --tls-key
+              --tls-key FILE            PEM private key of --tls-cert
+              --tls-client-ca FILE      require client certificates chained to these PEM roots (mTLS)
+              --upstream-tls            connect to the upstream with TLS (ALPN h2 or http/1.1 as
+                                        --upstream-protocol says); without --upstream-ca its certificate
+                                        is not verified
+              --upstream-ca FILE        PEM roots the upstream's certificate must chain to
+              --upstream-sni NAME       server name sent to the upstream (default: none)
+              --upstream-cert FILE      PEM client certificate for the upstream (mTLS); needs --upstream-key
+              --upstream-key FILE       PEM private key of --upstream-cert
               --swap-snapshots-per-second N
                                         load-test aid: rebuild and publish the routing snapshot N times
                                         a second, to show that swaps under load lose nothing (default: 0)
@@ -119,6 +141,7 @@ public sealed class CommandLine
         "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
         "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections",
         "--runtime-api", "--runtime-api-max-message-bytes", "--service-zone", "--admin-address", "--drain-strategy", "--log-format",
+        "--tls-cert", "--tls-key", "--tls-client-ca", "--upstream-ca", "--upstream-sni", "--upstream-cert", "--upstream-key",
     ];
     private static readonly HashSet<string> s_ignoredFlags =
     [
@@ -211,6 +234,34 @@ public sealed class CommandLine
                     break;
                 case "--listen":
                     c.Listen = value;
+                    break;
+                case "--tls-cert":
+                    c.TlsCert = value;
+                    break;
+                case "--tls-key":
+                    c.TlsKey = value;
+                    break;
+                case "--tls-client-ca":
+                    c.TlsClientCa = value;
+                    break;
+                case "--upstream-tls":
+                    c.UpstreamTls = true;
+                    break;
+                case "--upstream-ca":
+                    c.UpstreamCa = value;
+                    c.UpstreamTls = true;
+                    break;
+                case "--upstream-sni":
+                    c.UpstreamSni = value;
+                    c.UpstreamTls = true;
+                    break;
+                case "--upstream-cert":
+                    c.UpstreamCert = value;
+                    c.UpstreamTls = true;
+                    break;
+                case "--upstream-key":
+                    c.UpstreamKey = value;
+                    c.UpstreamTls = true;
                     break;
                 case "--upstream":
                     c.Upstream = value;

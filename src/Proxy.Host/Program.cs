@@ -62,9 +62,11 @@ public static class Program
         Proxy.Xds.Config.AdsBootstrap? ads = null;
         Proxy.Xds.Api.Core.Node? node = null;
         Proxy.Xds.Config.ConfigNode bootstrap = default;
+        (Proxy.Core.Transport.Tls.TlsServerContext? Server, Proxy.Core.Transport.Tls.TlsClientContext? Upstream) standaloneTls = default;
         if (options.Listen != null && options.Upstream != null)
         {
-            snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools, Standalone.Options(options));
+            standaloneTls = (Standalone.ServerTls(options), Standalone.UpstreamTls(options));
+            snapshot = Standalone.Build(options.Listen, options.Upstream, options.UpstreamProtocol, pools, Standalone.Options(options), standaloneTls.Server, standaloneTls.Upstream);
         }
         else if (options.Listen != null || options.Upstream != null)
         {
@@ -137,7 +139,7 @@ public static class Program
             ProxyLog.Write(LogLevel.Info, $"runtime API (spec.proto.runtime.v1.Runtime) on {options.RuntimeApi}");
         }
         using Timer? swapper = options.SnapshotSwapsPerSecond > 0 && options.Listen != null && options.Upstream != null
-            ? StartSwapping(server, options)
+            ? StartSwapping(server, options, standaloneTls)
             : null;
         Proxy.Host.Bootstrap.FileConfigWatcher? watcher = watched.Count > 0
             ? new Proxy.Host.Bootstrap.FileConfigWatcher(server, watched, () => { var (s, f, _, _, _, _) = LoadBootstrap(options, pools, logWarnings: false); return (s, f); }, TimeSpan.FromSeconds(1))
@@ -225,13 +227,13 @@ public static class Program
     }
 
     /// <summary>--swap-snapshots-per-second: a fresh snapshot (same pools, so connections survive) published on a timer.</summary>
-    private static Timer StartSwapping(ProxyServer server, CommandLine options)
+    private static Timer StartSwapping(ProxyServer server, CommandLine options, (Proxy.Core.Transport.Tls.TlsServerContext? Server, Proxy.Core.Transport.Tls.TlsClientContext? Upstream) standaloneTls)
     {
         long swaps = 0;
         var period = TimeSpan.FromSeconds(1.0 / options.SnapshotSwapsPerSecond);
         return new Timer(_ =>
         {
-            ProxySnapshot next = Standalone.Build(options.Listen!, options.Upstream!, options.UpstreamProtocol, server.Pools, Standalone.Options(options));
+            ProxySnapshot next = Standalone.Build(options.Listen!, options.Upstream!, options.UpstreamProtocol, server.Pools, Standalone.Options(options), standaloneTls.Server, standaloneTls.Upstream);
             server.Snapshots.Publish(next);
             if (++swaps % (options.SnapshotSwapsPerSecond * 10) == 0)
             {

@@ -438,6 +438,8 @@ public sealed class ListenerStats
         DownstreamCxActive = store.Gauge("listener", address, "downstream_cx_active", Tag);
         DownstreamCxOverflow = store.Counter("listener", address, "downstream_cx_overflow", Tag);
         NoFilterChainMatch = store.Counter("listener", address, "no_filter_chain_match", Tag);
+        SslHandshake = store.Counter("listener", address, "ssl.handshake", Tag);
+        SslConnectionError = store.Counter("listener", address, "ssl.connection_error", Tag);
     }
 
     /// <summary>Envoy's stat name of a listening address: <c>IP_PORT</c> (IPv6 as <c>[::]_PORT</c>).</summary>
@@ -452,4 +454,7 @@ public sealed class ListenerStats
     public Gauge DownstreamCxActive { get; }
     public Counter DownstreamCxOverflow { get; }
     public Counter NoFilterChainMatch { get; }
+    /// <summary>TLS handshakes completed / failed (Envoy's ssl.handshake and ssl.connection_error).</summary>
+    public Counter SslHandshake { get; }
+    public Counter SslConnectionError { get; }
 }

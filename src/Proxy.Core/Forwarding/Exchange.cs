@@ -111,6 +111,7 @@ public sealed partial class Exchange
             DirectRemote = remote,
             Remote = _clientAddress ?? remote,
             Local = _down.LocalEndPoint as System.Net.IPEndPoint,
+            Principal = _down.Tls?.PeerPrincipal,
         };
         foreach (RbacPolicySet rbac in filters)
         {

@@ -618,6 +618,8 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public System.Net.EndPoint? LocalEndPoint => _connection.LocalEndPoint;
 
+    public Transport.Tls.TlsSession? Tls => _connection.Tls;
+
     /// <summary>Where the connection was going before an iptables redirect (set by the listener); null when not redirected.</summary>
     public System.Net.EndPoint? OriginalDestination { get; set; }
 

@@ -119,6 +119,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public System.Net.EndPoint? LocalEndPoint => Connection.LocalEndPoint;
 
+    public Transport.Tls.TlsSession? Tls => Connection.Tls;
+
     /// <summary>Where the connection was going before an iptables redirect (set by the listener); null when not redirected.</summary>
     public System.Net.EndPoint? OriginalDestination { get; set; }
 

@@ -31,6 +31,9 @@ public interface IExchangePeer
     /// <summary>The address the connection was accepted on (RBAC's destination_ip/port); null when unknown.</summary>
     System.Net.EndPoint? LocalEndPoint => null;
 
+    /// <summary>TLS on the connection (the peer's identity); null when plaintext.</summary>
+    Transport.Tls.TlsSession? Tls => null;
+
     /// <summary>Where an intercepted connection was going (SO_ORIGINAL_DST); null when it was not redirected.</summary>
     System.Net.EndPoint? OriginalDestination => null;
 

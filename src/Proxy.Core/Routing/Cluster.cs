@@ -213,6 +213,9 @@ public sealed class Cluster
     /// <summary>upstream_bind_config: source address and socket options of its connections.</summary>
     public Upstream.UpstreamBind? Bind { get; init; }
 
+    /// <summary>The cluster's default transport socket (TLS for ORIGINAL_DST destinations); endpoints carry their own.</summary>
+    public Transport.Tls.TlsClientContext? Tls { get; init; }
+
     /// <summary>type ORIGINAL_DST (Istio's PassthroughCluster): no endpoints of its own; a connection goes where it was meant to.</summary>
     public bool UsesOriginalDestination { get; init; }
 
@@ -358,6 +361,8 @@ public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int we
     public int LocalityWeight { get; init; } = 1;
     public EndPoint Address { get; } = address;
     public UpstreamPool Pool { get; } = pool;
+    /// <summary>TLS to this endpoint (its transport socket, chosen by transport_socket_matches); null: plaintext.</summary>
+    public Transport.Tls.TlsClientContext? Tls => Pool.Tls;
     /// <summary>load_balancing_weight (default 1).</summary>
     public int Weight { get; } = weight;
     public EndpointHealth Health { get; } = health;

@@ -41,6 +41,9 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
     /// </summary>
     public FilterChain[] FilterChains { get; init; } = [];
 
+    /// <summary>The chain's transport_socket: TLS terminated with this context (null: plaintext).</summary>
+    public Transport.Tls.TlsServerContext? Tls { get; init; }
+
     /// <summary>default_filter_chain: takes the connections no chain matches (else they are closed).</summary>
     public FilterChain? DefaultFilterChain { get; init; }
 

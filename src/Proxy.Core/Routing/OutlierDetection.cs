@@ -117,6 +117,8 @@ public sealed class ClusterStats
         UpstreamRqPendingOverflow = store.Counter("cluster", name, "upstream_rq_pending_overflow", Tag, block);
         UpstreamCxTotal = store.Counter("cluster", name, "upstream_cx_total", Tag, block);
         UpstreamCxConnectFail = store.Counter("cluster", name, "upstream_cx_connect_fail", Tag, block);
+        SslHandshake = store.Counter("cluster", name, "ssl.handshake", Tag, block);
+        SslConnectionError = store.Counter("cluster", name, "ssl.connection_error", Tag, block);
         UpstreamCxOverflow = store.Counter("cluster", name, "upstream_cx_overflow", Tag, block);
         OutlierEjectionsTotal = store.Counter("cluster", name, "outlier_detection.ejections_enforced_total", Tag, block);
         store.Gauge("cluster", name, "upstream_rq_active", Tag, () => state.ActiveRequests);
@@ -135,6 +137,9 @@ public sealed class ClusterStats
     public Counter UpstreamRqPendingOverflow { get; }
     public Counter UpstreamCxTotal { get; }
     public Counter UpstreamCxConnectFail { get; }
+    /// <summary>TLS handshakes to the cluster's endpoints completed / failed (Envoy's cluster.NAME.ssl.*).</summary>
+    public Counter SslHandshake { get; }
+    public Counter SslConnectionError { get; }
 
     /// <summary>Connections not made because the cluster was at max_connections (tcp_proxy closes the downstream).</summary>
     public Counter UpstreamCxOverflow { get; }

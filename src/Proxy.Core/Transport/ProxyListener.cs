@@ -310,7 +310,31 @@ public sealed class ProxyListener : IAsyncDisposable
     private void Serve(Socket accepted, ListenerConfig config, Func<ListenerConfig> source, IPEndPoint? destination)
     {
         ListenerOptions options = config.Options;
-        if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted))
+        if (config.Tls is { } tls)
+        {
+            if (!tls.IsReady)
+            {
+                // Its certificate has not come (SDS): a warming chain serves nothing yet.
+                ProxyLog.Peer(LogLevel.Debug, $"listener {config.Name}: TLS secret(s) {string.Join(", ", tls.SecretNames())} not ready; connection closed");
+                DownstreamLimits.Closed();
+                accepted.Dispose();
+                return;
+            }
+            if (!config.ServesHttp)
+            {
+                if (config.TcpProxy is { } relay && Snapshot != null)
+                {
+                    Relay(accepted, destination, relay, options, tls);
+                    return;
+                }
+            }
+            else
+            {
+                ServeHttp(accepted, options, source, destination, tls);
+                return;
+            }
+        }
+        if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted, null))
         {
             DownstreamLimits.Denied();
             DownstreamLimits.Closed();
@@ -322,14 +346,7 @@ public sealed class ProxyListener : IAsyncDisposable
             if (config.TcpProxy is { } tcp && Snapshot != null)
             {
                 // tcp_proxy: relayed as octets (virtualOutbound's PassthroughCluster, or a TCP service's listener).
-                Opened(options);
-                _relayed.TryAdd(accepted, 0);
-                _ = TcpProxySession.RunAsync(accepted, destination, tcp, Snapshot(), () =>
-                {
-                    _relayed.TryRemove(accepted, out _);
-                    DownstreamLimits.Closed();
-                    Closed(options);
-                });
+                Relay(accepted, destination, tcp, options, null);
                 return;
             }
             // No listener for its destination and no chain of our own to serve it: closed, counted
@@ -339,11 +356,60 @@ public sealed class ProxyListener : IAsyncDisposable
             accepted.Dispose();
             return;
         }
+        ServeHttp(accepted, options, source, destination, null);
+    }
+
+    private void Relay(Socket accepted, IPEndPoint? destination, TcpProxyConfig tcp, ListenerOptions options, Tls.TlsServerContext? tls)
+    {
+        Opened(options);
+        _relayed.TryAdd(accepted, 0);
+        _ = TcpProxySession.RunAsync(accepted, destination, tcp, Snapshot!(), () =>
+        {
+            _relayed.TryRemove(accepted, out _);
+            DownstreamLimits.Closed();
+            Closed(options);
+        }, tls, options.NetworkRbac, _stop.Token);
+    }
+
+    private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Tls.TlsServerContext? tls)
+    {
         var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
         var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
         Opened(options);
         _connections.TryAdd(sniffer, 0);
-        _ = connection.RunAsync(sniffer);
+        _ = tls == null ? connection.RunAsync(sniffer) : HandshakeThenRunAsync(connection, sniffer, tls, options);
+    }
+
+    /// <summary>Terminates TLS, checks network RBAC against the peer's identity, then serves HTTP on the plaintext.</summary>
+    private async Task HandshakeThenRunAsync(SocketConnection connection, Sniffer sniffer, Tls.TlsServerContext tls, ListenerOptions options)
+    {
+        string? error;
+        try
+        {
+            error = await connection.AcceptTlsAsync(tls, _stop.Token);
+        }
+        catch (Exception e)
+        {
+            error = $"{e.GetType().Name}: {e.Message}"; // never leave the connection's slot behind
+            connection.Close();
+        }
+        if (error != null)
+        {
+            _stats?.SslConnectionError.Inc();
+            ProxyLog.Peer(LogLevel.Debug, $"listener {BoundEndPoint}: TLS from {connection.RemoteAddress} refused: {error}");
+            connection.Close(); // the sniffer's OnClosed gives back the slot (RunAsync never runs)
+            sniffer.OnClosed();
+            return;
+        }
+        _stats?.SslHandshake.Inc();
+        if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, connection.Socket, connection.Tls))
+        {
+            DownstreamLimits.Denied();
+            connection.Close();
+            sniffer.OnClosed();
+            return;
+        }
+        await connection.RunAsync(sniffer);
     }
 
     private void Opened(ListenerOptions options)
@@ -366,12 +432,12 @@ public sealed class ProxyListener : IAsyncDisposable
         options.Stats?.DownstreamCxActive.Dec();
     }
 
-    private static bool AllowedByNetworkRbac(RbacPolicySet rbac, Socket socket)
+    internal static bool AllowedByNetworkRbac(RbacPolicySet rbac, Socket socket, Tls.TlsSession? tls)
     {
         try
         {
             var remote = socket.RemoteEndPoint as IPEndPoint;
-            return rbac.Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint });
+            return rbac.Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint, Principal = tls?.PeerPrincipal });
         }
         catch (SocketException)
         {

@@ -114,6 +114,38 @@ public sealed class SocketConnection
     public string RemoteAddress => RemoteEndPoint?.ToString() ?? "?";
 
     public Socket Socket => _socket;
+
+    private Tls.TlsSession? _tls;
+
+    /// <summary>TLS on this connection (null: plaintext): the peer's identity, the protocol ALPN chose.</summary>
+    public Tls.TlsSession? Tls => _tls;
+
+    /// <summary>Terminates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
+    public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, CancellationToken cancel)
+    {
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, context, cancel);
+        return UseTls(session) ? null : error ?? "connection closed";
+    }
+
+    /// <summary>Originates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
+    public async Task<string?> ConnectTlsAsync(Tls.TlsClientContext context, TimeSpan timeout)
+    {
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, context, timeout);
+        return UseTls(session) ? null : error ?? "connection closed";
+    }
+
+    private bool UseTls(Tls.TlsSession? session)
+    {
+        if (session == null || IsClosed)
+        {
+            session?.Dispose();
+            Close();
+            return false;
+        }
+        _tls = session;
+        Output.Tls = session;
+        return true;
+    }
     /// <summary>The most a protocol may leave unconsumed (one frame, one header section) before the connection is closed.</summary>
     public int MaxBufferSize { get; }
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
@@ -121,6 +153,7 @@ public sealed class SocketConnection
     /// <summary>Runs the receive loop until the connection closes.</summary>
     public async Task RunAsync(IConnectionProtocol protocol)
     {
+        static bool tlsFailure(Exception e) => e is IOException or System.Security.Authentication.AuthenticationException or InvalidOperationException or SocketException;
         _protocol = protocol;
         byte[] buffer = [];
         int start = 0;
@@ -130,7 +163,8 @@ public sealed class SocketConnection
             // A connection that has sent nothing yet holds no buffer: a zero-byte receive waits for its
             // first octets (one extra call per connection, none per request), so thousands of silent
             // connections cost only their socket and this loop.
-            int ready = await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
+            Tls.TlsSession? tls = _tls;
+            int ready = tls != null ? await tls.ReadAsync(Memory<byte>.Empty) : await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
             if (ready < 0 || IsClosed)
             {
                 return;
@@ -170,7 +204,7 @@ public sealed class SocketConnection
                     end = used;
                 }
 
-                int received = await _receiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
+                int received = tls != null ? await tls.ReadAsync(buffer.AsMemory(end)) : await _receiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
                 if (received <= 0)
                 {
                     break; // 0: the peer closed its side; negative: a socket error
@@ -203,6 +237,10 @@ public sealed class SocketConnection
         catch (ObjectDisposedException)
         {
         }
+        catch (Exception e) when (tlsFailure(e))
+        {
+            // A record that does not decrypt, a protocol alert, a reset under TLS: the connection ends.
+        }
         finally
         {
             if (buffer.Length > 0)
@@ -232,6 +270,7 @@ public sealed class SocketConnection
         catch (ObjectDisposedException)
         {
         }
+        _tls?.Dispose();
         _protocol?.OnClosed();
     }
 

@@ -24,6 +24,14 @@ public sealed class SocketOutput : IBufferWriter<byte>
     private bool _sending;
     private bool _closed;
     private Action? _drained;
+    private Tls.TlsSession? _tls;
+
+    /// <summary>TLS on this connection: from the end of the handshake, segments are encrypted as they are sent.</summary>
+    internal Tls.TlsSession? Tls
+    {
+        get => _tls;
+        set => _tls = value;
+    }
 
     /// <param name="syncRoot">The lock that every writer holds while writing (for HTTP/2, the connection's).</param>
     public SocketOutput(Socket socket, object syncRoot)
@@ -118,6 +126,23 @@ public sealed class SocketOutput : IBufferWriter<byte>
             {
                 break;
             }
+            if (_tls is { } tls)
+            {
+                // Encrypted and sent on this thread; what the socket did not take goes out before more is encrypted.
+                bool ok = tls.Write(buffer, count);
+                Sent(buffer, count);
+                if (!ok)
+                {
+                    Close();
+                    return;
+                }
+                if (tls.HasBacklog)
+                {
+                    _ = SendBacklogAsync(tls);
+                    return;
+                }
+                continue;
+            }
             int offset = 0;
             while (offset < count)
             {
@@ -154,6 +179,25 @@ public sealed class SocketOutput : IBufferWriter<byte>
             offset += sent;
         }
         Sent(buffer, count);
+        SendSynchronously();
+    }
+
+    private async Task SendBacklogAsync(Tls.TlsSession tls)
+    {
+        while (tls.HasBacklog)
+        {
+            int sent = await _args.SendAsync(_socket, tls.Backlog);
+            if (sent <= 0 || IsClosed)
+            {
+                Close();
+                lock (_lock)
+                {
+                    tls.ReleaseBacklog(); // the sending turn ends here: nobody else touches it
+                }
+                return;
+            }
+            tls.BacklogSent(sent);
+        }
         SendSynchronously();
     }
 
@@ -194,12 +238,17 @@ public sealed class SocketOutput : IBufferWriter<byte>
         lock (_lock)
         {
             _closed = true;
+            bool wasSending = _sending;
             _sending = false;
             while (_filled.Count > 0)
             {
                 ArrayPool<byte>.Shared.Return(_filled.Dequeue().Buffer);
             }
             Volatile.Write(ref _pending, 0);
+            if (!wasSending)
+            {
+                _tls?.ReleaseBacklog();
+            }
             if (_current != null)
             {
                 ArrayPool<byte>.Shared.Return(_current);

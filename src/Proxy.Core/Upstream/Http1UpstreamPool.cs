@@ -78,8 +78,8 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout)
     {
-        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout, Cluster?.Bind);
-        if (socket == null)
+        (SocketConnection? connection, string? error) = await OpenAsync(Address, timeout);
+        if (connection == null)
         {
             lock (_idle)
             {
@@ -89,7 +89,6 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
             exchange.OnUpstreamFailed(generation, error!);
             return;
         }
-        var connection = new SocketConnection(socket, new object()) { BufferLimit = Cluster?.BufferLimit ?? SocketConnection.DefaultBufferLimit };
         var upstream = new Http1Upstream(connection, this);
         _ = connection.RunAsync(upstream);
         FlushBatch.Begin();

@@ -82,8 +82,8 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     private async Task ConnectAsync(TimeSpan timeout)
     {
-        (Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(Address, timeout, Cluster?.Bind);
-        if (socket == null)
+        (SocketConnection? connection, string? error) = await OpenAsync(Address, timeout);
+        if (connection == null)
         {
             List<(Exchange, int)> failed;
             ConnectFailed();
@@ -101,7 +101,6 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             return;
         }
 
-        var connection = new SocketConnection(socket, new object()) { BufferLimit = Cluster?.BufferLimit ?? SocketConnection.DefaultBufferLimit };
         var upstream = new Http2Upstream(connection, this, options);
         lock (_connections)
         {

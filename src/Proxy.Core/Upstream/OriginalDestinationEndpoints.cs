@@ -24,7 +24,7 @@ public static class OriginalDestinationEndpoints
         public long LastUsed = Environment.TickCount64;
     }
 
-    private static readonly ConcurrentDictionary<(IPEndPoint, UpstreamProtocol, string), Entry> s_endpoints = new();
+    private static readonly ConcurrentDictionary<(IPEndPoint, UpstreamProtocol, string, string), Entry> s_endpoints = new();
     private static long s_lastPrune = Environment.TickCount64;
 
     /// <summary>How many destinations are held now.</summary>
@@ -37,7 +37,7 @@ public static class OriginalDestinationEndpoints
         {
             return null;
         }
-        var key = (ip, cluster.Protocol, cluster.Name);
+        var key = (ip, cluster.Protocol, cluster.Name, cluster.Tls?.Key ?? "");
         long now = Environment.TickCount64;
         if (s_endpoints.TryGetValue(key, out Entry? known))
         {
@@ -57,16 +57,17 @@ public static class OriginalDestinationEndpoints
                 return null;
             }
         }
-        return s_endpoints.GetOrAdd(key, static (k, state) =>
+        return s_endpoints.GetOrAdd(key, static (k, context) =>
         {
-            var (address, protocol, _) = k;
+            var (address, protocol, _, _) = k;
+            var (state, tls) = context;
             // The cluster's state: its upstream_bind_config (Istio's 127.0.0.6 for inbound passthrough),
             // connection limits and stats apply to these connections as to any of the cluster's.
             UpstreamPool pool = protocol == UpstreamProtocol.Http2
-                ? new Http2UpstreamPool(address, new Proxy.Http2.Http2ConnectionOptions { MaxConcurrentStreams = 1024 }) { Cluster = state }
-                : new Http1UpstreamPool(address) { Cluster = state };
+                ? new Http2UpstreamPool(address, new Proxy.Http2.Http2ConnectionOptions { MaxConcurrentStreams = 1024 }) { Cluster = state, Tls = tls }
+                : new Http1UpstreamPool(address) { Cluster = state, Tls = tls };
             return new Entry(new UpstreamEndpoint(address, pool));
-        }, cluster.State).Endpoint;
+        }, (cluster.State, cluster.Tls)).Endpoint;
     }
 
     /// <summary>
@@ -80,7 +81,7 @@ public static class OriginalDestinationEndpoints
         foreach (var (key, entry) in s_endpoints)
         {
             if (now - Volatile.Read(ref entry.LastUsed) >= idle && entry.Endpoint.Pool.ActiveRequests == 0
-                && s_endpoints.TryRemove(new KeyValuePair<(IPEndPoint, UpstreamProtocol, string), Entry>(key, entry)))
+                && s_endpoints.TryRemove(new KeyValuePair<(IPEndPoint, UpstreamProtocol, string, string), Entry>(key, entry)))
             {
                 entry.Endpoint.Pool.Retire();
             }

@@ -21,6 +21,37 @@ public abstract class UpstreamPool
     /// <summary>The cluster these connections belong to (Envoy pools per cluster); its max_connections bounds them.</summary>
     public Proxy.Core.Routing.ClusterState? Cluster { get; init; }
 
+    /// <summary>The endpoint's transport socket: TLS originated with this context (null: plaintext). Pools are per context.</summary>
+    public Transport.Tls.TlsClientContext? Tls { get; init; }
+
+    /// <summary>
+    /// Connects within <paramref name="timeout"/> (Envoy's connect_timeout covers the TLS handshake too) and
+    /// originates TLS when the endpoint's transport socket says so; the connection, or why there is none.
+    /// </summary>
+    protected async Task<(Transport.SocketConnection? Connection, string? Error)> OpenAsync(System.Net.EndPoint address, TimeSpan timeout)
+    {
+        (System.Net.Sockets.Socket? socket, string? error) = await UpstreamConnector.ConnectAsync(address, timeout, Cluster?.Bind);
+        if (socket == null)
+        {
+            return (null, error);
+        }
+        var connection = new Transport.SocketConnection(socket, new object()) { BufferLimit = Cluster?.BufferLimit ?? Transport.SocketConnection.DefaultBufferLimit };
+        if (Tls is { } tls)
+        {
+            string? refused = tls.IsReady ? await connection.ConnectTlsAsync(tls, timeout)
+                : $"TLS secret(s) {string.Join(", ", tls.SecretNames())} not ready";
+            if (refused != null)
+            {
+                connection.Close();
+                Cluster?.Stats.SslConnectionError.Inc();
+                Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Warning, $"upstream TLS to {address} (cluster {Cluster?.Name}) failed: {refused}");
+                return (null, $"upstream connect error ({address}): TLS: {refused}");
+            }
+            Cluster?.Stats.SslHandshake.Inc();
+        }
+        return (connection, null);
+    }
+
     protected bool TryReserveConnection() => Cluster?.TryReserveConnection() ?? true;
 
     protected void ReleaseConnection() => Cluster?.ReleaseConnection();

@@ -11,7 +11,7 @@ namespace Proxy.Core.Upstream;
 /// </summary>
 public sealed class UpstreamPools
 {
-    private readonly ConcurrentDictionary<(string Cluster, string Address, UpstreamProtocol Protocol), UpstreamPool> _pools = new();
+    private readonly ConcurrentDictionary<(string Cluster, string Address, UpstreamProtocol Protocol, string Transport), UpstreamPool> _pools = new();
 
     public Http2ConnectionOptions Http2Options { get; init; } = new() { MaxConcurrentStreams = 1024 };
 
@@ -21,10 +21,10 @@ public sealed class UpstreamPools
     public ClusterState ClusterState(string name) => _clusters.GetOrAdd(name, static n => new ClusterState { Name = n });
 
     /// <summary>The pool for an endpoint of a cluster: like Envoy, each cluster has its own connections.</summary>
-    public UpstreamPool Get(EndPoint address, UpstreamProtocol protocol, ClusterState? cluster = null) =>
-        _pools.GetOrAdd((cluster?.Name ?? "", address.ToString()!, protocol), static (key, state) => state.protocol == UpstreamProtocol.Http2
-            ? new Http2UpstreamPool(state.address, state.self.Http2Options) { Cluster = state.cluster }
-            : new Http1UpstreamPool(state.address) { Cluster = state.cluster }, (address, protocol, cluster, self: this));
+    public UpstreamPool Get(EndPoint address, UpstreamProtocol protocol, ClusterState? cluster = null, Transport.Tls.TlsClientContext? tls = null) =>
+        _pools.GetOrAdd((cluster?.Name ?? "", address.ToString()!, protocol, tls?.Key ?? ""), static (key, state) => state.protocol == UpstreamProtocol.Http2
+            ? new Http2UpstreamPool(state.address, state.self.Http2Options) { Cluster = state.cluster, Tls = state.tls }
+            : new Http1UpstreamPool(state.address) { Cluster = state.cluster, Tls = state.tls }, (address, protocol, cluster, self: this, tls));
 
     /// <summary>
     /// Retires the pools and forgets the cluster states no snapshot in <paramref name="live"/> uses (a
@@ -44,7 +44,7 @@ public sealed class UpstreamPools
         int retired = 0;
         foreach (var (key, pool) in _pools)
         {
-            if (!used.Contains(pool) && _pools.TryRemove(new KeyValuePair<(string, string, UpstreamProtocol), UpstreamPool>(key, pool)))
+            if (!used.Contains(pool) && _pools.TryRemove(new KeyValuePair<(string, string, UpstreamProtocol, string), UpstreamPool>(key, pool)))
             {
                 pool.Retire();
                 retired++;
@@ -65,6 +65,6 @@ public sealed class UpstreamPools
     public IReadOnlyCollection<string> PooledClusters => [.. _pools.Keys.Select(static k => k.Cluster).Distinct()];
 
     public UpstreamEndpoint Endpoint(EndPoint address, UpstreamProtocol protocol, int weight = 1, EndpointHealth health = EndpointHealth.Unknown, int priority = 0,
-        ClusterState? cluster = null, int locality = 0, int localityWeight = 1) =>
-        new(address, Get(address, protocol, cluster), weight, health, priority) { Locality = locality, LocalityWeight = localityWeight };
+        ClusterState? cluster = null, int locality = 0, int localityWeight = 1, Transport.Tls.TlsClientContext? tls = null) =>
+        new(address, Get(address, protocol, cluster, tls), weight, health, priority) { Locality = locality, LocalityWeight = localityWeight };
 }

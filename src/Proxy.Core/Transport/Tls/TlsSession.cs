@@ -1,0 +1,160 @@
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+
+namespace Proxy.Core.Transport.Tls;
+
+/// <summary>
+/// TLS on one connection: the platform's TLS engine (<see cref="SslStream"/>, OpenSSL on Linux) over
+/// <see cref="TlsSocketStream"/>. The receive loop reads plaintext from it; <see cref="SocketOutput"/>
+/// encrypts its segments through it in its sending turn. After the handshake nothing is allocated per
+/// read or write.
+/// </summary>
+public sealed class TlsSession : IDisposable
+{
+    private readonly TlsSocketStream _transport;
+    private readonly SslStream _ssl;
+
+    private TlsSession(Socket socket)
+    {
+        _transport = new TlsSocketStream(socket);
+        _ssl = new SslStream(_transport, leaveInnerStreamOpen: true);
+    }
+
+    /// <summary>Why the peer's certificate was refused (for the log line), when it was.</summary>
+    internal string? VerifyError { get; set; }
+
+    /// <summary>The protocol ALPN settled on ("h2", "http/1.1", "istio-peer-exchange"…), empty when none.</summary>
+    public string NegotiatedProtocol { get; private set; } = "";
+
+    /// <summary>The peer's certificate, when it sent one.</summary>
+    public X509Certificate2? PeerCertificate { get; private set; }
+
+    /// <summary>The peer's SANs (none without a certificate).</summary>
+    public SubjectAltNames PeerNames { get; private set; } = SubjectAltNames.None;
+
+    /// <summary>The peer's identity (its SPIFFE URI), null when it is not authenticated by a certificate.</summary>
+    public string? PeerPrincipal => PeerNames.Principal;
+
+    /// <summary>This side's certificate for the connection (for x-forwarded-client-cert's By).</summary>
+    public TlsIdentity? LocalIdentity { get; private set; }
+
+    public SslProtocols Protocol => _ssl.SslProtocol;
+
+    public bool IsResumed { get; private set; }
+
+    /// <summary>Runs a server handshake; the session, or null and why (for the log line).</summary>
+    public static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, CancellationToken cancel)
+    {
+        var session = new TlsSession(socket);
+        try
+        {
+            SslServerAuthenticationOptions options = context.Options(session);
+            session.LocalIdentity = context.Identity?.Value;
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+            timeout.CancelAfter(context.HandshakeTimeout);
+            await session._ssl.AuthenticateAsServerAsync(options, timeout.Token);
+            session.Established();
+            return (session, null);
+        }
+        catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException or SocketException or ObjectDisposedException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            session.Dispose();
+            return (null, session.Reason(e, context.HandshakeTimeout));
+        }
+    }
+
+    /// <summary>Runs a client handshake; the session, or null and why.</summary>
+    public static async Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, TlsClientContext context, TimeSpan timeoutAfter)
+    {
+        var session = new TlsSession(socket);
+        try
+        {
+            SslClientAuthenticationOptions options = context.Options(session);
+            session.LocalIdentity = context.Identity?.Value;
+            using var timeout = new CancellationTokenSource(timeoutAfter > TimeSpan.Zero ? timeoutAfter : context.HandshakeTimeout);
+            await session._ssl.AuthenticateAsClientAsync(options, timeout.Token);
+            session.Established();
+            return (session, null);
+        }
+        catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException or SocketException or ObjectDisposedException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            session.Dispose();
+            return (null, session.Reason(e, timeoutAfter));
+        }
+    }
+
+    private string Reason(Exception e, TimeSpan timeout)
+    {
+        if (VerifyError != null)
+        {
+            return VerifyError;
+        }
+        if (e is OperationCanceledException)
+        {
+            return $"the TLS handshake did not finish within {timeout.TotalSeconds:0.###} s";
+        }
+        string message = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+        return $"TLS handshake failed: {message}";
+    }
+
+    private void Established()
+    {
+        _transport.Established = true;
+        NegotiatedProtocol = _ssl.NegotiatedApplicationProtocol.ToString();
+        if (_ssl.RemoteCertificate is { } remote)
+        {
+            PeerCertificate = remote as X509Certificate2 ?? new X509Certificate2(remote);
+            PeerNames = SubjectAltNames.Read(PeerCertificate);
+        }
+    }
+
+    /// <summary>Reads plaintext (a zero-length read waits for data without holding a buffer).</summary>
+    internal ValueTask<int> ReadAsync(Memory<byte> buffer) => _ssl.ReadAsync(buffer);
+
+    /// <summary>Encrypts and sends (what the socket does not take waits in the backlog); false when the connection is broken.</summary>
+    internal bool Write(byte[] buffer, int count)
+    {
+        try
+        {
+            _ssl.Write(buffer, 0, count);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or NotSupportedException)
+        {
+            return false;
+        }
+        return !_transport.Failed;
+    }
+
+    /// <summary>Sends close_notify (into the backlog when the socket is full).</summary>
+    internal async Task ShutdownAsync()
+    {
+        try
+        {
+            await _ssl.ShutdownAsync();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or NotSupportedException)
+        {
+        }
+    }
+
+    internal bool HasBacklog => _transport.HasBacklog;
+
+    internal ReadOnlyMemory<byte> Backlog => _transport.Backlog;
+
+    internal void BacklogSent(int count) => _transport.BacklogSent(count);
+
+    internal void ReleaseBacklog() => _transport.ReleaseBacklog();
+
+    public void Dispose()
+    {
+        try
+        {
+            _ssl.Dispose();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+        }
+    }
+}
