@@ -56,14 +56,18 @@ public sealed class XdsState
     private Dictionary<string, Cluster> _active = new(StringComparer.Ordinal);
     private long _version;
 
-    public XdsState(UpstreamPools pools, IReadOnlyList<Cluster> staticClusters, IReadOnlyList<ListenerConfig> staticListeners, Func<DateTime>? clock = null)
+    public XdsState(UpstreamPools pools, IReadOnlyList<Cluster> staticClusters, IReadOnlyList<ListenerConfig> staticListeners, Func<DateTime>? clock = null,
+        Secrets.SecretStore? secrets = null)
     {
-        _loader = new BootstrapLoader(pools) { Dynamic = true };
+        _loader = new BootstrapLoader(pools) { Dynamic = true, Secrets = secrets ?? new() };
         _staticClusters = staticClusters;
         _staticListeners = staticListeners;
         _staticClusterNames = new HashSet<string>(staticClusters.Select(static c => c.Name), StringComparer.Ordinal);
         _clock = clock ?? (() => DateTime.UtcNow);
     }
+
+    /// <summary>The secrets the resources' TLS contexts name (SDS clients fill them).</summary>
+    public Secrets.SecretStore Secrets => _loader.Secrets;
 
     /// <summary>Fields present in resources that are not honoured, one line per field (grows; callers log what is new).</summary>
     public IReadOnlyList<string> Warnings => _loader.Warnings;
@@ -225,6 +229,10 @@ public sealed class XdsState
     /// <summary>The cluster with the endpoints we hold; null while an EDS cluster warms (no assignment, timeout not passed).</summary>
     private Cluster? BuildCluster(ClusterEntry entry)
     {
+        if (!TlsReady(entry.Settings!.TlsContexts))
+        {
+            return null; // Envoy's cluster warming: its secrets first (Istio waits for them without a timeout)
+        }
         ConfigNode assignment = default;
         if (entry.EdsName != null)
         {
@@ -569,6 +577,12 @@ public sealed class XdsState
         {
             return null;
         }
+        if (!TlsReady(entry.Shape.TlsContexts))
+        {
+            // A listener whose certificate has not come warms: the version it replaces keeps serving.
+            Warming = true;
+            return entry.Serving;
+        }
         CoreRoutes? routes;
         if (!entry.Shape.ServesHttp)
         {
@@ -607,6 +621,18 @@ public sealed class XdsState
     }
 
     private CoreRoutes? _emptyRoutes;
+
+    private static bool TlsReady(IEnumerable<Proxy.Core.Transport.Tls.TlsContext> contexts)
+    {
+        foreach (Proxy.Core.Transport.Tls.TlsContext context in contexts)
+        {
+            if (!context.IsReady)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     private void BuildInline(ListenerEntry entry, IReadOnlyDictionary<string, Cluster> clusters)
     {

@@ -30,6 +30,7 @@ public static class XdsTypes
     public const string ListenerV3 = Prefix + "envoy.config.listener.v3.Listener";
     public const string RouteV3 = Prefix + "envoy.config.route.v3.RouteConfiguration";
     public const string SecretV3 = Prefix + "envoy.extensions.transport_sockets.tls.v3.Secret";
+    public const string SecretV2 = Prefix + "envoy.api.v2.auth.Secret";
     public const string ClusterV2 = Prefix + "envoy.api.v2.Cluster";
     public const string EndpointV2 = Prefix + "envoy.api.v2.ClusterLoadAssignment";
     public const string ListenerV2 = Prefix + "envoy.api.v2.Listener";
@@ -66,6 +67,12 @@ public static class XdsTypes
         ["envoy.config.accesslog.v2.FileAccessLog"] = Api.FileAccessLog.FileAccessLog.Descriptor,
         ["envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"] = Api.StreamAccessLog.StdoutAccessLog.Descriptor,
         ["envoy.extensions.access_loggers.stream.v3.StderrAccessLog"] = Api.StreamAccessLog.StderrAccessLog.Descriptor,
+        ["envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"] = Api.Tls.DownstreamTlsContext.Descriptor,
+        ["envoy.api.v2.auth.DownstreamTlsContext"] = Api.Tls.DownstreamTlsContext.Descriptor,
+        ["envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"] = Api.Tls.UpstreamTlsContext.Descriptor,
+        ["envoy.api.v2.auth.UpstreamTlsContext"] = Api.Tls.UpstreamTlsContext.Descriptor,
+        ["envoy.extensions.transport_sockets.tls.v3.Secret"] = Api.Tls.Secret.Descriptor,
+        ["envoy.api.v2.auth.Secret"] = Api.Tls.Secret.Descriptor,
         ["google.protobuf.Struct"] = Google.Protobuf.WellKnownTypes.Struct.Descriptor,
     }.ToFrozenDictionary(StringComparer.Ordinal);
 

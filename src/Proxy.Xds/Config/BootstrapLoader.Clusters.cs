@@ -1,3 +1,4 @@
+using Proxy.Core.Transport.Tls;
 using System.Collections.Frozen;
 using System.Net;
 using Proxy.Core.Forwarding;
@@ -56,7 +57,7 @@ public sealed partial class BootstrapLoader
                 throw new ConfigException($"{c["common_lb_config"]["healthy_panic_threshold"].Path}: a percentage from 0 to 100");
             }
         }
-        foreach (string field in new[] { "health_checks", "transport_socket", "transport_socket_matches", "tls_context", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "lb_subset_config", "filters" })
+        foreach (string field in new[] { "health_checks", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "lb_subset_config", "filters" })
         {
             if (c[field].Exists)
             {
@@ -71,6 +72,11 @@ public sealed partial class BootstrapLoader
         OutlierDetection? outlier = c["outlier_detection"].Exists ? LoadOutlierDetection(c["outlier_detection"]) : null;
         var settings = new ClusterSettings(name, type, protocol, connectTimeout, policy, panic, localityWeighted, breakers, outlier, c)
         {
+            Tls = ReadUpstreamTls(c["transport_socket"], c["tls_context"]),
+            TlsMatches = [.. c["transport_socket_matches"].Items.Select(m => new TransportSocketMatch(
+                m["name"].String() ?? "",
+                [.. m["match"].Keys.Select(k => (k, m["match"][k].String() ?? (m["match"][k].ToJson()?.ToJsonString() ?? "")))],
+                ReadUpstreamTls(m["transport_socket"])))],
             BufferLimit = (int)Math.Clamp(Wrapped(c["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2),
         };
         if (type != "EDS")
@@ -132,14 +138,15 @@ public sealed partial class BootstrapLoader
                     "DEGRADED" => EndpointHealth.Degraded,
                     _ => throw new ConfigException($"{lbEndpoint["health_status"].Path}: unknown health status '{health}'"),
                 };
-                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status, (int)priority, state, localityIndex, (int)Math.Clamp(localityWeight, 1, 1_000_000)));
+                TlsClientContext? tls = settings.TlsFor(lbEndpoint["metadata"]["filter_metadata"]["envoy.transport_socket_match"]);
+                endpoints.Add(pools.Endpoint(address, protocol, (int)weight, status, (int)priority, state, localityIndex, (int)Math.Clamp(localityWeight, 1, 1_000_000), tls));
             }
         }
         // v2's inline hosts (Istio 1.5 bootstraps and clusters): endpoints of weight 1 in one locality.
         foreach (ConfigNode host in c["hosts"].Items)
         {
             EndPoint address = ParseSocketAddress(host["socket_address"], allowNames: type != "STATIC");
-            endpoints.Add(pools.Endpoint(address, protocol, 1, EndpointHealth.Unknown, 0, state, localityIndex + 1, 1));
+            endpoints.Add(pools.Endpoint(address, protocol, 1, EndpointHealth.Unknown, 0, state, localityIndex + 1, 1, settings.TlsFor(default)));
         }
         return new Cluster(settings.Name, protocol, endpoints, settings.ConnectTimeout, settings.Policy, settings.PanicThresholdPercent, settings.LocalityWeighted)
         {
@@ -153,6 +160,7 @@ public sealed partial class BootstrapLoader
                 : null,
             OriginalDestinationPort = (int)Math.Clamp(Wrapped(c["original_dst_lb_config"]["upstream_port_override"]) ?? 0, 0, 65535),
             Bind = c["upstream_bind_config"].Exists ? ReadBind(c["upstream_bind_config"]) : null,
+            Tls = settings.TlsFor(default),
         };
     }
 

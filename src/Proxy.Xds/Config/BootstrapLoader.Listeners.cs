@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Net;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport.Tls;
 using Proxy.Core.Upstream;
 
 namespace Proxy.Xds.Config;
@@ -113,6 +114,7 @@ public sealed partial class BootstrapLoader
         }
         return shape with
         {
+            Tls = direct ? chains[0].Tls : null,
             UseOriginalDst = useOriginalDst,
             RestoresOriginalDestination = originalDst,
             Chains = direct ? [] : [.. chains],
@@ -128,15 +130,7 @@ public sealed partial class BootstrapLoader
     /// <summary>One filter chain: its match, its network filters (RBAC honoured), and the HTTP connection manager or tcp_proxy that ends it; null when we cannot serve it (warned).</summary>
     private ChainShape? ReadChain(ConfigNode l, ConfigNode chain, int index)
     {
-        if (chain["transport_socket"].Exists || chain["tls_context"].Exists)
-        {
-            if (!Dynamic)
-            {
-                throw new ConfigException($"{chain["transport_socket"].Path}: TLS is not supported yet");
-            }
-            Warn(chain, "TLS filter chains are not served yet; skipped");
-            return null;
-        }
+        TlsServerContext? tls = ReadDownstreamTls(chain);
         FilterChainMatch match = ReadFilterChainMatch(chain["filter_chain_match"]);
         string name = chain["name"].String() ?? "";
         RbacPolicySet? rbac = null;
@@ -158,12 +152,12 @@ public sealed partial class BootstrapLoader
                 {
                     throw new ConfigException($"{config.Path}: needs rds or route_config");
                 }
-                return new ChainShape(name, index, match, chain, config, rdsName, ReadListenerOptions(l, config, rbac), null);
+                return new ChainShape(name, index, match, chain, config, rdsName, ReadListenerOptions(l, config, rbac), null) { Tls = tls };
             }
             bool isTcpProxy = type.EndsWith(".TcpProxy", StringComparison.Ordinal) || (type.Length == 0 && filterName is "envoy.filters.network.tcp_proxy" or "envoy.tcp_proxy");
             if (isTcpProxy)
             {
-                return new ChainShape(name, index, match, chain, null, null, new ListenerOptions { NetworkRbac = rbac }, ReadTcpProxy(config));
+                return new ChainShape(name, index, match, chain, null, null, new ListenerOptions { NetworkRbac = rbac }, ReadTcpProxy(config)) { Tls = tls };
             }
             bool isRbac = type.Contains(".rbac.", StringComparison.Ordinal) || filterName == "envoy.filters.network.rbac";
             if (!Dynamic && !isRbac)
@@ -264,8 +258,8 @@ public sealed partial class BootstrapLoader
         {
             ListenerConfig serving = c.Hcm is ConfigNode hcm
                 ? new ListenerConfig(shape.Name, shape.Address, ReferenceEquals(c, shape.Primary) || c.RdsName != null ? routes
-                    : (inline ?? throw new InvalidOperationException("inline routes need clusters"))(hcm)) { Options = c.Options }
-                : new ListenerConfig(shape.Name, shape.Address, s_noRoutes) { Options = c.Options, ServesHttp = false, TcpProxy = c.Tcp };
+                    : (inline ?? throw new InvalidOperationException("inline routes need clusters"))(hcm)) { Options = c.Options, Tls = c.Tls }
+                : new ListenerConfig(shape.Name, shape.Address, s_noRoutes) { Options = c.Options, ServesHttp = false, TcpProxy = c.Tcp, Tls = c.Tls };
             return new FilterChain(c.Name, c.Match, serving);
         }
         return new(shape.Name, shape.Address, routes)
@@ -276,6 +270,7 @@ public sealed partial class BootstrapLoader
             RestoresOriginalDestination = shape.RestoresOriginalDestination,
             ServesHttp = shape.ServesHttp,
             TcpProxy = shape.TcpProxy,
+            Tls = shape.Tls,
             FilterChains = [.. shape.Chains.Select(Chain)],
             DefaultFilterChain = shape.DefaultChain is { } fallback ? Chain(fallback) : null,
             TlsInspector = shape.TlsInspector,

@@ -213,6 +213,12 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
             Ads = ReadAds(dynamic, statics, root["node"]);
         }
 
+        if (statics["secrets"].Items.Any())
+        {
+            // Static secrets: what an SdsSecretConfig with a name and no sds_config refers to.
+            Secrets.Apply(Proxy.Xds.Secrets.SecretSource.Static, [.. statics["secrets"].Items], "static");
+        }
+
         var clusters = new Dictionary<string, Cluster>(StringComparer.Ordinal);
         void AddCluster(ConfigNode c)
         {
@@ -354,6 +360,13 @@ public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToP
     /// <summary>use_original_dst: connections go to the listener of their original destination.</summary>
     public bool UseOriginalDst { get; init; }
 
+    /// <summary>TLS of a listener served by its one chain directly (else each chain has its own).</summary>
+    public Proxy.Core.Transport.Tls.TlsServerContext? Tls { get; init; }
+
+    /// <summary>Every TLS context of the listener (its secrets must be ready before it serves).</summary>
+    public IEnumerable<Proxy.Core.Transport.Tls.TlsContext> TlsContexts =>
+        Chains.Append(DefaultChain).Append(Primary).Select(static c => c?.Tls).Append(Tls).OfType<Proxy.Core.Transport.Tls.TlsContext>().Distinct();
+
     /// <summary>Whether it has an HTTP connection manager (a use_original_dst listener may have none).</summary>
     public bool ServesHttp { get; init; } = true;
 
@@ -382,7 +395,11 @@ public sealed record ListenerShape(string Name, IPEndPoint Address, bool BindToP
 }
 
 /// <summary>One filter chain as read: its match, and its HTTP connection manager (inline or RDS routes) or tcp_proxy.</summary>
-public sealed record ChainShape(string Name, int Index, FilterChainMatch Match, ConfigNode Node, ConfigNode? Hcm, string? RdsName, ListenerOptions Options, TcpProxyConfig? Tcp);
+public sealed record ChainShape(string Name, int Index, FilterChainMatch Match, ConfigNode Node, ConfigNode? Hcm, string? RdsName, ListenerOptions Options, TcpProxyConfig? Tcp)
+{
+    /// <summary>The chain's transport_socket: TLS terminated with this context; null for plaintext.</summary>
+    public Proxy.Core.Transport.Tls.TlsServerContext? Tls { get; init; }
+}
 
 /// <summary>
 /// Where and how to reach the control plane: <see cref="Target"/> is http://host:port (plaintext gRPC) or
@@ -400,4 +417,44 @@ public sealed record ClusterSettings(string Name, string Type, UpstreamProtocol 
 
     /// <summary>per_connection_buffer_limit_bytes (Envoy's default 1 MiB).</summary>
     public int BufferLimit { get; init; } = Proxy.Core.Transport.SocketConnection.DefaultBufferLimit;
+
+    /// <summary>transport_socket (or v2's tls_context): the TLS of endpoints no transport_socket_match picks; null: plaintext.</summary>
+    public Proxy.Core.Transport.Tls.TlsClientContext? Tls { get; init; }
+
+    /// <summary>transport_socket_matches, in order (Istio's auto-mTLS: tlsMode istio gets mTLS, others plaintext).</summary>
+    public IReadOnlyList<TransportSocketMatch> TlsMatches { get; init; } = [];
+
+    /// <summary>Every TLS context of the cluster (its secrets must be ready before it is used).</summary>
+    public IEnumerable<Proxy.Core.Transport.Tls.TlsContext> TlsContexts =>
+        TlsMatches.Select(static m => m.Tls).Append(Tls).OfType<Proxy.Core.Transport.Tls.TlsContext>();
+
+    /// <summary>The TLS for an endpoint with this envoy.transport_socket_match metadata: the first match all of whose fields it has, else <see cref="Tls"/>.</summary>
+    public Proxy.Core.Transport.Tls.TlsClientContext? TlsFor(ConfigNode metadata)
+    {
+        foreach (TransportSocketMatch match in TlsMatches)
+        {
+            if (match.Matches(metadata))
+            {
+                return match.Tls;
+            }
+        }
+        return Tls;
+    }
+}
+
+/// <summary>One of a cluster's transport_socket_matches: endpoint metadata fields and values, and the transport socket they get.</summary>
+public sealed record TransportSocketMatch(string Name, (string Key, string Value)[] Fields, Proxy.Core.Transport.Tls.TlsClientContext? Tls)
+{
+    public bool Matches(ConfigNode metadata)
+    {
+        foreach (var (key, value) in Fields)
+        {
+            ConfigNode field = metadata[key];
+            if (!field.Exists || (field.String() ?? field.ToJson()?.ToJsonString()) != value)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 }
