@@ -148,7 +148,7 @@ public static class Program
         if (ads != null)
         {
             ApplyNodeFlags(ads.Node, options);
-            var state = new Proxy.Xds.XdsState(pools, [.. snapshot.Clusters.Values], snapshot.Listeners);
+            var state = new Proxy.Xds.XdsState(pools, [.. snapshot.Clusters.Values], snapshot.Listeners, secrets: s_secrets);
             xds = new Proxy.Xds.AdsClient(state, ads, server.ApplyAsync);
             ProxyLog.Write(LogLevel.Info, $"xds: {(ads.Delta ? "delta" : "state-of-the-world")} ADS to {ads.Target} as node '{ads.Node.Id}'");
         }
@@ -156,6 +156,9 @@ public static class Program
         {
             ApplyNodeFlags(node, options);
         }
+        Proxy.Xds.Secrets.SecretSubscriptions? secrets = s_grpcTarget != null && (ads?.Node ?? node) is { } sdsNode
+            ? new Proxy.Xds.Secrets.SecretSubscriptions(s_secrets, name => s_grpcTarget(name), sdsNode)
+            : null;
         using var lifecycle = new Admin.ServerLifecycle(server, xds != null ? () => xds.Initialized : null, options.Concurrency);
         Admin.AdminServer? admin = null;
         if (adminAddress != null)
@@ -193,6 +196,7 @@ public static class Program
         ProxyLog.Write(LogLevel.Info, $"draining for up to {options.DrainTimeSeconds} s ({Proxy.Core.Forwarding.Exchange.ActiveCount} requests in flight)");
         watcher?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         xds?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
+        secrets?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         runtime?.StopAcceptingAndDrainAsync().Wait(TimeSpan.FromSeconds(1));
         server.DrainAsync(TimeSpan.FromSeconds(options.DrainTimeSeconds)).Wait();
         runtime?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
@@ -249,8 +253,9 @@ public static class Program
         string text = options.ConfigYaml != null && options.ConfigPath != null
             ? Proxy.Xds.Config.ConfigNode.Merge(ReadConfig(options.ConfigPath), options.ConfigPath, options.ConfigYaml, "--config-yaml")
             : options.ConfigYaml ?? ReadConfig(options.ConfigPath!);
-        var loader = new Proxy.Xds.Config.BootstrapLoader(pools);
+        var loader = new Proxy.Xds.Config.BootstrapLoader(pools) { Secrets = s_secrets };
         ProxySnapshot snapshot = loader.Load(text, options.ConfigPath ?? "--config-yaml");
+        s_grpcTarget = name => loader.GrpcTarget(loader.Root["static_resources"], name, loader.Root["static_resources"]);
         if (options.MaxConnections == 0 && loader.MaxDownstreamConnections is long max)
         {
             Proxy.Core.Transport.DownstreamLimits.MaxConnections = max;
@@ -269,6 +274,12 @@ public static class Program
         }
         return (snapshot, files, loader.Ads, loader.AdminAddress, loader.Node, loader.Root);
     }
+
+    /// <summary>The process's named secrets: SDS slots outlive bootstrap reloads and xDS updates.</summary>
+    private static readonly Proxy.Xds.Secrets.SecretStore s_secrets = new();
+
+    /// <summary>An SDS cluster's address and TLS, from the bootstrap last loaded.</summary>
+    private static Func<string, (string, Proxy.Core.Transport.Tls.TlsClientContext?)>? s_grpcTarget;
 
     private static string ReadConfig(string path)
     {

@@ -25,7 +25,7 @@ public readonly record struct XdsUpdate(XdsResourceType Type, int Resources, int
 public sealed class AdsClient : IAsyncDisposable
 {
     /// <summary>The largest response accepted (Grpc.Net.Client's default is 4 MiB; a big mesh pushes more).</summary>
-    public const int MaxResponseBytes = 128 * 1024 * 1024;
+    public const int MaxResponseBytes = XdsChannel.MaxResponseBytes;
 
     private static readonly XdsResourceType[] s_order = [XdsResourceType.Cluster, XdsResourceType.Endpoint, XdsResourceType.Listener, XdsResourceType.Route];
 
@@ -56,9 +56,26 @@ public sealed class AdsClient : IAsyncDisposable
         _publish = publish;
         _v2 = config.V2 ?? false;
         MaxBackoff = maxBackoff ?? TimeSpan.FromSeconds(30);
-        _channel = CreateChannel(config.Target);
+        _channel = XdsChannel.Create(config.Target, config.Tls);
         _loop = Task.Run(RunAsync);
+        state.Secrets.Changed += OnSecretsChanged;
         _warmingLoop = Task.Run(WarmingLoopAsync);
+    }
+
+    private readonly SemaphoreSlim _secretsChanged = new(0, 1);
+
+    private void OnSecretsChanged()
+    {
+        if (_secretsChanged.CurrentCount == 0)
+        {
+            try
+            {
+                _secretsChanged.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+            }
+        }
     }
 
     public TimeSpan MaxBackoff { get; }
@@ -100,46 +117,6 @@ public sealed class AdsClient : IAsyncDisposable
 
     /// <summary>Raised after each response has been handled (after the ACK or NACK was sent).</summary>
     public event Action<XdsUpdate>? Updated;
-
-    private static GrpcChannel CreateChannel(string target)
-    {
-        var handler = new SocketsHttpHandler
-        {
-            EnableMultipleHttp2Connections = false,
-            KeepAlivePingDelay = TimeSpan.FromSeconds(30),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
-            ConnectTimeout = TimeSpan.FromSeconds(5),
-            // A mesh's route configuration is hundreds of kilobytes: with the default 64 KiB stream
-            // window every push would wait for several window updates (Envoy opens 256 MiB for xDS).
-            InitialHttp2StreamWindowSize = 4 * 1024 * 1024,
-        };
-        string address = target;
-        if (target.StartsWith("unix:", StringComparison.Ordinal))
-        {
-            string path = target["unix:".Length..];
-            handler.ConnectCallback = async (_, token) =>
-            {
-                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), token);
-                    return new NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            };
-            address = "http://xds.local";
-        }
-        return GrpcChannel.ForAddress(address, new GrpcChannelOptions
-        {
-            HttpHandler = handler,
-            MaxReceiveMessageSize = MaxResponseBytes,
-            MaxSendMessageSize = 16 * 1024 * 1024,
-        });
-    }
 
     private async Task RunAsync()
     {
@@ -577,11 +554,12 @@ public sealed class AdsClient : IAsyncDisposable
     /// <summary>Once a second while something warms: initial_fetch_timeout may have passed.</summary>
     private async Task WarmingLoopAsync()
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
         try
         {
-            while (await timer.WaitForNextTickAsync(_stop.Token))
+            while (!_stop.IsCancellationRequested)
             {
+                // A second, or at once when a secret a warming listener or cluster waits for arrives.
+                await _secretsChanged.WaitAsync(TimeSpan.FromSeconds(1), _stop.Token);
                 await _lock.WaitAsync(_stop.Token);
                 try
                 {
@@ -608,6 +586,7 @@ public sealed class AdsClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _state.Secrets.Changed -= OnSecretsChanged;
         await _stop.CancelAsync();
         try
         {
@@ -619,5 +598,6 @@ public sealed class AdsClient : IAsyncDisposable
         _channel.Dispose();
         _stop.Dispose();
         _lock.Dispose();
+        _secretsChanged.Dispose();
     }
 }

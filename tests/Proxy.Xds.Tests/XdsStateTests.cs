@@ -397,10 +397,34 @@ public sealed class XdsStateTests
         Assert.Equal("BlackHoleCluster", FilterChainSelector.Select(outbound.FilterChains, null, Facts("10.0.0.1:15001"))!.Serving.TcpProxy!.PickCluster());
         Assert.Equal("PassthroughCluster", FilterChainSelector.Select(outbound.FilterChains, null, Facts("10.0.0.1:5432"))!.Serving.TcpProxy!.PickCluster());
 
-        // virtualInbound: the port's own chain (inline inbound routes), the HTTP catch-all, the TCP one; TLS chains skipped for now.
+        // virtualInbound's mTLS chains take their certificate and roots from pilot-agent's SDS (sds-grpc):
+        // the listener warms until both secrets are there, then serves.
+        Assert.DoesNotContain(snapshot.Listeners, l => l.Name == "virtualInbound");
+        Assert.True(state.Warming);
+        var sds = new Secrets.SecretSource(Secrets.SecretSourceKind.Grpc, "sds-grpc");
+        Assert.Equal(["ROOTCA", "default"], state.Secrets.Names(sds));
+        using (var pki = new TestPki())
+        {
+            (string cert, string key) = pki.Issue("spiffe://cluster.local/ns/default/sa/httpbin");
+            Config.ConfigNode Node(Proxy.Xds.Api.Tls.Secret secret) => Config.ConfigNode.FromMessage(secret, "sds");
+            state.Secrets.Apply(sds, [Node(TestPki.CertificateSecret("default", cert, key))], "1");
+            Assert.True(state.Build() == null || !state.Snapshot!.Listeners.Any(l => l.Name == "virtualInbound")); // ROOTCA still missing
+            state.Secrets.Apply(sds, [Node(TestPki.RootSecret("ROOTCA", pki.RootPem))], "1");
+        }
+        snapshot = state.Build()!;
+
+        // virtualInbound: the port's own chain (inline inbound routes), the HTTP catch-all, the TCP one, and their mTLS twins.
         ListenerConfig inbound = Assert.Single(snapshot.Listeners, l => l.Name == "virtualInbound");
         Assert.True(inbound.RestoresOriginalDestination && inbound.Inspects);
-        Assert.Contains(state.Warnings, w => w.Contains("virtualInbound", StringComparison.Ordinal) && w.Contains("TLS filter chains are not served yet", StringComparison.Ordinal));
+        Assert.DoesNotContain(state.Warnings, w => w.Contains("TLS", StringComparison.Ordinal) || w.Contains("tls", StringComparison.Ordinal));
+        FilterChain mtlsPort80 = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:80", "tls", "istio-h2"))!;
+        Assert.Equal("0.0.0.0_80", mtlsPort80.Name);
+        Assert.True(mtlsPort80.Serving.Tls!.RequireClientCertificate && mtlsPort80.Serving.Tls.IsReady);
+        Assert.Equal(["h2", "http/1.1"], mtlsPort80.Serving.Tls.Alpn);
+        Assert.Equal("spiffe://cluster.local/", Assert.Single(mtlsPort80.Serving.Tls.SubjectAltNames).Matcher.Value);
+        FilterChain mtlsTcp = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:5432", "tls", "istio-peer-exchange", "istio"))!;
+        Assert.NotNull(mtlsTcp.Serving.Tls);
+        Assert.Equal("InboundPassthroughClusterIpv4", mtlsTcp.Serving.TcpProxy!.PickCluster());
         FilterChain port80 = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:80", "raw_buffer", "http/1.1"))!;
         Assert.Equal("0.0.0.0_80", port80.Name);
         Assert.Equal("inbound|80||", port80.Serving.Routes.Name);
@@ -410,9 +434,10 @@ public sealed class XdsStateTests
         FilterChain tcp = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:8080"))!;
         Assert.Equal("InboundPassthroughClusterIpv4", tcp.Serving.TcpProxy!.PickCluster());
         Assert.Equal("virtualInbound-blackhole", FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:15006"))!.Name);
-        // TLS that is not Istio's mTLS passes through as TCP (the mTLS chains, with transport sockets, are skipped for now).
+        // TLS that is not Istio's mTLS passes through as TCP, not terminated.
         FilterChain tlsPassthrough = FilterChainSelector.Select(inbound.FilterChains, inbound.DefaultFilterChain, Facts("10.244.0.9:8080", "tls", "h2"))!;
         Assert.Equal("virtualInbound", tlsPassthrough.Name);
+        Assert.Null(tlsPassthrough.Serving.Tls);
         Assert.Equal("InboundPassthroughClusterIpv4", tlsPassthrough.Serving.TcpProxy!.PickCluster());
     }
 

@@ -28,6 +28,12 @@ public static class IstioDumps
         throw new DirectoryNotFoundException("shared/testdata beside the checkout");
     }
 
+    private static readonly Lazy<string> s_certs = new(static () =>
+    {
+        using var pki = new TestPki("Istio 1.5 Test CA");
+        return pki.WriteIstioFiles(Path.Combine(Path.GetTempPath(), $"layotto-fast-certs-{Environment.ProcessId}"), "spiffe://cluster.local/ns/default/sa/bookinfo-productpage");
+    });
+
     private static readonly MessageDescriptor[] s_known =
     [
         .. XdsTypes.Messages, Google.Protobuf.WellKnownTypes.Empty.Descriptor,
@@ -62,7 +68,10 @@ public static class IstioDumps
     /// <summary>Every dynamic resource of a config dump: (type, decoded message, the original @type).</summary>
     public static List<(XdsResourceType Type, IMessage Message, string TypeUrl)> Resources(string file)
     {
-        JsonNode root = JsonNode.Parse(File.ReadAllText(TestData("xds", file)))!;
+        // Istio 1.5 sidecars read their mTLS certificates from /etc/certs (mounted from a secret): the
+        // test provides them, made by a test CA, and the resources point there.
+        string text = File.ReadAllText(TestData("xds", file)).Replace("/etc/certs/", s_certs.Value + "/", StringComparison.Ordinal);
+        JsonNode root = JsonNode.Parse(text)!;
         var result = new List<(XdsResourceType, IMessage, string)>();
         Walk(root, result);
         return result;

@@ -51,7 +51,7 @@ internal static class TcpProxySession
     private const int BufferSize = 16 * 1024;
 
     public static async Task RunAsync(Socket downstream, IPEndPoint? originalDestination, TcpProxyConfig config, ProxySnapshot snapshot, Action onClosed,
-        Transport.Tls.TlsServerContext? tls = null, RbacPolicySet? rbac = null, CancellationToken stop = default)
+        Transport.Tls.TlsServerContext? tls = null, string[]? offeredAlpn = null, RbacPolicySet? rbac = null, CancellationToken stop = default)
     {
         Socket? upstream = null;
         ClusterState? reserved = null;
@@ -60,7 +60,7 @@ internal static class TcpProxySession
         {
             if (tls != null)
             {
-                (downTls, string? refused) = await Transport.Tls.TlsSession.AcceptAsync(downstream, tls, stop);
+                (downTls, string? refused) = await Transport.Tls.TlsSession.AcceptAsync(downstream, tls, offeredAlpn, stop);
                 if (downTls == null)
                 {
                     ProxyLog.Peer(LogLevel.Debug, $"tcp_proxy {config.StatPrefix}: TLS refused: {refused}");

@@ -204,7 +204,7 @@ public sealed class ProxyListener : IAsyncDisposable
                     continue;
                 }
             }
-            Serve(accepted, config, source, destination);
+            Serve(accepted, config, source, destination, null);
         }
     }
 
@@ -234,7 +234,7 @@ public sealed class ProxyListener : IAsyncDisposable
         }
         if (ChooseChain(accepted, ref config, ref source, destination, seen))
         {
-            Serve(accepted, config, source, destination);
+            Serve(accepted, config, source, destination, seen.TransportProtocol == "tls" ? seen.ApplicationProtocols : null);
         }
     }
 
@@ -270,6 +270,14 @@ public sealed class ProxyListener : IAsyncDisposable
         Func<ListenerConfig> listener = source;
         bool isDefault = ReferenceEquals(chain, config.DefaultFilterChain);
         int index = Array.IndexOf(config.FilterChains, chain);
+        int occurrence = 0; // Istio names several chains alike (virtualInbound-catchall-http: mTLS and plaintext)
+        for (int i = 0; i < index; i++)
+        {
+            if (config.FilterChains[i].Name == chain.Name)
+            {
+                occurrence++;
+            }
+        }
         // The connection follows its listener's updates through the same chain (by name, else position).
         source = () =>
         {
@@ -278,14 +286,14 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 return chain.Serving;
             }
-            return SameChain(now, chain, isDefault, index)?.Serving ?? chain.Serving;
+            return SameChain(now, chain, isDefault, index, occurrence)?.Serving ?? chain.Serving;
         };
         config = chain.Serving;
         return true;
     }
 
     /// <summary>A chain's counterpart in a newer version of its listener: the default chain, else by name, else by position (asked per request: no allocation).</summary>
-    private static FilterChain? SameChain(ListenerConfig now, FilterChain chain, bool isDefault, int index)
+    private static FilterChain? SameChain(ListenerConfig now, FilterChain chain, bool isDefault, int index, int occurrence)
     {
         if (isDefault)
         {
@@ -298,7 +306,7 @@ public sealed class ProxyListener : IAsyncDisposable
         }
         for (int i = 0; i < chains.Length; i++)
         {
-            if (chains[i].Name == chain.Name)
+            if (chains[i].Name == chain.Name && occurrence-- == 0)
             {
                 return chains[i];
             }
@@ -307,7 +315,8 @@ public sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <summary>Serves an accepted connection by a listener (or chain): network RBAC, then tcp_proxy or HTTP.</summary>
-    private void Serve(Socket accepted, ListenerConfig config, Func<ListenerConfig> source, IPEndPoint? destination)
+    /// <param name="offeredAlpn">The ALPN list of the client's ClientHello when tls_inspector saw it (null: not looked at).</param>
+    private void Serve(Socket accepted, ListenerConfig config, Func<ListenerConfig> source, IPEndPoint? destination, string[]? offeredAlpn)
     {
         ListenerOptions options = config.Options;
         if (config.Tls is { } tls)
@@ -324,13 +333,13 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 if (config.TcpProxy is { } relay && Snapshot != null)
                 {
-                    Relay(accepted, destination, relay, options, tls);
+                    Relay(accepted, destination, relay, options, tls, offeredAlpn);
                     return;
                 }
             }
             else
             {
-                ServeHttp(accepted, options, source, destination, tls);
+                ServeHttp(accepted, options, source, destination, tls, offeredAlpn);
                 return;
             }
         }
@@ -346,7 +355,7 @@ public sealed class ProxyListener : IAsyncDisposable
             if (config.TcpProxy is { } tcp && Snapshot != null)
             {
                 // tcp_proxy: relayed as octets (virtualOutbound's PassthroughCluster, or a TCP service's listener).
-                Relay(accepted, destination, tcp, options, null);
+                Relay(accepted, destination, tcp, options, null, null);
                 return;
             }
             // No listener for its destination and no chain of our own to serve it: closed, counted
@@ -356,10 +365,10 @@ public sealed class ProxyListener : IAsyncDisposable
             accepted.Dispose();
             return;
         }
-        ServeHttp(accepted, options, source, destination, null);
+        ServeHttp(accepted, options, source, destination, null, null);
     }
 
-    private void Relay(Socket accepted, IPEndPoint? destination, TcpProxyConfig tcp, ListenerOptions options, Tls.TlsServerContext? tls)
+    private void Relay(Socket accepted, IPEndPoint? destination, TcpProxyConfig tcp, ListenerOptions options, Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
         Opened(options);
         _relayed.TryAdd(accepted, 0);
@@ -368,25 +377,25 @@ public sealed class ProxyListener : IAsyncDisposable
             _relayed.TryRemove(accepted, out _);
             DownstreamLimits.Closed();
             Closed(options);
-        }, tls, options.NetworkRbac, _stop.Token);
+        }, tls, offeredAlpn, options.NetworkRbac, _stop.Token);
     }
 
-    private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Tls.TlsServerContext? tls)
+    private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
         var connection = new SocketConnection(accepted, new object()) { BufferLimit = options.BufferLimit };
         var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
         Opened(options);
         _connections.TryAdd(sniffer, 0);
-        _ = tls == null ? connection.RunAsync(sniffer) : HandshakeThenRunAsync(connection, sniffer, tls, options);
+        _ = tls == null ? connection.RunAsync(sniffer) : HandshakeThenRunAsync(connection, sniffer, tls, offeredAlpn, options);
     }
 
     /// <summary>Terminates TLS, checks network RBAC against the peer's identity, then serves HTTP on the plaintext.</summary>
-    private async Task HandshakeThenRunAsync(SocketConnection connection, Sniffer sniffer, Tls.TlsServerContext tls, ListenerOptions options)
+    private async Task HandshakeThenRunAsync(SocketConnection connection, Sniffer sniffer, Tls.TlsServerContext tls, string[]? offeredAlpn, ListenerOptions options)
     {
         string? error;
         try
         {
-            error = await connection.AcceptTlsAsync(tls, _stop.Token);
+            error = await connection.AcceptTlsAsync(tls, offeredAlpn, _stop.Token);
         }
         catch (Exception e)
         {

@@ -121,9 +121,9 @@ public sealed class SocketConnection
     public Tls.TlsSession? Tls => _tls;
 
     /// <summary>Terminates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
-    public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, CancellationToken cancel)
+    public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, context, cancel);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, context, offeredAlpn, cancel);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 

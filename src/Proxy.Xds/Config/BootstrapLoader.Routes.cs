@@ -63,6 +63,12 @@ public sealed partial class BootstrapLoader
             var routes = new List<Route>();
             foreach (ConfigNode r in vh["routes"].Items)
             {
+                if (r["match"]["connect_matcher"].Exists && Dynamic)
+                {
+                    // Istio's HBONE listener (15008): CONNECT tunnels are not served; the route never matches here.
+                    Warn(r["match"]["connect_matcher"], "CONNECT routes are not served; route skipped");
+                    continue;
+                }
                 routes.Add(LoadRoute(r, clusters));
             }
             (FaultPolicy? hostFault, CorsPolicy? hostCors) = LoadFilterConfigs(vh);

@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Net;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport.Tls;
 using Proxy.Core.Upstream;
 
 namespace Proxy.Xds.Config;
@@ -66,10 +67,28 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         {
             throw new ConfigException($"{ads["grpc_services"].Path}: needs one entry with envoy_grpc.cluster_name (google_grpc is not supported)");
         }
+        (string target, TlsClientContext? tls) = GrpcTarget(statics, clusterName, service["envoy_grpc"]["cluster_name"]);
+        foreach (string kind in new[] { "cds_config", "lds_config" })
+        {
+            if (dynamic[kind].Exists && !dynamic[kind]["ads"].Exists && !dynamic[kind]["path_config_source"].Exists && !dynamic[kind]["path"].Exists)
+            {
+                Warn(dynamic[kind], "only ads and path_config_source are supported");
+            }
+        }
+        return new AdsBootstrap(target, delta, v2, ads["set_node_on_first_message_only"].Boolean() ?? false,
+            dynamic["cds_config"]["ads"].Exists, dynamic["lds_config"]["ads"].Exists, ReadNode(node)) { Tls = tls };
+    }
+
+    /// <summary>
+    /// Where a static cluster that serves gRPC to us (xds-grpc, sds-grpc) is: http://host:port or
+    /// unix:PATH, and its transport socket (TLS to the control plane) if it has one.
+    /// </summary>
+    public (string Target, TlsClientContext? Tls) GrpcTarget(ConfigNode statics, string clusterName, ConfigNode referencedAt)
+    {
         ConfigNode cluster = statics["clusters"].Items.FirstOrDefault(c => c["name"].String() == clusterName);
         if (!cluster.Exists)
         {
-            throw new ConfigException($"{service["envoy_grpc"]["cluster_name"].Path}: no static cluster '{clusterName}'");
+            throw new ConfigException($"{referencedAt.Path}: no static cluster '{clusterName}'");
         }
         ConfigNode address = cluster["load_assignment"]["endpoints"].Items.SelectMany(static l => l["lb_endpoints"].Items).Select(static e => e["endpoint"]["address"]).FirstOrDefault();
         if (!address.Exists)
@@ -98,21 +117,9 @@ public sealed partial class BootstrapLoader(UpstreamPools pools)
         }
         else
         {
-            throw new ConfigException($"{cluster.Path}: the xDS cluster '{clusterName}' has no endpoint address");
+            throw new ConfigException($"{cluster.Path}: the gRPC cluster '{clusterName}' has no endpoint address");
         }
-        if (cluster["transport_socket"].Exists || cluster["tls_context"].Exists)
-        {
-            Warn(cluster["transport_socket"].Exists ? cluster["transport_socket"] : cluster["tls_context"], "TLS to the control plane is not supported yet; plaintext is used");
-        }
-        foreach (string kind in new[] { "cds_config", "lds_config" })
-        {
-            if (dynamic[kind].Exists && !dynamic[kind]["ads"].Exists && !dynamic[kind]["path_config_source"].Exists && !dynamic[kind]["path"].Exists)
-            {
-                Warn(dynamic[kind], "only ads and path_config_source are supported");
-            }
-        }
-        return new AdsBootstrap(target, delta, v2, ads["set_node_on_first_message_only"].Boolean() ?? false,
-            dynamic["cds_config"]["ads"].Exists, dynamic["lds_config"]["ads"].Exists, ReadNode(node));
+        return (target, ReadUpstreamTls(cluster["transport_socket"], cluster["tls_context"]));
     }
 
     private static Api.Core.Node ReadNode(ConfigNode node)
@@ -406,7 +413,11 @@ public sealed record ChainShape(string Name, int Index, FilterChainMatch Match, 
 /// unix:PATH (a relative path is relative to the working directory, as Istio's ./etc/istio/proxy/XDS).
 /// <see cref="V2"/> null means "v3, falling back to v2 if the server does not know v3's service".
 /// </summary>
-public sealed record AdsBootstrap(string Target, bool Delta, bool? V2, bool SetNodeOnFirstMessageOnly, bool Clusters, bool Listeners, Api.Core.Node Node);
+public sealed record AdsBootstrap(string Target, bool Delta, bool? V2, bool SetNodeOnFirstMessageOnly, bool Clusters, bool Listeners, Api.Core.Node Node)
+{
+    /// <summary>The xDS cluster's transport socket: the stream goes over (mutual) TLS; null: plaintext.</summary>
+    public Proxy.Core.Transport.Tls.TlsClientContext? Tls { get; init; }
+}
 
 /// <summary>A Cluster resource read, all but its endpoints (see <see cref="BootstrapLoader.BuildCluster"/>).</summary>
 public sealed record ClusterSettings(string Name, string Type, UpstreamProtocol Protocol, TimeSpan ConnectTimeout, LbPolicy Policy, double PanicThresholdPercent,

@@ -58,6 +58,18 @@ public abstract class TlsContext
         return _alpn ??= [.. Alpn.Select(static p => new SslApplicationProtocol(p))];
     }
 
+    private protected bool SharesAlpn(string[] offered)
+    {
+        foreach (string protocol in offered)
+        {
+            if (Array.IndexOf(Alpn, protocol) >= 0)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private CipherSuitesPolicy? _ciphers;
 
     private protected CipherSuitesPolicy? CipherPolicy()
@@ -193,13 +205,14 @@ public sealed class TlsServerContext : TlsContext
     public bool RequestsClientCertificate => RequireClientCertificate || Trust != null;
 
     /// <summary>The options for one handshake; the failure reason, if verification refuses the client, goes to <paramref name="session"/>.</summary>
-    internal SslServerAuthenticationOptions Options(TlsSession session)
+    internal SslServerAuthenticationOptions Options(TlsSession session, string[] offeredAlpn)
     {
         TlsIdentity identity = Identity?.Value ?? throw new InvalidOperationException("the server certificate has not arrived");
         var options = new SslServerAuthenticationOptions
         {
             ServerCertificateContext = identity.Context,
-            ApplicationProtocols = AlpnList(),
+            // No protocol in common (Istio's client offers istio-peer-exchange, istio-h2…): no ALPN, as in Envoy.
+            ApplicationProtocols = SharesAlpn(offeredAlpn) ? AlpnList() : null,
             EnabledSslProtocols = Protocols,
             CipherSuitesPolicy = CipherPolicy(),
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
@@ -228,6 +241,29 @@ public sealed class TlsClientContext : TlsContext
     /// <summary>Identifies the context's settings, so connections are pooled per context.</summary>
     public string Key => _key ??= $"tls:{Sni}|{string.Join(",", Alpn)}|{Identity?.Name}|{Trust?.Name}|{string.Join(",", SubjectAltNames.Select(static m => m.ToString()))}|{Protocols}";
     private string? _key;
+
+    /// <summary>
+    /// Verifies a server outside a handshake we run ourselves (the control-plane channel): the chain is
+    /// built against <see cref="TlsContext.Trust"/> alone, then SANs matched. Null when accepted, else why not.
+    /// </summary>
+    public string? VerifyServer(X509Certificate? certificate)
+    {
+        if (certificate == null)
+        {
+            return "the server sent no certificate";
+        }
+        SslPolicyErrors errors = SslPolicyErrors.None;
+        if (Trust?.Value is { } trust)
+        {
+            using var x509 = new X509Certificate2(certificate);
+            using var chain = new X509Chain { ChainPolicy = trust.ChainPolicy() };
+            if (!chain.Build(x509))
+            {
+                errors = SslPolicyErrors.RemoteCertificateChainErrors;
+            }
+        }
+        return Verify(certificate, errors, required: true);
+    }
 
     internal SslClientAuthenticationOptions Options(TlsSession session)
     {

@@ -45,12 +45,20 @@ public sealed class TlsSession : IDisposable
     public bool IsResumed { get; private set; }
 
     /// <summary>Runs a server handshake; the session, or null and why (for the log line).</summary>
-    public static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, CancellationToken cancel)
+    /// <param name="offeredAlpn">The client's ALPN list if already seen (tls_inspector); null: it is peeked here when ALPN is configured.</param>
+    public static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel)
     {
         var session = new TlsSession(socket);
         try
         {
-            SslServerAuthenticationOptions options = context.Options(session);
+            if (offeredAlpn == null && context.Alpn.Length > 0)
+            {
+                // The platform's engine refuses a ClientHello with no ALPN protocol in common (a fatal
+                // alert); Envoy goes on without ALPN. So the offer is looked at first, as tls_inspector does.
+                ConnectionInspector.Verdict? seen = await ConnectionInspector.InspectAsync(socket, tls: true, http: false, context.HandshakeTimeout, continueOnTimeout: true, cancel);
+                offeredAlpn = seen?.ApplicationProtocols ?? [];
+            }
+            SslServerAuthenticationOptions options = context.Options(session, offeredAlpn ?? []);
             session.LocalIdentity = context.Identity?.Value;
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
             timeout.CancelAfter(context.HandshakeTimeout);
