@@ -93,6 +93,15 @@ public static class Program
         {
             Proxy.Core.Transport.DownstreamLimits.MaxConnections = options.MaxConnections;
         }
+        // Secrets named by SDS are fetched before the listeners open (Envoy's init: a listener or cluster
+        // that needs a secret waits for it), within the usual initial fetch timeout.
+        Proxy.Xds.Secrets.SecretSubscriptions? secrets = s_grpcTarget != null && (ads?.Node ?? node) is { } sdsNode && options.Mode == "serve"
+            ? new Proxy.Xds.Secrets.SecretSubscriptions(s_secrets, name => s_grpcTarget(name), sdsNode)
+            : null;
+        if (secrets != null)
+        {
+            WaitForSecrets(snapshot, TimeSpan.FromSeconds(15));
+        }
         var server = new ProxyServer(snapshot, pools);
         try
         {
@@ -156,9 +165,7 @@ public static class Program
         {
             ApplyNodeFlags(node, options);
         }
-        Proxy.Xds.Secrets.SecretSubscriptions? secrets = s_grpcTarget != null && (ads?.Node ?? node) is { } sdsNode
-            ? new Proxy.Xds.Secrets.SecretSubscriptions(s_secrets, name => s_grpcTarget(name), sdsNode)
-            : null;
+
         using var lifecycle = new Admin.ServerLifecycle(server, xds != null ? () => xds.Initialized : null, options.Concurrency);
         Admin.AdminServer? admin = null;
         if (adminAddress != null)
@@ -273,6 +280,31 @@ public static class Program
             files.Add(options.ConfigPath);
         }
         return (snapshot, files, loader.Ads, loader.AdminAddress, loader.Node, loader.Root);
+    }
+
+    /// <summary>Waits (bounded) until every TLS context of the static configuration has its secrets.</summary>
+    private static void WaitForSecrets(ProxySnapshot snapshot, TimeSpan limit)
+    {
+        var contexts = new List<Proxy.Core.Transport.Tls.TlsContext>();
+        foreach (ListenerConfig listener in snapshot.Listeners.Concat(snapshot.UnboundListeners))
+        {
+            contexts.AddRange(listener.FilterChains.Append(listener.DefaultFilterChain).Select(static c => c?.Serving.Tls).Append(listener.Tls).OfType<Proxy.Core.Transport.Tls.TlsContext>());
+        }
+        foreach (Cluster cluster in snapshot.Clusters.Values)
+        {
+            contexts.AddRange(cluster.Endpoints.Select(static e => e.Tls).Append(cluster.Tls).OfType<Proxy.Core.Transport.Tls.TlsContext>());
+        }
+        long deadline = Environment.TickCount64 + (long)limit.TotalMilliseconds;
+        while (contexts.Any(static c => !c.IsReady))
+        {
+            if (Environment.TickCount64 > deadline)
+            {
+                string missing = string.Join(", ", contexts.Where(static c => !c.IsReady).SelectMany(static c => c.SecretNames()).Distinct());
+                ProxyLog.Write(LogLevel.Warning, $"sds: secrets {missing} did not arrive within {limit.TotalSeconds:0} s; TLS that needs them fails until they do");
+                return;
+            }
+            Thread.Sleep(20);
+        }
     }
 
     /// <summary>The process's named secrets: SDS slots outlive bootstrap reloads and xDS updates.</summary>

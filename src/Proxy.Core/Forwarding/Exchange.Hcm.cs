@@ -37,7 +37,7 @@ public sealed partial class Exchange
             var peer = _down!.RemoteEndPoint as System.Net.IPEndPoint;
             System.Net.IPEndPoint? client = policy.ClientAddress(RequestHeaders, peer);
             _clientAddress = ReferenceEquals(client, peer) ? null : client;
-            policy.ApplyToRequest(RequestHeaders, peer);
+            policy.ApplyToRequest(RequestHeaders, peer, _down.Tls);
         }
     }
 

@@ -473,6 +473,13 @@ public sealed partial class Exchange
             {
                 SetAttemptCount(RequestHeaders);
             }
+            // :scheme says how this hop is secured (Envoy's upstream scheme): https over TLS, http in the clear.
+            int scheme = RequestHeaders.IndexOf(":scheme"u8);
+            ReadOnlySpan<byte> wanted = connection.Tls != null ? "https"u8 : "http"u8;
+            if (scheme >= 0 && !RequestHeaders.Value(scheme).SequenceEqual(wanted))
+            {
+                RequestHeaders.SetValue(scheme, wanted);
+            }
             int id = connection.OpenStream(RequestHeaders, endStream, this, UpstreamToken);
             if (id <= 0)
             {

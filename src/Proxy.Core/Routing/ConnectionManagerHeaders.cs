@@ -21,8 +21,38 @@ public enum ServerHeaderTransformation
 /// absent, or passed through) and x-envoy-upstream-service-time (the router's; suppress_envoy_headers
 /// drops it). Listeners from a bootstrap or xDS get these; the quick --listen mode has none.
 /// </summary>
+/// <summary>forward_client_cert_details: what happens to x-forwarded-client-cert.</summary>
+public enum ForwardClientCertDetails : byte
+{
+    /// <summary>Removed (Envoy's default).</summary>
+    Sanitize,
+    /// <summary>Forwarded as received when the client connection is mutual TLS, else removed.</summary>
+    ForwardOnly,
+    /// <summary>With mutual TLS, this hop's element is appended; else removed.</summary>
+    AppendForward,
+    /// <summary>With mutual TLS, replaced by this hop's element; else removed.</summary>
+    SanitizeSet,
+    /// <summary>Forwarded as received, always.</summary>
+    AlwaysForwardOnly,
+}
+
+/// <summary>set_current_client_cert_details: the fields of this hop's element besides By and Hash.</summary>
+[Flags]
+public enum ClientCertDetails : byte
+{
+    None = 0,
+    Subject = 1,
+    Cert = 2,
+    Chain = 4,
+    Dns = 8,
+    Uri = 16,
+}
+
 public sealed class ConnectionManagerHeaders
 {
+    public ForwardClientCertDetails ForwardClientCert { get; init; }
+    public ClientCertDetails CurrentClientCert { get; init; }
+
     public static ConnectionManagerHeaders Envoy { get; } = new();
 
     public bool UseRemoteAddress { get; init; }
@@ -81,20 +111,22 @@ public sealed class ConnectionManagerHeaders
     }
 
     /// <summary>Writes the request side: x-forwarded-for/-proto, x-request-id, via.</summary>
-    public void ApplyToRequest(HeaderList headers, EndPoint? remote)
+    public void ApplyToRequest(HeaderList headers, EndPoint? remote, Transport.Tls.TlsSession? tls = null)
     {
+        ReadOnlySpan<byte> scheme = tls != null ? "https"u8 : "http"u8;
         if (UseRemoteAddress)
         {
             if (!SkipXffAppend && remote is IPEndPoint peer)
             {
                 AppendXff(headers, peer.Address);
             }
-            Set(headers, "x-forwarded-proto"u8, "http"u8);
+            Set(headers, "x-forwarded-proto"u8, scheme);
         }
         else if (headers.IndexOf("x-forwarded-proto"u8) < 0)
         {
-            headers.Add("x-forwarded-proto"u8, "http"u8);
+            headers.Add("x-forwarded-proto"u8, scheme);
         }
+        ApplyClientCert(headers, tls);
         if (GenerateRequestId)
         {
             int existing = headers.IndexOf("x-request-id"u8);
@@ -108,6 +140,51 @@ public sealed class ConnectionManagerHeaders
         if (Via != null)
         {
             AppendListValue(headers, "via"u8, Via);
+        }
+    }
+
+    /// <summary>x-forwarded-client-cert as forward_client_cert_details says (Envoy's rules; mutual TLS: the peer sent a certificate).</summary>
+    private void ApplyClientCert(HeaderList headers, Transport.Tls.TlsSession? tls)
+    {
+        ForwardClientCertDetails mode = ForwardClientCert;
+        if (mode == ForwardClientCertDetails.AlwaysForwardOnly)
+        {
+            return;
+        }
+        bool mutual = tls?.PeerCertificate != null;
+        int index = headers.IndexOf("x-forwarded-client-cert"u8);
+        if (!mutual || mode == ForwardClientCertDetails.Sanitize)
+        {
+            Remove(headers, "x-forwarded-client-cert"u8);
+            return;
+        }
+        if (mode == ForwardClientCertDetails.ForwardOnly)
+        {
+            return;
+        }
+        byte[] element = tls!.ClientCertElement(CurrentClientCert);
+        if (mode == ForwardClientCertDetails.SanitizeSet || index < 0 || headers.Value(index).IsEmpty)
+        {
+            Set(headers, "x-forwarded-client-cert"u8, element);
+            return;
+        }
+        // APPEND_FORWARD: the elements of earlier hops, then this one's, separated by a comma.
+        ReadOnlySpan<byte> existing = headers.Value(index);
+        int length = existing.Length + 1 + element.Length;
+        byte[] joined = ArrayPool<byte>.Shared.Rent(length);
+        existing.CopyTo(joined);
+        joined[existing.Length] = (byte)',';
+        element.CopyTo(joined.AsSpan(existing.Length + 1));
+        Set(headers, "x-forwarded-client-cert"u8, joined.AsSpan(0, length));
+        ArrayPool<byte>.Shared.Return(joined);
+    }
+
+    private static void Remove(HeaderList headers, ReadOnlySpan<byte> name)
+    {
+        int index;
+        while ((index = headers.IndexOf(name)) >= 0)
+        {
+            headers.RemoveAt(index);
         }
     }
 

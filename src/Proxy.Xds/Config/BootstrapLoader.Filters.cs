@@ -59,6 +59,16 @@ public sealed partial class BootstrapLoader
         var headers = new ConnectionManagerHeaders
         {
             UseRemoteAddress = WrappedBool(hcm["use_remote_address"]) ?? false,
+            ForwardClientCert = (hcm["forward_client_cert_details"].String() ?? "SANITIZE") switch
+            {
+                "SANITIZE" or "0" => ForwardClientCertDetails.Sanitize,
+                "FORWARD_ONLY" or "1" => ForwardClientCertDetails.ForwardOnly,
+                "APPEND_FORWARD" or "2" => ForwardClientCertDetails.AppendForward,
+                "SANITIZE_SET" or "3" => ForwardClientCertDetails.SanitizeSet,
+                "ALWAYS_FORWARD_ONLY" or "4" => ForwardClientCertDetails.AlwaysForwardOnly,
+                string other => throw new ConfigException($"{hcm["forward_client_cert_details"].Path}: '{other}' is not SANITIZE, FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET or ALWAYS_FORWARD_ONLY"),
+            },
+            CurrentClientCert = ClientCertFields(hcm["set_current_client_cert_details"]),
             XffNumTrustedHops = (int)Math.Clamp(hcm["xff_num_trusted_hops"].Integer() ?? 0, 0, 64),
             SkipXffAppend = hcm["skip_xff_append"].Boolean() ?? false,
             GenerateRequestId = WrappedBool(hcm["generate_request_id"]) ?? true,
@@ -132,6 +142,13 @@ public sealed partial class BootstrapLoader
     }
 
     private static bool? WrappedBool(ConfigNode n) => n.IsMap ? n["value"].Boolean() : n.Boolean();
+
+    private static ClientCertDetails ClientCertFields(ConfigNode details) =>
+        (WrappedBool(details["subject"]) == true ? ClientCertDetails.Subject : 0)
+        | (details["cert"].Boolean() == true ? ClientCertDetails.Cert : 0)
+        | (details["chain"].Boolean() == true ? ClientCertDetails.Chain : 0)
+        | (details["dns"].Boolean() == true ? ClientCertDetails.Dns : 0)
+        | (details["uri"].Boolean() == true ? ClientCertDetails.Uri : 0);
 
     /// <summary>
     /// access_log: the file logger (v3 and v2, including /dev/stdout) and the stdout/stderr loggers, with

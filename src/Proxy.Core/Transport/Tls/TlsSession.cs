@@ -118,6 +118,71 @@ public sealed class TlsSession : IDisposable
         }
     }
 
+    private byte[]? _xfcc;
+    private Routing.ClientCertDetails _xfccDetails;
+
+    /// <summary>
+    /// This hop's x-forwarded-client-cert element, made once per connection: By (our URI SAN), Hash (the
+    /// peer certificate's SHA-256), then Cert, Chain, Subject, URI, DNS as <paramref name="details"/> asks.
+    /// </summary>
+    internal byte[] ClientCertElement(Routing.ClientCertDetails details)
+    {
+        byte[]? cached = _xfcc;
+        if (cached != null && _xfccDetails == details)
+        {
+            return cached;
+        }
+        var text = new System.Text.StringBuilder();
+        void Field(string key, string value)
+        {
+            if (text.Length > 0)
+            {
+                text.Append(';');
+            }
+            text.Append(key).Append('=').Append(value);
+        }
+        if (LocalIdentity?.SubjectAltNames.Uris is [string by, ..])
+        {
+            Field("By", by);
+        }
+        X509Certificate2 peer = PeerCertificate!;
+        Field("Hash", Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(peer.RawData)));
+        if ((details & Routing.ClientCertDetails.Cert) != 0)
+        {
+            Field("Cert", "\"" + Uri.EscapeDataString(peer.ExportCertificatePem() + "\n") + "\"");
+        }
+        if ((details & Routing.ClientCertDetails.Chain) != 0)
+        {
+            Field("Chain", "\"" + Uri.EscapeDataString(peer.ExportCertificatePem() + "\n") + "\"");
+        }
+        if ((details & Routing.ClientCertDetails.Subject) != 0)
+        {
+            Field("Subject", "\"" + peer.SubjectName.Decode(X500DistinguishedNameFlags.UseCommas).Replace(", ", ",", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"");
+        }
+        if ((details & Routing.ClientCertDetails.Uri) != 0)
+        {
+            foreach (string uri in PeerNames.Uris)
+            {
+                Field("URI", uri);
+            }
+            if (PeerNames.Uris.Length == 0)
+            {
+                Field("URI", "");
+            }
+        }
+        if ((details & Routing.ClientCertDetails.Dns) != 0)
+        {
+            foreach (string dns in PeerNames.Dns)
+            {
+                Field("DNS", dns);
+            }
+        }
+        byte[] element = System.Text.Encoding.UTF8.GetBytes(text.ToString());
+        _xfccDetails = details;
+        _xfcc = element;
+        return element;
+    }
+
     /// <summary>Reads plaintext (a zero-length read waits for data without holding a buffer).</summary>
     internal ValueTask<int> ReadAsync(Memory<byte> buffer) => _ssl.ReadAsync(buffer);
 
