@@ -1,0 +1,135 @@
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using EndToEnd.Tests.Abuse;
+using EndToEnd.Tests.Grpc;
+using Xds.ControlPlane;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// The published binary as a TLS front without a bootstrap (--tls-cert/--tls-key): h2 and HTTP/1.1 by
+/// ALPN for curl, nghttp, h2load and a real gRPC client; and as a TLS client (--upstream-tls) of another
+/// of itself, verifying the upstream's certificate against --upstream-ca with a clear refusal otherwise.
+/// </summary>
+[Collection(nameof(BuildsCollection))]
+public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFixture>, IDisposable
+{
+    private readonly TestPki _pki = new("Front Test Root");
+    private readonly string _dir = Directory.CreateTempSubdirectory("tls-front-").FullName;
+
+    private (string Cert, string Key, string Root) Files(string? spiffe, params string[] dns)
+    {
+        (string cert, string key) = _pki.Issue(spiffe, dns);
+        string Write(string name, string text)
+        {
+            string path = Path.Combine(_dir, $"{Guid.NewGuid():N}-{name}");
+            File.WriteAllText(path, text);
+            return path;
+        }
+        return (Write("cert.pem", cert), Write("key.pem", key), Write("root.pem", _pki.RootPem));
+    }
+
+    public void Dispose()
+    {
+        _pki.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    [Fact]
+    public async Task TlsFront_ServesH2AndHttp11ByAlpn_ToCurlNghttpH2loadAndGrpc()
+    {
+        var (cert, key, root) = Files(null, "localhost");
+        await using AotProxy proxy = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", "--tls-cert", cert, "--tls-key", key);
+        string url = $"https://localhost:{proxy.Port}/layotto.test.Echo/Unary";
+
+        // curl, both protocols, verifying the certificate by name against the test root.
+        foreach (string protocol in new[] { "--http2", "--http1.1" })
+        {
+            var (exit, output, error) = await Processes.RunAsync("curl", ["-sS", protocol, "--cacert", root, "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                "--resolve", $"localhost:{proxy.Port}:127.0.0.1", "-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", "@/dev/null", url]);
+            Assert.True(exit == 0, error + proxy.Log);
+            Assert.Equal(protocol == "--http2" ? "2 200" : "1.1 200", output);
+        }
+
+        // nghttp (h2 by ALPN) and h2load over TLS.
+        var (nExit, nOut, nErr) = await Processes.RunAsync("nghttp", ["-v", "-H", "content-type: application/grpc", "-H", "te: trailers", $"https://127.0.0.1:{proxy.Port}/layotto.test.Echo/Unary"]);
+        Assert.True(nExit == 0, nOut + nErr);
+        Assert.Contains("The negotiated protocol: h2", nOut, StringComparison.Ordinal);
+        string frame = Path.Combine(_dir, "empty-message.grpc");
+        File.WriteAllBytes(frame, [0, 0, 0, 0, 0]); // one gRPC message: uncompressed, zero octets
+        var (hExit, hOut, hErr) = await Processes.RunAsync("h2load", ["-n", "2000", "-c", "4", "-m", "8", "-d", frame, "-H", "content-type: application/grpc", "-H", "te: trailers",
+            $"https://127.0.0.1:{proxy.Port}/layotto.test.Echo/Unary"], TimeSpan.FromSeconds(60));
+        Assert.True(hExit == 0, hErr);
+        Assert.Contains("2000 succeeded, 0 failed", hOut, StringComparison.Ordinal);
+        Assert.Contains("status codes: 2000 2xx", hOut, StringComparison.Ordinal);
+        Assert.Contains("TLS Protocol: TLSv1.3", hOut, StringComparison.Ordinal);
+
+        // A real gRPC client over TLS: unary with a large payload, and a server stream.
+        using var trusted = X509Certificate2.CreateFromPem(_pki.RootPem);
+        var handler = new SocketsHttpHandler
+        {
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { trusted }, RevocationMode = X509RevocationMode.NoCheck },
+            },
+            ConnectCallback = async (context, token) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                await socket.ConnectAsync(System.Net.IPAddress.Loopback, context.DnsEndPoint.Port, token);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        using GrpcChannel channel = GrpcChannel.ForAddress($"https://localhost:{proxy.Port}", new GrpcChannelOptions { HttpHandler = handler, MaxReceiveMessageSize = 8 * 1024 * 1024 });
+        var client = new Echo.EchoClient(channel);
+        byte[] payload = new byte[1_500_000];
+        Random.Shared.NextBytes(payload);
+        EchoReply reply = await client.UnaryAsync(new EchoRequest { Message = "over tls", Payload = ByteString.CopyFrom(payload), ReplySize = 3_000_000 }).ResponseAsync.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("over tls", reply.Message);
+        Assert.Equal(3_000_000, reply.Payload.Length);
+        using var stream = client.ServerStream(new EchoRequest { Count = 50 });
+        int received = 0;
+        while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            received++;
+        }
+        Assert.Equal(50, received);
+    }
+
+    [Fact]
+    public async Task UpstreamTls_ToAnotherProxy_VerifiesTheCertificate_AndSaysWhyItRefuses()
+    {
+        var (cert, key, root) = Files("spiffe://cluster.local/ns/default/sa/front", "front.internal");
+        await using AotProxy front = await AotProxy.StartAsync(fixture.HttpUpstreamPort, "h1", "--tls-cert", cert, "--tls-key", key);
+
+        // Trusting the right root, the chain is verified (names are not: SNI says which, SANs are Envoy's business).
+        await using (AotProxy edge = await AotProxy.StartAsync(front.Port, "h2", "--upstream-tls", "--upstream-ca", root, "--upstream-sni", "front.internal"))
+        {
+            var (exit, output, error) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", $"http://127.0.0.1:{edge.Port}/headers"]);
+            Assert.True(exit == 0, error);
+            Assert.Equal("200", output);
+        }
+
+        // A root that did not sign it: 503, and the log says why.
+        using var other = new TestPki("Unrelated Root");
+        string wrongRoot = Path.Combine(_dir, "wrong-root.pem");
+        File.WriteAllText(wrongRoot, other.RootPem);
+        await using (AotProxy edge = await AotProxy.StartAsync(front.Port, "h1", "--upstream-tls", "--upstream-ca", wrongRoot))
+        {
+            var (exit, output, error) = await Processes.RunAsync("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", $"http://127.0.0.1:{edge.Port}/headers"]);
+            Assert.True(exit == 0, error);
+            Assert.Equal("503", output);
+            await ControlPlane.WaitForAsync(() => edge.Log.Contains("does not chain to a trusted CA", StringComparison.Ordinal), "the refusal in the log");
+        }
+
+        // Flags that do not go together are refused at start, with the reason.
+        var (code, _, stderr) = await Processes.RunAsync(await AotProxy.BinaryAsync(), ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-cert", cert]);
+        Assert.NotEqual(0, code);
+        Assert.Contains("--tls-cert and --tls-key go together", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = await Processes.RunAsync(await AotProxy.BinaryAsync(), ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--tls-cert", key, "--tls-key", key]);
+        Assert.NotEqual(0, code);
+        Assert.Contains("no certificate", stderr, StringComparison.Ordinal);
+    }
+}
