@@ -55,7 +55,8 @@ public sealed class TlsSession : IDisposable
             {
                 // The platform's engine refuses a ClientHello with no ALPN protocol in common (a fatal
                 // alert); Envoy goes on without ALPN. So the offer is looked at first, as tls_inspector does.
-                ConnectionInspector.Verdict? seen = await ConnectionInspector.InspectAsync(socket, tls: true, http: false, context.HandshakeTimeout, continueOnTimeout: true, cancel);
+                ConnectionInspector.Verdict? seen = ConnectionInspector.TryInspectNow(socket, tls: true, http: false)
+                    ?? await ConnectionInspector.InspectAsync(socket, tls: true, http: false, context.HandshakeTimeout, continueOnTimeout: true, cancel);
                 offeredAlpn = seen?.ApplicationProtocols ?? [];
             }
             SslServerAuthenticationOptions options = context.Options(session, offeredAlpn ?? []);
