@@ -39,7 +39,7 @@ public sealed class AdsClient : IAsyncDisposable
     private readonly Task _warmingLoop;
     private bool _v2;
     private int _warningsLogged;
-    private bool _secretNoted;
+    private bool _unknownNoted;
 
     // Per stream: what we asked for, and per type the last accepted version and last nonce (SotW).
     private readonly Dictionary<XdsResourceType, HashSet<string>> _subscribed = [];
@@ -205,6 +205,20 @@ public sealed class AdsClient : IAsyncDisposable
             return call.RequestStream.WriteAsync(request);
         }
 
+        // Secrets (sds_config: ads) by name, with the version held.
+        string secretNonce = "";
+        Task SendSecrets(RpcStatus? error)
+        {
+            var request = new DiscoveryRequest { TypeUrl = SecretTypeUrl, VersionInfo = _secretVersion, ResponseNonce = secretNonce, ErrorDetail = error };
+            if (first || !_config.SetNodeOnFirstMessageOnly)
+            {
+                request.Node = _config.Node;
+                first = false;
+            }
+            request.ResourceNames.AddRange(_secretNames);
+            return call.RequestStream.WriteAsync(request);
+        }
+
         // Wildcard CDS and LDS first; EDS and RDS follow the names those give (and what we already hold).
         foreach (XdsResourceType type in s_order)
         {
@@ -217,11 +231,23 @@ public sealed class AdsClient : IAsyncDisposable
                 }
             }
         }
+        _secretNames = [.. _state.Secrets.Names(s_adsSecrets)];
+        if (_secretNames.Length > 0)
+        {
+            await SendSecrets(null);
+        }
         while (await call.ResponseStream.MoveNext(_stop.Token))
         {
             _streamReceived = true;
             DiscoveryResponse response = call.ResponseStream.Current;
             long start = Stopwatch.GetTimestamp();
+            if (response.TypeUrl is XdsTypes.SecretV3 or XdsTypes.SecretV2)
+            {
+                secretNonce = response.Nonce;
+                string? refused = ApplySecrets(response.Resources, response.VersionInfo);
+                await SendSecrets(refused == null ? null : new RpcStatus { Code = (int)StatusCode.InvalidArgument, Message = refused });
+                continue;
+            }
             if (XdsTypes.ResourceType(response.TypeUrl) is not XdsResourceType type)
             {
                 NoteUnknownType(response.TypeUrl);
@@ -261,6 +287,54 @@ public sealed class AdsClient : IAsyncDisposable
             {
                 await Send(follow, _nonce.GetValueOrDefault(follow), null);
             }
+            if (SecretNamesChanged(out _))
+            {
+                await SendSecrets(null);
+            }
+        }
+    }
+
+    // ADS-sourced secrets (an SdsSecretConfig whose sds_config is ads): the names asked, the version held.
+    private static readonly Secrets.SecretSource s_adsSecrets = new(Secrets.SecretSourceKind.Ads, "");
+    private string[] _secretNames = [];
+    private string _secretVersion = "";
+
+    private string SecretTypeUrl => _v2 ? XdsTypes.SecretV2 : XdsTypes.SecretV3;
+
+    /// <summary>Whether the secret names the configuration asks of ADS changed since last sent (they are then taken as sent).</summary>
+    private bool SecretNamesChanged(out string[] before)
+    {
+        before = _secretNames;
+        string[] now = [.. _state.Secrets.Names(s_adsSecrets)];
+        if (now.SequenceEqual(before))
+        {
+            return false;
+        }
+        _secretNames = now;
+        return true;
+    }
+
+    /// <summary>Applies Secret resources from the ADS stream; the reason they were refused, or null.</summary>
+    private string? ApplySecrets(IEnumerable<Google.Protobuf.WellKnownTypes.Any> resources, string version)
+    {
+        try
+        {
+            var protos = new List<Api.Tls.Secret>();
+            foreach (Google.Protobuf.WellKnownTypes.Any any in resources)
+            {
+                protos.Add(Api.Tls.Secret.Parser.ParseFrom(any.Value));
+            }
+            _state.Secrets.Apply(s_adsSecrets, [.. protos.Select(static p => ConfigNode.FromMessage(p, $"Secret '{p.Name}'"))], version, protos);
+            if (version.Length > 0)
+            {
+                _secretVersion = version;
+            }
+            return null;
+        }
+        catch (Exception e) when (e is ConfigException or InvalidProtocolBufferException)
+        {
+            ProxyLog.Write(LogLevel.Warning, $"xds: secrets rejected: {e.Message}");
+            return e.Message;
         }
     }
 
@@ -308,11 +382,29 @@ public sealed class AdsClient : IAsyncDisposable
             }
             await Send(request);
         }
+        _secretNames = [.. _state.Secrets.Names(s_adsSecrets)];
+        if (_secretNames.Length > 0)
+        {
+            var secrets = new DeltaDiscoveryRequest { TypeUrl = SecretTypeUrl };
+            secrets.ResourceNamesSubscribe.AddRange(_secretNames);
+            await Send(secrets);
+        }
         while (await call.ResponseStream.MoveNext(_stop.Token))
         {
             _streamReceived = true;
             DeltaDiscoveryResponse response = call.ResponseStream.Current;
             long start = Stopwatch.GetTimestamp();
+            if (response.TypeUrl is XdsTypes.SecretV3 or XdsTypes.SecretV2)
+            {
+                string? refused = ApplySecrets(response.Resources.Where(static r => r.Resource_ != null).Select(static r => r.Resource_), response.SystemVersionInfo);
+                var secretAck = new DeltaDiscoveryRequest { TypeUrl = response.TypeUrl, ResponseNonce = response.Nonce };
+                if (refused != null)
+                {
+                    secretAck.ErrorDetail = new RpcStatus { Code = (int)StatusCode.InvalidArgument, Message = refused };
+                }
+                await Send(secretAck);
+                continue;
+            }
             if (XdsTypes.ResourceType(response.TypeUrl) is not XdsResourceType type)
             {
                 NoteUnknownType(response.TypeUrl);
@@ -359,6 +451,13 @@ public sealed class AdsClient : IAsyncDisposable
                 var change = new DeltaDiscoveryRequest { TypeUrl = XdsTypes.TypeUrl(follow, _v2) };
                 change.ResourceNamesSubscribe.AddRange(now.Where(n => !before.Contains(n)));
                 change.ResourceNamesUnsubscribe.AddRange(before.Where(n => !now.Contains(n)));
+                await Send(change);
+            }
+            if (SecretNamesChanged(out string[] secretsBefore))
+            {
+                var change = new DeltaDiscoveryRequest { TypeUrl = SecretTypeUrl };
+                change.ResourceNamesSubscribe.AddRange(_secretNames.Except(secretsBefore));
+                change.ResourceNamesUnsubscribe.AddRange(secretsBefore.Except(_secretNames));
                 await Send(change);
             }
         }
@@ -448,10 +547,10 @@ public sealed class AdsClient : IAsyncDisposable
 
     private void NoteUnknownType(string typeUrl)
     {
-        if (!_secretNoted)
+        if (!_unknownNoted)
         {
-            _secretNoted = true;
-            ProxyLog.Write(LogLevel.Warning, $"xds: resources of type {typeUrl} are not supported yet (TLS secrets come with the security work); ignored");
+            _unknownNoted = true;
+            ProxyLog.Write(LogLevel.Warning, $"xds: resources of type {typeUrl} are not used here; ignored");
         }
     }
 

@@ -67,6 +67,8 @@ public sealed class XdsTests : IAsyncLifetime
         public int Port { get; set; }
         public required ProxyServer Server { get; init; }
         public required AdsClient Client { get; init; }
+        public required XdsState State { get; init; }
+        public required Proxy.Xds.Api.Core.Node Node { get; init; }
         public required HttpClient Http { get; init; }
 
         public async ValueTask DisposeAsync()
@@ -88,7 +90,8 @@ public sealed class XdsTests : IAsyncLifetime
         server.Start();
         var node = new Proxy.Xds.Api.Core.Node { Id = nodeId, Cluster = "client.default" };
         node.Metadata = new Struct { Fields = { ["ISTIO_VERSION"] = Value.ForString("1.28.0"), ["CLUSTER_ID"] = Value.ForString("Kubernetes") } };
-        var client = new AdsClient(new XdsState(pools, [], []), new AdsBootstrap(plane.Target, delta, v2, true, true, true, node), server.ApplyAsync, TimeSpan.FromSeconds(1));
+        var state = new XdsState(pools, [], []);
+        var client = new AdsClient(state, new AdsBootstrap(plane.Target, delta, v2, true, true, true, node), server.ApplyAsync, TimeSpan.FromSeconds(1));
         var handler = new SocketsHttpHandler
         {
             MaxConnectionsPerServer = 4,
@@ -107,7 +110,7 @@ public sealed class XdsTests : IAsyncLifetime
             DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
             Timeout = TimeSpan.FromSeconds(30),
         };
-        return new XdsProxy { Server = server, Client = client, Http = http };
+        return new XdsProxy { Server = server, Client = client, State = state, Node = node, Http = http };
     }
 
     /// <summary>Pushes the seed scenario: two EDS subset clusters, their endpoints, a listener with RDS "9090", the header routes.</summary>
@@ -413,14 +416,26 @@ public sealed class XdsTests : IAsyncLifetime
         Assert.All(plane.Requests, r => Assert.Equal(v2, (r is DiscoveryRequest d ? d.TypeUrl : ((DeltaDiscoveryRequest)r).TypeUrl).Contains(".api.v2.", StringComparison.Ordinal)));
         if (v2)
         {
-            // Istio 1.5's sidecar: every HTTP chain is mTLS (not served yet) or behind original-destination
-            // dispatch (bind_to_port false): only the virtual listeners are bound (their tcp_proxy chains).
+            // Istio 1.5's sidecar: its mTLS certificates are files (/etc/certs, provided by the test);
+            // HTTP is behind original-destination dispatch (bind_to_port false): only the virtual listeners are bound.
             await ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Any(l => l.Name == "virtualOutbound"), "virtualOutbound");
             Assert.All(proxy.Server.Listeners, l => Assert.StartsWith("virtual", l.Name, StringComparison.Ordinal));
             Assert.NotEmpty(proxy.Server.Snapshots.Current.UnboundListeners);
             return;
         }
-        // virtualInbound has plain HTTP filter chains: it is bound and answers. Its AuthorizationPolicy
+        // virtualInbound's mTLS chains wait for the workload certificate and roots from pilot-agent's SDS
+        // (sds-grpc): until they come it warms and is not bound; then it is.
+        await Task.Delay(1500);
+        Assert.DoesNotContain(proxy.Server.Listeners, l => l.Name == "virtualInbound");
+        string sdsPath = Path.Combine(Path.GetTempPath(), $"sds-{Guid.NewGuid():N}.sock");
+        await using SdsServer sds = await SdsServer.StartAsync(sdsPath);
+        using (var pki = new TestPki())
+        {
+            (string cert, string key) = pki.Issue("spiffe://cluster.local/ns/default/sa/httpbin");
+            sds.Set(TestPki.CertificateSecret("default", cert, key), TestPki.RootSecret("ROOTCA", pki.RootPem));
+        }
+        await using var secrets = new Proxy.Xds.Secrets.SecretSubscriptions(proxy.State.Secrets, _ => ("unix:" + sdsPath, null), proxy.Node);
+        // virtualInbound has plain HTTP filter chains too: it is bound and answers. Its AuthorizationPolicy
         // (RBAC ALLOW: GET /info or POST /data from the sleep service account, identified by mTLS) lets
         // nothing through without a peer identity: 403, fail closed.
         await ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Any(l => l.Name == "virtualInbound"), "virtualInbound bound");
