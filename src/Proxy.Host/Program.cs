@@ -221,6 +221,7 @@ public static class Program
             Node = node,
             Loaded = DateTime.UtcNow,
             Dynamic = xds != null ? () => xds.Dump(TimeSpan.FromSeconds(2)) : null,
+            Secrets = s_secrets,
         };
         return (resource, mask, nameRegex, includeEds) => Proxy.Xds.Admin.ConfigDump.Render(source, resource, mask, nameRegex, includeEds);
     }

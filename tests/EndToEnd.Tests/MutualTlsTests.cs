@@ -32,6 +32,7 @@ public sealed class MutualTlsTests : IAsyncLifetime
     private MeshProxy _server = null!;
     private int _clientPort;
     private int _serverPort;
+    private int _serverAdmin;
 
     public async Task InitializeAsync()
     {
@@ -46,7 +47,9 @@ public sealed class MutualTlsTests : IAsyncLifetime
         _serverSds.Set(TestPki.CertificateSecret("default", cert, key), TestPki.RootSecret("ROOTCA", _pki.RootPem));
 
         _serverPort = AotProxy.FreePort();
-        _server = await MeshProxy.StartAsync(Path.Combine(_dir, "server.yaml"), ServerBootstrap(_serverPort, _appPort, _serverSds.UnixPath), _serverPort);
+        _serverAdmin = AotProxy.FreePort();
+        _server = await MeshProxy.StartAsync(Path.Combine(_dir, "server.yaml"), ServerBootstrap(_serverPort, _appPort, _serverSds.UnixPath), _serverPort,
+            "--admin-address", $"127.0.0.1:{_serverAdmin}");
         _clientPort = AotProxy.FreePort();
         _client = await MeshProxy.StartAsync(Path.Combine(_dir, "client.yaml"), ClientBootstrap(_clientPort, _serverPort, _clientSds.UnixPath), _clientPort);
         // Both sidecars opened their listeners once their secrets had come: the first request goes through.
@@ -253,6 +256,16 @@ public sealed class MutualTlsTests : IAsyncLifetime
         Assert.Equal(503, status);
         await ControlPlane.WaitForAsync(() => _client.Log.Contains("match none of", StringComparison.Ordinal), "the SAN refusal in the log");
         Assert.Contains("cluster wrongsan", _client.Log, StringComparison.Ordinal);
+
+        // The server's /config_dump shows its SDS secrets (version, certificate) with the private key redacted.
+        using var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        string dump = await admin.GetStringAsync($"http://127.0.0.1:{_serverAdmin}/config_dump?resource=dynamic_active_secrets");
+        Assert.Contains("\"name\": \"default\"", dump, StringComparison.Ordinal);
+        Assert.Contains("\"name\": \"ROOTCA\"", dump, StringComparison.Ordinal);
+        Assert.Contains("[redacted]", dump, StringComparison.Ordinal);
+        Assert.DoesNotContain(Convert.ToBase64String("-----BEGIN PRIVATE KEY"u8.ToArray())[..20], dump, StringComparison.Ordinal);
+        string stats = await admin.GetStringAsync($"http://127.0.0.1:{_serverAdmin}/stats");
+        Assert.Matches(@"listener\.127\.0\.0\.1_\d+\.ssl\.handshake: [1-9]", stats);
     }
 
     [Fact]
@@ -368,11 +381,11 @@ public sealed class MutualTlsTests : IAsyncLifetime
 
         public string Log => string.Join('\n', _log);
 
-        public static async Task<MeshProxy> StartAsync(string path, string bootstrap, int port)
+        public static async Task<MeshProxy> StartAsync(string path, string bootstrap, int port, params string[] more)
         {
             File.WriteAllText(path, bootstrap);
             var psi = new ProcessStartInfo(await AotProxy.BinaryAsync()) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-            foreach (string a in new[] { "-c", path, "--concurrency", "1", "-l", "debug" })
+            foreach (string a in (string[])["-c", path, "--concurrency", "1", "-l", "debug", .. more])
             {
                 psi.ArgumentList.Add(a);
             }

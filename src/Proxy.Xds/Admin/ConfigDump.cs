@@ -20,6 +20,9 @@ public sealed class ConfigDumpSource
 
     public DateTime Loaded { get; init; } = DateTime.UtcNow;
 
+    /// <summary>The named secrets (SDS, static); their private keys are never shown.</summary>
+    public Secrets.SecretStore? Secrets { get; init; }
+
     /// <summary>The dynamic resources and the last accepted version of each type; null when unavailable right now.</summary>
     public Func<(XdsDump Resources, IReadOnlyDictionary<XdsResourceType, string> Versions)?>? Dynamic { get; init; }
 }
@@ -232,7 +235,7 @@ public static class ConfigDump
         result.Add(listeners);
         result.Add(new JsonObject { ["@type"] = Admin + "ScopedRoutesConfigDump" });
         result.Add(routes);
-        result.Add(new JsonObject { ["@type"] = Admin + "SecretsConfigDump" });
+        result.Add(SecretsDump(source.Secrets, loaded));
         return result;
     }
 
@@ -250,6 +253,43 @@ public static class ConfigDump
                 }
             }
         }
+    }
+
+    /// <summary>Envoy's SecretsConfigDump: static secrets, SDS secrets held (active) and asked for but not come (warming); keys redacted.</summary>
+    private static JsonObject SecretsDump(Secrets.SecretStore? store, string loaded)
+    {
+        var dump = new JsonObject { ["@type"] = Admin + "SecretsConfigDump" };
+        if (store == null)
+        {
+            return dump;
+        }
+        var entries = store.Entries.OrderBy(static e => e.Name, StringComparer.Ordinal).ToList();
+        JsonObject Shown(Secrets.SecretStore.SecretEntry e)
+        {
+            JsonObject secret = ProtoJson.Packed(e.Proto!, XdsTypes.SecretV3);
+            if (secret["tls_certificate"] is JsonObject certificate && certificate.ContainsKey("private_key"))
+            {
+                certificate["private_key"] = new JsonObject { ["inline_string"] = "[redacted]" };
+            }
+            return secret;
+        }
+        Set(dump, "static_secrets", entries.Where(static e => e.Source.Kind == Proxy.Xds.Secrets.SecretSourceKind.Static && e.IsReady).Select(e => new JsonObject
+        {
+            ["name"] = e.Name,
+            ["last_updated"] = loaded,
+            ["secret"] = Shown(e),
+        }));
+        Set(dump, "dynamic_active_secrets", entries.Where(static e => e.Source.Kind != Proxy.Xds.Secrets.SecretSourceKind.Static && e.IsReady).Select(e =>
+        {
+            var shown = new JsonObject { ["name"] = e.Name };
+            Set(shown, "version_info", e.Version);
+            shown["last_updated"] = Time(e.Updated);
+            shown["secret"] = Shown(e);
+            return shown;
+        }));
+        Set(dump, "dynamic_warming_secrets", entries.Where(static e => e.Source.Kind != Proxy.Xds.Secrets.SecretSourceKind.Static && !e.IsReady)
+            .Select(static e => new JsonObject { ["name"] = e.Name }));
+        return dump;
     }
 
     private static JsonObject Dynamic(DumpedResource resource, string field, string typeUrl)
