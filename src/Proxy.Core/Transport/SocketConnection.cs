@@ -64,6 +64,8 @@ public sealed class SocketConnection
     {
         if (_closeWhenDrained)
         {
+            // TLS ends with close_notify, so a body delimited by the close is not taken for a truncation.
+            _tls?.SendCloseNotify(_socket);
             Close();
             return;
         }

@@ -213,6 +213,20 @@ public sealed class TlsSession : IDisposable
         }
     }
 
+    /// <summary>Sends close_notify before a close, if the socket takes it now (best effort: the connection is going anyway).</summary>
+    internal void SendCloseNotify(Socket socket)
+    {
+        Task shutdown = ShutdownAsync();
+        if (!shutdown.IsCompleted)
+        {
+            return;
+        }
+        if (_transport.HasBacklog)
+        {
+            socket.Send(_transport.Backlog.Span, SocketFlags.None, out _);
+        }
+    }
+
     internal bool HasBacklog => _transport.HasBacklog;
 
     internal ReadOnlyMemory<byte> Backlog => _transport.Backlog;
