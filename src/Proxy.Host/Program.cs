@@ -179,6 +179,7 @@ public static class Program
                     Options = options,
                     NodeJson = (ads?.Node ?? node) is { } shown ? new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(shown) : "{}",
                     ConfigDump = ConfigDumper(bootstrap, ads?.Node ?? node, xds),
+                    Certs = () => Proxy.Xds.Admin.CertsDump.Render(s_secrets),
                     DrainListeners = (inboundOnly, graceful) =>
                     {
                         Func<string, bool>? which = inboundOnly ? static name => name.Contains("inbound", StringComparison.OrdinalIgnoreCase) : null;

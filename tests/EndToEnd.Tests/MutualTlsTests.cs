@@ -264,6 +264,10 @@ public sealed class MutualTlsTests : IAsyncLifetime
         Assert.Contains("\"name\": \"ROOTCA\"", dump, StringComparison.Ordinal);
         Assert.Contains("[redacted]", dump, StringComparison.Ordinal);
         Assert.DoesNotContain(Convert.ToBase64String("-----BEGIN PRIVATE KEY"u8.ToArray())[..20], dump, StringComparison.Ordinal);
+        string certs = await admin.GetStringAsync($"http://127.0.0.1:{_serverAdmin}/certs");
+        Assert.Contains($"\"uri\": \"{ServerId}\"", certs, StringComparison.Ordinal);
+        Assert.Contains("\"ca_cert\"", certs, StringComparison.Ordinal);
+        Assert.Contains("\"days_until_expiration\": \"0\"", certs, StringComparison.Ordinal); // a one-day workload certificate
         string stats = await admin.GetStringAsync($"http://127.0.0.1:{_serverAdmin}/stats");
         Assert.Matches(@"listener\.127\.0\.0\.1_\d+\.ssl\.handshake: [1-9]", stats);
     }

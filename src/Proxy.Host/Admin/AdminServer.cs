@@ -23,6 +23,9 @@ public sealed class AdminContext
     /// <summary>/config_dump's answer (status and JSON or error text) for resource=, mask=, name_regex= and include_eds; null: not available.</summary>
     public Func<string?, string?, string?, bool, (int Status, string Body)>? ConfigDump { get; init; }
 
+    /// <summary>GET /certs: the certificates and roots held (SDS and static secrets).</summary>
+    public Func<string>? Certs { get; init; }
+
     /// <summary>Drains the listeners (all, or only the inbound ones; gracefully or at once) for /drain_listeners.</summary>
     public required Func<bool, bool, Task> DrainListeners { get; init; }
 }
@@ -250,7 +253,7 @@ public sealed class AdminServer : IAsyncDisposable
         ("/listeners", false, "listeners and their addresses: format=json"),
         ("/config_dump", false, "the configuration (envoy.admin.v3 dump types): resource=, mask=, name_regex=, include_eds"),
         ("/memory", false, "memory use (JSON)"),
-        ("/certs", false, "certificates (none yet)"),
+        ("/certs", false, "print certs on machine"),
         ("/quitquitquit", true, "drain and exit"),
         ("/healthcheck/fail", true, "fail health checks (and /ready with it)"),
         ("/healthcheck/ok", true, "pass health checks again"),
@@ -308,7 +311,7 @@ public sealed class AdminServer : IAsyncDisposable
                 var info = GC.GetGCMemoryInfo();
                 return (200, "application/json", $"{{\"allocated\":\"{GC.GetTotalMemory(false)}\",\"heap_size\":\"{info.HeapSizeBytes}\",\"total_physical_bytes\":\"{Environment.WorkingSet}\",\"total_thread_cache\":\"0\",\"pageheap_unmapped\":\"0\",\"pageheap_free\":\"0\"}}\n", null);
             case "/certs":
-                return (200, "application/json", "{\"certificates\":[]}\n", null);
+                return (200, "application/json", _context.Certs?.Invoke() ?? "{\"certificates\":[]}\n", null);
             case "/quitquitquit":
                 return (200, "text/plain", "OK\n", life.RequestStop);
             case "/healthcheck/fail":
