@@ -193,6 +193,49 @@ public sealed class XdsTests : IAsyncLifetime
     private static Task WaitForListenerAsync(XdsProxy proxy) =>
         ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Count == 1, "the LDS listener to be bound");
 
+    [Fact]
+    public async Task SecretsOverAds_TlsListenerWarmsUntilTheyCome_ABadOneIsNacked()
+    {
+        await using ControlPlane plane = await ControlPlane.StartAsync();
+        int port = FreePort();
+        using var pki = new TestPki();
+        // The listener terminates TLS with a certificate and roots named for the ADS stream (sds_config: ads).
+        var listener = MeshResources.HttpListener($"127.0.0.1_{port}", port, "9090");
+        var sds = new Proxy.Xds.Api.Tls.SdsSecretConfig { Name = "workload", SdsConfig = MeshResources.Ads() };
+        var tls = new Proxy.Xds.Api.Tls.DownstreamTlsContext
+        {
+            CommonTlsContext = new Proxy.Xds.Api.Tls.CommonTlsContext { AlpnProtocols = { "h2", "http/1.1" }, TlsCertificateSdsSecretConfigs = { sds } },
+        };
+        listener.FilterChains[0].TransportSocket = new Proxy.Xds.Api.Core.TransportSocket { Name = "envoy.transport_sockets.tls", TypedConfig = Any.Pack(tls) };
+        plane.Set(XdsResourceType.Cluster, MeshResources.EdsCluster(MeshResources.ClusterName("v1")), MeshResources.EdsCluster(MeshResources.ClusterName("v2")));
+        plane.Set(XdsResourceType.Endpoint, MeshResources.Endpoints(MeshResources.ClusterName("v1"), _v1Port), MeshResources.Endpoints(MeshResources.ClusterName("v2"), _v2Port));
+        plane.Set(XdsResourceType.Listener, listener);
+        plane.Set(XdsResourceType.Route, MeshResources.HeaderRoutes("9090"));
+        await using XdsProxy proxy = await StartProxyAsync(plane, port, delta: false, v2: false);
+
+        // The secret is asked for by name on the stream; until it comes the listener warms (not bound).
+        await ControlPlane.WaitForAsync(() => plane.Requests.Any(r => r is DiscoveryRequest { TypeUrl: XdsTypes.SecretV3 } d && d.ResourceNames.Contains("workload")), "the secret asked for over ADS");
+        await Task.Delay(500);
+        Assert.Empty(proxy.Server.Listeners);
+        (string cert, string key) = pki.Issue(null, "localhost");
+        plane.SetSecrets(TestPki.CertificateSecret("workload", cert, key));
+        await WaitForListenerAsync(proxy);
+        await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Endpoint).Acks >= 1 && plane.Responses(XdsResourceType.Route).Acks >= 1, "EDS and RDS ACKs");
+        string root = Path.Combine(Path.GetTempPath(), $"root-{Guid.NewGuid():N}.pem");
+        File.WriteAllText(root, pki.RootPem);
+        var (exit, output, error) = await Processes.RunAsync("curl", ["-sS", "--http2", "--cacert", root, "--resolve", $"localhost:{port}:127.0.0.1", "-H", "host: server:9090", "-H", "name: layotto", $"https://localhost:{port}/hello"]);
+        Assert.True(exit == 0, error);
+        Assert.Equal("v1", output);
+
+        // A certificate that does not load: NACKed on the stream, naming the secret; the old one serves on.
+        plane.SetSecrets(TestPki.CertificateSecret("workload", cert, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"));
+        await ControlPlane.WaitForAsync(() => plane.Requests.Any(r => r is DiscoveryRequest { TypeUrl: XdsTypes.SecretV3, ErrorDetail: not null } d && d.ErrorDetail.Message.Contains("workload", StringComparison.Ordinal)), "the NACK of the bad secret");
+        (exit, output, error) = await Processes.RunAsync("curl", ["-sS", "--cacert", root, "--resolve", $"localhost:{port}:127.0.0.1", "-H", "host: server:9090", $"https://localhost:{port}/hello"]);
+        Assert.True(exit == 0, error);
+        Assert.Equal("v2", output);
+        File.Delete(root);
+    }
+
     [Theory]
     [InlineData(false, false)]
     [InlineData(true, false)]

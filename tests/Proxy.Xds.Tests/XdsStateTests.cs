@@ -444,6 +444,37 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public void ListenerWaitingForItsSecret_GoesLiveWithRoutesBoundToTheClustersInUse()
+    {
+        XdsState state = NewState();
+        var listener = MeshResources.HttpListener("l", 15001, "9090");
+        var tls = new Api.Tls.DownstreamTlsContext
+        {
+            CommonTlsContext = new Api.Tls.CommonTlsContext { TlsCertificateSdsSecretConfigs = { new Api.Tls.SdsSecretConfig { Name = "workload", SdsConfig = MeshResources.Ads() } } },
+        };
+        listener.FilterChains[0].TransportSocket = new Api.Core.TransportSocket { Name = "envoy.transport_sockets.tls", TypedConfig = Any.Pack(tls) };
+        // The order ADS delivers them in, a build after each, as the client does.
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1), MeshResources.EdsCluster(V2));
+        state.Build();
+        Apply(state, XdsResourceType.Listener, listener);
+        state.Build();
+        Apply(state, XdsResourceType.Route, MeshResources.HeaderRoutes("9090"));
+        state.Build();
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 1001), MeshResources.Endpoints(V2, 1002));
+        state.Build();
+        Assert.Empty(state.Snapshot!.Listeners);
+        using var pki = new TestPki();
+        (string cert, string key) = pki.Issue(null, "localhost");
+        state.Secrets.Apply(new Secrets.SecretSource(Secrets.SecretSourceKind.Ads, ""), [Config.ConfigNode.FromMessage(TestPki.CertificateSecret("workload", cert, key), "s")], "1");
+        ProxySnapshot snapshot = state.Build()!;
+        ListenerConfig live = Assert.Single(snapshot.Listeners);
+        Proxy.Core.Routing.Route[] routed = [.. live.Routes.VirtualHosts.SelectMany(static h => h.Routes).Where(static r => r.Cluster?.Name.StartsWith("outbound|", StringComparison.Ordinal) == true)];
+        Assert.NotEmpty(routed);
+        Assert.All(routed, r => Assert.Same(snapshot.Clusters[r.Cluster!.Name], r.Cluster));
+        Assert.All(routed, r => Assert.NotEmpty(r.Cluster!.Endpoints));
+    }
+
+    [Fact]
     public void Istio15V2Dump_EveryResourceLoads()
     {
         XdsState state = NewState();

@@ -118,6 +118,23 @@ public sealed class ControlPlane : IAsyncDisposable
         Notify();
     }
 
+    // Secrets served over ADS (State of the World streams): an SdsSecretConfig with sds_config: ads.
+    private readonly Dictionary<string, Proxy.Xds.Api.Tls.Secret> _secrets = new(StringComparer.Ordinal);
+
+    /// <summary>Adds or replaces secrets and pushes them to every stream that asked for them.</summary>
+    public void SetSecrets(params Proxy.Xds.Api.Tls.Secret[] secrets)
+    {
+        lock (_gate)
+        {
+            _version++;
+            foreach (Proxy.Xds.Api.Tls.Secret secret in secrets)
+            {
+                _secrets[secret.Name] = secret;
+            }
+        }
+        Notify();
+    }
+
     /// <summary>Puts one raw resource (any bytes, any type URL) under a name: for broken-resource tests.</summary>
     public void SetRaw(XdsResourceType type, string name, Any resource)
     {
@@ -255,12 +272,41 @@ public sealed class ControlPlane : IAsyncDisposable
             _streams.Add(notify);
         }
         var types = new Dictionary<XdsResourceType, (string Url, HashSet<string>? Names, long Sent)>();
+        (string Url, string[] Names, long Sent)? secrets = null;
         using var linked = Linked(context);
         Task reader = PumpAsync(requests, events.Writer, linked.Token);
         try
         {
             await foreach (DiscoveryRequest? request in events.Reader.ReadAllAsync(linked.Token))
             {
+                if (request != null && request.TypeUrl is XdsTypes.SecretV3 or XdsTypes.SecretV2)
+                {
+                    bool changed = secrets == null || !request.ResourceNames.SequenceEqual(secrets.Value.Names);
+                    secrets = (request.TypeUrl, [.. request.ResourceNames], changed ? -1 : secrets!.Value.Sent);
+                }
+                if (secrets is var (secretUrl, secretNames, secretSent))
+                {
+                    DiscoveryResponse? secretResponse = null;
+                    lock (_gate)
+                    {
+                        if (secretSent != _version)
+                        {
+                            secretResponse = new DiscoveryResponse { TypeUrl = secretUrl, VersionInfo = _version.ToString(System.Globalization.CultureInfo.InvariantCulture), Nonce = NextNonce() };
+                            foreach (string name in secretNames)
+                            {
+                                if (_secrets.TryGetValue(name, out Proxy.Xds.Api.Tls.Secret? secret))
+                                {
+                                    secretResponse.Resources.Add(new Any { TypeUrl = secretUrl, Value = secret.ToByteString() });
+                                }
+                            }
+                            secrets = (secretUrl, secretNames, _version);
+                        }
+                    }
+                    if (secretResponse is { Resources.Count: > 0 })
+                    {
+                        await responses.WriteAsync(secretResponse);
+                    }
+                }
                 if (request != null && XdsTypes.ResourceType(request.TypeUrl) is XdsResourceType asked)
                 {
                     HashSet<string>? names = asked is XdsResourceType.Cluster or XdsResourceType.Listener ? null : [.. request.ResourceNames];
