@@ -85,33 +85,6 @@ public static class ConnectionInspector
         }
     }
 
-    /// <summary>
-    /// The verdict on what has already arrived, without waiting (a ClientHello usually comes with the
-    /// connection): null when nothing is there yet or more is needed; then <see cref="InspectAsync"/> waits.
-    /// </summary>
-    public static Verdict? TryInspectNow(Socket socket, bool tls, bool http)
-    {
-        try
-        {
-            if (socket.Available <= 0)
-            {
-                return null;
-            }
-            Span<byte> buffer = stackalloc byte[4096];
-            int n = socket.Receive(buffer, SocketFlags.Peek, out SocketError error);
-            if (error != SocketError.Success || n <= 0)
-            {
-                return null;
-            }
-            Verdict verdict = Inspect(buffer.Slice(0, n), tls, http);
-            return verdict.Decided ? verdict : null;
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-            return null;
-        }
-    }
-
     /// <summary>Judges the first octets of a connection (all that has arrived so far).</summary>
     public static Verdict Inspect(ReadOnlySpan<byte> data, bool tls, bool http)
     {

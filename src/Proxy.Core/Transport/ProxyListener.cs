@@ -395,7 +395,10 @@ public sealed class ProxyListener : IAsyncDisposable
         string? error;
         try
         {
-            error = await connection.AcceptTlsAsync(tls, offeredAlpn, _stop.Token);
+            // The timeout sweep ends a handshake that takes longer than the context allows.
+            sniffer.HandshakeDeadline = Environment.TickCount64 + (long)tls.HandshakeTimeout.TotalMilliseconds;
+            error = await connection.AcceptTlsAsync(tls, offeredAlpn, _stop.Token, timedByCaller: true);
+            sniffer.HandshakeDeadline = 0;
         }
         catch (Exception e)
         {
@@ -634,10 +637,19 @@ public sealed class ProxyListener : IAsyncDisposable
             _chosen?.OnClosed();
         }
 
+        /// <summary>While TLS is being negotiated: when the handshake must be done by (Environment.TickCount64; 0: not handshaking).</summary>
+        public long HandshakeDeadline { get; set; }
+
         public void CheckTimeouts(long now)
         {
             if (connection.IsClosed)
             {
+                return;
+            }
+            if (HandshakeDeadline != 0 && now >= HandshakeDeadline)
+            {
+                DownstreamLimits.TimedOut();
+                connection.Close(); // the handshake fails and the connection is let go
                 return;
             }
             TimeSpan maxDuration = options.MaxConnectionDuration;

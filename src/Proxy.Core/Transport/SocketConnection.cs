@@ -123,9 +123,10 @@ public sealed class SocketConnection
     public Tls.TlsSession? Tls => _tls;
 
     /// <summary>Terminates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
-    public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel)
+    /// <param name="timedByCaller">The caller closes this connection if the handshake takes too long (no timer per handshake).</param>
+    public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel, bool timedByCaller = false)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, context, offeredAlpn, cancel);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, context, offeredAlpn, cancel, timedByCaller);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 

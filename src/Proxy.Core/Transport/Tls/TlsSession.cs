@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
@@ -45,25 +46,31 @@ public sealed class TlsSession : IDisposable
     public bool IsResumed { get; private set; }
 
     /// <summary>Runs a server handshake; the session, or null and why (for the log line).</summary>
-    /// <param name="offeredAlpn">The client's ALPN list if already seen (tls_inspector); null: it is peeked here when ALPN is configured.</param>
-    public static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel)
+    /// <param name="offeredAlpn">The client's ALPN list if already seen (tls_inspector); null: it is read here when ALPN is configured.</param>
+    /// <param name="timedByCaller">The caller closes the socket when the handshake takes too long (no timer of our own).</param>
+    public static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel,
+        bool timedByCaller = false)
     {
         var session = new TlsSession(socket);
+        CancellationTokenSource? timeout = null;
         try
         {
+            if (!timedByCaller)
+            {
+                timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+                timeout.CancelAfter(context.HandshakeTimeout);
+                cancel = timeout.Token;
+            }
             if (offeredAlpn == null && context.Alpn.Length > 0)
             {
                 // The platform's engine refuses a ClientHello with no ALPN protocol in common (a fatal
-                // alert); Envoy goes on without ALPN. So the offer is looked at first, as tls_inspector does.
-                ConnectionInspector.Verdict? seen = ConnectionInspector.TryInspectNow(socket, tls: true, http: false)
-                    ?? await ConnectionInspector.InspectAsync(socket, tls: true, http: false, context.HandshakeTimeout, continueOnTimeout: true, cancel);
-                offeredAlpn = seen?.ApplicationProtocols ?? [];
+                // alert); Envoy goes on without ALPN. So the ClientHello is read first (as tls_inspector
+                // would see it) and handed to the engine from that buffer: no peek, no second read.
+                offeredAlpn = await session.ReadClientHelloAsync(socket, cancel);
             }
             SslServerAuthenticationOptions options = context.Options(session, offeredAlpn ?? []);
             session.LocalIdentity = context.Identity?.Value;
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-            timeout.CancelAfter(context.HandshakeTimeout);
-            await session._ssl.AuthenticateAsServerAsync(options, timeout.Token);
+            await session._ssl.AuthenticateAsServerAsync(options, cancel);
             session.Established();
             return (session, null);
         }
@@ -71,6 +78,43 @@ public sealed class TlsSession : IDisposable
         {
             session.Dispose();
             return (null, session.Reason(e, context.HandshakeTimeout));
+        }
+        finally
+        {
+            timeout?.Dispose();
+        }
+    }
+
+    /// <summary>Reads until the ClientHello is complete (or is no TLS): its ALPN offer; the octets stay for the engine.</summary>
+    private async Task<string[]> ReadClientHelloAsync(Socket socket, CancellationToken cancel)
+    {
+        byte[] hello = ArrayPool<byte>.Shared.Rent(ConnectionInspector.MaxInspected);
+        int n = 0;
+        try
+        {
+            while (true)
+            {
+                int got = await socket.ReceiveAsync(hello.AsMemory(n, ConnectionInspector.MaxInspected - n), SocketFlags.None, cancel);
+                if (got <= 0)
+                {
+                    throw new IOException("the peer closed the connection before its ClientHello");
+                }
+                n += got;
+                ConnectionInspector.Verdict verdict = ConnectionInspector.Inspect(hello.AsSpan(0, n), tls: true, http: false);
+                if (verdict.Decided || n == ConnectionInspector.MaxInspected)
+                {
+                    _transport.SetPrefix(hello, n);
+                    hello = null!;
+                    return verdict.ApplicationProtocols;
+                }
+            }
+        }
+        finally
+        {
+            if (hello != null)
+            {
+                ArrayPool<byte>.Shared.Return(hello);
+            }
         }
     }
 
@@ -244,5 +288,6 @@ public sealed class TlsSession : IDisposable
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
         }
+        _transport.ReleasePrefix();
     }
 }

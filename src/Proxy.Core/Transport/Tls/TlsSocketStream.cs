@@ -39,6 +39,15 @@ internal sealed class TlsSocketStream(Socket socket) : Stream
         }
     }
 
+    public void ReleasePrefix()
+    {
+        if (_prefix is { } prefix)
+        {
+            _prefix = null;
+            ArrayPool<byte>.Shared.Return(prefix);
+        }
+    }
+
     public void ReleaseBacklog()
     {
         if (_backlog != null)
@@ -49,8 +58,35 @@ internal sealed class TlsSocketStream(Socket socket) : Stream
         }
     }
 
-    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-        socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
+    // Octets already read from the socket (the ClientHello, read to see its ALPN offer): served first.
+    private byte[]? _prefix;
+    private int _prefixStart;
+    private int _prefixEnd;
+
+    /// <summary>Hands over octets read ahead (a pooled buffer, returned once they are consumed).</summary>
+    public void SetPrefix(byte[] buffer, int count)
+    {
+        _prefix = buffer;
+        _prefixStart = 0;
+        _prefixEnd = count;
+    }
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        if (_prefix is { } prefix)
+        {
+            int n = Math.Min(buffer.Length, _prefixEnd - _prefixStart);
+            prefix.AsSpan(_prefixStart, n).CopyTo(buffer.Span);
+            _prefixStart += n;
+            if (_prefixStart == _prefixEnd)
+            {
+                _prefix = null;
+                ArrayPool<byte>.Shared.Return(prefix);
+            }
+            return new ValueTask<int>(n);
+        }
+        return socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
+    }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
