@@ -52,7 +52,7 @@ public sealed class TlsIdentity
         }
         catch (ArgumentException e)
         {
-            throw new ConfigException($"{what}: the private key is not valid PEM: {e.Message}");
+            throw new ConfigException($"{what}: the private key is not valid PEM or does not belong to the certificate: {e.Message}");
         }
         var intermediates = new X509Certificate2Collection();
         for (int i = 1; i < all.Count; i++)
