@@ -60,6 +60,7 @@ internal static class TcpProxySession
         {
             if (tls != null)
             {
+                downstream.Blocking = false; // TLS sends are non-blocking; what the kernel does not take is sent asynchronously
                 (downTls, string? refused) = await Transport.Tls.TlsSession.AcceptAsync(downstream, tls, offeredAlpn, stop);
                 if (downTls == null)
                 {
@@ -106,6 +107,7 @@ internal static class TcpProxySession
             (upstream, string? error) = await Upstream.UpstreamConnector.ConnectAsync(target, connectTimeout, cluster?.Bind);
             if (upstream != null && upstreamTls != null)
             {
+                upstream.Blocking = false;
                 (upTls, error) = await Transport.Tls.TlsSession.ConnectAsync(upstream, upstreamTls, connectTimeout);
                 if (upTls == null)
                 {

@@ -24,13 +24,36 @@ internal sealed class SocketAwaitableEventArgs : SocketAsyncEventArgs, IValueTas
     public ValueTask<int> ReceiveAsync(Socket socket, Memory<byte> buffer)
     {
         _source.Reset();
+        _throwOnError = false;
         SetBuffer(buffer);
         return socket.ReceiveAsync(this) ? new ValueTask<int>(this, _source.Version) : new ValueTask<int>(Result());
     }
 
+    private bool _throwOnError;
+
+    /// <summary>
+    /// A receive for a <see cref="System.IO.Stream"/> reader (the TLS engine): the byte count, or an
+    /// <see cref="IOException"/> for a socket error (allocated only then).
+    /// </summary>
+    public ValueTask<int> ReceiveOrThrowAsync(Socket socket, Memory<byte> buffer)
+    {
+        _source.Reset();
+        _throwOnError = true;
+        SetBuffer(buffer);
+        if (socket.ReceiveAsync(this))
+        {
+            return new ValueTask<int>(this, _source.Version);
+        }
+        _throwOnError = false;
+        return SocketError == SocketError.Success ? new ValueTask<int>(BytesTransferred) : ValueTask.FromException<int>(Failure(SocketError));
+    }
+
+    private static IOException Failure(SocketError error) => new("the connection failed", new SocketException((int)error));
+
     public ValueTask<int> SendAsync(Socket socket, ReadOnlyMemory<byte> buffer)
     {
         _source.Reset();
+        _throwOnError = false;
         SetBuffer(System.Runtime.InteropServices.MemoryMarshal.AsMemory(buffer));
         return socket.SendAsync(this) ? new ValueTask<int>(this, _source.Version) : new ValueTask<int>(Result());
     }
@@ -38,6 +61,7 @@ internal sealed class SocketAwaitableEventArgs : SocketAsyncEventArgs, IValueTas
     public ValueTask<int> ConnectAsync(Socket socket, System.Net.EndPoint endPoint)
     {
         _source.Reset();
+        _throwOnError = false;
         SetBuffer(Memory<byte>.Empty);
         RemoteEndPoint = endPoint;
         return socket.ConnectAsync(this) ? new ValueTask<int>(this, _source.Version) : new ValueTask<int>(Result());
@@ -45,7 +69,19 @@ internal sealed class SocketAwaitableEventArgs : SocketAsyncEventArgs, IValueTas
 
     private int Result() => SocketError == SocketError.Success ? BytesTransferred : -(int)SocketError;
 
-    protected override void OnCompleted(SocketAsyncEventArgs e) => _source.SetResult(Result());
+    protected override void OnCompleted(SocketAsyncEventArgs e)
+    {
+        if (_throwOnError)
+        {
+            _throwOnError = false;
+            if (SocketError != SocketError.Success)
+            {
+                _source.SetException(Failure(SocketError));
+                return;
+            }
+        }
+        _source.SetResult(Result());
+    }
 
     int IValueTaskSource<int>.GetResult(short token) => _source.GetResult(token);
     ValueTaskSourceStatus IValueTaskSource<int>.GetStatus(short token) => _source.GetStatus(token);

@@ -126,14 +126,14 @@ public sealed class SocketConnection
     /// <param name="timedByCaller">The caller closes this connection if the handshake takes too long (no timer per handshake).</param>
     public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel, bool timedByCaller = false)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, context, offeredAlpn, cancel, timedByCaller);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, _receiveArgs, context, offeredAlpn, timedByCaller, cancel);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 
     /// <summary>Originates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
     public async Task<string?> ConnectTlsAsync(Tls.TlsClientContext context, TimeSpan timeout)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, context, timeout);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, _receiveArgs, context, timeout);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 

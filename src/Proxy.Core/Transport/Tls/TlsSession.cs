@@ -17,9 +17,9 @@ public sealed class TlsSession : IDisposable
     private readonly TlsSocketStream _transport;
     private readonly SslStream _ssl;
 
-    private TlsSession(Socket socket)
+    private TlsSession(Socket socket, SocketAwaitableEventArgs? receiveArgs)
     {
-        _transport = new TlsSocketStream(socket);
+        _transport = new TlsSocketStream(socket, receiveArgs);
         _ssl = new SslStream(_transport, leaveInnerStreamOpen: true);
     }
 
@@ -48,18 +48,24 @@ public sealed class TlsSession : IDisposable
     /// <summary>Runs a server handshake; the session, or null and why (for the log line).</summary>
     /// <param name="offeredAlpn">The client's ALPN list if already seen (tls_inspector); null: it is read here when ALPN is configured.</param>
     /// <param name="timedByCaller">The caller closes the socket when the handshake takes too long (no timer of our own).</param>
-    public static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel,
-        bool timedByCaller = false)
+    public static Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel,
+        bool timedByCaller = false) => AcceptAsync(socket, null, context, offeredAlpn, timedByCaller, cancel);
+
+    internal static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, SocketAwaitableEventArgs? receiveArgs, TlsServerContext context, string[]? offeredAlpn,
+        bool timedByCaller, CancellationToken cancel)
     {
-        var session = new TlsSession(socket);
+        var session = new TlsSession(socket, receiveArgs);
         CancellationTokenSource? timeout = null;
+        CancellationTokenRegistration closeOnTimeout = default;
         try
         {
             if (!timedByCaller)
             {
+                // Reads on the socket engine take no token: a handshake past its time ends by closing the socket.
                 timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
                 timeout.CancelAfter(context.HandshakeTimeout);
                 cancel = timeout.Token;
+                closeOnTimeout = cancel.Register(static s => ((Socket)s!).Dispose(), socket);
             }
             if (offeredAlpn == null && context.Alpn.Length > 0)
             {
@@ -81,6 +87,7 @@ public sealed class TlsSession : IDisposable
         }
         finally
         {
+            closeOnTimeout.Dispose();
             timeout?.Dispose();
         }
     }
@@ -94,7 +101,7 @@ public sealed class TlsSession : IDisposable
         {
             while (true)
             {
-                int got = await socket.ReceiveAsync(hello.AsMemory(n, ConnectionInspector.MaxInspected - n), SocketFlags.None, cancel);
+                int got = await _transport.ReadAsync(hello.AsMemory(n, ConnectionInspector.MaxInspected - n), cancel);
                 if (got <= 0)
                 {
                     throw new IOException("the peer closed the connection before its ClientHello");
@@ -119,14 +126,18 @@ public sealed class TlsSession : IDisposable
     }
 
     /// <summary>Runs a client handshake; the session, or null and why.</summary>
-    public static async Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, TlsClientContext context, TimeSpan timeoutAfter)
+    public static Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, TlsClientContext context, TimeSpan timeoutAfter) =>
+        ConnectAsync(socket, null, context, timeoutAfter);
+
+    internal static async Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, SocketAwaitableEventArgs? receiveArgs, TlsClientContext context, TimeSpan timeoutAfter)
     {
-        var session = new TlsSession(socket);
+        var session = new TlsSession(socket, receiveArgs);
+        using var timeout = new CancellationTokenSource(timeoutAfter > TimeSpan.Zero ? timeoutAfter : context.HandshakeTimeout);
+        using CancellationTokenRegistration closeOnTimeout = timeout.Token.Register(static s => ((Socket)s!).Dispose(), socket);
         try
         {
             SslClientAuthenticationOptions options = context.Options(session);
             session.LocalIdentity = context.Identity?.Value;
-            using var timeout = new CancellationTokenSource(timeoutAfter > TimeSpan.Zero ? timeoutAfter : context.HandshakeTimeout);
             await session._ssl.AuthenticateAsClientAsync(options, timeout.Token);
             session.Established();
             return (session, null);
@@ -134,7 +145,7 @@ public sealed class TlsSession : IDisposable
         catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException or SocketException or ObjectDisposedException or InvalidOperationException or System.ComponentModel.Win32Exception)
         {
             session.Dispose();
-            return (null, session.Reason(e, timeoutAfter));
+            return (null, timeout.IsCancellationRequested ? $"the TLS handshake did not finish within {(timeoutAfter > TimeSpan.Zero ? timeoutAfter : context.HandshakeTimeout).TotalSeconds:0.###} s" : session.Reason(e, timeoutAfter));
         }
     }
 

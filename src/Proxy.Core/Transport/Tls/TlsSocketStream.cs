@@ -9,8 +9,12 @@ namespace Proxy.Core.Transport.Tls;
 /// backlog that <see cref="SocketOutput"/> sends asynchronously before it encrypts more, so a slow reader
 /// holds at most one record's worth of ciphertext here; in the usual case nothing is copied.
 /// </summary>
-internal sealed class TlsSocketStream(Socket socket) : Stream
+internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? receiveArgs) : Stream
 {
+    // Receives complete on the socket engine's thread (no hop through the thread pool per read), as the
+    // plaintext receive loop's do; the connection's own event args serve, since TLS reads replace its own.
+    private readonly SocketAwaitableEventArgs _receive = receiveArgs ?? new SocketAwaitableEventArgs();
+
     private byte[]? _backlog;
     private int _backlogCount;
 
@@ -85,7 +89,7 @@ internal sealed class TlsSocketStream(Socket socket) : Stream
             }
             return new ValueTask<int>(n);
         }
-        return socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
+        return _receive.ReceiveOrThrowAsync(socket, buffer);
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
