@@ -17,7 +17,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BENCH=$(cd "$ROOT/../shared/bench" && pwd)
 . "$BENCH/env.sh"
 DURATION=10 REPEAT=2 PROXIES=nghttpx,haproxy,ours OURS=$ROOT/out/layotto-fast
-PROXY_CPU=0 LOAD_CPU=1 LISTEN=18443 UPSTREAM=19100 CONNS=3000 RATE=300
+PROXY_CPU=0 LOAD_CPU=1 LISTEN=18443 UPSTREAM=19100 CONNS=${CONNS:-3000} RATE=${RATE:-300}
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
