@@ -83,7 +83,8 @@ public sealed class XdsTests : IAsyncLifetime
         }
     }
 
-    private static async Task<XdsProxy> StartProxyAsync(ControlPlane plane, int port, bool delta, bool? v2, string nodeId = "sidecar~127.0.0.1~client.default~default.svc.cluster.local")
+    private static async Task<XdsProxy> StartProxyAsync(ControlPlane plane, int port, bool delta, bool? v2, string nodeId = "sidecar~127.0.0.1~client.default~default.svc.cluster.local",
+        Proxy.Core.Transport.Tls.TlsClientContext? tls = null)
     {
         var pools = new UpstreamPools();
         var server = new ProxyServer(new ProxySnapshot([], [], 0), pools);
@@ -91,7 +92,7 @@ public sealed class XdsTests : IAsyncLifetime
         var node = new Proxy.Xds.Api.Core.Node { Id = nodeId, Cluster = "client.default" };
         node.Metadata = new Struct { Fields = { ["ISTIO_VERSION"] = Value.ForString("1.28.0"), ["CLUSTER_ID"] = Value.ForString("Kubernetes") } };
         var state = new XdsState(pools, [], []);
-        var client = new AdsClient(state, new AdsBootstrap(plane.Target, delta, v2, true, true, true, node), server.ApplyAsync, TimeSpan.FromSeconds(1));
+        var client = new AdsClient(state, new AdsBootstrap(plane.Target, delta, v2, true, true, true, node) { Tls = tls }, server.ApplyAsync, TimeSpan.FromSeconds(1));
         var handler = new SocketsHttpHandler
         {
             MaxConnectionsPerServer = 4,
@@ -192,6 +193,43 @@ public sealed class XdsTests : IAsyncLifetime
 
     private static Task WaitForListenerAsync(XdsProxy proxy) =>
         ControlPlane.WaitForAsync(() => proxy.Server.Listeners.Count == 1, "the LDS listener to be bound");
+
+    [Fact]
+    public async Task AdsOverMutualTls_TheXdsClustersTransportSocketIsHonoured()
+    {
+        // istiod on 15012 as Istio 1.5+ reaches it: TLS, the proxy's workload certificate as client
+        // certificate, istiod's SPIFFE identity checked.
+        using var pki = new TestPki();
+        (string cert, string key) = pki.Issue("spiffe://cluster.local/ns/istio-system/sa/istiod", "istiod.istio-system.svc");
+        using var serverCertificate = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(cert, key);
+        await using ControlPlane plane = await ControlPlane.StartTlsAsync(serverCertificate, pki.Root);
+        int port = FreePort();
+        PushMesh(plane, port, legacy: false);
+        (string clientCert, string clientKey) = pki.Issue("spiffe://cluster.local/ns/default/sa/client");
+        Proxy.Core.Transport.Tls.TlsClientContext Tls(string expected) => new()
+        {
+            Sni = "istiod.istio-system.svc",
+            Identity = Proxy.Core.Transport.Tls.SecretSlot.Of("workload", Proxy.Core.Transport.Tls.TlsIdentity.FromPem(clientCert, clientKey, "workload")),
+            Trust = Proxy.Core.Transport.Tls.SecretSlot.Of("root", Proxy.Core.Transport.Tls.TlsTrust.FromPem(pki.RootPem, "root")),
+            SubjectAltNames = [new Proxy.Core.Transport.Tls.SanMatcher(Proxy.Core.Transport.Tls.SanType.Uri, new StringMatcher(StringMatchKind.Exact, expected))],
+            Protocols = Proxy.Core.Transport.Tls.TlsContext.ProtocolRange(null, "TLSv1_3", client: true),
+        };
+        await using (XdsProxy proxy = await StartProxyAsync(plane, port, delta: true, v2: false, tls: Tls("spiffe://cluster.local/ns/istio-system/sa/istiod")))
+        {
+            await WaitForListenerAsync(proxy);
+            await ControlPlane.WaitForAsync(() => plane.Responses(XdsResourceType.Route).Acks >= 1, "RDS ACK");
+            Assert.Equal("v1", await GetAsync(proxy.Http, "layotto"));
+            Assert.Contains("spiffe://cluster.local/ns/default/sa/client", plane.LastClientSans, StringComparison.Ordinal);
+        }
+        // A control plane that is not who the proxy expects gets no request at all.
+        int before = plane.Requests.Count;
+        await using (XdsProxy impostor = await StartProxyAsync(plane, FreePort(), delta: true, v2: false, tls: Tls("spiffe://cluster.local/ns/istio-system/sa/someone-else")))
+        {
+            await Task.Delay(1500);
+            Assert.Equal(before, plane.Requests.Count);
+            Assert.Empty(impostor.Server.Listeners);
+        }
+    }
 
     [Fact]
     public async Task SecretsOverAds_TlsListenerWarmsUntilTheyCome_ABadOneIsNacked()

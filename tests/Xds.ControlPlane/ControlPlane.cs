@@ -51,6 +51,21 @@ public sealed class ControlPlane : IAsyncDisposable
 
     public int StreamsOpened;
 
+    /// <summary>Serve over TLS (istiod's 15012): this certificate; clients must present one chained to <see cref="ClientRoot"/>.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? ServerCertificate { get; private init; }
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? ClientRoot { get; private init; }
+
+    /// <summary>The subject alternative name extension (as text) of the last client certificate accepted over TLS.</summary>
+    public string? LastClientSans { get; private set; }
+
+    /// <summary>A control plane on TCP that requires mutual TLS.</summary>
+    public static async Task<ControlPlane> StartTlsAsync(System.Security.Cryptography.X509Certificates.X509Certificate2 serverCertificate, System.Security.Cryptography.X509Certificates.X509Certificate2 clientRoot)
+    {
+        var plane = new ControlPlane(null) { ServerCertificate = serverCertificate, ClientRoot = clientRoot };
+        await plane.RestartAsync();
+        return plane;
+    }
+
     public static async Task<ControlPlane> StartAsync(string? unixPath = null)
     {
         var plane = new ControlPlane(unixPath);
@@ -74,7 +89,31 @@ public sealed class ControlPlane : IAsyncDisposable
             }
             else
             {
-                k.Listen(IPAddress.Loopback, Port, o => o.Protocols = HttpProtocols.Http2);
+                k.Listen(IPAddress.Loopback, Port, o =>
+                {
+                    o.Protocols = HttpProtocols.Http2;
+                    if (ServerCertificate != null)
+                    {
+                        o.UseHttps(ServerCertificate, https =>
+                        {
+                            https.ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate;
+                            https.ClientCertificateValidation = (certificate, _, _) =>
+                            {
+                                using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
+                                chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+                                chain.ChainPolicy.CustomTrustStore.Add(ClientRoot!);
+                                chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+                                bool trusted = chain.Build(certificate);
+                                if (trusted)
+                                {
+                                    LastClientSans = certificate.Extensions.OfType<System.Security.Cryptography.X509Certificates.X509SubjectAlternativeNameExtension>()
+                                        .Select(static e => e.RawData).Select(static raw => System.Text.Encoding.ASCII.GetString(raw)).FirstOrDefault();
+                                }
+                                return trusted;
+                            };
+                        });
+                    }
+                });
             }
             k.Limits.Http2.MaxStreamsPerConnection = 1000;
         });
