@@ -132,4 +132,35 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
         Assert.NotEqual(0, code);
         Assert.Contains("no certificate", stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task SilentOrStalledTlsClients_AreLetGoWhenTheHandshakeTimeoutPasses()
+    {
+        var (cert, key, _) = Files(null, "localhost");
+        await using AotProxy proxy = await AotProxy.StartAsync(fixture.HttpUpstreamPort, "h1", "--tls-cert", cert, "--tls-key", key);
+        // One client says nothing; another sends half a ClientHello and stalls. Both are closed by the
+        // proxy once the handshake's 10 s are up (checked by the listener's sweep), not held forever.
+        using var silent = new System.Net.Sockets.TcpClient();
+        await silent.ConnectAsync(System.Net.IPAddress.Loopback, proxy.Port);
+        using var stalled = new System.Net.Sockets.TcpClient();
+        await stalled.ConnectAsync(System.Net.IPAddress.Loopback, proxy.Port);
+        await stalled.GetStream().WriteAsync(new byte[] { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03 });
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        foreach (var client in new[] { silent, stalled })
+        {
+            byte[] buffer = new byte[64];
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            int n;
+            try
+            {
+                n = await client.GetStream().ReadAsync(buffer, limit.Token);
+            }
+            catch (IOException)
+            {
+                n = 0; // reset: closed as well
+            }
+            Assert.Equal(0, n);
+        }
+        Assert.InRange(started.Elapsed, TimeSpan.FromSeconds(8), TimeSpan.FromSeconds(15));
+    }
 }
