@@ -111,7 +111,7 @@ public sealed partial class Exchange
             DirectRemote = remote,
             Remote = _clientAddress ?? remote,
             Local = _down.LocalEndPoint as System.Net.IPEndPoint,
-            Principal = _down.Tls?.PeerPrincipal,
+            Principal = _down.Tls?.PeerPrincipalUtf8,
         };
         foreach (RbacPolicySet rbac in filters)
         {

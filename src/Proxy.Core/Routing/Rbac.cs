@@ -64,8 +64,8 @@ public readonly ref struct RbacRequest
     public IPEndPoint? Remote { get; init; }
     /// <summary>The address the connection was accepted on.</summary>
     public IPEndPoint? Local { get; init; }
-    /// <summary>The peer's authenticated identity (the SPIFFE URI of its certificate); null without TLS.</summary>
-    public string? Principal { get; init; }
+    /// <summary>The peer's authenticated identity (the SPIFFE URI of its certificate, UTF-8, made once per connection); null without TLS.</summary>
+    public byte[]? Principal { get; init; }
 }
 
 /// <summary>The kinds of Permission and Principal rules we evaluate.</summary>
@@ -161,7 +161,7 @@ public sealed class RbacRule
                 return Cidr.Contains(request.Remote ?? request.DirectRemote);
             case RbacRuleKind.Authenticated:
                 // Without TLS no peer is authenticated, so no authenticated rule matches.
-                return request.Principal is { } principal && (Matcher == null || Matcher.Matches(System.Text.Encoding.UTF8.GetBytes(principal)));
+                return request.Principal is { } principal && (Matcher == null || Matcher.Matches(principal));
             default:
                 return false;
         }

@@ -449,7 +449,7 @@ public sealed class ProxyListener : IAsyncDisposable
         try
         {
             var remote = socket.RemoteEndPoint as IPEndPoint;
-            return rbac.Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint, Principal = tls?.PeerPrincipal });
+            return rbac.Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint, Principal = tls?.PeerPrincipalUtf8 });
         }
         catch (SocketException)
         {

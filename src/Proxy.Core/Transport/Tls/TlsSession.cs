@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers;
 using System.Net.Security;
 using System.Net.Sockets;
@@ -38,6 +39,11 @@ public sealed class TlsSession : IDisposable
     /// <summary>The peer's identity (its SPIFFE URI), null when it is not authenticated by a certificate.</summary>
     public string? PeerPrincipal => PeerNames.Principal;
 
+    private byte[]? _principalUtf8;
+
+    /// <summary><see cref="PeerPrincipal"/> as UTF-8, made once per connection (RBAC matches it per request).</summary>
+    public byte[]? PeerPrincipalUtf8 => _principalUtf8 ??= PeerPrincipal is { } principal ? System.Text.Encoding.UTF8.GetBytes(principal) : null;
+
     /// <summary>This side's certificate for the connection (for x-forwarded-client-cert's By).</summary>
     public TlsIdentity? LocalIdentity { get; private set; }
 
@@ -72,7 +78,7 @@ public sealed class TlsSession : IDisposable
                 // The platform's engine refuses a ClientHello with no ALPN protocol in common (a fatal
                 // alert); Envoy goes on without ALPN. So the ClientHello is read first (as tls_inspector
                 // would see it) and handed to the engine from that buffer: no peek, no second read.
-                offeredAlpn = await session.ReadClientHelloAsync(socket, cancel);
+                offeredAlpn = await session.ReadClientHelloAsync(cancel);
             }
             SslServerAuthenticationOptions options = context.Options(session, offeredAlpn ?? []);
             session.LocalIdentity = context.Identity?.Value;
@@ -93,8 +99,11 @@ public sealed class TlsSession : IDisposable
     }
 
     /// <summary>Reads until the ClientHello is complete (or is no TLS): its ALPN offer; the octets stay for the engine.</summary>
-    private async Task<string[]> ReadClientHelloAsync(Socket socket, CancellationToken cancel)
+    private async Task<string[]> ReadClientHelloAsync(CancellationToken cancel)
     {
+        // A silent client holds no buffer: wait for its first octets with a zero-length read.
+        int ready = await _transport.ReadAsync(Memory<byte>.Empty, cancel); // 0 when octets are there (or the peer closed: the next read says which)
+        Debug.Assert(ready == 0);
         byte[] hello = ArrayPool<byte>.Shared.Rent(ConnectionInspector.MaxInspected);
         int n = 0;
         try
