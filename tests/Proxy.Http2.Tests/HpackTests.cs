@@ -94,6 +94,51 @@ public sealed class HpackTests
     }
 
     [Fact]
+    public void DynamicTable_GrowsFromSmall_AndMatchesAModelThroughEvictionsAndSizeChanges()
+    {
+        // The store starts small and grows as entries need it; whatever its size, the table must agree
+        // with a plain list of (name, value) evicted by RFC 7541 §4.4's rule.
+        var table = new HpackDynamicTable(4096, 16384);
+        var model = new List<(byte[] Name, byte[] Value)>(); // newest first
+        var random = new Random(7541);
+        for (int step = 0; step < 20_000; step++)
+        {
+            if (step % 997 == 0)
+            {
+                int max = random.Next(4) switch { 0 => 0, 1 => 256, 2 => 4096, _ => 16384 };
+                table.SetMaxSize(max);
+                while (model.Sum(e => e.Name.Length + e.Value.Length + 32) > max)
+                {
+                    model.RemoveAt(model.Count - 1);
+                }
+            }
+            byte[] name = Encoding.ASCII.GetBytes($"n{random.Next(50)}");
+            byte[] value = new byte[random.Next(random.Next(10) == 0 ? 3000 : 60)];
+            random.NextBytes(value);
+            table.Add(name, value);
+            int entry = name.Length + value.Length + 32;
+            if (entry > table.MaxSize)
+            {
+                model.Clear();
+            }
+            else
+            {
+                while (model.Sum(e => e.Name.Length + e.Value.Length + 32) + entry > table.MaxSize)
+                {
+                    model.RemoveAt(model.Count - 1);
+                }
+                model.Insert(0, (name, value));
+            }
+            Assert.Equal(model.Count, table.Count);
+            for (int i = 0; i < model.Count; i++)
+            {
+                Assert.True(table.Name(i + 1).SequenceEqual(model[i].Name), $"step {step}: name of entry {i + 1}");
+                Assert.True(table.Value(i + 1).SequenceEqual(model[i].Value), $"step {step}: value of entry {i + 1}");
+            }
+        }
+    }
+
+    [Fact]
     public void Decoder_RfcC3_RequestsWithoutHuffman_MaintainTable()
     {
         var decoder = new HpackDecoder();

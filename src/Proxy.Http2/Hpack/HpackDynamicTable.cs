@@ -2,8 +2,8 @@ namespace Proxy.Http2.Hpack;
 
 /// <summary>
 /// The dynamic table of RFC 7541 §2.3.2 and §4. Entries are stored back to back in one byte array; when the
-/// newest entry does not fit at the end, the live entries are moved to the front (amortised: the array is
-/// twice the table's maximum size), so inserting and evicting never allocate.
+/// newest entry does not fit at the end, the live entries are moved to the front (amortised: the array grows
+/// to at most twice the table's maximum size), so inserting and evicting allocate nothing once it has grown.
 /// </summary>
 public sealed class HpackDynamicTable
 {
@@ -188,18 +188,18 @@ public sealed class HpackDynamicTable
     {
         int start = _count == 0 ? _end : _entries[_oldest].Offset;
         int live = _end - start;
-        if (live + bytes > _bytes.Length - (_bytes.Length / 2) || _bytes.Length == 0)
+        // The store grows by doubling up to twice the largest possible content, so a connection that only
+        // ever indexes a few hundred octets keeps a few hundred octets (most connections: one request's
+        // headers), and moving the live entries to the front always frees at least half of it (amortised).
+        int full = Math.Max(2 * MaxSize, 256);
+        if (_bytes.Length < full && live + bytes > _bytes.Length / 2)
         {
-            // First use, or a larger maximum: size the store at twice the largest possible content.
-            int size = Math.Max(2 * MaxSize, 256);
-            if (size > _bytes.Length)
-            {
-                var grown = new byte[size];
-                _bytes.AsSpan(start, live).CopyTo(grown);
-                _bytes = grown;
-                Rebase(start);
-                return;
-            }
+            int size = Math.Min(full, Math.Max(256, Math.Max(2 * _bytes.Length, 2 * (live + bytes))));
+            var grown = new byte[size];
+            _bytes.AsSpan(start, live).CopyTo(grown);
+            _bytes = grown;
+            Rebase(start);
+            return;
         }
         _bytes.AsSpan(start, live).CopyTo(_bytes);
         Rebase(start);
