@@ -41,7 +41,7 @@ internal sealed class LoadOptions
         duration
           --duration D           measured time, e.g. 3s, 500ms, 2m (default 10s)
           --requests N           stop sending after N measured requests (closed model; whichever comes first)
-          --warmup D             load before measuring, not recorded (default 0s)
+          --warmup D             load before measuring, not recorded (default 1s; 0s for none)
           --timeout D            how long requests still in flight at the end may take (default 10s)
 
         report
@@ -75,7 +75,7 @@ internal sealed class LoadOptions
     public bool OpenModel => Rate > 0;
     public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(10);
     public long Requests { get; init; }
-    public TimeSpan Warmup { get; init; } = TimeSpan.Zero;
+    public TimeSpan Warmup { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);
     public string? ReportDirectory { get; init; }
     public double? MaxP99Ms { get; init; }
@@ -92,7 +92,7 @@ internal sealed class LoadOptions
         int? streams = null;
         double rate = 0, rampTo = 0;
         double? maxP99 = null, maxErrorRate = null;
-        TimeSpan duration = TimeSpan.FromSeconds(10), warmup = TimeSpan.Zero, timeout = TimeSpan.FromSeconds(10);
+        TimeSpan duration = TimeSpan.FromSeconds(10), warmup = TimeSpan.FromSeconds(1), timeout = TimeSpan.FromSeconds(10);
         var headers = new List<(string, string)>();
         for (int i = 0; i < args.Length; i++)
         {

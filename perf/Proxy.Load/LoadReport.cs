@@ -177,6 +177,7 @@ internal sealed class LoadReport
         {
             w.WriteStartObject();
             w.WriteNumber("t_s", Math.Round(i.Second, 3));
+            w.WriteNumber("length_s", Math.Round(i.Length, 3));
             w.WriteNumber("completed", i.Completed);
             w.WriteNumber("failed", i.Failed);
             w.WriteNumber("sent", i.Sent);
@@ -268,8 +269,8 @@ internal sealed class LoadReport
         h.Append(Svg.Lines("percentile", "ms", x, [("latency", "#1f77b4", percentiles.Select(p => p.Ms).ToArray())], logX: true));
         h.Append("<h2>Throughput over time</h2>\n");
         h.Append(Svg.Lines("seconds", "requests/s", times,
-            [("completed", "#2ca02c", _s.Timeline.Select(i => (double)i.Completed).ToArray()),
-             ("failed", "#d62728", _s.Timeline.Select(i => (double)i.Failed).ToArray())], logX: false));
+            [("completed", "#2ca02c", _s.Timeline.Select(i => i.CompletedPerSecond).ToArray()),
+             ("failed", "#d62728", _s.Timeline.Select(i => i.FailedPerSecond).ToArray())], logX: false));
         h.Append("<h2>Summary</h2>\n<pre>").Append(Escape(Text())).Append("</pre>\n</body></html>\n");
         return h.ToString();
     }

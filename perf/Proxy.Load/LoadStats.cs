@@ -20,7 +20,12 @@ internal enum Failure : byte
 }
 
 /// <summary>One second of the measured run.</summary>
-internal readonly record struct Interval(double Second, long Completed, long Failed, long Sent, double P50Ms, double P99Ms, double MaxMs);
+/// <summary>One tick of the measured run (a second, or less for the last): counts, and percentiles of what finished in it.</summary>
+internal readonly record struct Interval(double Second, double Length, long Completed, long Failed, long Sent, double P50Ms, double P99Ms, double MaxMs)
+{
+    public double CompletedPerSecond => Length > 0 ? Completed / Length : 0;
+    public double FailedPerSecond => Length > 0 ? Failed / Length : 0;
+}
 
 /// <summary>
 /// What the run measured: latencies in an HdrHistogram (microseconds, three significant digits) fed by
@@ -38,6 +43,7 @@ internal sealed class LoadStats
     private HistogramBase? _interval;
     private long _lastCompleted, _lastFailed, _lastSent;
     private long _measureStart;
+    private long _lastTick;
 
     public LongHistogram Total { get; } = new(1, HighestMicros, 3);
     public List<Interval> Timeline { get; } = [];
@@ -58,6 +64,7 @@ internal sealed class LoadStats
     public void Start(long timestamp)
     {
         _measureStart = timestamp;
+        _lastTick = timestamp;
         _recorder.Reset();
     }
 
@@ -104,13 +111,17 @@ internal sealed class LoadStats
             Total.Add(_interval);
             long completed = Volatile.Read(ref Completed), failed = Volatile.Read(ref Failed), sent = Volatile.Read(ref Sent);
             var interval = new Interval(
-                (now - _measureStart) / (double)Stopwatch.Frequency,
+                (now - _measureStart) / (double)Stopwatch.Frequency, (now - _lastTick) / (double)Stopwatch.Frequency,
                 completed - _lastCompleted, failed - _lastFailed, sent - _lastSent,
                 Millis(_interval, 50), Millis(_interval, 99), _interval.TotalCount == 0 ? 0 : _interval.GetMaxValue() / 1000.0);
             _lastCompleted = completed;
             _lastFailed = failed;
             _lastSent = sent;
-            Timeline.Add(interval);
+            _lastTick = now;
+            if (interval.Length >= 0.05 || interval.Completed + interval.Failed + interval.Sent > 0)
+            {
+                Timeline.Add(interval); // (not the sliver of time between the last tick and the end)
+            }
             return interval;
         }
     }

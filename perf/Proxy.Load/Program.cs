@@ -39,7 +39,7 @@ void Progress(Interval i, LoadRun run)
     }
     else
     {
-        progress.WriteLine(line);
+        Console.Error.WriteLine(line);
     }
 }
 
