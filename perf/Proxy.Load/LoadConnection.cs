@@ -83,13 +83,34 @@ internal abstract class LoadConnection : IConnectionProtocol
 
     public void Flush() => Transport.Output.Flush();
 
+    private long _readTime;
+
+    /// <summary>
+    /// The time of the read being processed (one clock read per read, as an event loop caches its time: the
+    /// responses it completes and the requests sent in their place share it), or the clock outside a read.
+    /// </summary>
+    public long Now => _readTime != 0 ? _readTime : Stopwatch.GetTimestamp();
+
+    InputStatus IConnectionProtocol.OnInput(ref ReadOnlySequence<byte> buffer)
+    {
+        _readTime = Stopwatch.GetTimestamp();
+        try
+        {
+            return OnInput(ref buffer);
+        }
+        finally
+        {
+            _readTime = 0;
+        }
+    }
+
     /// <summary>Writes the request for <paramref name="slot"/> (under the lock); false if it cannot go on this connection now.</summary>
     protected abstract bool Write(int slot);
 
     /// <summary>The response for <paramref name="slot"/> is complete (status -1: failed with <paramref name="why"/>).</summary>
     protected void Finish(int slot, int status, int grpcStatus, Failure why)
     {
-        long now = Stopwatch.GetTimestamp();
+        long now = Now;
         bool measured;
         long intended;
         lock (Sync)

@@ -239,7 +239,7 @@ internal sealed class LoadRun
             {
                 return;
             }
-            if (!connection.TrySend(Stopwatch.GetTimestamp(), measured, flush: false))
+            if (!connection.TrySend(connection.Now, measured, flush: false))
             {
                 if (measured)
                 {
