@@ -116,7 +116,7 @@ internal sealed class Http1LoadConnection : LoadConnection
                     int take = (int)Math.Min(_remaining, input.Length - consumed);
                     consumed += take;
                     _remaining -= take;
-                    Interlocked.Add(ref Run.Stats.BytesReceived, take);
+                    Received(_slot, take);
                     if (_remaining == 0)
                     {
                         status = Respond();
@@ -128,7 +128,7 @@ internal sealed class Http1LoadConnection : LoadConnection
                     ChunkedDecoder.Result result = _chunked.Decode(input, ref consumed, out ReadOnlySpan<byte> data);
                     if (result == ChunkedDecoder.Result.Data)
                     {
-                        Interlocked.Add(ref Run.Stats.BytesReceived, data.Length);
+                        Received(_slot, data.Length);
                     }
                     else if (result == ChunkedDecoder.Result.Done)
                     {
@@ -146,7 +146,7 @@ internal sealed class Http1LoadConnection : LoadConnection
                     break;
                 }
                 default: // until the close: counted when the connection ends
-                    Interlocked.Add(ref Run.Stats.BytesReceived, input.Length - consumed);
+                    Received(_slot, input.Length - consumed);
                     consumed = input.Length;
                     break;
             }

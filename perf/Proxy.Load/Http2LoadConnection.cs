@@ -127,7 +127,7 @@ internal sealed class Http2LoadConnection : LoadConnection, IHttp2ConnectionHand
     public void OnData(Http2Stream stream, in ReadOnlySequence<byte> data, bool endStream)
     {
         int length = (int)data.Length;
-        Interlocked.Add(ref Run.Stats.BytesReceived, length);
+        Received(stream.UserTag, length);
         _h2.ConsumeData(stream.Id, length);
         if (endStream)
         {

@@ -72,8 +72,8 @@ internal abstract class LoadConnection : IConnectionProtocol
         {
             Run.Stats.OnSent();
             Interlocked.Increment(ref Run.MeasuredInFlight);
+            Interlocked.Add(ref Run.Stats.BytesSent, Run.Options.Body.Length);
         }
-        Interlocked.Add(ref Run.Stats.BytesSent, Run.Options.Body.Length);
         if (flush)
         {
             Transport.Output.Flush();
@@ -101,6 +101,18 @@ internal abstract class LoadConnection : IConnectionProtocol
         finally
         {
             _readTime = 0;
+        }
+    }
+
+    /// <summary>Whether the request in <paramref name="slot"/> is counted (sent, or intended, in the measured window).</summary>
+    protected bool IsMeasured(int slot) => _measured[slot];
+
+    /// <summary>Response body octets of a measured request.</summary>
+    protected void Received(int slot, int octets)
+    {
+        if (_measured[slot])
+        {
+            Interlocked.Add(ref Run.Stats.BytesReceived, octets);
         }
     }
 
