@@ -175,9 +175,25 @@ internal sealed class Http2LoadConnection : LoadConnection, IHttp2ConnectionHand
     {
     }
 
+    private volatile bool _goingAway;
+
     public void OnGoAway(int lastStreamId, Http2ErrorCode errorCode)
     {
-        // No new streams here; the connection is replaced when it closes.
+        // No new streams here: once the streams it still carries are done, it closes and the run opens
+        // another in its place (a server that sends GOAWAY and then waits must not strand the slot).
+        _goingAway = true;
+        if (InFlight == 0)
+        {
+            Transport.CloseAfterFlush();
+        }
+    }
+
+    protected override void OnFinished()
+    {
+        if (_goingAway && InFlight == 0)
+        {
+            Transport.CloseAfterFlush();
+        }
     }
 
     public void OnConnectionClosed(Http2ErrorCode errorCode, bool remote, string reason) => Transport.CloseAfterFlush();

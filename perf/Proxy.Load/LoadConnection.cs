@@ -144,7 +144,13 @@ internal abstract class LoadConnection : IConnectionProtocol
             }
             Interlocked.Decrement(ref Run.MeasuredInFlight);
         }
+        OnFinished();
         Run.OnRoom(this);
+    }
+
+    /// <summary>After a request finished (its slot is free again).</summary>
+    protected virtual void OnFinished()
+    {
     }
 
     /// <summary>Every request in flight fails (the connection is gone).</summary>
