@@ -13,7 +13,7 @@ public sealed partial class Http2Connection
     {
         lock (_sync)
         {
-            if (_closed || _goAwayReceived || _goAwaySent || _activeLocalStreams >= _peerSettings.MaxConcurrentStreams || _nextLocalStreamId <= 0)
+            if (_closed || _goAwayReceived || _goAwaySent || _activeLocalStreams >= PeerStreamLimit || _nextLocalStreamId <= 0)
             {
                 return 0;
             }

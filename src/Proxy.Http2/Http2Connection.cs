@@ -148,11 +148,23 @@ public sealed partial class Http2Connection
         {
             lock (_sync)
             {
-                return !_closed && !_goAwayReceived && !_goAwaySent && _activeLocalStreams < _peerSettings.MaxConcurrentStreams
+                return !_closed && !_goAwayReceived && !_goAwaySent && _activeLocalStreams < PeerStreamLimit
                        && _nextLocalStreamId > 0;
             }
         }
     }
+
+    /// <summary>
+    /// How many streams a client opens before the server's first SETTINGS frame has said its limit. RFC 9113
+    /// §6.5.2 starts SETTINGS_MAX_CONCURRENT_STREAMS unbounded, but a server that then announces 100 (the
+    /// usual value: nghttpd, Kestrel, Go) refuses every stream above it; nghttp2 and Envoy assume 100 until told.
+    /// </summary>
+    public const uint InitialPeerMaxConcurrentStreams = 100;
+
+    /// <summary>The peer's stream limit, or <see cref="InitialPeerMaxConcurrentStreams"/> while its SETTINGS have not come (under the lock).</summary>
+    private uint PeerStreamLimit => _firstSettingsReceived
+        ? _peerSettings.MaxConcurrentStreams
+        : Math.Min(_peerSettings.MaxConcurrentStreams, InitialPeerMaxConcurrentStreams);
 
     /// <summary>Writes the connection preface (RFC 9113 §3.4): the client magic, then SETTINGS and the connection window.</summary>
     public void Start()

@@ -63,6 +63,30 @@ public sealed class ClientRoleTests
     }
 
     [Fact]
+    public void BeforeTheServersSettings_AtMost100StreamsOpen_ThenTheAnnouncedLimitHolds()
+    {
+        // A server announcing 100 (nghttpd, Kestrel) would refuse every stream past it: until its SETTINGS
+        // arrive, the client assumes 100, as nghttp2 and Envoy do.
+        var peer = new Http2TestPeer(connectionIsServer: false);
+        peer.TakeFrames();
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.NotEqual(0, peer.Connection.OpenStream(Request(), endStream: true));
+        }
+        Assert.False(peer.Connection.CanOpenStream);
+        Assert.Equal(0, peer.Connection.OpenStream(Request(), endStream: true));
+
+        peer.Handshake((Http2SettingsParameter.MaxConcurrentStreams, 250));
+        Assert.True(peer.Connection.CanOpenStream);
+        for (int i = 0; i < 150; i++)
+        {
+            Assert.NotEqual(0, peer.Connection.OpenStream(Request(), endStream: true));
+        }
+        Assert.False(peer.Connection.CanOpenStream);
+        Assert.Equal(0, peer.Connection.OpenStream(Request(), endStream: true));
+    }
+
+    [Fact]
     public void InformationalResponse_IsFollowedByFinalResponse()
     {
         var peer = Client();
