@@ -107,6 +107,42 @@ public sealed class LoadDriverTests(ProxyFixture fixture) : IClassFixture<ProxyF
     }
 
     [Fact]
+    public async Task StalledUpstream_OpenModelCountsTheStallFromTheIntendedTime_AndTheProxyRefusesNothing()
+    {
+        // nghttpd stops for a second under 400 req/s: requests pile up past its 100 streams, so the proxy
+        // opens a second upstream connection, which may carry only 100 streams until nghttpd's SETTINGS
+        // say otherwise (more would be refused, and answered 503). The open model keeps sending at the
+        // intended times, so the stall shows in the latencies instead of vanishing from them.
+        string root = Directory.CreateTempSubdirectory("load-stall-").FullName;
+        await File.WriteAllTextAsync(Path.Combine(root, "hello.txt"), "hello\n");
+        var (nghttpd, upstreamPort) = await StartNghttpd(root);
+        try
+        {
+            await using AotProxy proxy = await AotProxy.StartAsync(upstreamPort, "h2");
+            string report = Path.Combine(_dir, "stall");
+            Task<(int ExitCode, string Stdout, string Stderr)> run = RunDriver("--url", $"http://127.0.0.1:{proxy.Port}/hello.txt", "--protocol", "h2",
+                "--rate", "400", "--duration", "4s", "--warmup", "1s", "--connections", "4", "--report", report, "--quiet");
+            await Task.Delay(2500);
+            await Processes.RunAsync("kill", ["-STOP", nghttpd.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            await Task.Delay(1000);
+            await Processes.RunAsync("kill", ["-CONT", nghttpd.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            var (exit, stdout, stderr) = await run;
+            Assert.True(exit == 0, stdout + stderr + proxy.Log);
+            using JsonDocument json = JsonDocument.Parse(File.ReadAllText(Path.Combine(report, "report.json")));
+            JsonElement r = json.RootElement;
+            Assert.True(r.GetProperty("failed").GetInt64() == 0, stdout + proxy.Log);
+            Assert.InRange(r.GetProperty("requests").GetInt64(), 1568, 1632);
+            Assert.True(r.GetProperty("latency_ms").GetProperty("max").GetDouble() >= 700, stdout);
+        }
+        finally
+        {
+            nghttpd.Kill();
+            nghttpd.Dispose();
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task ClosedModel_Http1_CountsEveryRequest_AndAFailingStatusTripsTheThreshold()
     {
         string ok = Path.Combine(_dir, "h1");
