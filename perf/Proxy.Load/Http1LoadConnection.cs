@@ -32,10 +32,7 @@ internal sealed class Http1LoadConnection : LoadConnection
         head.Append(o.Method).Append(' ').Append(o.Path).Append(" HTTP/1.1\r\nhost: ").Append(o.Authority).Append("\r\n");
         foreach ((string name, string value) in o.Headers)
         {
-            if (name is not ("host" or "content-length"))
-            {
-                head.Append(name).Append(": ").Append(value).Append("\r\n");
-            }
+            head.Append(name).Append(": ").Append(value).Append("\r\n"); // host and framing fields are not among them (LoadOptions)
         }
         if (o.Body.Length > 0 || o.Method is "POST" or "PUT" or "PATCH")
         {

@@ -83,6 +83,9 @@ internal abstract class LoadConnection : IConnectionProtocol
 
     public void Flush() => Transport.Output.Flush();
 
+    /// <summary>The open model's pacer wrote to it since its last flush (pacer thread only).</summary>
+    internal bool Dirty;
+
     private long _readTime;
 
     /// <summary>

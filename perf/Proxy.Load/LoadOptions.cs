@@ -26,7 +26,7 @@ internal sealed class LoadOptions
                                  body is framed as one gRPC message; failure = grpc-status other than 0
           --protocol h1|h2       HTTP/1.1 or h2c (default: h2 with --grpc, else h1)
           --method M             request method (default GET; POST when there is a body or --grpc)
-          -H, --header 'N: V'    a request header (repeatable)
+          -H, --header 'N: V'    a request header (repeatable); 'host: NAME' sets the Host / :authority
           --body-size N          a body of N octets ('x'; with --grpc the message payload; default 0)
           --body-file F          the body (or gRPC message payload) from a file
 
@@ -115,11 +115,22 @@ internal sealed class LoadOptions
                 {
                     string h = Value();
                     int colon = h.IndexOf(':', 1);
-                    if (colon <= 0 || h[..colon].Trim().Length == 0)
+                    string name = colon > 0 ? h[..colon].Trim().ToLowerInvariant() : "";
+                    string value = colon > 0 ? h[(colon + 1)..].Trim() : "";
+                    // RFC 9110 §5.1 and §5.5: a token for the name; no control characters in the value.
+                    if (name.Length == 0 || !name.All(c => c < 127 && (char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c))))
                     {
-                        throw new UsageException($"{arg} '{h}': expected 'name: value'");
+                        throw new UsageException($"{arg} '{h}': expected 'name: value' with a token for the name");
                     }
-                    headers.Add((h[..colon].Trim().ToLowerInvariant(), h[(colon + 1)..].Trim()));
+                    if (value.Any(c => (c < ' ' && c != '\t') || c == 127))
+                    {
+                        throw new UsageException($"{arg} '{h}': control characters are not allowed in a field value");
+                    }
+                    if (name is "content-length" or "transfer-encoding" or "connection" or "te" or "upgrade" or "keep-alive")
+                    {
+                        throw new UsageException($"{arg} '{h}': the driver frames its own messages ({name} is not taken)");
+                    }
+                    headers.Add((name, value));
                     break;
                 }
                 case "--body-size": bodySize = Count(arg, Value(), 0, 64L << 20); break;
@@ -213,7 +224,9 @@ internal sealed class LoadOptions
             Host = uri.Host,
             Port = uri.Port,
             Path = string.IsNullOrEmpty(uri.PathAndQuery) ? "/" : uri.PathAndQuery,
-            Authority = uri.IsDefaultPort ? uri.Host : $"{uri.Host}:{uri.Port}",
+            // -H 'host: NAME' names the virtual host (HTTP/1.1 Host, HTTP/2 :authority); the URL still says where to connect.
+            Authority = headers.LastOrDefault(h => h.Item1 == "host").Item2 is { Length: > 0 } host ? host
+                : uri.IsDefaultPort ? uri.Host : $"{uri.Host}:{uri.Port}",
             Grpc = grpc,
             Protocol = proto,
             Method = m,
@@ -232,7 +245,7 @@ internal sealed class LoadOptions
             Quiet = quiet,
             Threads = threads,
         };
-        options.Headers.AddRange(headers);
+        options.Headers.AddRange(headers.Where(h => h.Item1 != "host"));
         return options;
     }
 

@@ -373,11 +373,7 @@ internal sealed class LoadRun
             long now = Stopwatch.GetTimestamp();
             if (due > now)
             {
-                foreach (LoadConnection c in dirty)
-                {
-                    c.Flush();
-                }
-                dirty.Clear();
+                FlushAll(dirty);
                 long wait = due - now;
                 if (wait > freq / 500)
                 {
@@ -392,10 +388,17 @@ internal sealed class LoadRun
             Dispatch(due, measured, dirty);
             index++;
         }
+        FlushAll(dirty);
+    }
+
+    private static void FlushAll(List<LoadConnection> dirty)
+    {
         foreach (LoadConnection c in dirty)
         {
+            c.Dirty = false;
             c.Flush();
         }
+        dirty.Clear();
     }
 
     /// <summary>Queues the request (first in, first out), then hands queued requests to connections with room.</summary>
@@ -421,8 +424,9 @@ internal sealed class LoadRun
                 continue;
             }
             OnRoom(c, recordFinish: false);
-            if (!dirty.Contains(c))
+            if (!c.Dirty)
             {
+                c.Dirty = true;
                 dirty.Add(c);
             }
             lock (_backlog)

@@ -204,6 +204,9 @@ public sealed class LoadDriverTests(ProxyFixture fixture) : IClassFixture<ProxyF
     [InlineData("--url|http://127.0.0.1:1/|--duration|soon", "--duration 'soon'")]
     [InlineData("--url|http://127.0.0.1:1/|--grpc|--protocol|h1", "--grpc needs --protocol h2")]
     [InlineData("--url|http://127.0.0.1:1/|--bogus", "unknown option --bogus")]
+    [InlineData("--url|http://127.0.0.1:1/|-H|bad name: v", "with a token for the name")]
+    [InlineData("--url|http://127.0.0.1:1/|-H|x-a: b\r\nx-smuggled: 1", "control characters are not allowed")]
+    [InlineData("--url|http://127.0.0.1:1/|-H|content-length: 5", "the driver frames its own messages")]
     public async Task BadArguments_AreRefusedWithTheReason(string args, string reason)
     {
         var (exit, stdout, stderr) = await RunDriver(args.Split('|'));
