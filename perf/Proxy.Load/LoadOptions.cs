@@ -53,7 +53,8 @@ internal sealed class LoadOptions
           -h, --help             this text
 
         A request fails when it gets no complete response (reset stream, closed connection, timeout), an
-        HTTP status of 400 or above, or (gRPC) a grpc-status other than 0. Exit codes: 0 done, 1 a threshold
+        HTTP status of 400 or above, or (gRPC) a grpc-status other than 0; in the open model also when a
+        million requests already wait for a connection (queue). Exit codes: 0 done, 1 a threshold
         was exceeded, 2 bad arguments or the target could not be reached.
         """;
 

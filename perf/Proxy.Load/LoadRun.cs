@@ -28,6 +28,8 @@ internal sealed class LoadRun
     private readonly LoadConnection?[] _connections;
     private readonly IPEndPoint[] _endpoints;
     private readonly Queue<(long Intended, bool Measured)> _backlog = new();
+    /// <summary>Open model: the most requests waiting for a connection (16 MB of queue).</summary>
+    public const int MaxBacklog = 1_000_000;
     private readonly Action<Interval, LoadRun>? _progress;
     private volatile Phase _phase;
     private long _budget;
@@ -410,6 +412,15 @@ internal sealed class LoadRun
         }
         lock (_backlog)
         {
+            if (_backlog.Count >= MaxBacklog)
+            {
+                // A target this far behind: the request is a failure rather than memory without bound.
+                if (measured)
+                {
+                    Stats.OnFailed(Failure.Queue);
+                }
+                return;
+            }
             _backlog.Enqueue((intended, measured));
             BacklogPeak = Math.Max(BacklogPeak, _backlog.Count);
         }

@@ -17,6 +17,8 @@ internal enum Failure : byte
     Timeout,
     /// <summary>The response could not be parsed.</summary>
     Protocol,
+    /// <summary>Open model: the queue of requests waiting for a connection was full (the target is far behind the rate).</summary>
+    Queue,
 }
 
 /// <summary>One second of the measured run.</summary>
