@@ -329,6 +329,8 @@ public sealed class AdminServer : IAsyncDisposable
                 bool inboundOnly = query.ContainsKey("inboundonly");
                 bool graceful = query.ContainsKey("graceful");
                 bool exit = graceful && !query.ContainsKey("skip_exit");
+                // Draining from this answer on: a /ready right after the OK already says DRAINING.
+                _context.Lifecycle.StartDraining();
                 return (200, "text/plain", "OK\n", () => _ = DrainAsync(inboundOnly, graceful, exit));
             default:
                 return (404, "text/plain", "invalid path\n", null);
@@ -337,7 +339,6 @@ public sealed class AdminServer : IAsyncDisposable
 
     private async Task DrainAsync(bool inboundOnly, bool graceful, bool exit)
     {
-        _context.Lifecycle.StartDraining();
         await _context.DrainListeners(inboundOnly, graceful);
         if (exit)
         {
