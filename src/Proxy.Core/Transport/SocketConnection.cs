@@ -173,6 +173,7 @@ public sealed class SocketConnection
                 return;
             }
             buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+            bool drained = false;
             while (true)
             {
                 if (start == end)
@@ -207,12 +208,27 @@ public sealed class SocketConnection
                     end = used;
                 }
 
+                if (start == end && drained && ReleaseBufferWhenIdle)
+                {
+                    // Everything read is consumed and the socket had no more: wait without a buffer, so an
+                    // idle connection holds none (the wait is the would-block attempt a read makes anyway).
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = [];
+                    ready = tls != null ? await tls.ReadAsync(Memory<byte>.Empty) : await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
+                    buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+                    if (ready < 0 || IsClosed)
+                    {
+                        break;
+                    }
+                }
+                int space = buffer.Length - end;
                 int received = tls != null ? await tls.ReadAsync(buffer.AsMemory(end)) : await _receiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
                 if (received <= 0)
                 {
                     break; // 0: the peer closed its side; negative: a socket error
                 }
                 end += received;
+                drained = received < space;
 
                 InputStatus status;
                 while (true)
@@ -253,6 +269,12 @@ public sealed class SocketConnection
             Close();
         }
     }
+
+    /// <summary>
+    /// Whether the receive loop gives its buffer back while it waits on a drained socket (on for TLS, where
+    /// a connection mostly idles between requests and memory per connection is what a handshake costs).
+    /// </summary>
+    public bool ReleaseBufferWhenIdle => _tls != null;
 
     /// <summary>Lets a paused receive loop go on.</summary>
     public void ResumeInput() => _resume.Set();
