@@ -48,6 +48,8 @@ public static class Program
         // runtime at the first socket operation, which comes after this.
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", options.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        // Plaintext connections run on event loops of our own, as many (LAYOTTO_SOCKET_ENGINE=dotnet: the engine's).
+        Proxy.Core.Transport.EventLoop.Configure(options.Concurrency);
 
         ProxyLog.Level = ProxyLog.Parse(options.LogLevel);
         ProxyLog.Format = options.LogFormat;

@@ -28,7 +28,7 @@ public interface IConnectionProtocol
 /// connection is idle (so ten thousand idle connections stay cheap) and grown only for a large frame.
 /// </summary>
 #pragma warning disable CA1001 // the event args live as long as the socket; see Close
-public sealed class SocketConnection
+public sealed class SocketConnection : ILoopSocket
 {
     /// <summary>The receive buffer an idle connection keeps.</summary>
     public const int InitialBufferSize = 8 * 1024;
@@ -41,7 +41,8 @@ public sealed class SocketConnection
     private IConnectionProtocol? _protocol;
     private int _closed;
 
-    public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024)
+    /// <param name="loop">The event loop that runs this (plaintext) connection; null: the platform's socket engine (and TLS).</param>
+    public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024, EventLoop? loop = null)
     {
         _socket = socket;
         if (socket.ProtocolType == ProtocolType.Tcp)
@@ -53,7 +54,20 @@ public sealed class SocketConnection
         Output = new SocketOutput(socket, syncRoot);
         Output.OnDrained(OnOutputDrained);
         MaxBufferSize = maxBufferSize;
+        if (loop != null)
+        {
+            _loop = loop;
+            Output.Loop = loop;
+            loop.Register((int)socket.Handle, this);
+        }
     }
+
+    private readonly EventLoop? _loop;
+
+    /// <summary>The event loop this connection runs on (null: the platform's socket engine).</summary>
+    internal EventLoop? Loop => _loop;
+
+    ulong ILoopSocket.LoopToken { get; set; }
 
     private volatile bool _closeWhenDrained;
 
@@ -154,7 +168,232 @@ public sealed class SocketConnection
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
 
     /// <summary>Runs the receive loop until the connection closes.</summary>
-    public async Task RunAsync(IConnectionProtocol protocol)
+    public Task RunAsync(IConnectionProtocol protocol)
+    {
+        if (_loop != null)
+        {
+            _protocol = protocol;
+            _finished = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            // Octets that came before the registration raised their edge then; those after raise one now.
+            _loop.Post(_readReady ??= ReadReady);
+            if (IsClosed)
+            {
+                _finished.TrySetResult();
+            }
+            return _finished.Task;
+        }
+        return RunOnEngineAsync(protocol);
+    }
+
+    // ---- On an event loop: reads happen when the loop says the socket is readable, on its thread. ----
+
+    private TaskCompletionSource? _finished;
+    private Action? _readReady;
+    private byte[] _buffer = [];
+    private int _start;
+    private int _end;
+    private bool _paused;
+    private bool _inRead;
+
+    void ILoopSocket.OnEvents(uint events)
+    {
+        if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+        {
+            Output.OnWritable();
+        }
+        if ((events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+        {
+            ReadReady();
+        }
+    }
+
+    /// <summary>On the loop's thread: reads until the socket is drained (a short read), handing each read to the protocol.</summary>
+    private void ReadReady()
+    {
+        if (_inRead || _protocol == null)
+        {
+            return;
+        }
+        if (IsClosed)
+        {
+            ReleaseBuffer();
+            return;
+        }
+        if (_paused)
+        {
+            return;
+        }
+        _inRead = true;
+        try
+        {
+            while (true)
+            {
+                if (!MakeRoom())
+                {
+                    Close(); // the protocol could not make progress within its limit
+                    break;
+                }
+                int space = _buffer.Length - _end;
+                int received = EventLoop.Receive(_socket.SafeHandle, _buffer.AsSpan(_end));
+                if (received < 0)
+                {
+                    if (received != -EventLoop.EAGAIN)
+                    {
+                        Close();
+                    }
+                    break;
+                }
+                if (received == 0)
+                {
+                    Close(); // the peer closed its side
+                    break;
+                }
+                _end += received;
+                if (!Deliver() || received < space)
+                {
+                    break; // paused or closed, or drained: the next edge says when there is more
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Failed(e);
+        }
+        finally
+        {
+            _inRead = false;
+            if (IsClosed || _start == _end)
+            {
+                ReleaseBuffer(); // an idle connection holds no buffer
+            }
+        }
+    }
+
+    /// <summary>Offers what is buffered to the protocol; false when it paused input or the connection closed.</summary>
+    private bool Deliver()
+    {
+        var sequence = new ReadOnlySequence<byte>(_buffer, _start, _end - _start);
+        InputStatus status = _protocol!.OnInput(ref sequence);
+        _start = _end - (int)sequence.Length;
+        if (_start == _end)
+        {
+            _start = _end = 0;
+        }
+        if (status == InputStatus.Close || IsClosed)
+        {
+            Close();
+            return false;
+        }
+        if (status == InputStatus.Pause)
+        {
+            _paused = true;
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Makes sure there is room to read into: rents, compacts or grows (within <see cref="MaxBufferSize"/>).</summary>
+    private bool MakeRoom()
+    {
+        if (_buffer.Length == 0)
+        {
+            _buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+            _start = _end = 0;
+            return true;
+        }
+        if (_end < _buffer.Length)
+        {
+            return true;
+        }
+        int used = _end - _start;
+        if (_start > 0 && used < _buffer.Length / 2)
+        {
+            Buffer.BlockCopy(_buffer, _start, _buffer, 0, used);
+        }
+        else
+        {
+            if (_buffer.Length >= MaxBufferSize)
+            {
+                return false;
+            }
+            byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(Math.Max(_buffer.Length * 2, ActiveBufferSize), MaxBufferSize));
+            Buffer.BlockCopy(_buffer, _start, grown, 0, used);
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = grown;
+        }
+        _start = 0;
+        _end = used;
+        return true;
+    }
+
+    private void ReleaseBuffer()
+    {
+        if (_buffer.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = [];
+        }
+        _start = _end = 0;
+    }
+
+    /// <summary>On the loop's thread: a paused connection offers its buffered input again, then reads on.</summary>
+    private void ResumeOnLoop()
+    {
+        if (!_paused || _inRead)
+        {
+            return;
+        }
+        _paused = false;
+        if (IsClosed)
+        {
+            ReleaseBuffer();
+            return;
+        }
+        if (_end > _start)
+        {
+            _inRead = true;
+            bool more;
+            try
+            {
+                more = Deliver();
+            }
+            catch (Exception e)
+            {
+                Failed(e);
+                more = false;
+            }
+            finally
+            {
+                _inRead = false;
+            }
+            if (!more)
+            {
+                if (IsClosed)
+                {
+                    ReleaseBuffer();
+                }
+                return;
+            }
+        }
+        // The socket may hold octets whose edge came while paused: read until it is drained.
+        ReadReady();
+    }
+
+    private Action? _resumeOnLoop;
+
+    /// <summary>A protocol threw while handling input: the connection ends (as the engine's receive loop ends it).</summary>
+    private void Failed(Exception e)
+    {
+        if (e is not ObjectDisposedException)
+        {
+            Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"connection {RemoteAddress}: {e.GetType().Name}: {e.Message}");
+        }
+        Close();
+    }
+
+    // ---- On the platform's socket engine (TLS, or with the loops off). ----
+
+    private async Task RunOnEngineAsync(IConnectionProtocol protocol)
     {
         static bool tlsFailure(Exception e) => e is IOException or System.Security.Authentication.AuthenticationException or InvalidOperationException or SocketException;
         _protocol = protocol;
@@ -277,7 +516,15 @@ public sealed class SocketConnection
     public bool ReleaseBufferWhenIdle => _tls != null;
 
     /// <summary>Lets a paused receive loop go on.</summary>
-    public void ResumeInput() => _resume.Set();
+    public void ResumeInput()
+    {
+        if (_loop != null)
+        {
+            _loop.Post(_resumeOnLoop ??= ResumeOnLoop);
+            return;
+        }
+        _resume.Set();
+    }
 
     /// <summary>Closes both directions once; the protocol's <see cref="IConnectionProtocol.OnClosed"/> runs once.</summary>
     public void Close()
@@ -288,6 +535,12 @@ public sealed class SocketConnection
         }
         Output.Close();
         _resume.Set();
+        if (_loop != null)
+        {
+            _loop.Unregister(((ILoopSocket)this).LoopToken, fd: -1); // closing the descriptor takes it out of epoll
+            // The loop's thread gives the buffer back (a read may be using it right now).
+            _loop.Post(_readReady ??= ReadReady);
+        }
         try
         {
             _socket.Dispose();
@@ -297,6 +550,7 @@ public sealed class SocketConnection
         }
         _tls?.Dispose();
         _protocol?.OnClosed();
+        _finished?.TrySetResult();
     }
 
     /// <summary>Flushes what is queued, then closes (for a GOAWAY or a final HTTP/1.1 response).</summary>

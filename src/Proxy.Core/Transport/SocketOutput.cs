@@ -149,6 +149,13 @@ public sealed class SocketOutput : IBufferWriter<byte>
                 int sent = _socket.Send(buffer, offset, count - offset, SocketFlags.None, out SocketError error);
                 if (error == SocketError.WouldBlock)
                 {
+                    if (_loop != null)
+                    {
+                        // The loop's thread goes on when the socket is writable again (still this sending turn).
+                        _blocked = (buffer, offset, count);
+                        _loop.Post(_continueBlocked ??= ContinueBlockedSend);
+                        return;
+                    }
                     _ = SendAsynchronously(buffer, offset, count);
                     return;
                 }
@@ -163,6 +170,72 @@ public sealed class SocketOutput : IBufferWriter<byte>
             Sent(buffer, count);
         }
         _drained?.Invoke();
+    }
+
+    private EventLoop? _loop;
+    private (byte[]? Buffer, int Offset, int Count) _blocked;
+    private bool _waitingWritable;
+    private Action? _continueBlocked;
+
+    /// <summary>The event loop of a plaintext connection that runs on one: a send that would block waits for its writable edge.</summary>
+    internal EventLoop? Loop
+    {
+        get => _loop;
+        set => _loop = value;
+    }
+
+    /// <summary>On the loop's thread: the socket reported writable (on most events; cheap unless a send waits).</summary>
+    internal void OnWritable()
+    {
+        if (_waitingWritable)
+        {
+            _waitingWritable = false;
+            ContinueBlockedSend();
+        }
+    }
+
+    /// <summary>On the loop's thread: sends the rest of the segment that would have blocked, then goes on with the queue.</summary>
+    private void ContinueBlockedSend()
+    {
+        (byte[]? buffer, int offset, int count) = _blocked;
+        if (buffer == null)
+        {
+            return;
+        }
+        while (offset < count)
+        {
+            int sent = 0;
+            SocketError error = SocketError.Shutdown;
+            if (!IsClosed)
+            {
+                try
+                {
+                    sent = _socket.Send(buffer, offset, count - offset, SocketFlags.None, out error);
+                }
+                catch (ObjectDisposedException)
+                {
+                    error = SocketError.Shutdown;
+                }
+            }
+            if (error == SocketError.WouldBlock)
+            {
+                // Would block again: the next writable edge goes on (this attempt set the socket's no-space flag).
+                _blocked = (buffer, offset, count);
+                _waitingWritable = true;
+                return;
+            }
+            if (error != SocketError.Success || sent <= 0)
+            {
+                _blocked = default;
+                ArrayPool<byte>.Shared.Return(buffer);
+                Close();
+                return;
+            }
+            offset += sent;
+        }
+        _blocked = default;
+        Sent(buffer, count);
+        SendSynchronously();
     }
 
     private async Task SendAsynchronously(byte[] buffer, int offset, int count)

@@ -1,0 +1,341 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+
+namespace Proxy.Core.Transport;
+
+/// <summary>What an <see cref="EventLoop"/> calls when the kernel reports readiness on a registered socket.</summary>
+public interface ILoopSocket
+{
+    /// <summary>Runs on the loop's thread with the epoll event bits.</summary>
+    void OnEvents(uint events);
+
+    /// <summary>The token <see cref="EventLoop.Register"/> gave it (events for an older registration of its slot are dropped).</summary>
+    ulong LoopToken { get; set; }
+}
+
+/// <summary>
+/// An event loop of our own for plaintext connections: one thread in <c>epoll_wait</c> over edge-triggered
+/// registrations, calling each ready connection on that thread. Unlike the platform's socket engine it
+/// never tries a read it has reason to think would block: after a read that returned less than it asked
+/// for, the socket is drained and the next read waits for the next edge (the engine tries, gets EAGAIN,
+/// then registers: one wasted system call per wait, a third of them on an HTTP/1.1 hop). Work from other
+/// threads (resume a paused reader, finish a blocked send) is posted and runs on the loop's thread.
+/// </summary>
+public sealed unsafe partial class EventLoop
+{
+    public const uint EPOLLIN = 0x001;
+    public const uint EPOLLOUT = 0x004;
+    public const uint EPOLLERR = 0x008;
+    public const uint EPOLLHUP = 0x010;
+    public const uint EPOLLRDHUP = 0x2000;
+    private const uint EPOLLET = 0x80000000;
+    private const int EPOLL_CTL_ADD = 1;
+    private const int EPOLL_CTL_DEL = 2;
+    private const int EFD_NONBLOCK = 0x800;
+    private const int EFD_CLOEXEC = 0x80000;
+    private const int EPOLL_CLOEXEC = 0x80000;
+    private const int EINTR = 4;
+    private const ulong WakeToken = ulong.MaxValue;
+    private const int MaxEvents = 256;
+
+    private static EventLoop[]? s_loops;
+    private static int s_next;
+    private static int s_count = 1;
+    private static bool s_disabled = string.Equals(Environment.GetEnvironmentVariable("LAYOTTO_SOCKET_ENGINE"), "dotnet", StringComparison.OrdinalIgnoreCase);
+    private static readonly Lock s_startLock = new();
+
+    [ThreadStatic]
+    private static EventLoop? t_current;
+
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly ConcurrentQueue<Action> _posted = new();
+    private int _wakePending;
+    private readonly Lock _slotsLock = new();
+    private ILoopSocket?[] _slots = new ILoopSocket?[64];
+    private uint[] _generations = new uint[64];
+    private readonly Stack<int> _free = new();
+    private int _used;
+
+    private EventLoop(int index)
+    {
+        _epoll = epoll_create1(EPOLL_CLOEXEC);
+        _wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (_epoll < 0 || _wake < 0)
+        {
+            throw new InvalidOperationException($"epoll/eventfd: errno {Marshal.GetLastPInvokeError()}");
+        }
+        EpollEvent ev = new() { Events = EPOLLIN | EPOLLET, Data = WakeToken };
+        if (epoll_ctl(_epoll, EPOLL_CTL_ADD, _wake, &ev) != 0)
+        {
+            throw new InvalidOperationException($"epoll_ctl(eventfd): errno {Marshal.GetLastPInvokeError()}");
+        }
+        var thread = new Thread(Run) { IsBackground = true, Name = $"event loop {index}" };
+        thread.UnsafeStart();
+    }
+
+    /// <summary>
+    /// How many loops to run (the proxy's --concurrency); set before the first connection. Connections spread
+    /// over them round robin.
+    /// </summary>
+    public static void Configure(int count, bool enabled = true)
+    {
+        lock (s_startLock)
+        {
+            s_count = Math.Max(1, count);
+            s_disabled |= !enabled;
+        }
+    }
+
+    /// <summary>Whether plaintext connections run on our loops (off: on the platform's socket engine). LAYOTTO_SOCKET_ENGINE=dotnet turns it off.</summary>
+    public static bool Enabled => !s_disabled && OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.X64;
+
+    /// <summary>The loop whose thread this is, else null.</summary>
+    public static EventLoop? Current => t_current;
+
+    /// <summary>A loop for a new connection: the calling loop's own (its exchanges stay on one thread), else the next round robin; null when disabled.</summary>
+    public static EventLoop? ForNewConnection()
+    {
+        if (!Enabled)
+        {
+            return null;
+        }
+        if (t_current is { } current)
+        {
+            return current;
+        }
+        return Next();
+    }
+
+    /// <summary>The next loop round robin (for accepted connections); null when disabled.</summary>
+    public static EventLoop? Next()
+    {
+        if (!Enabled)
+        {
+            return null;
+        }
+        EventLoop[] loops = s_loops ?? Start();
+        return loops[(int)((uint)Interlocked.Increment(ref s_next) % (uint)loops.Length)];
+    }
+
+    private static EventLoop[] Start()
+    {
+        lock (s_startLock)
+        {
+            if (s_loops == null)
+            {
+                var loops = new EventLoop[s_count];
+                for (int i = 0; i < loops.Length; i++)
+                {
+                    loops[i] = new EventLoop(i);
+                }
+                s_loops = loops;
+            }
+            return s_loops;
+        }
+    }
+
+    public bool IsOwnThread => ReferenceEquals(t_current, this);
+
+    /// <summary>Adds an edge-triggered registration for read, write and peer-close readiness; the token to unregister with.</summary>
+    public ulong Register(int fd, ILoopSocket socket)
+    {
+        ulong token;
+        lock (_slotsLock)
+        {
+            int slot;
+            if (_free.Count > 0)
+            {
+                slot = _free.Pop();
+            }
+            else
+            {
+                if (_used == _slots.Length)
+                {
+                    Array.Resize(ref _generations, _used * 2);
+                    var grown = new ILoopSocket?[_used * 2];
+                    Array.Copy(_slots, grown, _used);
+                    Volatile.Write(ref _slots, grown);
+                }
+                slot = _used++;
+            }
+            uint generation = ++_generations[slot];
+            Volatile.Write(ref _slots[slot], socket);
+            token = (ulong)generation << 32 | (uint)slot;
+            socket.LoopToken = token; // before the first event can arrive
+        }
+        EpollEvent ev = new() { Events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, Data = token };
+        if (epoll_ctl(_epoll, EPOLL_CTL_ADD, fd, &ev) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            Unregister(token, -1);
+            throw new System.Net.Sockets.SocketException(errno);
+        }
+        return token;
+    }
+
+    /// <summary>Forgets a registration (before the socket is closed: a closed descriptor leaves epoll by itself, but its slot must not).</summary>
+    public void Unregister(ulong token, int fd)
+    {
+        if (fd >= 0)
+        {
+            EpollEvent ev = default;
+            _ = epoll_ctl(_epoll, EPOLL_CTL_DEL, fd, &ev);
+        }
+        int slot = (int)(uint)token;
+        lock (_slotsLock)
+        {
+            if (_generations[slot] == (uint)(token >> 32) && _slots[slot] != null)
+            {
+                Volatile.Write(ref _slots[slot], null);
+                _free.Push(slot);
+            }
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the loop's thread (after the current batch of events when called from it).</summary>
+    public void Post(Action action)
+    {
+        _posted.Enqueue(action);
+        if (!IsOwnThread && Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            ulong one = 1;
+            _ = write(_wake, &one, 8);
+        }
+    }
+
+    private void Run()
+    {
+        t_current = this;
+        EpollEvent* events = stackalloc EpollEvent[MaxEvents];
+        while (true)
+        {
+            int timeout = _posted.IsEmpty ? -1 : 0;
+            int n = epoll_wait(_epoll, events, MaxEvents, timeout);
+            if (n < 0)
+            {
+                if (Marshal.GetLastPInvokeError() == EINTR)
+                {
+                    continue;
+                }
+                Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"event loop: epoll_wait failed, errno {Marshal.GetLastPInvokeError()}");
+                Thread.Sleep(10);
+                continue;
+            }
+            for (int i = 0; i < n; i++)
+            {
+                ulong token = events[i].Data;
+                if (token == WakeToken)
+                {
+                    ulong value;
+                    _ = read(_wake, &value, 8);
+                    Volatile.Write(ref _wakePending, 0);
+                    continue;
+                }
+                ILoopSocket? socket = Volatile.Read(ref _slots)[(int)(uint)token];
+                if (socket == null || socket.LoopToken != token)
+                {
+                    continue; // closed while its event was on the way
+                }
+                Dispatch(socket, events[i].Events);
+            }
+            while (_posted.TryDequeue(out Action? action))
+            {
+                try
+                {
+                    action();
+                }
+                catch (Exception e)
+                {
+                    Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"event loop: {e}");
+                }
+            }
+        }
+    }
+
+    private static void Dispatch(ILoopSocket socket, uint events)
+    {
+        try
+        {
+            socket.OnEvents(events);
+        }
+        catch (Exception e)
+        {
+            Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"event loop: {e}");
+        }
+    }
+
+    /// <summary>
+    /// A non-blocking receive: the byte count, 0 at the end of the stream, or -errno. The handle is held for
+    /// the call, so a close on another thread cannot hand its descriptor number to a new socket meanwhile.
+    /// </summary>
+    public static int Receive(SafeHandle handle, Span<byte> buffer)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            fixed (byte* p = buffer)
+            {
+                while (true)
+                {
+                    nint n = recv(fd, p, buffer.Length, 0);
+                    if (n >= 0)
+                    {
+                        return (int)n;
+                    }
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno != EINTR)
+                    {
+                        return -errno;
+                    }
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            return -EBADF;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    private const int EBADF = 9;
+
+    /// <summary>errno for a would-block result of <see cref="Receive"/>.</summary>
+    public const int EAGAIN = 11;
+
+    [StructLayout(LayoutKind.Sequential, Pack = 1)]
+    private struct EpollEvent
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int epoll_create1(int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int epoll_ctl(int epfd, int op, int fd, EpollEvent* ev);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int epoll_wait(int epfd, EpollEvent* events, int maxevents, int timeout);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int eventfd(uint initval, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint read(int fd, void* buf, nint count);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint write(int fd, void* buf, nint count);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint recv(int fd, byte* buf, nint len, int flags);
+}
