@@ -36,7 +36,7 @@ public sealed class LoadDriverTests(ProxyFixture fixture) : IClassFixture<ProxyF
     private readonly record struct EchoRequestSpec(string Message, int Status = 0);
 
     /// <summary>nghttpd (Debian's nghttp2-server) serving <paramref name="root"/> over h2c: an upstream in its own process.</summary>
-    private static async Task<(System.Diagnostics.Process Process, int Port)> StartNghttpd(string root)
+    internal static async Task<(System.Diagnostics.Process Process, int Port)> StartNghttpd(string root)
     {
         int port = AotProxy.FreePort();
         var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("nghttpd", ["--no-tls", "-d", root, port.ToString(System.Globalization.CultureInfo.InvariantCulture)])

@@ -57,8 +57,21 @@ public sealed unsafe partial class EventLoop
     private readonly Stack<int> _free = new();
     private int _used;
 
+    /// <summary>This loop's place among the loops (0 ..).</summary>
+    public int Index { get; }
+
+    /// <summary>
+    /// How many per-loop slots state kept per event loop needs (connection pools): one per loop, and slot 0
+    /// also serves threads that are no loop (TLS on the platform's engine, timers).
+    /// </summary>
+    public static int SlotCount => Math.Max(1, s_count);
+
+    /// <summary>The calling thread's slot: its loop's index, else 0.</summary>
+    public static int CurrentSlot => t_current?.Index ?? 0;
+
     private EventLoop(int index)
     {
+        Index = index;
         _epoll = epoll_create1(EPOLL_CLOEXEC);
         _wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (_epoll < 0 || _wake < 0)

@@ -22,6 +22,9 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     }
 
     private readonly SocketConnection _connection;
+
+    /// <summary>The pool slot (event loop) it was opened for and idles in.</summary>
+    internal int Slot { get; init; }
     private readonly Http1UpstreamPool _pool;
     private readonly object _lock;
     private HeaderList _fields = new();

@@ -5,25 +5,31 @@ using Proxy.Core.Transport;
 
 namespace Proxy.Core.Upstream;
 
-/// <summary>Keep-alive HTTP/1.1 connections to one endpoint: an idle one is reused, else a new one is opened.</summary>
+/// <summary>
+/// Keep-alive HTTP/1.1 connections to one endpoint: an idle one is reused, else a new one is opened. As in
+/// Envoy's workers, each event loop keeps its own idle connections (a request reuses one its own loop
+/// reads, and no lock is shared between loops); the connection count and limits are the endpoint's.
+/// </summary>
 public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 1024) : UpstreamPool
 {
-    private readonly Stack<Http1Upstream> _idle = new();
+    private readonly Stack<Http1Upstream>[] _idle = NewSlots();
     private int _open;
+
+    private static Stack<Http1Upstream>[] NewSlots()
+    {
+        var slots = new Stack<Http1Upstream>[EventLoop.SlotCount];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            slots[i] = new Stack<Http1Upstream>();
+        }
+        return slots;
+    }
+
 
     public EndPoint Address { get; } = address;
 
     /// <summary>Connections open or being opened (idle ones included).</summary>
-    public int OpenCount
-    {
-        get
-        {
-            lock (_idle)
-            {
-                return _open;
-            }
-        }
-    }
+    public int OpenCount => Volatile.Read(ref _open);
 
     public override int OpenConnections => OpenCount;
 
@@ -31,65 +37,62 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     {
         get
         {
-            lock (_idle)
+            int idle = 0;
+            foreach (Stack<Http1Upstream> slot in _idle)
             {
-                return _idle.Count;
+                lock (slot)
+                {
+                    idle += slot.Count;
+                }
             }
+            return idle;
         }
     }
 
     public override void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout)
     {
-        while (true)
+        int slotIndex = Math.Min(EventLoop.CurrentSlot, _idle.Length - 1);
+        Stack<Http1Upstream> slot = _idle[slotIndex];
+        Http1Upstream? idle = null;
+        lock (slot)
         {
-            Http1Upstream? idle = null;
-            lock (_idle)
+            while (slot.Count > 0 && idle == null)
             {
-                while (_idle.Count > 0 && idle == null)
+                Http1Upstream candidate = slot.Pop();
+                if (!candidate.IsClosed)
                 {
-                    Http1Upstream candidate = _idle.Pop();
-                    if (!candidate.IsClosed)
-                    {
-                        idle = candidate;
-                    }
-                }
-                if (idle == null)
-                {
-                    if (_open >= maxConnections || !TryReserveConnection())
-                    {
-                        break;
-                    }
-                    _open++;
+                    idle = candidate;
                 }
             }
-            if (idle == null)
+        }
+        if (idle == null)
+        {
+            if (Interlocked.Increment(ref _open) > maxConnections || !TryReserveConnection())
             {
-                _ = ConnectAsync(exchange, generation, connectTimeout);
+                Interlocked.Decrement(ref _open);
+                exchange.OnUpstreamFailed(generation, "upstream connection limit reached");
                 return;
             }
-            if (!exchange.OnUpstreamReady(generation, idle))
-            {
-                Return(idle); // the request was cancelled meanwhile: the connection stays free
-            }
+            _ = ConnectAsync(exchange, generation, connectTimeout, slotIndex);
             return;
         }
-        exchange.OnUpstreamFailed(generation, "upstream connection limit reached");
+        if (!exchange.OnUpstreamReady(generation, idle))
+        {
+            Return(idle); // the request was cancelled meanwhile: the connection stays free
+        }
     }
 
-    private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout)
+    private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout, int slot)
     {
         (SocketConnection? connection, string? error) = await OpenAsync(Address, timeout);
         if (connection == null)
         {
-            lock (_idle)
-            {
-                _open--;
-            }
+            Interlocked.Decrement(ref _open);
             ConnectFailed();
             exchange.OnUpstreamFailed(generation, error!);
             return;
         }
-        var upstream = new Http1Upstream(connection, this);
+        var upstream = new Http1Upstream(connection, this) { Slot = slot };
         _ = connection.RunAsync(upstream);
         FlushBatch.Begin();
         try
@@ -107,11 +110,12 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     internal void Return(Http1Upstream connection)
     {
-        lock (_idle)
+        Stack<Http1Upstream> slot = _idle[connection.Slot];
+        lock (slot)
         {
             if (!IsRetired)
             {
-                _idle.Push(connection);
+                slot.Push(connection);
                 return;
             }
         }
@@ -120,12 +124,15 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     public override void Retire()
     {
-        Http1Upstream[] idle;
-        lock (_idle)
+        MarkRetired(); // a connection returned after this closes instead (Return reads it under the slot's lock)
+        var idle = new List<Http1Upstream>();
+        foreach (Stack<Http1Upstream> slot in _idle)
         {
-            MarkRetired();
-            idle = [.. _idle];
-            _idle.Clear();
+            lock (slot)
+            {
+                idle.AddRange(slot);
+                slot.Clear();
+            }
         }
         foreach (Http1Upstream connection in idle)
         {
@@ -135,10 +142,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     internal void Remove(Http1Upstream connection)
     {
-        lock (_idle)
-        {
-            _open--;
-        }
+        Interlocked.Decrement(ref _open);
         ReleaseConnection();
         _ = connection;
     }

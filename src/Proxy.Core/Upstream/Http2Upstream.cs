@@ -10,6 +10,9 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
 {
     private readonly Http2UpstreamPool _pool;
 
+    /// <summary>The pool slot (event loop) it was opened for.</summary>
+    internal int Slot { get; init; }
+
     public Http2Upstream(SocketConnection connection, Http2UpstreamPool pool, Http2ConnectionOptions options)
         : base(connection, isServer: false, options)
     {
@@ -51,7 +54,7 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
         }
         if (endStream)
         {
-            _pool.OnStreamCapacity();
+            _pool.OnStreamCapacity(this);
         }
     }
 
@@ -67,7 +70,7 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
         }
         if (endStream)
         {
-            _pool.OnStreamCapacity();
+            _pool.OnStreamCapacity(this);
         }
     }
 
@@ -77,10 +80,10 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
         {
             exchange.OnUpstreamReset(stream.UserTag, errorCode);
         }
-        _pool.OnStreamCapacity();
+        _pool.OnStreamCapacity(this);
     }
 
-    public override void OnSettings(in Http2Settings peerSettings) => _pool.OnStreamCapacity();
+    public override void OnSettings(in Http2Settings peerSettings) => _pool.OnStreamCapacity(this);
 
     public override void OnGoAway(int lastStreamId, Http2ErrorCode errorCode) => _pool.Remove(this);
 

@@ -9,13 +9,33 @@ namespace Proxy.Core.Upstream;
 /// <summary>
 /// HTTP/2 connections to one endpoint, multiplexed: a new connection is opened only when every existing
 /// one is at the peer's SETTINGS_MAX_CONCURRENT_STREAMS (or going away). Requests that arrive while a
-/// connection is being set up wait for it.
+/// connection is being set up wait for it. As in Envoy's workers, each event loop has its own connections
+/// and waiters (a slot): a request's upstream stream is read on the loop that reads its downstream, and no
+/// lock is shared between loops.
 /// </summary>
 public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions options, int maxConnections = 16) : UpstreamPool
 {
-    private readonly List<Http2Upstream> _connections = [];
-    private readonly Queue<(Exchange Exchange, int Generation)> _waiters = new();
-    private int _connecting;
+    /// <summary>One event loop's connections and the requests waiting for one.</summary>
+    private sealed class Slot(int index)
+    {
+        public readonly int Index = index;
+        public readonly List<Http2Upstream> Connections = [];
+        public readonly Queue<(Exchange Exchange, int Generation)> Waiters = new();
+        public int Connecting;
+        public int Waiting; // Waiters.Count, readable without the lock
+    }
+
+    private readonly Slot[] _slots = NewSlots();
+
+    private static Slot[] NewSlots()
+    {
+        var slots = new Slot[EventLoop.SlotCount];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            slots[i] = new Slot(i);
+        }
+        return slots;
+    }
 
     public EndPoint Address { get; } = address;
 
@@ -25,21 +45,27 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
     {
         get
         {
-            lock (_connections)
+            int count = 0;
+            foreach (Slot slot in _slots)
             {
-                return _connections.Count;
+                lock (slot)
+                {
+                    count += slot.Connections.Count;
+                }
             }
+            return count;
         }
     }
 
     public override void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout)
     {
+        Slot slot = _slots[Math.Min(EventLoop.CurrentSlot, _slots.Length - 1)];
         Http2Upstream? ready = null;
         bool connect = false;
         bool full = false;
-        lock (_connections)
+        lock (slot)
         {
-            foreach (Http2Upstream connection in _connections)
+            foreach (Http2Upstream connection in slot.Connections)
             {
                 if (connection.CanOpenStream)
                 {
@@ -49,13 +75,13 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             }
             if (ready == null)
             {
-                if (_connecting > 0 || (_connections.Count < maxConnections && TryReserveConnection()))
+                if (slot.Connecting > 0 || (slot.Connections.Count < maxConnections && TryReserveConnection()))
                 {
-                    _waiters.Enqueue((exchange, generation));
-                    _waiting = _waiters.Count;
-                    if (_connecting == 0)
+                    slot.Waiters.Enqueue((exchange, generation));
+                    slot.Waiting = slot.Waiters.Count;
+                    if (slot.Connecting == 0)
                     {
-                        _connecting++;
+                        slot.Connecting++;
                         connect = true;
                     }
                 }
@@ -72,7 +98,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
         else if (connect)
         {
-            _ = ConnectAsync(connectTimeout);
+            _ = ConnectAsync(slot, connectTimeout);
         }
         else if (full)
         {
@@ -80,19 +106,19 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
     }
 
-    private async Task ConnectAsync(TimeSpan timeout)
+    private async Task ConnectAsync(Slot slot, TimeSpan timeout)
     {
         (SocketConnection? connection, string? error) = await OpenAsync(Address, timeout);
         if (connection == null)
         {
             List<(Exchange, int)> failed;
             ConnectFailed();
-            lock (_connections)
+            lock (slot)
             {
-                _connecting--;
-                failed = [.. _waiters];
-                _waiters.Clear();
-                _waiting = 0;
+                slot.Connecting--;
+                failed = [.. slot.Waiters];
+                slot.Waiters.Clear();
+                slot.Waiting = 0;
             }
             foreach (var (exchange, generation) in failed)
             {
@@ -101,17 +127,17 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             return;
         }
 
-        var upstream = new Http2Upstream(connection, this, options);
-        lock (_connections)
+        var upstream = new Http2Upstream(connection, this, options) { Slot = slot.Index };
+        lock (slot)
         {
-            _connecting--;
-            _connections.Add(upstream);
+            slot.Connecting--;
+            slot.Connections.Add(upstream);
         }
         FlushBatch.Begin();
         try
         {
             upstream.Start();
-            ServeWaiters();
+            ServeWaiters(slot);
         }
         finally
         {
@@ -120,18 +146,19 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         _ = connection.RunAsync(upstream);
     }
 
-    /// <summary>A stream ended or the peer raised its limit: waiting requests may fit now.</summary>
-    internal void OnStreamCapacity()
+    /// <summary>A stream of <paramref name="connection"/> ended or the peer raised its limit: requests waiting in its slot may fit now.</summary>
+    internal void OnStreamCapacity(Http2Upstream connection)
     {
         if (IsRetired)
         {
             CloseIdleConnections();
         }
-        if (Volatile.Read(ref _waiting) == 0)
+        Slot slot = _slots[connection.Slot];
+        if (Volatile.Read(ref slot.Waiting) == 0)
         {
             return;
         }
-        ServeWaiters();
+        ServeWaiters(slot);
     }
 
     public override void Retire()
@@ -142,37 +169,38 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     private void CloseIdleConnections()
     {
-        List<Http2Upstream> idle;
-        lock (_connections)
+        foreach (Slot slot in _slots)
         {
-            if (_waiters.Count > 0)
+            List<Http2Upstream> idle;
+            lock (slot)
             {
-                return;
+                if (slot.Waiters.Count > 0)
+                {
+                    continue;
+                }
+                idle = slot.Connections.FindAll(static c => c.Protocol.ActiveStreamCount == 0);
             }
-            idle = _connections.FindAll(static c => c.Protocol.ActiveStreamCount == 0);
-        }
-        foreach (Http2Upstream connection in idle)
-        {
-            connection.Protocol.GoAway(Http2ErrorCode.NoError, "cluster removed");
-            connection.Connection.CloseAfterFlush();
+            foreach (Http2Upstream connection in idle)
+            {
+                connection.Protocol.GoAway(Http2ErrorCode.NoError, "cluster removed");
+                connection.Connection.CloseAfterFlush();
+            }
         }
     }
 
-    private int _waiting; // _waiters.Count, readable without the lock
-
-    private void ServeWaiters()
+    private static void ServeWaiters(Slot slot)
     {
         while (true)
         {
             Http2Upstream? ready = null;
             (Exchange Exchange, int Generation) waiter;
-            lock (_connections)
+            lock (slot)
             {
-                if (_waiters.Count == 0)
+                if (slot.Waiters.Count == 0)
                 {
                     return;
                 }
-                foreach (Http2Upstream connection in _connections)
+                foreach (Http2Upstream connection in slot.Connections)
                 {
                     if (connection.CanOpenStream)
                     {
@@ -184,8 +212,8 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
                 {
                     return;
                 }
-                waiter = _waiters.Dequeue();
-                _waiting = _waiters.Count;
+                waiter = slot.Waiters.Dequeue();
+                slot.Waiting = slot.Waiters.Count;
             }
             waiter.Exchange.OnUpstreamReady(waiter.Generation, ready);
         }
@@ -193,10 +221,11 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
 
     internal void Remove(Http2Upstream connection)
     {
+        Slot slot = _slots[connection.Slot];
         bool removed;
-        lock (_connections)
+        lock (slot)
         {
-            removed = _connections.Remove(connection);
+            removed = slot.Connections.Remove(connection);
         }
         if (removed)
         {

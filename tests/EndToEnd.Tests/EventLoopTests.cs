@@ -1,0 +1,59 @@
+using System.Globalization;
+using EndToEnd.Tests.Abuse;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// The published binary at --concurrency 2 (two event loops of our own, each with its own upstream pool
+/// slots), under many connections with h2load: every request answered, over HTTP/1.1 and HTTP/2 upstreams,
+/// and the same with LAYOTTO_SOCKET_ENGINE=dotnet (.NET's socket engine), which must keep working.
+/// </summary>
+public sealed class EventLoopTests
+{
+    private static async Task<(int Succeeded, string Output)> H2load(params string[] args)
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync("h2load", args, TimeSpan.FromSeconds(90));
+        var line = stdout.Split('\n').FirstOrDefault(l => l.StartsWith("requests:", StringComparison.Ordinal)) ?? "";
+        // "requests: N total, N started, N done, N succeeded, F failed, E errored, T timeout"
+        string[] words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int succeeded = words.Length > 7 ? int.Parse(words[7], CultureInfo.InvariantCulture) : -1;
+        return (succeeded, $"exit {exit}\n{stdout}\n{stderr}");
+    }
+
+    [Theory]
+    [InlineData("loops")]
+    [InlineData("dotnet")]
+    public async Task Http1_upstream_answers_every_request_from_32_connections_at_concurrency_2(string engine)
+    {
+        await using var upstream = await CountingUpstream.StartAsync();
+        var environment = engine == "dotnet" ? new Dictionary<string, string> { ["LAYOTTO_SOCKET_ENGINE"] = "dotnet" } : new Dictionary<string, string>();
+        await using var proxy = await AotProxy.StartAsync(upstream.Port, "h1", environment, "--concurrency", "2");
+        var (succeeded, output) = await H2load("--h1", "-n", "4000", "-c", "32", $"http://127.0.0.1:{proxy.Port}/hello");
+        Assert.True(succeeded == 4000, output + "\n" + proxy.Log);
+        Assert.Equal(4000, upstream.Requests);
+    }
+
+    [Theory]
+    [InlineData("loops")]
+    [InlineData("dotnet")]
+    public async Task Http2_upstream_answers_every_request_from_multiplexed_connections_at_concurrency_2(string engine)
+    {
+        string root = Directory.CreateTempSubdirectory("loops-nghttpd-").FullName;
+        await File.WriteAllTextAsync(Path.Combine(root, "hello.txt"), "hello from nghttpd\n");
+        var (nghttpd, upstreamPort) = await LoadDriverTests.StartNghttpd(root);
+        try
+        {
+            var environment = engine == "dotnet" ? new Dictionary<string, string> { ["LAYOTTO_SOCKET_ENGINE"] = "dotnet" } : new Dictionary<string, string>();
+            await using var proxy = await AotProxy.StartAsync(upstreamPort, "h2", environment, "--concurrency", "2");
+            var (succeeded, output) = await H2load("-n", "8000", "-c", "8", "-m", "16", $"http://127.0.0.1:{proxy.Port}/hello.txt");
+            Assert.True(succeeded == 8000, output + "\n" + proxy.Log);
+            Assert.Contains("8000 succeeded", output);
+        }
+        finally
+        {
+            nghttpd.Kill();
+            await nghttpd.WaitForExitAsync();
+            nghttpd.Dispose();
+        }
+    }
+}
