@@ -320,6 +320,49 @@ public sealed unsafe partial class EventLoop
     }
 
     private const int EBADF = 9;
+    private const int MSG_NOSIGNAL = 0x4000;
+    private const int EPIPE = 32;
+
+    /// <summary>
+    /// A non-blocking send (never SIGPIPE): the byte count or -errno (-<see cref="EAGAIN"/>: the kernel's
+    /// buffer is full). The handle is held for the call, as in <see cref="Receive"/>.
+    /// </summary>
+    public static int Send(SafeHandle handle, ReadOnlySpan<byte> data)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            fixed (byte* p = data)
+            {
+                while (true)
+                {
+                    nint n = send(fd, p, data.Length, MSG_NOSIGNAL);
+                    if (n >= 0)
+                    {
+                        return (int)n;
+                    }
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno != EINTR)
+                    {
+                        return -errno;
+                    }
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            return -EPIPE;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>errno for a would-block result of <see cref="Receive"/>.</summary>
     public const int EAGAIN = 11;
@@ -351,4 +394,7 @@ public sealed unsafe partial class EventLoop
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial nint recv(int fd, byte* buf, nint len, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint send(int fd, byte* buf, nint len, int flags);
 }

@@ -146,7 +146,17 @@ public sealed class SocketOutput : IBufferWriter<byte>
             int offset = 0;
             while (offset < count)
             {
-                int sent = _socket.Send(buffer, offset, count - offset, SocketFlags.None, out SocketError error);
+                int sent;
+                SocketError error;
+                if (_loop != null)
+                {
+                    sent = EventLoop.Send(_socket.SafeHandle, buffer.AsSpan(offset, count - offset));
+                    error = sent >= 0 ? SocketError.Success : sent == -EventLoop.EAGAIN ? SocketError.WouldBlock : SocketError.ConnectionReset;
+                }
+                else
+                {
+                    sent = _socket.Send(buffer, offset, count - offset, SocketFlags.None, out error);
+                }
                 if (error == SocketError.WouldBlock)
                 {
                     if (_loop != null)
@@ -208,14 +218,8 @@ public sealed class SocketOutput : IBufferWriter<byte>
             SocketError error = SocketError.Shutdown;
             if (!IsClosed)
             {
-                try
-                {
-                    sent = _socket.Send(buffer, offset, count - offset, SocketFlags.None, out error);
-                }
-                catch (ObjectDisposedException)
-                {
-                    error = SocketError.Shutdown;
-                }
+                sent = EventLoop.Send(_socket.SafeHandle, buffer.AsSpan(offset, count - offset));
+                error = sent >= 0 ? SocketError.Success : sent == -EventLoop.EAGAIN ? SocketError.WouldBlock : SocketError.ConnectionReset;
             }
             if (error == SocketError.WouldBlock)
             {
