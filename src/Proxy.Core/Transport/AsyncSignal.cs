@@ -8,9 +8,10 @@ internal sealed class AsyncSignal : IValueTaskSource
     private ManualResetValueTaskSourceCore<bool> _source;
     private int _state; // 0 idle, 1 waiting, 2 set before wait
 
-    public AsyncSignal()
+    /// <param name="inline">Run the waiter's continuation on the thread that sets the signal (an event loop's), not the thread pool.</param>
+    public AsyncSignal(bool inline = false)
     {
-        _source.RunContinuationsAsynchronously = true;
+        _source.RunContinuationsAsynchronously = !inline;
     }
 
     public ValueTask WaitAsync()

@@ -382,8 +382,8 @@ public sealed class ProxyListener : IAsyncDisposable
 
     private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
-        // Plaintext runs on one of our event loops; TLS on the platform's engine (SslStream reads through it).
-        var connection = new SocketConnection(accepted, new object(), loop: tls == null ? EventLoop.Next() : null) { BufferLimit = options.BufferLimit };
+        // On one of our event loops; with TLS, SslStream reads and writes through the loop's edges.
+        var connection = new SocketConnection(accepted, new object(), loop: EventLoop.Next(), tlsOnLoop: tls != null) { BufferLimit = options.BufferLimit };
         var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
         Opened(options);
         _connections.TryAdd(sniffer, 0);

@@ -42,7 +42,8 @@ public sealed class SocketConnection : ILoopSocket
     private int _closed;
 
     /// <param name="loop">The event loop that runs this (plaintext) connection; null: the platform's socket engine (and TLS).</param>
-    public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024, EventLoop? loop = null)
+    /// <param name="tlsOnLoop">The connection will terminate TLS on the loop (reads and writes then wait for the loop's edges).</param>
+    public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024, EventLoop? loop = null, bool tlsOnLoop = false)
     {
         _socket = socket;
         if (socket.ProtocolType == ProtocolType.Tcp)
@@ -57,12 +58,18 @@ public sealed class SocketConnection : ILoopSocket
         if (loop != null)
         {
             _loop = loop;
+            _tlsOnLoop = tlsOnLoop;
             Output.Loop = loop;
+            if (tlsOnLoop)
+            {
+                Output.Writable = TlsWritable;
+            }
             loop.Register((int)socket.Handle, this);
         }
     }
 
     private readonly EventLoop? _loop;
+    private readonly bool _tlsOnLoop;
 
     /// <summary>The event loop this connection runs on (null: the platform's socket engine).</summary>
     internal EventLoop? Loop => _loop;
@@ -140,7 +147,7 @@ public sealed class SocketConnection : ILoopSocket
     /// <param name="timedByCaller">The caller closes this connection if the handshake takes too long (no timer per handshake).</param>
     public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel, bool timedByCaller = false)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, _receiveArgs, context, offeredAlpn, timedByCaller, cancel);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, _receiveArgs, context, offeredAlpn, timedByCaller, cancel, _loop != null ? this : null);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 
@@ -167,10 +174,16 @@ public sealed class SocketConnection : ILoopSocket
     public int MaxBufferSize { get; }
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
 
+    /// <summary>A TLS reader on the loop waits here for the socket's readable edge.</summary>
+    internal readonly AsyncSignal TlsReadable = new(inline: true);
+
+    /// <summary>A TLS writer on the loop (handshake, ciphertext backlog) waits here for the writable edge.</summary>
+    internal readonly AsyncSignal TlsWritable = new(inline: true);
+
     /// <summary>Runs the receive loop until the connection closes.</summary>
     public Task RunAsync(IConnectionProtocol protocol)
     {
-        if (_loop != null)
+        if (_loop != null && _tls == null)
         {
             _protocol = protocol;
             _finished = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -197,6 +210,19 @@ public sealed class SocketConnection : ILoopSocket
 
     void ILoopSocket.OnEvents(uint events)
     {
+        if (_tlsOnLoop)
+        {
+            // TLS reads and writes await the edges (the engine's state machines run on, on this thread).
+            if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+            {
+                TlsWritable.Set();
+            }
+            if ((events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+            {
+                TlsReadable.Set();
+            }
+            return;
+        }
         if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
         {
             Output.OnWritable();
@@ -538,6 +564,8 @@ public sealed class SocketConnection : ILoopSocket
         if (_loop != null)
         {
             _loop.Unregister(((ILoopSocket)this).LoopToken, fd: -1); // closing the descriptor takes it out of epoll
+            TlsReadable.Set(); // a TLS reader or writer waiting on the loop wakes to find the socket closed
+            TlsWritable.Set();
             // The loop's thread gives the buffer back (a read may be using it right now).
             _loop.Post(_readReady ??= ReadReady);
         }

@@ -259,11 +259,28 @@ public sealed class SocketOutput : IBufferWriter<byte>
         SendSynchronously();
     }
 
+    /// <summary>TLS on an event loop: a ciphertext backlog waits for the writable edge here.</summary>
+    internal AsyncSignal? Writable { get; set; }
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<int> SendOnLoopAsync(ReadOnlyMemory<byte> data)
+    {
+        while (true)
+        {
+            int sent = EventLoop.Send(_socket.SafeHandle, data.Span);
+            if (sent != -EventLoop.EAGAIN)
+            {
+                return sent > 0 ? sent : 0;
+            }
+            await Writable!.WaitAsync();
+        }
+    }
+
     private async Task SendBacklogAsync(Tls.TlsSession tls)
     {
         while (tls.HasBacklog)
         {
-            int sent = await _args.SendAsync(_socket, tls.Backlog);
+            int sent = Writable != null ? await SendOnLoopAsync(tls.Backlog) : await _args.SendAsync(_socket, tls.Backlog);
             if (sent <= 0 || IsClosed)
             {
                 Close();

@@ -18,9 +18,9 @@ public sealed class TlsSession : IDisposable
     private readonly TlsSocketStream _transport;
     private readonly SslStream _ssl;
 
-    private TlsSession(Socket socket, SocketAwaitableEventArgs? receiveArgs)
+    private TlsSession(Socket socket, SocketAwaitableEventArgs? receiveArgs, SocketConnection? onLoop = null)
     {
-        _transport = new TlsSocketStream(socket, receiveArgs);
+        _transport = new TlsSocketStream(socket, receiveArgs, onLoop);
         _ssl = new SslStream(_transport, leaveInnerStreamOpen: true);
     }
 
@@ -58,9 +58,9 @@ public sealed class TlsSession : IDisposable
         bool timedByCaller = false) => AcceptAsync(socket, null, context, offeredAlpn, timedByCaller, cancel);
 
     internal static async Task<(TlsSession? Session, string? Error)> AcceptAsync(Socket socket, SocketAwaitableEventArgs? receiveArgs, TlsServerContext context, string[]? offeredAlpn,
-        bool timedByCaller, CancellationToken cancel)
+        bool timedByCaller, CancellationToken cancel, SocketConnection? onLoop = null)
     {
-        var session = new TlsSession(socket, receiveArgs);
+        var session = new TlsSession(socket, receiveArgs, onLoop);
         CancellationTokenSource? timeout = null;
         CancellationTokenRegistration closeOnTimeout = default;
         try

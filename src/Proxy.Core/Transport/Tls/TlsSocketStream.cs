@@ -9,8 +9,12 @@ namespace Proxy.Core.Transport.Tls;
 /// backlog that <see cref="SocketOutput"/> sends asynchronously before it encrypts more, so a slow reader
 /// holds at most one record's worth of ciphertext here; in the usual case nothing is copied.
 /// </summary>
-internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? receiveArgs) : Stream
+internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? receiveArgs, SocketConnection? onLoop = null) : Stream
 {
+    // On an event loop of ours (onLoop set): reads and handshake writes go straight to the socket and wait
+    // for the loop's readable/writable edges; the platform's engine never sees the socket.
+    private bool _drained = true;
+
     // Receives complete on the socket engine's thread (no hop through the thread pool per read), as the
     // plaintext receive loop's do; the connection's own event args serve, since TLS reads replace its own.
     private readonly SocketAwaitableEventArgs _receive = receiveArgs ?? new SocketAwaitableEventArgs();
@@ -89,7 +93,65 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
             }
             return new ValueTask<int>(n);
         }
-        return _receive.ReceiveOrThrowAsync(socket, buffer);
+        return onLoop != null ? ReadOnLoopAsync(onLoop, buffer) : _receive.ReceiveOrThrowAsync(socket, buffer);
+    }
+
+    // Pooled: a read that waits for the edge would otherwise allocate its state machine each time.
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<int> ReadOnLoopAsync(SocketConnection connection, Memory<byte> buffer)
+    {
+        if (buffer.IsEmpty)
+        {
+            // A zero-byte read waits for octets without taking them: at once unless the socket was drained.
+            if (_drained)
+            {
+                await connection.TlsReadable.WaitAsync();
+                _drained = false;
+            }
+            if (connection.IsClosed)
+            {
+                throw new IOException("the connection closed");
+            }
+            return 0;
+        }
+        while (true)
+        {
+            int n = EventLoop.Receive(socket.SafeHandle, buffer.Span);
+            if (n > 0)
+            {
+                _drained = n < buffer.Length;
+                return n;
+            }
+            if (n == 0)
+            {
+                return 0;
+            }
+            if (n != -EventLoop.EAGAIN)
+            {
+                throw new IOException("the connection failed", new SocketException(-n));
+            }
+            _drained = true;
+            await connection.TlsReadable.WaitAsync();
+        }
+    }
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteOnLoopAsync(SocketConnection connection, ReadOnlyMemory<byte> buffer)
+    {
+        while (!buffer.IsEmpty)
+        {
+            int n = EventLoop.Send(socket.SafeHandle, buffer.Span);
+            if (n > 0)
+            {
+                buffer = buffer.Slice(n);
+                continue;
+            }
+            if (n != -EventLoop.EAGAIN)
+            {
+                throw new IOException("the peer closed the connection during the TLS handshake");
+            }
+            await connection.TlsWritable.WaitAsync();
+        }
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -104,7 +166,16 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
         int sent = 0;
         if (_backlogCount == 0)
         {
-            sent = socket.Send(buffer, SocketFlags.None, out SocketError error);
+            SocketError error;
+            if (onLoop != null)
+            {
+                sent = EventLoop.Send(socket.SafeHandle, buffer);
+                error = sent >= 0 ? SocketError.Success : sent == -EventLoop.EAGAIN ? SocketError.WouldBlock : SocketError.ConnectionReset;
+            }
+            else
+            {
+                sent = socket.Send(buffer, SocketFlags.None, out error);
+            }
             if (error == SocketError.WouldBlock)
             {
                 sent = 0;
@@ -150,6 +221,11 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
             return;
         }
         // The handshake: nothing else writes yet.
+        if (onLoop != null)
+        {
+            await WriteOnLoopAsync(onLoop, buffer);
+            return;
+        }
         while (!buffer.IsEmpty)
         {
             int sent = await socket.SendAsync(buffer, SocketFlags.None, cancellationToken);
