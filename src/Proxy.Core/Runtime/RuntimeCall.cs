@@ -342,9 +342,11 @@ internal sealed class RuntimeCall : IExchangePeer
             }
             else if (_phase == Phase.Sending)
             {
+                // Counted before the reset can leave (a flush outside a batch sends at once, and a client
+                // that sees the reset may read the stats straight after).
+                RuntimeApiStats.Answered(GrpcStatus.DeadlineExceeded);
                 Protocol.ResetStream(_streamId, Http2ErrorCode.Cancel);
                 FlushBatch.Add(_connection!.Connection.Output);
-                RuntimeApiStats.Answered(GrpcStatus.DeadlineExceeded);
                 Done();
             }
         }
@@ -902,11 +904,11 @@ internal sealed class RuntimeCall : IExchangePeer
             // The answer is complete while the client still sends: RFC 9113 §8.1's RST_STREAM(NO_ERROR).
             Protocol.ResetStream(_streamId, Http2ErrorCode.NoError);
         }
-        FlushBatch.Add(_connection!.Connection.Output);
         if (status >= 0)
         {
-            RuntimeApiStats.Answered(status);
+            RuntimeApiStats.Answered(status); // counted before the answer can leave (see CheckDeadline)
         }
+        FlushBatch.Add(_connection!.Connection.Output);
         Done();
     }
 

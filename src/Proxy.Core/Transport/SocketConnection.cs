@@ -154,7 +154,7 @@ public sealed class SocketConnection : ILoopSocket
     /// <summary>Originates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
     public async Task<string?> ConnectTlsAsync(Tls.TlsClientContext context, TimeSpan timeout)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, _receiveArgs, context, timeout);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, _receiveArgs, context, timeout, _loop != null ? this : null);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 

@@ -30,15 +30,15 @@ public abstract class UpstreamPool
     /// </summary>
     protected async Task<(Transport.SocketConnection? Connection, string? Error)> OpenAsync(System.Net.EndPoint address, TimeSpan timeout)
     {
-        // Plaintext connections run on an event loop of our own (the caller's, when it runs on one); TLS on the platform's engine.
-        Transport.EventLoop? loop = Tls == null ? Transport.EventLoop.ForNewConnection() : null;
+        // Connections run on an event loop of our own (the caller's, when it runs on one), TLS included.
+        Transport.EventLoop? loop = Transport.EventLoop.ForNewConnection();
         (System.Net.Sockets.Socket? socket, string? error) = loop != null ? await UpstreamConnector.ConnectOnLoopAsync(address, timeout, Cluster?.Bind, loop)
             : await UpstreamConnector.ConnectAsync(address, timeout, Cluster?.Bind);
         if (socket == null)
         {
             return (null, error);
         }
-        var connection = new Transport.SocketConnection(socket, new object(), loop: loop) { BufferLimit = Cluster?.BufferLimit ?? Transport.SocketConnection.DefaultBufferLimit };
+        var connection = new Transport.SocketConnection(socket, new object(), loop: loop, tlsOnLoop: Tls != null) { BufferLimit = Cluster?.BufferLimit ?? Transport.SocketConnection.DefaultBufferLimit };
         if (Tls is { } tls)
         {
             string? refused = tls.IsReady ? await connection.ConnectTlsAsync(tls, timeout)

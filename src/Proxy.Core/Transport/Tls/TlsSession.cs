@@ -138,11 +138,14 @@ public sealed class TlsSession : IDisposable
     public static Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, TlsClientContext context, TimeSpan timeoutAfter) =>
         ConnectAsync(socket, null, context, timeoutAfter);
 
-    internal static async Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, SocketAwaitableEventArgs? receiveArgs, TlsClientContext context, TimeSpan timeoutAfter)
+    internal static async Task<(TlsSession? Session, string? Error)> ConnectAsync(Socket socket, SocketAwaitableEventArgs? receiveArgs, TlsClientContext context, TimeSpan timeoutAfter,
+        SocketConnection? onLoop = null)
     {
-        var session = new TlsSession(socket, receiveArgs);
+        var session = new TlsSession(socket, receiveArgs, onLoop);
         using var timeout = new CancellationTokenSource(timeoutAfter > TimeSpan.Zero ? timeoutAfter : context.HandshakeTimeout);
-        using CancellationTokenRegistration closeOnTimeout = timeout.Token.Register(static s => ((Socket)s!).Dispose(), socket);
+        // Past the time the connection is closed (on a loop: closing wakes a read or write waiting for an edge).
+        using CancellationTokenRegistration closeOnTimeout = onLoop != null ? timeout.Token.Register(static c => ((SocketConnection)c!).Close(), onLoop)
+            : timeout.Token.Register(static s => ((Socket)s!).Dispose(), socket);
         try
         {
             SslClientAuthenticationOptions options = context.Options(session);
