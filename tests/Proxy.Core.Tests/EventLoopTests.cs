@@ -33,7 +33,7 @@ public sealed class EventLoopTests
                     connection.Output.Advance(segment.Length);
                 }
             }
-            Seen += buffer.Length;
+            Interlocked.Add(ref Seen, buffer.Length);
             buffer = buffer.Slice(buffer.End);
             connection.Output.Flush();
             return InputStatus.Continue;
@@ -164,8 +164,13 @@ public sealed class EventLoopTests
                 {
                 }
             });
-            await Task.Delay(200);
-            Assert.True(echo.Seen > 0);
+            // Data flows (wait for it: a busy test host may take a while to schedule the loop), then the close.
+            var flowing = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (Interlocked.Read(ref echo.Seen) == 0 && DateTime.UtcNow < flowing)
+            {
+                await Task.Delay(20);
+            }
+            Assert.True(Interlocked.Read(ref echo.Seen) > 0);
             server.Close();
             await run.WaitAsync(TimeSpan.FromSeconds(10));
             stop.Cancel();
