@@ -284,44 +284,11 @@ public sealed unsafe partial class EventLoop
     /// </summary>
     public static int Receive(SafeHandle handle, Span<byte> buffer)
     {
-        bool added = false;
-        try
+        fixed (byte* p = buffer)
         {
-            handle.DangerousAddRef(ref added);
-            int fd = (int)handle.DangerousGetHandle();
-            fixed (byte* p = buffer)
-            {
-                while (true)
-                {
-                    nint n = recv(fd, p, buffer.Length, 0);
-                    if (n >= 0)
-                    {
-                        return (int)n;
-                    }
-                    int errno = Marshal.GetLastPInvokeError();
-                    if (errno != EINTR)
-                    {
-                        return -errno;
-                    }
-                }
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-            return -EBADF;
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
+            return Transfer(handle, p, buffer.Length, send: false);
         }
     }
-
-    private const int EBADF = 9;
-    private const int MSG_NOSIGNAL = 0x4000;
-    private const int EPIPE = 32;
 
     /// <summary>
     /// A non-blocking send (never SIGPIPE): the byte count or -errno (-<see cref="EAGAIN"/>: the kernel's
@@ -329,31 +296,39 @@ public sealed unsafe partial class EventLoop
     /// </summary>
     public static int Send(SafeHandle handle, ReadOnlySpan<byte> data)
     {
+        fixed (byte* p = data)
+        {
+            return Transfer(handle, p, data.Length, send: true);
+        }
+    }
+
+    private const int EBADF = 9;
+    private const int MSG_NOSIGNAL = 0x4000;
+
+    private static int Transfer(SafeHandle handle, byte* p, int length, bool send)
+    {
         bool added = false;
         try
         {
             handle.DangerousAddRef(ref added);
             int fd = (int)handle.DangerousGetHandle();
-            fixed (byte* p = data)
+            while (true)
             {
-                while (true)
+                nint n = send ? EventLoop.send(fd, p, length, MSG_NOSIGNAL) : recv(fd, p, length, 0);
+                if (n >= 0)
                 {
-                    nint n = send(fd, p, data.Length, MSG_NOSIGNAL);
-                    if (n >= 0)
-                    {
-                        return (int)n;
-                    }
-                    int errno = Marshal.GetLastPInvokeError();
-                    if (errno != EINTR)
-                    {
-                        return -errno;
-                    }
+                    return (int)n;
+                }
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno != EINTR)
+                {
+                    return -errno;
                 }
             }
         }
         catch (ObjectDisposedException)
         {
-            return -EPIPE;
+            return -EBADF; // closed: neither a byte count nor EAGAIN, so the caller ends the connection
         }
         finally
         {

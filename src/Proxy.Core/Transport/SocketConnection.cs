@@ -36,7 +36,9 @@ public sealed class SocketConnection : ILoopSocket
     public const int ActiveBufferSize = 64 * 1024;
 
     private readonly Socket _socket;
-    private readonly SocketAwaitableEventArgs _receiveArgs = new();
+    // Only for reads on the platform's engine (event args carry a finalizer: a loop connection makes none).
+    private SocketAwaitableEventArgs? _receiveArgs;
+    private SocketAwaitableEventArgs ReceiveArgs => _receiveArgs ??= new();
     private readonly AsyncSignal _resume = new();
     private IConnectionProtocol? _protocol;
     private int _closed;
@@ -62,6 +64,8 @@ public sealed class SocketConnection : ILoopSocket
             Output.Loop = loop;
             if (tlsOnLoop)
             {
+                TlsReadable = new AsyncSignal(inline: true);
+                TlsWritable = new AsyncSignal(inline: true);
                 Output.Writable = TlsWritable;
             }
             loop.Register((int)socket.Handle, this);
@@ -147,14 +151,14 @@ public sealed class SocketConnection : ILoopSocket
     /// <param name="timedByCaller">The caller closes this connection if the handshake takes too long (no timer per handshake).</param>
     public async Task<string?> AcceptTlsAsync(Tls.TlsServerContext context, string[]? offeredAlpn, CancellationToken cancel, bool timedByCaller = false)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, _receiveArgs, context, offeredAlpn, timedByCaller, cancel, _loop != null ? this : null);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.AcceptAsync(_socket, _loop != null ? null : ReceiveArgs, context, offeredAlpn, timedByCaller, cancel, _loop != null ? this : null);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 
     /// <summary>Originates TLS (before <see cref="RunAsync"/>); null when the handshake completed, else why it failed (the connection is then closed).</summary>
     public async Task<string?> ConnectTlsAsync(Tls.TlsClientContext context, TimeSpan timeout)
     {
-        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, _receiveArgs, context, timeout, _loop != null ? this : null);
+        (Tls.TlsSession? session, string? error) = await Transport.Tls.TlsSession.ConnectAsync(_socket, _loop != null ? null : ReceiveArgs, context, timeout, _loop != null ? this : null);
         return UseTls(session) ? null : error ?? "connection closed";
     }
 
@@ -175,10 +179,10 @@ public sealed class SocketConnection : ILoopSocket
     public bool IsClosed => Volatile.Read(ref _closed) != 0;
 
     /// <summary>A TLS reader on the loop waits here for the socket's readable edge.</summary>
-    internal readonly AsyncSignal TlsReadable = new(inline: true);
+    internal readonly AsyncSignal? TlsReadable;
 
     /// <summary>A TLS writer on the loop (handshake, ciphertext backlog) waits here for the writable edge.</summary>
-    internal readonly AsyncSignal TlsWritable = new(inline: true);
+    internal readonly AsyncSignal? TlsWritable;
 
     /// <summary>Runs the receive loop until the connection closes.</summary>
     public Task RunAsync(IConnectionProtocol protocol)
@@ -195,7 +199,7 @@ public sealed class SocketConnection : ILoopSocket
             }
             return _finished.Task;
         }
-        return RunOnEngineAsync(protocol);
+        return RunAwaitedAsync(protocol);
     }
 
     // ---- On an event loop: reads happen when the loop says the socket is readable, on its thread. ----
@@ -215,11 +219,11 @@ public sealed class SocketConnection : ILoopSocket
             // TLS reads and writes await the edges (the engine's state machines run on, on this thread).
             if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
             {
-                TlsWritable.Set();
+                TlsWritable!.Set();
             }
             if ((events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
             {
-                TlsReadable.Set();
+                TlsReadable!.Set();
             }
             return;
         }
@@ -327,28 +331,33 @@ public sealed class SocketConnection : ILoopSocket
             _start = _end = 0;
             return true;
         }
-        if (_end < _buffer.Length)
+        return _end < _buffer.Length || MakeRoom(ref _buffer, ref _start, ref _end, MaxBufferSize);
+    }
+
+    /// <summary>
+    /// A full buffer: moves the unconsumed octets to the front when they take less than half, else grows
+    /// it (pooled, within <paramref name="maxBufferSize"/>); false when it is at the limit already.
+    /// </summary>
+    private static bool MakeRoom(ref byte[] buffer, ref int start, ref int end, int maxBufferSize)
+    {
+        int used = end - start;
+        if (start > 0 && used < buffer.Length / 2)
         {
-            return true;
-        }
-        int used = _end - _start;
-        if (_start > 0 && used < _buffer.Length / 2)
-        {
-            Buffer.BlockCopy(_buffer, _start, _buffer, 0, used);
+            Buffer.BlockCopy(buffer, start, buffer, 0, used);
         }
         else
         {
-            if (_buffer.Length >= MaxBufferSize)
+            if (buffer.Length >= maxBufferSize)
             {
                 return false;
             }
-            byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(Math.Max(_buffer.Length * 2, ActiveBufferSize), MaxBufferSize));
-            Buffer.BlockCopy(_buffer, _start, grown, 0, used);
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = grown;
+            byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(Math.Max(buffer.Length * 2, ActiveBufferSize), maxBufferSize));
+            Buffer.BlockCopy(buffer, start, grown, 0, used);
+            ArrayPool<byte>.Shared.Return(buffer);
+            buffer = grown;
         }
-        _start = 0;
-        _end = used;
+        start = 0;
+        end = used;
         return true;
     }
 
@@ -417,9 +426,9 @@ public sealed class SocketConnection : ILoopSocket
         Close();
     }
 
-    // ---- On the platform's socket engine (TLS, or with the loops off). ----
+    // ---- Awaited reads: TLS (SslStream over the loop's edges, or the engine's), or everything with the loops off. ----
 
-    private async Task RunOnEngineAsync(IConnectionProtocol protocol)
+    private async Task RunAwaitedAsync(IConnectionProtocol protocol)
     {
         static bool tlsFailure(Exception e) => e is IOException or System.Security.Authentication.AuthenticationException or InvalidOperationException or SocketException;
         _protocol = protocol;
@@ -432,7 +441,7 @@ public sealed class SocketConnection : ILoopSocket
             // first octets (one extra call per connection, none per request), so thousands of silent
             // connections cost only their socket and this loop.
             Tls.TlsSession? tls = _tls;
-            int ready = tls != null ? await tls.ReadAsync(Memory<byte>.Empty) : await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
+            int ready = tls != null ? await tls.ReadAsync(Memory<byte>.Empty) : await ReceiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
             if (ready < 0 || IsClosed)
             {
                 return;
@@ -451,26 +460,9 @@ public sealed class SocketConnection : ILoopSocket
                         buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
                     }
                 }
-                else if (end == buffer.Length)
+                else if (end == buffer.Length && !MakeRoom(ref buffer, ref start, ref end, MaxBufferSize))
                 {
-                    int used = end - start;
-                    if (start > 0 && used < buffer.Length / 2)
-                    {
-                        Buffer.BlockCopy(buffer, start, buffer, 0, used);
-                    }
-                    else
-                    {
-                        if (buffer.Length >= MaxBufferSize)
-                        {
-                            break; // the protocol could not make progress within its limit
-                        }
-                        byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(Math.Max(buffer.Length * 2, ActiveBufferSize), MaxBufferSize));
-                        Buffer.BlockCopy(buffer, start, grown, 0, used);
-                        ArrayPool<byte>.Shared.Return(buffer);
-                        buffer = grown;
-                    }
-                    start = 0;
-                    end = used;
+                    break; // the protocol could not make progress within its limit
                 }
 
                 if (start == end && drained && ReleaseBufferWhenIdle)
@@ -479,7 +471,7 @@ public sealed class SocketConnection : ILoopSocket
                     // idle connection holds none (the wait is the would-block attempt a read makes anyway).
                     ArrayPool<byte>.Shared.Return(buffer);
                     buffer = [];
-                    ready = tls != null ? await tls.ReadAsync(Memory<byte>.Empty) : await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
+                    ready = tls != null ? await tls.ReadAsync(Memory<byte>.Empty) : await ReceiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
                     buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
                     if (ready < 0 || IsClosed)
                     {
@@ -487,7 +479,7 @@ public sealed class SocketConnection : ILoopSocket
                     }
                 }
                 int space = buffer.Length - end;
-                int received = tls != null ? await tls.ReadAsync(buffer.AsMemory(end)) : await _receiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
+                int received = tls != null ? await tls.ReadAsync(buffer.AsMemory(end)) : await ReceiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
                 if (received <= 0)
                 {
                     break; // 0: the peer closed its side; negative: a socket error
@@ -564,8 +556,8 @@ public sealed class SocketConnection : ILoopSocket
         if (_loop != null)
         {
             _loop.Unregister(((ILoopSocket)this).LoopToken, fd: -1); // closing the descriptor takes it out of epoll
-            TlsReadable.Set(); // a TLS reader or writer waiting on the loop wakes to find the socket closed
-            TlsWritable.Set();
+            TlsReadable?.Set(); // a TLS reader or writer waiting on the loop wakes to find the socket closed
+            TlsWritable?.Set();
             // The loop's thread gives the buffer back (a read may be using it right now).
             _loop.Post(_readReady ??= ReadReady);
         }

@@ -16,7 +16,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
 
     private readonly object _lock;
     private readonly Socket _socket;
-    private readonly SocketAwaitableEventArgs _args = new();
+    private SocketAwaitableEventArgs? _args; // asynchronous sends on the platform's engine only (made in a sending turn, when first needed)
     private readonly Queue<(byte[] Buffer, int Count)> _filled = new();
     private byte[]? _current;
     private int _currentCount;
@@ -246,7 +246,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     {
         while (offset < count)
         {
-            int sent = await _args.SendAsync(_socket, buffer.AsMemory(offset, count - offset));
+            int sent = await (_args ??= new()).SendAsync(_socket, buffer.AsMemory(offset, count - offset));
             if (sent <= 0)
             {
                 ArrayPool<byte>.Shared.Return(buffer);
@@ -280,7 +280,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     {
         while (tls.HasBacklog)
         {
-            int sent = Writable != null ? await SendOnLoopAsync(tls.Backlog) : await _args.SendAsync(_socket, tls.Backlog);
+            int sent = Writable != null ? await SendOnLoopAsync(tls.Backlog) : await (_args ??= new()).SendAsync(_socket, tls.Backlog);
             if (sent <= 0 || IsClosed)
             {
                 Close();

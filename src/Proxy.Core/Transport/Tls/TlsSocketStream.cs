@@ -17,7 +17,7 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
 
     // Receives complete on the socket engine's thread (no hop through the thread pool per read), as the
     // plaintext receive loop's do; the connection's own event args serve, since TLS reads replace its own.
-    private readonly SocketAwaitableEventArgs _receive = receiveArgs ?? new SocketAwaitableEventArgs();
+    private SocketAwaitableEventArgs? _receive = receiveArgs; // made when first needed: a stream on a loop never is
 
     private byte[]? _backlog;
     private int _backlogCount;
@@ -93,7 +93,7 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
             }
             return new ValueTask<int>(n);
         }
-        return onLoop != null ? ReadOnLoopAsync(onLoop, buffer) : _receive.ReceiveOrThrowAsync(socket, buffer);
+        return onLoop != null ? ReadOnLoopAsync(onLoop, buffer) : (_receive ??= new SocketAwaitableEventArgs()).ReceiveOrThrowAsync(socket, buffer);
     }
 
     // Pooled: a read that waits for the edge would otherwise allocate its state machine each time.
@@ -105,7 +105,7 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
             // A zero-byte read waits for octets without taking them: at once unless the socket was drained.
             if (_drained)
             {
-                await connection.TlsReadable.WaitAsync();
+                await connection.TlsReadable!.WaitAsync();
                 _drained = false;
             }
             if (connection.IsClosed)
@@ -131,7 +131,7 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
                 throw new IOException("the connection failed", new SocketException(-n));
             }
             _drained = true;
-            await connection.TlsReadable.WaitAsync();
+            await connection.TlsReadable!.WaitAsync();
         }
     }
 
@@ -150,7 +150,7 @@ internal sealed class TlsSocketStream(Socket socket, SocketAwaitableEventArgs? r
             {
                 throw new IOException("the peer closed the connection during the TLS handshake");
             }
-            await connection.TlsWritable.WaitAsync();
+            await connection.TlsWritable!.WaitAsync();
         }
     }
 
