@@ -348,10 +348,17 @@ public sealed partial class Http2Connection
         _recentlyClosedNext = (_recentlyClosedNext + 1) % _recentlyClosed.Length;
         // Reused only from the reading thread between frames, once no callback can still hold it.
         _closedStreams.Add(stream);
+        _closedCount = _closedStreams.Count;
     }
 
     private void RecycleClosedStreams()
     {
+        // Called before every frame: most frames close nothing, so the lock is taken only when a stream
+        // closed. The count is read without it: a stale zero leaves the recycling to the next frame.
+        if (Volatile.Read(ref _closedCount) == 0)
+        {
+            return;
+        }
         lock (_sync)
         {
             if (_closedStreams.Count == 0)
@@ -367,6 +374,7 @@ public sealed partial class Http2Connection
                 }
             }
             _closedStreams.Clear();
+            _closedCount = 0;
         }
     }
 

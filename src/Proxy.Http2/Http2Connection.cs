@@ -34,6 +34,7 @@ public sealed partial class Http2Connection
     private readonly Dictionary<int, Http2Stream> _streams = [];
     private readonly Stack<Http2Stream> _freeStreams = new();
     private readonly List<Http2Stream> _closedStreams = [];
+    private int _closedCount; // _closedStreams.Count, for the lock-free check before each frame
     private readonly List<Http2Stream> _abortedStreams = [];
     private readonly ResetStreamSet _resetStreams = new();
     // Abuse accounting (see Http2ConnectionOptions): streams the peer opened, resets before our answer,
