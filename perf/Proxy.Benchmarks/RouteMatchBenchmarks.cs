@@ -1,5 +1,6 @@
 using System.Text;
 using BenchmarkDotNet.Attributes;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Http2;
 

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
+using Proxy.Core.Config;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Xds.Api.Discovery;

@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using PbRoutes = Proxy.Xds.Api.Route.RouteConfiguration;
 

@@ -1,14 +1,15 @@
-using System.Net;
 using System.Net.Sockets;
-using Google.Protobuf;
+using System.Net;
 using Google.Protobuf.WellKnownTypes;
+using Google.Protobuf;
 using Microsoft.AspNetCore.Builder;
-using Proxy.Core;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
-using Proxy.Xds;
+using Proxy.Core;
 using Proxy.Xds.Api.Discovery;
 using Proxy.Xds.Config;
+using Proxy.Xds;
 using Xds.ControlPlane;
 
 namespace EndToEnd.Tests;

@@ -1,4 +1,5 @@
 using System.Net;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 using Proxy.Xds.Config;

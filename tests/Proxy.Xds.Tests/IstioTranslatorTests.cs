@@ -1,3 +1,4 @@
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Xds.Mesh;
 using Xds.ControlPlane;

@@ -1,5 +1,6 @@
-using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
+using Google.Protobuf;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 using Proxy.Http2;

@@ -97,7 +97,7 @@ public sealed class AccessLogFormat
             int end = format.IndexOf('%', i + 1);
             if (end < 0)
             {
-                throw new Routing.ConfigException($"access log format: '%' at {i} opens a command that is never closed");
+                throw new Config.ConfigException($"access log format: '%' at {i} opens a command that is never closed");
             }
             // A maximum length may follow the closing '%' of REQ/RESP: %REQ(X):10%.
             string command = format[(i + 1)..end];
@@ -125,7 +125,7 @@ public sealed class AccessLogFormat
         {
             if (!int.TryParse(command.AsSpan(close + 2), NumberStyles.None, CultureInfo.InvariantCulture, out max))
             {
-                throw new Routing.ConfigException($"access log format: '%{command}%': bad maximum length");
+                throw new Config.ConfigException($"access log format: '%{command}%': bad maximum length");
             }
             command = command[..(close + 1)];
         }
@@ -170,7 +170,7 @@ public sealed class AccessLogFormat
             _ when command.StartsWith("DYNAMIC_METADATA(", StringComparison.Ordinal) || command.StartsWith("FILTER_STATE(", StringComparison.Ordinal)
                 || command.StartsWith("CEL(", StringComparison.Ordinal) || command.StartsWith("TRAILER(", StringComparison.Ordinal)
                 || command.StartsWith("ENVIRONMENT(", StringComparison.Ordinal) || command.StartsWith("UPSTREAM_METADATA(", StringComparison.Ordinal) => Op.Dash,
-            _ => throw new Routing.ConfigException($"access log format: '%{command}%' is not a command operator we know"),
+            _ => throw new Config.ConfigException($"access log format: '%{command}%' is not a command operator we know"),
         };
         return new Part(op, "", null, 0);
     }
@@ -249,7 +249,7 @@ public abstract class AccessLogFilter
 
     public static AccessLogFilter ResponseFlags(string[] flags) => new Flags(flags);
 
-    public static AccessLogFilter Header(Routing.HeaderMatcher matcher) => new HeaderMatch(matcher);
+    public static AccessLogFilter Header(Config.HeaderMatcher matcher) => new HeaderMatch(matcher);
 
     public static AccessLogFilter All(AccessLogFilter[] filters) => new Combined(filters, all: true);
 
@@ -289,7 +289,7 @@ public abstract class AccessLogFilter
             record.Flags is { } set && (flags.Length == 0 || Array.IndexOf(flags, set) >= 0);
     }
 
-    private sealed class HeaderMatch(Routing.HeaderMatcher matcher) : AccessLogFilter
+    private sealed class HeaderMatch(Config.HeaderMatcher matcher) : AccessLogFilter
     {
         public override bool Passes(in AccessLogRecord record) => matcher.Matches(record.Request);
     }

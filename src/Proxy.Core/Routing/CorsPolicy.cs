@@ -1,4 +1,5 @@
 using System.Text;
+using Proxy.Core.Config;
 
 namespace Proxy.Core.Routing;
 

@@ -1,3 +1,5 @@
+using Proxy.Core.Config;
+
 namespace Proxy.Core.Routing;
 
 /// <summary>

@@ -1,5 +1,6 @@
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
+using Proxy.Core.Config;
 using Proxy.Http2;
 
 namespace Proxy.Core.Routing;

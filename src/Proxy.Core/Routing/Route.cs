@@ -1,4 +1,5 @@
 using System.Text;
+using Proxy.Core.Config;
 using Proxy.Http2;
 
 namespace Proxy.Core.Routing;

@@ -1,5 +1,6 @@
 using System.Collections.Frozen;
 using System.Text;
+using Proxy.Core.Config;
 using Proxy.Http2;
 
 namespace Proxy.Core.Routing;

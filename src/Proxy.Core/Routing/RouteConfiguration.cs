@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using Proxy.Core.Config;
 
 namespace Proxy.Core.Routing;
 

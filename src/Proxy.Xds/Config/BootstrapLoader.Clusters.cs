@@ -1,8 +1,9 @@
-using Proxy.Core.Transport.Tls;
 using System.Collections.Frozen;
 using System.Net;
+using Proxy.Core.Config;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport.Tls;
 using Proxy.Core.Upstream;
 
 namespace Proxy.Xds.Config;

@@ -1,5 +1,6 @@
 using System.Collections.Frozen;
 using System.Net;
+using Proxy.Core.Config;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;

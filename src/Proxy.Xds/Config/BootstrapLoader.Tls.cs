@@ -1,5 +1,6 @@
 using System.Net.Security;
 using System.Security.Authentication;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport.Tls;
 using Proxy.Xds.Secrets;

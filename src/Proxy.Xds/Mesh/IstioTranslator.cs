@@ -1,7 +1,7 @@
 using System.Globalization;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
-using ConfigException = Proxy.Core.Routing.ConfigException;
+using ConfigException = Proxy.Core.Config.ConfigException;
 using Proxy.Xds.Api.Cluster;
 using Proxy.Xds.Api.Core;
 using Proxy.Xds.Api.Endpoint;

@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Grpc.Core;
 using Grpc.Net.Client;
+using Proxy.Core.Config;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport.Tls;

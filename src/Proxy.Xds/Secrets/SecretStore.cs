@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Proxy.Core.Config;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport.Tls;

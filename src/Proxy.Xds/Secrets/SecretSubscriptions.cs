@@ -1,3 +1,4 @@
+using Proxy.Core.Config;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport.Tls;

@@ -191,7 +191,7 @@ public abstract class TlsContext
         null or "" or "TLS_AUTO" or "0" => null,
         "TLSv1_0" or "1" or "TLSv1_1" or "2" or "TLSv1_2" or "3" => 2,
         "TLSv1_3" or "4" => 3,
-        _ => throw new Routing.ConfigException($"'{name}' is not a TLS version (TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3)"),
+        _ => throw new Config.ConfigException($"'{name}' is not a TLS version (TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3)"),
     };
 }
 

@@ -1,6 +1,7 @@
 using System.Net.Security;
-using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Security.Cryptography;
+using Proxy.Core.Config;
 using Proxy.Core.Routing;
 
 namespace Proxy.Core.Transport.Tls;

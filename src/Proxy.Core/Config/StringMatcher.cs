@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.RegularExpressions;
 
-namespace Proxy.Core.Routing;
+namespace Proxy.Core.Config;
 
 public enum StringMatchKind : byte
 {

@@ -3,7 +3,7 @@ using System.Buffers.Text;
 using System.Text;
 using Proxy.Http2;
 
-namespace Proxy.Core.Routing;
+namespace Proxy.Core.Config;
 
 /// <summary>
 /// Envoy's HeaderMatcher (envoy.config.route.v3.HeaderMatcher): a string match, a range match or a
