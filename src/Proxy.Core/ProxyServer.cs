@@ -1,3 +1,4 @@
+using Proxy.Core.Listeners;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Core.Upstream;

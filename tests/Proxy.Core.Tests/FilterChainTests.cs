@@ -1,8 +1,9 @@
-using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Net;
 using System.Security.Authentication;
 using System.Text;
+using Proxy.Core.Listeners;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 

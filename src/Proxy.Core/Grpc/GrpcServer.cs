@@ -1,8 +1,9 @@
-using System.Buffers;
 using System.Buffers.Binary;
+using System.Buffers;
 using System.Net;
 using System.Threading.Channels;
 using Proxy.Core.Forwarding;
+using Proxy.Core.Listeners;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Http2;

@@ -211,7 +211,7 @@ public sealed class Cluster
     public ClusterState State { get; init; } = new();
 
     /// <summary>upstream_bind_config: source address and socket options of its connections.</summary>
-    public Upstream.UpstreamBind? Bind { get; init; }
+    public Transport.UpstreamBind? Bind { get; init; }
 
     /// <summary>The cluster's default transport socket (TLS for ORIGINAL_DST destinations); endpoints carry their own.</summary>
     public Transport.Tls.TlsClientContext? Tls { get; init; }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net;
+using Proxy.Core.Transport.Tls;
 using Proxy.Http2;
 
 namespace Proxy.Core.Routing;
@@ -34,18 +35,6 @@ public enum ForwardClientCertDetails : byte
     SanitizeSet,
     /// <summary>Forwarded as received, always.</summary>
     AlwaysForwardOnly,
-}
-
-/// <summary>set_current_client_cert_details: the fields of this hop's element besides By and Hash.</summary>
-[Flags]
-public enum ClientCertDetails : byte
-{
-    None = 0,
-    Subject = 1,
-    Cert = 2,
-    Chain = 4,
-    Dns = 8,
-    Uri = 16,
 }
 
 public sealed class ConnectionManagerHeaders

@@ -32,7 +32,7 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
     public bool ServesHttp { get; init; } = true;
 
     /// <summary>A listener whose filter chain is tcp_proxy (no HTTP): its connections are relayed as octets.</summary>
-    public Forwarding.TcpProxyConfig? TcpProxy { get; init; }
+    public TcpProxyConfig? TcpProxy { get; init; }
 
     /// <summary>
     /// Filter chains chosen per connection by their match (<see cref="FilterChainSelector"/>); empty when

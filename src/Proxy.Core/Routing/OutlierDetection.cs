@@ -61,7 +61,7 @@ public sealed class ClusterState
     public int BufferLimit { get; set; } = Transport.SocketConnection.DefaultBufferLimit;
 
     /// <summary>upstream_bind_config of the current snapshot (updated on every load).</summary>
-    public Upstream.UpstreamBind? Bind { get; set; }
+    public Transport.UpstreamBind? Bind { get; set; }
 
     /// <summary>circuit_breakers max_connections of the current snapshot (updated on every load).</summary>
     public long MaxConnections { get; set; } = long.MaxValue;

@@ -43,6 +43,20 @@ public sealed class RbacPolicySet(RbacAction action, IReadOnlyList<RbacPolicy> p
         }
         return Action == RbacAction.Allow ? matched : !matched;
     }
+
+    /// <summary>The network-level check of an accepted connection (its addresses and TLS identity); false when the socket is gone.</summary>
+    public bool AllowsConnection(Socket socket, Transport.Tls.TlsSession? tls)
+    {
+        try
+        {
+            var remote = socket.RemoteEndPoint as IPEndPoint;
+            return Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint, Principal = tls?.PeerPrincipalUtf8 });
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
 }
 
 /// <summary>One named policy: it matches when any permission and any principal match.</summary>

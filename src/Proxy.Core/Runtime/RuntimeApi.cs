@@ -1,5 +1,6 @@
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
+using Proxy.Core.Listeners;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 

@@ -3,7 +3,6 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using Proxy.Core.Routing;
 
 namespace Proxy.Core.Transport;
 

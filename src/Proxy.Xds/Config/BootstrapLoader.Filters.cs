@@ -1,6 +1,7 @@
 using System.Net;
 using Proxy.Core.Config;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport.Tls;
 using Proxy.Http2;
 
 namespace Proxy.Xds.Config;

@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using System.Buffers;
+using System.Diagnostics;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
@@ -187,13 +187,13 @@ public sealed class TlsSession : IDisposable
     }
 
     private byte[]? _xfcc;
-    private Routing.ClientCertDetails _xfccDetails;
+    private ClientCertDetails _xfccDetails;
 
     /// <summary>
     /// This hop's x-forwarded-client-cert element, made once per connection: By (our URI SAN), Hash (the
     /// peer certificate's SHA-256), then Cert, Chain, Subject, URI, DNS as <paramref name="details"/> asks.
     /// </summary>
-    internal byte[] ClientCertElement(Routing.ClientCertDetails details)
+    internal byte[] ClientCertElement(ClientCertDetails details)
     {
         byte[]? cached = _xfcc;
         if (cached != null && _xfccDetails == details)
@@ -215,19 +215,19 @@ public sealed class TlsSession : IDisposable
         }
         X509Certificate2 peer = PeerCertificate!;
         Field("Hash", Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(peer.RawData)));
-        if ((details & Routing.ClientCertDetails.Cert) != 0)
+        if ((details & ClientCertDetails.Cert) != 0)
         {
             Field("Cert", "\"" + Uri.EscapeDataString(peer.ExportCertificatePem() + "\n") + "\"");
         }
-        if ((details & Routing.ClientCertDetails.Chain) != 0)
+        if ((details & ClientCertDetails.Chain) != 0)
         {
             Field("Chain", "\"" + Uri.EscapeDataString(peer.ExportCertificatePem() + "\n") + "\"");
         }
-        if ((details & Routing.ClientCertDetails.Subject) != 0)
+        if ((details & ClientCertDetails.Subject) != 0)
         {
             Field("Subject", "\"" + peer.SubjectName.Decode(X500DistinguishedNameFlags.UseCommas).Replace(", ", ",", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"");
         }
-        if ((details & Routing.ClientCertDetails.Uri) != 0)
+        if ((details & ClientCertDetails.Uri) != 0)
         {
             foreach (string uri in PeerNames.Uris)
             {
@@ -238,7 +238,7 @@ public sealed class TlsSession : IDisposable
                 Field("URI", "");
             }
         }
-        if ((details & Routing.ClientCertDetails.Dns) != 0)
+        if ((details & ClientCertDetails.Dns) != 0)
         {
             foreach (string dns in PeerNames.Dns)
             {

@@ -1,12 +1,13 @@
 using System.Buffers;
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport;
 using Proxy.Http2;
 
-namespace Proxy.Core.Transport;
+namespace Proxy.Core.Listeners;
 
 /// <summary>
 /// Accepts connections on one address and serves HTTP/1.1 and HTTP/2 with prior knowledge on the same
@@ -343,7 +344,7 @@ public sealed class ProxyListener : IAsyncDisposable
                 return;
             }
         }
-        if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, accepted, null))
+        if (options.NetworkRbac is { } rbac && !rbac.AllowsConnection(accepted, null))
         {
             DownstreamLimits.Denied();
             DownstreamLimits.Closed();
@@ -368,7 +369,7 @@ public sealed class ProxyListener : IAsyncDisposable
         ServeHttp(accepted, options, source, destination, null, null);
     }
 
-    private void Relay(Socket accepted, IPEndPoint? destination, TcpProxyConfig tcp, ListenerOptions options, Tls.TlsServerContext? tls, string[]? offeredAlpn)
+    private void Relay(Socket accepted, IPEndPoint? destination, TcpProxyConfig tcp, ListenerOptions options, Transport.Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
         Opened(options);
         _relayed.TryAdd(accepted, 0);
@@ -380,7 +381,7 @@ public sealed class ProxyListener : IAsyncDisposable
         }, tls, offeredAlpn, options.NetworkRbac, _stop.Token);
     }
 
-    private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Tls.TlsServerContext? tls, string[]? offeredAlpn)
+    private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Transport.Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
         // On one of our event loops; with TLS, SslStream reads and writes through the loop's edges.
         var connection = new SocketConnection(accepted, new object(), loop: EventLoop.Next(), tlsOnLoop: tls != null) { BufferLimit = options.BufferLimit };
@@ -391,7 +392,7 @@ public sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <summary>Terminates TLS, checks network RBAC against the peer's identity, then serves HTTP on the plaintext.</summary>
-    private async Task HandshakeThenRunAsync(SocketConnection connection, Sniffer sniffer, Tls.TlsServerContext tls, string[]? offeredAlpn, ListenerOptions options)
+    private async Task HandshakeThenRunAsync(SocketConnection connection, Sniffer sniffer, Transport.Tls.TlsServerContext tls, string[]? offeredAlpn, ListenerOptions options)
     {
         string? error;
         try
@@ -415,7 +416,7 @@ public sealed class ProxyListener : IAsyncDisposable
             return;
         }
         _stats?.SslHandshake.Inc();
-        if (options.NetworkRbac is { } rbac && !AllowedByNetworkRbac(rbac, connection.Socket, connection.Tls))
+        if (options.NetworkRbac is { } rbac && !rbac.AllowsConnection(connection.Socket, connection.Tls))
         {
             DownstreamLimits.Denied();
             connection.Close();
@@ -443,19 +444,6 @@ public sealed class ProxyListener : IAsyncDisposable
     {
         _stats?.DownstreamCxActive.Dec();
         options.Stats?.DownstreamCxActive.Dec();
-    }
-
-    internal static bool AllowedByNetworkRbac(RbacPolicySet rbac, Socket socket, Tls.TlsSession? tls)
-    {
-        try
-        {
-            var remote = socket.RemoteEndPoint as IPEndPoint;
-            return rbac.Allows(new RbacRequest { DirectRemote = remote, Remote = remote, Local = socket.LocalEndPoint as IPEndPoint, Principal = tls?.PeerPrincipalUtf8 });
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 
     /// <summary>Checks every connection against its timeouts; runs on a timer, never on the request path.</summary>
