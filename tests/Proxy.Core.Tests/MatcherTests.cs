@@ -293,16 +293,16 @@ public sealed class LoadBalancerTests
         cluster.RecordOutcome(a, failure: false, gatewayFailure: false); // a success resets the streak
         cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
         cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
-        Assert.False(a.Pool.IsEjected);
+        Assert.False(a.State.IsEjected);
         cluster.RecordOutcome(a, failure: true, gatewayFailure: false);
-        Assert.True(a.Pool.IsEjected);
+        Assert.True(a.State.IsEjected);
         Assert.Equal([2], Count(cluster, 200).Keys);
         // 10 % of two endpoints: one may be out, not both.
         for (int i = 0; i < 5; i++)
         {
             cluster.RecordOutcome(b, failure: true, gatewayFailure: false);
         }
-        Assert.False(b.Pool.IsEjected);
+        Assert.False(b.State.IsEjected);
     }
 
     [Fact]
@@ -317,7 +317,7 @@ public sealed class LoadBalancerTests
         {
             cluster.RecordOutcome(a, failure: true, gatewayFailure: true);
         }
-        Assert.False(a.Pool.IsEjected);
+        Assert.False(a.State.IsEjected);
     }
 
     [Theory]
@@ -375,7 +375,7 @@ public sealed class LoadBalancerTests
         UpstreamEndpoint busy = Endpoint(1);
         for (int i = 0; i < 100; i++)
         {
-            busy.Pool.RequestStarted();
+            busy.State.RequestStarted();
         }
         var cluster = new Cluster("c", UpstreamProtocol.Http1, [busy, Endpoint(2)], TimeSpan.FromSeconds(1), LbPolicy.LeastRequest);
         Dictionary<int, int> counts = Count(cluster, 4000);
@@ -498,9 +498,9 @@ public sealed class ClusterLimitsTests
         var a = pools.Endpoint(address, UpstreamProtocol.Http2, cluster: pools.ClusterState("a"));
         var a2 = pools.Endpoint(address, UpstreamProtocol.Http2, cluster: pools.ClusterState("a"));
         var b = pools.Endpoint(address, UpstreamProtocol.Http2, cluster: pools.ClusterState("b"));
-        Assert.Same(a.Pool, a2.Pool);      // a new snapshot of cluster a keeps its connections
-        Assert.NotSame(a.Pool, b.Pool);
-        Assert.Same(pools.ClusterState("a"), a.Pool.Cluster);
+        Assert.Same(a.State, a2.State);      // a new snapshot of cluster a keeps its connections
+        Assert.NotSame(a.State, b.State);
+        Assert.Same(pools.ClusterState("a"), a.State.Cluster);
     }
 
     [Fact]

@@ -98,7 +98,7 @@ public sealed class Cluster
             int healthy = 0;
             foreach (UpstreamEndpoint e in locality._candidates)
             {
-                if (!e.Pool.IsEjected)
+                if (!e.State.IsEjected)
                 {
                     healthy++;
                 }
@@ -139,7 +139,7 @@ public sealed class Cluster
             int healthy = 0;
             foreach (UpstreamEndpoint e in level._candidates)
             {
-                if (!e.Pool.IsEjected && e.Health is not (EndpointHealth.Unhealthy or EndpointHealth.Draining or EndpointHealth.Timeout))
+                if (!e.State.IsEjected && e.Health is not (EndpointHealth.Unhealthy or EndpointHealth.Draining or EndpointHealth.Timeout))
                 {
                     healthy++;
                 }
@@ -181,7 +181,7 @@ public sealed class Cluster
             return PickEndpoint();
         }
         UpstreamEndpoint chosen = _candidates[_hash.Pick(h)];
-        if (OutlierDetection == null || !chosen.Pool.IsEjected)
+        if (OutlierDetection == null || !chosen.State.IsEjected)
         {
             return chosen;
         }
@@ -189,7 +189,7 @@ public sealed class Cluster
         for (int i = 1; i < 8; i++)
         {
             UpstreamEndpoint next = _candidates[_hash.Pick(h + (ulong)i * 0x9E3779B97F4A7C15UL)];
-            if (!next.Pool.IsEjected)
+            if (!next.State.IsEjected)
             {
                 return next;
             }
@@ -254,14 +254,14 @@ public sealed class Cluster
     public void RecordOutcome(UpstreamEndpoint endpoint, bool failure, bool gatewayFailure)
     {
         OutlierDetection? policy = OutlierDetection;
-        if (policy == null || !endpoint.Pool.RecordOutcome(failure, gatewayFailure, policy))
+        if (policy == null || !endpoint.State.RecordOutcome(failure, gatewayFailure, policy))
         {
             return;
         }
         int ejected = 0;
         foreach (UpstreamEndpoint e in Endpoints)
         {
-            if (e.Pool.IsEjected)
+            if (e.State.IsEjected)
             {
                 ejected++;
             }
@@ -269,7 +269,7 @@ public sealed class Cluster
         // max_ejection_percent, but at least one endpoint may always be ejected (Envoy's rule).
         if (ejected == 0 || (ejected + 1) * 100.0 <= Endpoints.Length * policy.MaxEjectionPercent)
         {
-            endpoint.Pool.Eject(policy);
+            endpoint.State.Eject(policy);
             State.Stats.OutlierEjectionsTotal.Inc();
         }
     }
@@ -286,21 +286,21 @@ public sealed class Cluster
             return PickLocality().PickEndpoint();
         }
         UpstreamEndpoint? picked = PickByPolicy();
-        if (picked == null || OutlierDetection == null || !picked.Pool.IsEjected)
+        if (picked == null || OutlierDetection == null || !picked.State.IsEjected)
         {
             return picked;
         }
         for (int i = 0; i < _candidates.Length; i++)
         {
             UpstreamEndpoint next = PickByPolicy()!;
-            if (!next.Pool.IsEjected)
+            if (!next.State.IsEjected)
             {
                 return next;
             }
         }
         foreach (UpstreamEndpoint e in _candidates)
         {
-            if (!e.Pool.IsEjected)
+            if (!e.State.IsEjected)
             {
                 return e;
             }
@@ -328,8 +328,8 @@ public sealed class Cluster
                 // Two choices, weighted by endpoint weight; the fewer active requests (per unit of weight) wins.
                 UpstreamEndpoint a = candidates[ByWeight(Random.Shared.Next(_totalWeight))];
                 UpstreamEndpoint b = candidates[ByWeight(Random.Shared.Next(_totalWeight))];
-                long loadA = (long)a.Pool.ActiveRequests * Math.Max(1, b.Weight);
-                long loadB = (long)b.Pool.ActiveRequests * Math.Max(1, a.Weight);
+                long loadA = (long)a.State.ActiveRequests * Math.Max(1, b.Weight);
+                long loadB = (long)b.State.ActiveRequests * Math.Max(1, a.Weight);
                 return loadB < loadA ? b : a;
             }
             default:
@@ -351,8 +351,8 @@ public sealed class Cluster
     }
 }
 
-/// <summary>One upstream address of a cluster, with the connection pool (and its live request count) that survives snapshot swaps.</summary>
-public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int weight = 1, EndpointHealth health = EndpointHealth.Unknown, int priority = 0)
+/// <summary>One upstream address of a cluster, with the state (its connection pool, live request count and outlier ejection) that survives snapshot swaps.</summary>
+public sealed class UpstreamEndpoint(EndPoint address, EndpointState state, int weight = 1, EndpointHealth health = EndpointHealth.Unknown, int priority = 0)
 {
     /// <summary>The locality's priority: 0 is preferred; higher levels take the traffic lower ones cannot.</summary>
     public int Priority { get; } = priority;
@@ -360,9 +360,10 @@ public sealed class UpstreamEndpoint(EndPoint address, UpstreamPool pool, int we
     public int Locality { get; init; }
     public int LocalityWeight { get; init; } = 1;
     public EndPoint Address { get; } = address;
-    public UpstreamPool Pool { get; } = pool;
+    /// <summary>What outlives snapshots for this address: its requests in flight, outlier state and connection pool.</summary>
+    public EndpointState State { get; } = state;
     /// <summary>TLS to this endpoint (its transport socket, chosen by transport_socket_matches); null: plaintext.</summary>
-    public Transport.Tls.TlsClientContext? Tls => Pool.Tls;
+    public Transport.Tls.TlsClientContext? Tls => State.Tls;
     /// <summary>load_balancing_weight (default 1).</summary>
     public int Weight { get; } = weight;
     public EndpointHealth Health { get; } = health;

@@ -1,4 +1,5 @@
 using Proxy.Core.Forwarding;
+using Proxy.Core.Routing;
 using Proxy.Http2;
 
 namespace Proxy.Core.Upstream;
@@ -14,16 +15,8 @@ public interface IUpstreamConnection : IExchangePeer
 /// Connections to one upstream endpoint. Pools outlive snapshots: a new snapshot that keeps an endpoint
 /// keeps its pool, and with it the open connections.
 /// </summary>
-public abstract class UpstreamPool
+public abstract class UpstreamPool : EndpointState
 {
-    private int _activeRequests;
-
-    /// <summary>The cluster these connections belong to (Envoy pools per cluster); its max_connections bounds them.</summary>
-    public Proxy.Core.Routing.ClusterState? Cluster { get; init; }
-
-    /// <summary>The endpoint's transport socket: TLS originated with this context (null: plaintext). Pools are per context.</summary>
-    public Transport.Tls.TlsClientContext? Tls { get; init; }
-
     /// <summary>
     /// Connects within <paramref name="timeout"/> (Envoy's connect_timeout covers the TLS handshake too) and
     /// originates TLS when the endpoint's transport socket says so; the connection, or why there is none.
@@ -66,61 +59,6 @@ public abstract class UpstreamPool
         Cluster?.Stats.UpstreamCxConnectFail.Inc();
     }
 
-    /// <summary>Connections open (or being opened) to this endpoint, for the admin endpoint.</summary>
-    public abstract int OpenConnections { get; }
-
-    /// <summary>Requests in flight to this endpoint, across snapshots (the least-request balancer reads it).</summary>
-    public int ActiveRequests => Volatile.Read(ref _activeRequests);
-
-    public void RequestStarted() => Interlocked.Increment(ref _activeRequests);
-
-    public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
-
-    // Outlier detection state of this endpoint (guarded by the pool itself as a lock).
-    private int _consecutive5xx;
-    private int _consecutiveGateway;
-    private int _ejections;
-    private long _ejectedUntil;
-
-    /// <summary>Whether outlier detection has this endpoint out of rotation now.</summary>
-    public bool IsEjected => Volatile.Read(ref _ejectedUntil) is var until && until != 0 && until > Environment.TickCount64;
-
-    /// <summary>Counts one outcome; returns true when it should be ejected now (the caller checks the cluster's limit).</summary>
-    public bool RecordOutcome(bool failure, bool gatewayFailure, Proxy.Core.Routing.OutlierDetection policy)
-    {
-        lock (this)
-        {
-            if (!failure)
-            {
-                _consecutive5xx = 0;
-                _consecutiveGateway = 0;
-                return false;
-            }
-            _consecutive5xx++;
-            if (gatewayFailure)
-            {
-                _consecutiveGateway++;
-            }
-            bool by5xx = _consecutive5xx >= policy.Consecutive5xx && Enforced(policy.Enforcing5xx);
-            bool byGateway = gatewayFailure && _consecutiveGateway >= policy.ConsecutiveGatewayFailure && Enforced(policy.EnforcingGatewayFailure);
-            return (by5xx || byGateway) && !IsEjected;
-        }
-    }
-
-    public void Eject(Proxy.Core.Routing.OutlierDetection policy)
-    {
-        lock (this)
-        {
-            _ejections++;
-            double ms = Math.Min(policy.BaseEjectionTime.TotalMilliseconds * _ejections, Math.Max(policy.MaxEjectionTime.TotalMilliseconds, policy.BaseEjectionTime.TotalMilliseconds));
-            Volatile.Write(ref _ejectedUntil, Environment.TickCount64 + (long)ms);
-            _consecutive5xx = 0;
-            _consecutiveGateway = 0;
-        }
-    }
-
-    private static bool Enforced(double fraction) => fraction >= 1 || (fraction > 0 && Random.Shared.NextDouble() < fraction);
-
     /// <summary>
     /// Calls <see cref="Exchange.OnUpstreamReady"/> with a connection that has room for a stream (at once,
     /// or when one is connected), or <see cref="Exchange.OnUpstreamFailed"/> when none can be had.
@@ -138,4 +76,13 @@ public abstract class UpstreamPool
     protected void MarkRetired() => Volatile.Write(ref _retired, true);
 
     private bool _retired;
+}
+
+/// <summary>The connection pool behind an endpoint's state (every endpoint's state is its pool).</summary>
+public static class UpstreamEndpointPool
+{
+    extension(UpstreamEndpoint endpoint)
+    {
+        public UpstreamPool Pool => (UpstreamPool)endpoint.State;
+    }
 }

@@ -449,7 +449,7 @@ public sealed class AdminServer : IAsyncDisposable
                     UpstreamEndpoint endpoint = c.Endpoints[e];
                     var (address, port) = Split(endpoint.Address);
                     text.Append(e == 0 ? "" : ",").Append("{\"address\":{\"socket_address\":{\"address\":").Append(StatsFormat.Quote(address)).Append(",\"port_value\":").Append(port.ToString(CultureInfo.InvariantCulture))
-                        .Append("}},\"health_status\":{\"eds_health_status\":").Append(StatsFormat.Quote(Health(endpoint))).Append(endpoint.Pool.IsEjected ? ",\"failed_outlier_check\":true" : "")
+                        .Append("}},\"health_status\":{\"eds_health_status\":").Append(StatsFormat.Quote(Health(endpoint))).Append(endpoint.State.IsEjected ? ",\"failed_outlier_check\":true" : "")
                         .Append("},\"weight\":").Append(endpoint.Weight.ToString(CultureInfo.InvariantCulture)).Append(",\"priority\":").Append(endpoint.Priority.ToString(CultureInfo.InvariantCulture)).Append('}');
                 }
                 text.Append("]}");
@@ -468,9 +468,9 @@ public sealed class AdminServer : IAsyncDisposable
             foreach (UpstreamEndpoint endpoint in c.Endpoints)
             {
                 string prefix = $"{c.Name}::{endpoint.Address}::";
-                text.Append(prefix).Append("cx_active::").Append(endpoint.Pool.OpenConnections.ToString(CultureInfo.InvariantCulture)).Append('\n');
-                text.Append(prefix).Append("rq_active::").Append(endpoint.Pool.ActiveRequests.ToString(CultureInfo.InvariantCulture)).Append('\n');
-                text.Append(prefix).Append("health_flags::").Append(endpoint.Pool.IsEjected ? "/failed_outlier_check" : Health(endpoint) == "UNHEALTHY" ? "/failed_eds_health" : "healthy").Append('\n');
+                text.Append(prefix).Append("cx_active::").Append(endpoint.State.OpenConnections.ToString(CultureInfo.InvariantCulture)).Append('\n');
+                text.Append(prefix).Append("rq_active::").Append(endpoint.State.ActiveRequests.ToString(CultureInfo.InvariantCulture)).Append('\n');
+                text.Append(prefix).Append("health_flags::").Append(endpoint.State.IsEjected ? "/failed_outlier_check" : Health(endpoint) == "UNHEALTHY" ? "/failed_eds_health" : "healthy").Append('\n');
                 text.Append(prefix).Append("weight::").Append(endpoint.Weight.ToString(CultureInfo.InvariantCulture)).Append('\n');
                 text.Append(prefix).Append("priority::").Append(endpoint.Priority.ToString(CultureInfo.InvariantCulture)).Append('\n');
             }
