@@ -1,3 +1,5 @@
+using Proxy.Core.Transport;
+
 namespace Proxy.Core.Forwarding;
 
 /// <summary>

@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using Proxy.Core.Transport;
 using Proxy.Http2;
 
 namespace Proxy.Core.Forwarding;

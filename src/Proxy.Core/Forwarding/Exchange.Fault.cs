@@ -1,4 +1,5 @@
 using Proxy.Core.Routing;
+using Proxy.Core.Transport;
 using Proxy.Core.Upstream;
 
 namespace Proxy.Core.Forwarding;

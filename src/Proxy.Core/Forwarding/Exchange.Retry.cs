@@ -1,6 +1,7 @@
-using System.Buffers;
 using System.Buffers.Text;
+using System.Buffers;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport;
 using Proxy.Core.Upstream;
 using Proxy.Http2;
 

@@ -1,8 +1,9 @@
-using System.Buffers;
 using System.Buffers.Text;
+using System.Buffers;
 using Microsoft.Extensions.ObjectPool;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport;
 using Proxy.Core.Upstream;
 using Proxy.Http2;
 
@@ -14,7 +15,7 @@ namespace Proxy.Core.Forwarding;
 /// either direction. Events come from both connections' threads; the exchange's lock orders them.
 /// Pooled: every field is reset between requests.
 /// </summary>
-public sealed partial class Exchange
+public sealed partial class Exchange : IDeferred
 {
     private static readonly ObjectPool<Exchange> s_pool = new DefaultObjectPool<Exchange>(new ExchangePolicy(), 4096);
 
@@ -28,6 +29,7 @@ public sealed partial class Exchange
     private IExchangePeer? _up;
     private int _upId;
     private UpstreamPool? _pool;
+    private TimeSpan _connectTimeout; // the cluster's, for an upstream asked for at the end of the batch
     private Route? _route;
     private Cluster? _cluster;
     private UpstreamEndpoint? _endpoint;
@@ -253,7 +255,8 @@ public sealed partial class Exchange
             // No body: the upstream is asked for at the end of this read, so a stream the client resets in
             // the same read (rapid reset's HEADERS + RST_STREAM) never reaches it. A request with a body
             // asks at once: its DATA, usually in the same read, then goes straight out instead of being copied.
-            FlushBatch.StartUpstream(this, generation << 8, pool, connectTimeout);
+            _connectTimeout = connectTimeout;
+            FlushBatch.Defer(this, generation << 8);
         }
         else
         {
@@ -338,8 +341,17 @@ public sealed partial class Exchange
         }
     }
 
-    /// <summary>Whether the exchange still wants the upstream connection it asked for with <paramref name="token"/>.</summary>
-    internal bool IsWaitingForUpstream(int token) => Volatile.Read(ref _finished) is false && token == UpstreamToken;
+    /// <summary>
+    /// The upstream asked for at the end of the batch the request came in (see <see cref="OnRequestHeaders"/>),
+    /// unless the exchange has finished or moved on to another attempt since.
+    /// </summary>
+    void IDeferred.RunDeferred(int token)
+    {
+        if (!Volatile.Read(ref _finished) && token == UpstreamToken)
+        {
+            _pool!.Acquire(this, token, _connectTimeout);
+        }
+    }
 
     public void OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
     {

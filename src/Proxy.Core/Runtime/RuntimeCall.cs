@@ -1,9 +1,10 @@
-using System.Buffers;
 using System.Buffers.Text;
+using System.Buffers;
 using System.Text;
 using Microsoft.Extensions.ObjectPool;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
+using Proxy.Core.Transport;
 using Proxy.Http2;
 
 namespace Proxy.Core.Runtime;

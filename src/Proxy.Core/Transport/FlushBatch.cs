@@ -1,13 +1,11 @@
-using Proxy.Core.Transport;
-
-namespace Proxy.Core.Forwarding;
+namespace Proxy.Core.Transport;
 
 /// <summary>
 /// Coalesces socket sends: frames written while handling one batch of input (to any connection) are
 /// flushed once at the end of that batch, so a response's HEADERS, DATA and trailers that arrive
 /// together leave in one send. One list per thread: each event loop thread flushes its own.
 /// </summary>
-internal static class FlushBatch
+public static class FlushBatch
 {
     [ThreadStatic]
     private static List<SocketOutput>? t_dirty;
@@ -36,46 +34,43 @@ internal static class FlushBatch
     public static void Begin() => t_depth++;
 
     [ThreadStatic]
-    private static (Exchange Exchange, int Token, Upstream.UpstreamPool Pool, TimeSpan Timeout)[]? t_starts;
+    private static (IDeferred Work, int Token)[]? t_deferred;
     [ThreadStatic]
-    private static int t_startCount;
+    private static int t_deferredCount;
 
     /// <summary>
-    /// Asks <paramref name="pool"/> for a connection for <paramref name="exchange"/> when the current batch
-    /// of input ends (at once outside a batch). A request whose stream the client resets in the same batch
-    /// (HEADERS then RST_STREAM, the rapid-reset pattern) never reaches the upstream.
+    /// Runs <paramref name="work"/> when the current batch of input ends, before its flush (at once
+    /// outside a batch). The exchange asks for its upstream this way, so that a request whose stream the
+    /// client resets in the same batch (HEADERS then RST_STREAM, the rapid-reset pattern) never reaches it.
     /// </summary>
-    public static void StartUpstream(Exchange exchange, int token, Upstream.UpstreamPool pool, TimeSpan timeout)
+    public static void Defer(IDeferred work, int token)
     {
         if (t_depth == 0)
         {
-            pool.Acquire(exchange, token, timeout);
+            work.RunDeferred(token);
             return;
         }
-        var starts = t_starts ??= new (Exchange, int, Upstream.UpstreamPool, TimeSpan)[16];
-        if (t_startCount == starts.Length)
+        var deferred = t_deferred ??= new (IDeferred, int)[16];
+        if (t_deferredCount == deferred.Length)
         {
-            Array.Resize(ref t_starts, starts.Length * 2);
+            Array.Resize(ref t_deferred, deferred.Length * 2);
         }
-        t_starts![t_startCount++] = (exchange, token, pool, timeout);
+        t_deferred![t_deferredCount++] = (work, token);
     }
 
     public static void End()
     {
-        if (t_depth == 1 && t_startCount > 0)
+        if (t_depth == 1 && t_deferredCount > 0)
         {
-            // Still inside the batch: what the starts write is flushed below with the rest. A start may
-            // add more (the array is re-read each time round).
-            for (int i = 0; i < t_startCount; i++)
+            // Still inside the batch: what the deferred work writes is flushed below with the rest. It may
+            // defer more (the array is re-read each time round).
+            for (int i = 0; i < t_deferredCount; i++)
             {
-                var (exchange, token, pool, timeout) = t_starts![i];
-                t_starts[i] = default;
-                if (exchange.IsWaitingForUpstream(token))
-                {
-                    pool.Acquire(exchange, token, timeout);
-                }
+                var (work, token) = t_deferred![i];
+                t_deferred[i] = default;
+                work.RunDeferred(token);
             }
-            t_startCount = 0;
+            t_deferredCount = 0;
         }
         if (--t_depth > 0)
         {
@@ -92,4 +87,11 @@ internal static class FlushBatch
         }
         dirty.Clear();
     }
+}
+
+/// <summary>Work deferred to the end of the current input batch (<see cref="FlushBatch.Defer"/>).</summary>
+public interface IDeferred
+{
+    /// <summary>Runs the work; <paramref name="token"/> is what was passed to <see cref="FlushBatch.Defer"/>.</summary>
+    void RunDeferred(int token);
 }
