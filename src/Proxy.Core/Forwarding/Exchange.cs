@@ -2,6 +2,7 @@ using System.Buffers.Text;
 using System.Buffers;
 using Microsoft.Extensions.ObjectPool;
 using Proxy.Core.Diagnostics;
+using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Core.Upstream;
@@ -15,7 +16,7 @@ namespace Proxy.Core.Forwarding;
 /// either direction. Events come from both connections' threads; the exchange's lock orders them.
 /// Pooled: every field is reset between requests.
 /// </summary>
-public sealed partial class Exchange : IDeferred
+public sealed partial class Exchange : ExchangeEvents, IDeferred
 {
     private static readonly ObjectPool<Exchange> s_pool = new DefaultObjectPool<Exchange>(new ExchangePolicy(), 4096);
 
@@ -472,7 +473,7 @@ public sealed partial class Exchange : IDeferred
     /// it (the client reset or went away meanwhile): the pool takes the connection back at once, so a
     /// cancelled request never holds upstream capacity.
     /// </summary>
-    public bool OnUpstreamReady(int generation, IUpstreamConnection connection)
+    public override bool OnUpstreamReady(int generation, IUpstreamConnection connection)
     {
         lock (this)
         {
@@ -518,7 +519,7 @@ public sealed partial class Exchange : IDeferred
         }
     }
 
-    public void OnUpstreamFailed(int generation, string reason)
+    public override void OnUpstreamFailed(int generation, string reason)
     {
         lock (this)
         {
@@ -543,7 +544,7 @@ public sealed partial class Exchange : IDeferred
     }
 
     /// <summary>A response header block (1xx or final), swapped in from the upstream connection's scratch list.</summary>
-    public void OnResponseHeaders(int generation, ref HeaderList headers, bool endStream)
+    public override void OnResponseHeaders(int generation, ref HeaderList headers, bool endStream)
     {
         lock (this)
         {
@@ -595,7 +596,7 @@ public sealed partial class Exchange : IDeferred
         }
     }
 
-    public void OnResponseData(int generation, in ReadOnlySequence<byte> data, bool endStream)
+    public override void OnResponseData(int generation, in ReadOnlySequence<byte> data, bool endStream)
     {
         lock (this)
         {
@@ -647,7 +648,7 @@ public sealed partial class Exchange : IDeferred
         }
     }
 
-    public void OnResponseTrailers(int generation, ref HeaderList trailers)
+    public override void OnResponseTrailers(int generation, ref HeaderList trailers)
     {
         lock (this)
         {
@@ -674,7 +675,7 @@ public sealed partial class Exchange : IDeferred
     }
 
     /// <summary>The upstream reset the stream, or its connection was lost.</summary>
-    public void OnUpstreamReset(int generation, Http2ErrorCode errorCode)
+    public override void OnUpstreamReset(int generation, Http2ErrorCode errorCode)
     {
         lock (this)
         {
@@ -705,7 +706,7 @@ public sealed partial class Exchange : IDeferred
     }
 
     /// <summary>A connection this exchange waits on can take more data (WINDOW_UPDATE, or its send queue drained).</summary>
-    public void OnWritable(int generation)
+    public override void OnWritable(int generation)
     {
         lock (this)
         {

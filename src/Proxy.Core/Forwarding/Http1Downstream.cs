@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Http1;
+using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Http2;
@@ -600,9 +601,9 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         }
     }
 
-    public void AddBlocked(Exchange exchange, int generation) => _blocked.Set(exchange, generation);
+    public void AddBlocked(ExchangeEvents exchange, int generation) => _blocked.Set(exchange, generation);
 
-    public void RemoveBlocked(Exchange exchange) => _blocked.Clear(exchange);
+    public void RemoveBlocked(ExchangeEvents exchange) => _blocked.Clear(exchange);
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 

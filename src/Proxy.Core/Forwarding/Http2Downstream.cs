@@ -1,5 +1,6 @@
 using System.Buffers;
 using Proxy.Core.Diagnostics;
+using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Http2;

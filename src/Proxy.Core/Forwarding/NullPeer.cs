@@ -1,4 +1,5 @@
 using System.Buffers;
+using Proxy.Core.Peers;
 using Proxy.Http2;
 
 namespace Proxy.Core.Forwarding;
@@ -12,8 +13,8 @@ internal sealed class NullPeer : IExchangePeer
     public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream) => (int)data.Length;
     public void Reset(int streamId, Http2ErrorCode errorCode) { }
     public void Consume(int streamId, int bytes) { }
-    public void AddBlocked(Exchange exchange, int generation) { }
-    public void RemoveBlocked(Exchange exchange) { }
+    public void AddBlocked(ExchangeEvents exchange, int generation) { }
+    public void RemoveBlocked(ExchangeEvents exchange) { }
     public void ScheduleFlush() { }
     public System.Net.EndPoint? RemoteEndPoint => null;
 }

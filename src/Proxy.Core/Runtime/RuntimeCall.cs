@@ -3,6 +3,7 @@ using System.Buffers;
 using System.Text;
 using Microsoft.Extensions.ObjectPool;
 using Proxy.Core.Forwarding;
+using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Http2;
@@ -642,12 +643,12 @@ internal sealed class RuntimeCall : IExchangePeer
         // The request message was credited as it arrived.
     }
 
-    public void AddBlocked(Exchange exchange, int generation)
+    public void AddBlocked(ExchangeEvents exchange, int generation)
     {
         // SendData always takes everything: the exchange never waits on this side.
     }
 
-    public void RemoveBlocked(Exchange exchange)
+    public void RemoveBlocked(ExchangeEvents exchange)
     {
     }
 

@@ -1,6 +1,6 @@
 using System.Buffers;
 using Proxy.Core.Diagnostics;
-using Proxy.Core.Forwarding;
+using Proxy.Core.Peers;
 using Proxy.Core.Http1;
 using Proxy.Core.Transport;
 using Proxy.Http2;
@@ -30,7 +30,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     private HeaderList _fields = new();
     private HeaderList _trailers = new(128, 4);
     private ChunkedDecoder _chunked;
-    private Exchange? _exchange;
+    private ExchangeEvents? _exchange;
     private int _generation;
     private bool _requestChunked;
     private bool _requestDone;
@@ -56,7 +56,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     /// <summary>Closes a connection that is between requests (its pool was retired).</summary>
     internal void CloseIdle() => _connection.Close();
 
-    public int OpenStream(HeaderList headers, bool endStream, Exchange exchange, int generation)
+    public int OpenStream(HeaderList headers, bool endStream, ExchangeEvents exchange, int generation)
     {
         lock (_lock)
         {
@@ -176,9 +176,9 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         }
     }
 
-    public void AddBlocked(Exchange exchange, int generation) => _blocked.Set(exchange, generation);
+    public void AddBlocked(ExchangeEvents exchange, int generation) => _blocked.Set(exchange, generation);
 
-    public void RemoveBlocked(Exchange exchange) => _blocked.Clear(exchange);
+    public void RemoveBlocked(ExchangeEvents exchange) => _blocked.Clear(exchange);
 
     public void ScheduleFlush() => FlushBatch.Add(_connection.Output);
 
@@ -197,7 +197,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         {
             while (consumed < span.Length || _response == ResponseState.Done)
             {
-                Exchange? exchange;
+                ExchangeEvents? exchange;
                 int generation;
                 lock (_lock)
                 {
@@ -273,7 +273,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         }
     }
 
-    private InputStatus? ReadBody(Exchange exchange, int generation, in ReadOnlySequence<byte> input, ReadOnlySpan<byte> span, ref int consumed)
+    private InputStatus? ReadBody(ExchangeEvents exchange, int generation, in ReadOnlySequence<byte> input, ReadOnlySpan<byte> span, ref int consumed)
     {
         switch (_responseFraming)
         {
@@ -359,7 +359,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     private InputStatus Fail(string reason)
     {
-        Exchange? exchange;
+        ExchangeEvents? exchange;
         int generation;
         lock (_lock)
         {
@@ -375,7 +375,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public void OnClosed()
     {
-        Exchange? exchange;
+        ExchangeEvents? exchange;
         int generation;
         bool untilClose;
         lock (_lock)

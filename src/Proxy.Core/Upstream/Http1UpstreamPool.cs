@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
-using Proxy.Core.Forwarding;
+using Proxy.Core.Peers;
 using Proxy.Core.Transport;
 
 namespace Proxy.Core.Upstream;
@@ -49,7 +49,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         }
     }
 
-    public override void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout)
+    public override void Acquire(ExchangeEvents exchange, int generation, TimeSpan connectTimeout)
     {
         int slotIndex = Math.Min(EventLoop.CurrentSlot, _idle.Length - 1);
         Stack<Http1Upstream> slot = _idle[slotIndex];
@@ -82,7 +82,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         }
     }
 
-    private async Task ConnectAsync(Exchange exchange, int generation, TimeSpan timeout, int slot)
+    private async Task ConnectAsync(ExchangeEvents exchange, int generation, TimeSpan timeout, int slot)
     {
         (SocketConnection? connection, string? error) = await OpenAsync(Address, timeout);
         if (connection == null)

@@ -1,5 +1,5 @@
 using System.Buffers;
-using Proxy.Core.Forwarding;
+using Proxy.Core.Peers;
 using Proxy.Core.Transport;
 using Proxy.Http2;
 
@@ -27,7 +27,7 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
 
     public bool CanOpenStream => !Connection.IsClosed && Protocol.CanOpenStream;
 
-    public int OpenStream(HeaderList headers, bool endStream, Exchange exchange, int generation) =>
+    public int OpenStream(HeaderList headers, bool endStream, ExchangeEvents exchange, int generation) =>
         Protocol.OpenStream(headers, endStream, exchange, generation);
 
     private Http2HeaderBlockKind _kind;
@@ -40,7 +40,7 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
 
     public override void OnHeadersEnd(Http2Stream stream, bool endStream)
     {
-        if (stream.UserState is not Exchange exchange)
+        if (stream.UserState is not ExchangeEvents exchange)
         {
             return;
         }
@@ -60,7 +60,7 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
 
     public override void OnData(Http2Stream stream, in ReadOnlySequence<byte> data, bool endStream)
     {
-        if (stream.UserState is Exchange exchange)
+        if (stream.UserState is ExchangeEvents exchange)
         {
             exchange.OnResponseData(stream.UserTag, data, endStream);
         }
@@ -76,7 +76,7 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
 
     public override void OnStreamReset(Http2Stream stream, Http2ErrorCode errorCode, bool remote)
     {
-        if (stream.UserState is Exchange exchange)
+        if (stream.UserState is ExchangeEvents exchange)
         {
             exchange.OnUpstreamReset(stream.UserTag, errorCode);
         }

@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
-using Proxy.Core.Forwarding;
+using Proxy.Core.Peers;
 using Proxy.Core.Transport;
 using Proxy.Http2;
 
@@ -20,7 +20,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
     {
         public readonly int Index = index;
         public readonly List<Http2Upstream> Connections = [];
-        public readonly Queue<(Exchange Exchange, int Generation)> Waiters = new();
+        public readonly Queue<(ExchangeEvents Exchange, int Generation)> Waiters = new();
         public int Connecting;
         public int Waiting; // Waiters.Count, readable without the lock
     }
@@ -57,7 +57,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
     }
 
-    public override void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout)
+    public override void Acquire(ExchangeEvents exchange, int generation, TimeSpan connectTimeout)
     {
         Slot slot = _slots[Math.Min(EventLoop.CurrentSlot, _slots.Length - 1)];
         Http2Upstream? ready = null;
@@ -111,7 +111,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         (SocketConnection? connection, string? error) = await OpenAsync(Address, timeout);
         if (connection == null)
         {
-            List<(Exchange, int)> failed;
+            List<(ExchangeEvents, int)> failed;
             ConnectFailed();
             lock (slot)
             {
@@ -193,7 +193,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         while (true)
         {
             Http2Upstream? ready = null;
-            (Exchange Exchange, int Generation) waiter;
+            (ExchangeEvents Exchange, int Generation) waiter;
             lock (slot)
             {
                 if (slot.Waiters.Count == 0)

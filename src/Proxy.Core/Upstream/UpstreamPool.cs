@@ -1,15 +1,8 @@
-using Proxy.Core.Forwarding;
+using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Http2;
 
 namespace Proxy.Core.Upstream;
-
-/// <summary>An upstream connection as the exchange sees it: a peer on which it can open a stream.</summary>
-public interface IUpstreamConnection : IExchangePeer
-{
-    /// <summary>Opens a stream with the request's header block; returns its id, or 0 when this connection has no room.</summary>
-    int OpenStream(HeaderList headers, bool endStream, Exchange exchange, int generation);
-}
 
 /// <summary>
 /// Connections to one upstream endpoint. Pools outlive snapshots: a new snapshot that keeps an endpoint
@@ -60,10 +53,10 @@ public abstract class UpstreamPool : EndpointState
     }
 
     /// <summary>
-    /// Calls <see cref="Exchange.OnUpstreamReady"/> with a connection that has room for a stream (at once,
-    /// or when one is connected), or <see cref="Exchange.OnUpstreamFailed"/> when none can be had.
+    /// Calls <see cref="ExchangeEvents.OnUpstreamReady"/> with a connection that has room for a stream (at once,
+    /// or when one is connected), or <see cref="ExchangeEvents.OnUpstreamFailed"/> when none can be had.
     /// </summary>
-    public abstract void Acquire(Exchange exchange, int generation, TimeSpan connectTimeout);
+    public abstract void Acquire(ExchangeEvents exchange, int generation, TimeSpan connectTimeout);
 
     /// <summary>
     /// No snapshot uses this endpoint any more: idle connections close now, busy ones when their requests

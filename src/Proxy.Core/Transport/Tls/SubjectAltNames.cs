@@ -3,7 +3,6 @@ using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using System.Security.Cryptography;
 using Proxy.Core.Config;
-using Proxy.Core.Routing;
 
 namespace Proxy.Core.Transport.Tls;
 

@@ -1,10 +1,10 @@
 using System.Buffers;
 using Proxy.Http2;
 
-namespace Proxy.Core.Forwarding;
+namespace Proxy.Core.Peers;
 
 /// <summary>
-/// One side of an <see cref="Exchange"/>: the downstream connection the request came in on, or the
+/// One side of an exchange: the downstream connection the request came in on, or the
 /// upstream connection it was sent out on. HTTP/2 and HTTP/1.1 connections both implement it; for
 /// HTTP/1.1 the stream id is ignored.
 /// </summary>
@@ -20,10 +20,10 @@ public interface IExchangePeer
     /// <summary>The exchange has passed on <paramref name="bytes"/> received octets: the sender may send more.</summary>
     void Consume(int streamId, int bytes);
 
-    /// <summary>Calls <see cref="Exchange.OnWritable"/> when this connection can take more data.</summary>
-    void AddBlocked(Exchange exchange, int generation);
+    /// <summary>Calls <see cref="ExchangeEvents.OnWritable"/> when this connection can take more data.</summary>
+    void AddBlocked(ExchangeEvents exchange, int generation);
 
-    void RemoveBlocked(Exchange exchange);
+    void RemoveBlocked(ExchangeEvents exchange);
 
     /// <summary>The peer's address (for source-IP hashing); null when unknown.</summary>
     System.Net.EndPoint? RemoteEndPoint { get; }
@@ -50,4 +50,11 @@ public interface IExchangePeer
 
     /// <summary>Schedules a flush of what was written at the end of the current input batch.</summary>
     void ScheduleFlush();
+}
+
+/// <summary>An upstream connection as the exchange sees it: a peer on which it can open a stream.</summary>
+public interface IUpstreamConnection : IExchangePeer
+{
+    /// <summary>Opens a stream with the request's header block; returns its id, or 0 when this connection has no room.</summary>
+    int OpenStream(HeaderList headers, bool endStream, ExchangeEvents exchange, int generation);
 }

@@ -1,4 +1,4 @@
-namespace Proxy.Core.Forwarding;
+namespace Proxy.Core.Peers;
 
 /// <summary>
 /// What one downstream connection's streams together may keep of request bodies for retries: the

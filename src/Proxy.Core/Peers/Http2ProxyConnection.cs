@@ -3,7 +3,7 @@ using Proxy.Core.Diagnostics;
 using Proxy.Core.Transport;
 using Proxy.Http2;
 
-namespace Proxy.Core.Forwarding;
+namespace Proxy.Core.Peers;
 
 /// <summary>
 /// An HTTP/2 connection of the proxy, either side: the socket, the protocol engine, and the exchanges
@@ -11,8 +11,8 @@ namespace Proxy.Core.Forwarding;
 /// </summary>
 public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2ConnectionHandler, IExchangePeer
 {
-    private readonly List<(Exchange Exchange, int Generation)> _blocked = [];
-    private (Exchange Exchange, int Generation)[] _wakeScratch = new (Exchange, int)[8];
+    private readonly List<(ExchangeEvents Exchange, int Generation)> _blocked = [];
+    private (ExchangeEvents Exchange, int Generation)[] _wakeScratch = new (ExchangeEvents, int)[8];
     /// <summary>Fields of the header block being decoded; handed to the exchange by swapping lists.</summary>
     protected HeaderList Scratch = new();
 
@@ -124,7 +124,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     /// <summary>Where the connection was going before an iptables redirect (set by the listener); null when not redirected.</summary>
     public System.Net.EndPoint? OriginalDestination { get; set; }
 
-    public void AddBlocked(Exchange exchange, int generation)
+    public void AddBlocked(ExchangeEvents exchange, int generation)
     {
         lock (_blocked)
         {
@@ -140,7 +140,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
         }
     }
 
-    public void RemoveBlocked(Exchange exchange)
+    public void RemoveBlocked(ExchangeEvents exchange)
     {
         lock (_blocked)
         {
@@ -181,7 +181,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
             }
             if (_wakeScratch.Length < count)
             {
-                _wakeScratch = new (Exchange, int)[Math.Max(count, _wakeScratch.Length * 2)];
+                _wakeScratch = new (ExchangeEvents, int)[Math.Max(count, _wakeScratch.Length * 2)];
             }
             _blocked.CopyTo(_wakeScratch);
         }

@@ -1,16 +1,16 @@
 using Proxy.Core.Transport;
 
-namespace Proxy.Core.Forwarding;
+namespace Proxy.Core.Peers;
 
 /// <summary>
 /// The one exchange an HTTP/1.1 connection may have waiting for its send queue to drain, and the wake-up
 /// when it does (HTTP/1.1 carries one exchange at a time).
 /// </summary>
-internal sealed class BlockedExchange(object syncRoot)
+public sealed class BlockedExchange(object syncRoot)
 {
-    private (Exchange Exchange, int Generation)? _blocked;
+    private (ExchangeEvents Exchange, int Generation)? _blocked;
 
-    public void Set(Exchange exchange, int generation)
+    public void Set(ExchangeEvents exchange, int generation)
     {
         lock (syncRoot)
         {
@@ -18,7 +18,7 @@ internal sealed class BlockedExchange(object syncRoot)
         }
     }
 
-    public void Clear(Exchange exchange)
+    public void Clear(ExchangeEvents exchange)
     {
         lock (syncRoot)
         {
@@ -32,7 +32,7 @@ internal sealed class BlockedExchange(object syncRoot)
     /// <summary>Called when the send queue drained: the waiting exchange tries again.</summary>
     public void Wake()
     {
-        (Exchange Exchange, int Generation)? blocked;
+        (ExchangeEvents Exchange, int Generation)? blocked;
         lock (syncRoot)
         {
             blocked = _blocked;
