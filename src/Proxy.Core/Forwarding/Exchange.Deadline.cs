@@ -6,12 +6,13 @@ namespace Proxy.Core.Forwarding;
 
 public sealed partial class Exchange
 {
-    // Links of the deadline wheel (see DeadlineWheel), guarded by its lock.
-    internal Exchange? TimerNext;
-    internal Exchange? TimerPrev;
-    internal long TimerDue;
-    internal int TimerSlot = -1;
-    internal int TimerGeneration;
+    // The exchange's one timer (deadlines, idleness, per-try), armed with the generation it is for.
+    private readonly DeadlineTimer _timer;
+
+    private sealed class DeadlineTimer(Exchange exchange) : WheelTimer
+    {
+        protected internal override void OnExpired(int tag) => exchange.OnDeadline(tag);
+    }
 
     private long _deadlineAt = long.MaxValue;   // absolute, Environment.TickCount64 ms
     private long _idleTimeout;                  // ms; 0 = none (the route's idle_timeout, on the wheel)
@@ -43,8 +44,8 @@ public sealed partial class Exchange
         {
             return;
         }
-        TimerGeneration = _generation;
-        DeadlineWheel.Add(this, due);
+        // On the wheel of the loop the request arrived on (its deadline fires there), else the shared one.
+        TimerWheel.ForCurrentThread.Add(_timer, due, _generation);
     }
 
     /// <summary>

@@ -182,7 +182,7 @@ public sealed partial class Exchange
     }
 
     /// <summary>
-    /// per_try_timeout, on the exchange's own slot of the deadline wheel (so it costs no timer of its own
+    /// per_try_timeout, on the exchange's own timer (so it costs no timer of its own
     /// and goes away with the try): the attempt still without a response when it fires is abandoned, and
     /// retried or answered with 504. Under the exchange's lock.
     /// </summary>
@@ -190,8 +190,7 @@ public sealed partial class Exchange
     {
         _perTryAt = Environment.TickCount64 + Math.Max((long)limit.TotalMilliseconds, 1);
         _perTryToken = UpstreamToken;
-        DeadlineWheel.Remove(this);
-        ArmTimer();
+        ArmTimer(); // in place of what was armed
     }
 
     /// <summary>Under the lock, from <see cref="OnDeadline"/>: whether the current try's own deadline passed, and if so deals with it.</summary>

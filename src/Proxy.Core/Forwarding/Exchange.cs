@@ -84,6 +84,11 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>Exchanges in flight in this process (what a graceful shutdown waits for).</summary>
     public static long ActiveCount => Volatile.Read(ref s_active);
 
+    private Exchange()
+    {
+        _timer = new DeadlineTimer(this);
+    }
+
     public static Exchange Rent(IExchangePeer downstream, int downstreamStreamId, out int generation)
     {
         Interlocked.Increment(ref s_active);
@@ -888,7 +893,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         {
             _cluster!.State.RetryEnded();
         }
-        DeadlineWheel.Remove(this);
+        _timer.Cancel();
         if (_blockedOnUp)
         {
             _up?.RemoveBlocked(this);

@@ -150,6 +150,9 @@ public sealed unsafe partial class EventLoop
 
     public bool IsOwnThread => ReferenceEquals(t_current, this);
 
+    /// <summary>This loop's timers, ticked by its thread between batches of events (see <see cref="TimerWheel"/>).</summary>
+    public TimerWheel Timers { get; } = new();
+
     /// <summary>Adds an edge-triggered registration for read, write and peer-close readiness; the token to unregister with.</summary>
     public ulong Register(int fd, ILoopSocket socket)
     {
@@ -223,7 +226,7 @@ public sealed unsafe partial class EventLoop
         EpollEvent* events = stackalloc EpollEvent[MaxEvents];
         while (true)
         {
-            int timeout = _posted.IsEmpty ? -1 : 0;
+            int timeout = !_posted.IsEmpty ? 0 : Timers.IsEmpty ? -1 : TimerWheel.TickMilliseconds;
             int n = epoll_wait(_epoll, events, MaxEvents, timeout);
             if (n < 0)
             {
@@ -262,6 +265,10 @@ public sealed unsafe partial class EventLoop
                 {
                     Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"event loop: {e}");
                 }
+            }
+            if (!Timers.IsEmpty)
+            {
+                Timers.TickIfDue();
             }
         }
     }
