@@ -61,7 +61,7 @@ internal struct HeaderBlockValidator
             return CheckPseudo(name, value);
         }
         _regularSeen = true;
-        if (staticIndex == 0 && name.IndexOfAny(s_invalidNameBytes) >= 0)
+        if (staticIndex == 0 && !IsValidName(name))
         {
             return Fail("field name with an uppercase, separator or non-visible character");
         }
@@ -144,6 +144,24 @@ internal struct HeaderBlockValidator
             default:
                 return true;
         }
+    }
+
+    /// <summary>§8.2.1 for a regular field's name: only 0x21-0x7E, no uppercase, no colon.</summary>
+    private static bool IsValidName(ReadOnlySpan<byte> name)
+    {
+        if (name.Length > 32)
+        {
+            return name.IndexOfAny(s_invalidNameBytes) < 0;
+        }
+        // Names are short: a byte loop costs less than setting up the vectorised search.
+        foreach (byte b in name)
+        {
+            if ((uint)(b - 0x21) > 0x7E - 0x21 || (uint)(b - 'A') <= 'Z' - 'A' || b == ':')
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private bool CheckValue(ReadOnlySpan<byte> value)
