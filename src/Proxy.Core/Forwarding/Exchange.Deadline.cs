@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using Proxy.Core.Routing;
 using Proxy.Core.Transport;
 using Proxy.Http2;
 
@@ -12,6 +13,53 @@ public sealed partial class Exchange
     private sealed class DeadlineTimer(Exchange exchange) : WheelTimer
     {
         protected internal override void OnExpired(int tag) => exchange.OnDeadline(tag);
+    }
+
+    // The second timer: a pause before the upstream is asked for (a retry's back-off, a fault's delay),
+    // on the same wheel, so the request carries on on its loop.
+    private readonly PauseTimer _pause;
+    private FaultPolicy? _pauseAbort;   // a delayed fault that then aborts
+    private bool _pauseIsFault;         // tag: the generation (fault) or the upstream token (retry)
+
+    private sealed class PauseTimer(Exchange exchange) : WheelTimer
+    {
+        protected internal override void OnExpired(int tag) => exchange.OnPauseOver(tag);
+    }
+
+    /// <summary>Under the lock: asks for the upstream again after <paramref name="delay"/> (<paramref name="tag"/>: see _pauseIsFault).</summary>
+    private void PauseThenAcquire(TimeSpan delay, int tag, bool fault, FaultPolicy? abort)
+    {
+        _pauseIsFault = fault;
+        _pauseAbort = abort;
+        TimerWheel.ForCurrentThread.Add(_pause, Environment.TickCount64 + Math.Max((long)delay.TotalMilliseconds, 1), tag);
+    }
+
+    private void OnPauseOver(int tag)
+    {
+        FlushBatch.Begin();
+        try
+        {
+            int token;
+            lock (this)
+            {
+                if (_finished || (_pauseIsFault ? tag != _generation : tag != UpstreamToken))
+                {
+                    return;
+                }
+                if (_pauseIsFault && _pauseAbort is { } abort)
+                {
+                    Abort(abort);
+                    return;
+                }
+                _retryScheduled = false;
+                token = _pauseIsFault ? tag << 8 : tag;
+            }
+            _pool!.Acquire(this, token, _cluster!.ConnectTimeout);
+        }
+        finally
+        {
+            FlushBatch.End();
+        }
     }
 
     private long _deadlineAt = long.MaxValue;   // absolute, Environment.TickCount64 ms

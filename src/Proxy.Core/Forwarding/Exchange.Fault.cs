@@ -16,7 +16,7 @@ public sealed partial class Exchange
         bool abort = fault.PickAbort();
         if (delay > TimeSpan.Zero)
         {
-            _ = DelayAsync(delay, abort ? fault : null, pool, _generation, connectTimeout);
+            PauseThenAcquire(delay, _generation, fault: true, abort ? fault : null);
             return true;
         }
         if (abort)
@@ -33,31 +33,5 @@ public sealed partial class Exchange
         int http = fault.AbortHttpStatus > 0 ? fault.AbortHttpStatus : 503;
         _upstreamClosed = true;
         SendLocalReply(http, grpc, "fault filter abort");
-    }
-
-    private async Task DelayAsync(TimeSpan delay, FaultPolicy? abort, UpstreamPool pool, int generation, TimeSpan connectTimeout)
-    {
-        await Task.Delay(delay);
-        FlushBatch.Begin();
-        try
-        {
-            lock (this)
-            {
-                if (generation != _generation || _finished)
-                {
-                    return;
-                }
-                if (abort != null)
-                {
-                    Abort(abort);
-                    return;
-                }
-            }
-            pool.Acquire(this, generation << 8, connectTimeout);
-        }
-        finally
-        {
-            FlushBatch.End();
-        }
     }
 }

@@ -66,8 +66,8 @@ public sealed partial class Exchange
         }
         _shadow = shadow;
         _shadowGeneration = generation;
-        ThreadPool.UnsafeQueueUserWorkItem(static state => state.pool.Acquire(state.shadow, state.generation << 8, state.timeout),
-            (pool, shadow, generation, timeout: mirror.Cluster.ConnectTimeout), preferLocal: true);
+        Soon(static state => state.pool.Acquire(state.shadow, state.generation << 8, state.timeout),
+            (pool, shadow, generation, timeout: mirror.Cluster.ConnectTimeout));
     }
 
     /// <summary>Under the primary's lock: request trailers go to the shadow as a copy.</summary>

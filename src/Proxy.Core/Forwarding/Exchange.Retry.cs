@@ -177,7 +177,7 @@ public sealed partial class Exchange
         _endpoint = endpoint;
         _pool = endpoint.Pool;
         _pool.RequestStarted();
-        _ = RetryAfterAsync(_retry.BackOff(_attempt), _pool, UpstreamToken, _cluster.ConnectTimeout);
+        PauseThenAcquire(_retry.BackOff(_attempt), UpstreamToken, fault: false, abort: null);
         return true;
     }
 
@@ -223,27 +223,5 @@ public sealed partial class Exchange
         _cluster?.State.Stats.UpstreamRqTimeout.Inc();
         SendLocalReply(504, GrpcStatus.DeadlineExceeded, "upstream per-try timeout");
         return true;
-    }
-
-    private async Task RetryAfterAsync(TimeSpan delay, UpstreamPool pool, int token, TimeSpan connectTimeout)
-    {
-        await Task.Delay(delay);
-        lock (this)
-        {
-            if (token != UpstreamToken || _finished)
-            {
-                return;
-            }
-            _retryScheduled = false;
-        }
-        FlushBatch.Begin();
-        try
-        {
-            pool.Acquire(this, token, connectTimeout);
-        }
-        finally
-        {
-            FlushBatch.End();
-        }
     }
 }

@@ -87,6 +87,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     private Exchange()
     {
         _timer = new DeadlineTimer(this);
+        _pause = new PauseTimer(this);
     }
 
     public static Exchange Rent(IExchangePeer downstream, int downstreamStreamId, out int generation)
@@ -100,6 +101,23 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             generation = exchange._generation;
         }
         return exchange;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> outside the caller's locks: after the current batch on the calling event
+    /// loop (the exchange keeps its loop, and with it the loop's slot of the upstream pool), else on the
+    /// thread pool. For rare paths (a lost race for a stream slot, a mirror): on a loop it allocates.
+    /// </summary>
+    private static void Soon<TState>(Action<TState> work, TState state)
+    {
+        if (EventLoop.Current is { } loop)
+        {
+            loop.Post(() => work(state));
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(work, state, preferLocal: true);
+        }
     }
 
     public bool IsGrpc => _isGrpc;
@@ -504,8 +522,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 // Lost a race for the last stream slot: ask again.
                 UpstreamPool pool = _pool!;
                 TimeSpan timeout = _cluster!.ConnectTimeout;
-                ThreadPool.UnsafeQueueUserWorkItem(static state => state.pool.Acquire(state.exchange, state.generation, state.timeout),
-                    (pool, exchange: this, generation, timeout), preferLocal: true);
+                Soon(static state => state.pool.Acquire(state.exchange, state.generation, state.timeout), (pool, exchange: this, generation, timeout));
                 return true;
             }
             _up = connection;
@@ -894,6 +911,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             _cluster!.State.RetryEnded();
         }
         _timer.Cancel();
+        _pause.Cancel();
         if (_blockedOnUp)
         {
             _up?.RemoveBlocked(this);
@@ -980,6 +998,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         _corsOriginIndex = -1;
         _shadow = null;
         _isShadow = false;
+        _pauseAbort = null;
         ResetRetry();
         _virtualHost = null;
         _routeConfiguration = null;
