@@ -1,6 +1,7 @@
 using System.Buffers.Text;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport;
+using Proxy.Core.Upstream;
 using Proxy.Http2;
 
 namespace Proxy.Core.Forwarding;
@@ -40,6 +41,8 @@ public sealed partial class Exchange
         try
         {
             int token;
+            UpstreamPool pool;
+            TimeSpan connectTimeout;
             lock (this)
             {
                 if (_finished || (_pauseIsFault ? tag != _generation : tag != UpstreamToken))
@@ -53,8 +56,11 @@ public sealed partial class Exchange
                 }
                 _retryScheduled = false;
                 token = _pauseIsFault ? tag << 8 : tag;
+                // Read under the lock: once it is let go, the exchange may finish (and be reset) elsewhere.
+                pool = _pool!;
+                connectTimeout = _cluster!.ConnectTimeout;
             }
-            _pool!.Acquire(this, token, _cluster!.ConnectTimeout);
+            pool.Acquire(this, token, connectTimeout);
         }
         finally
         {

@@ -371,9 +371,12 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// </summary>
     void IDeferred.RunDeferred(int token)
     {
-        if (!Volatile.Read(ref _finished) && token == UpstreamToken)
+        // The pool is read first: should the exchange finish elsewhere meanwhile, it is reset (no pool) or
+        // reused (another token), and a stale request for a connection is refused by the token.
+        UpstreamPool? pool = Volatile.Read(ref _pool);
+        if (pool != null && !Volatile.Read(ref _finished) && token == UpstreamToken)
         {
-            _pool!.Acquire(this, token, _connectTimeout);
+            pool.Acquire(this, token, _connectTimeout);
         }
     }
 
