@@ -1,9 +1,9 @@
 using System.Reflection;
+using Proxy.Core;
 using Proxy.Core.Config;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
-using Proxy.Core;
 
 namespace Proxy.Host;
 

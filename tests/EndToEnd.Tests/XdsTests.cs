@@ -1,15 +1,15 @@
-using System.Net.Sockets;
 using System.Net;
-using Google.Protobuf.WellKnownTypes;
+using System.Net.Sockets;
 using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
 using Microsoft.AspNetCore.Builder;
+using Proxy.Core;
 using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
-using Proxy.Core;
+using Proxy.Xds;
 using Proxy.Xds.Api.Discovery;
 using Proxy.Xds.Config;
-using Proxy.Xds;
 using Xds.ControlPlane;
 
 namespace EndToEnd.Tests;

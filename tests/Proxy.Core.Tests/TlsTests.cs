@@ -1,9 +1,9 @@
+using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
-using System.Net;
 using System.Security.Authentication;
-using System.Security.Cryptography.X509Certificates;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport.Tls;

@@ -1,5 +1,5 @@
-using Google.Protobuf.WellKnownTypes;
 using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
 using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;

@@ -1,6 +1,4 @@
 using Proxy.Core.Routing;
-using Proxy.Core.Transport;
-using Proxy.Core.Upstream;
 
 namespace Proxy.Core.Forwarding;
 
@@ -10,7 +8,7 @@ public sealed partial class Exchange
     /// Under the lock: injects the route's fault. Returns true when the exchange is taken care of (aborted
     /// now, or delayed and continued later); false to go on to the upstream at once.
     /// </summary>
-    private bool ApplyFault(FaultPolicy fault, UpstreamPool pool, TimeSpan connectTimeout)
+    private bool ApplyFault(FaultPolicy fault)
     {
         TimeSpan delay = fault.PickDelay();
         bool abort = fault.PickAbort();

@@ -1,7 +1,6 @@
-using System.Buffers.Text;
 using System.Buffers;
+using System.Buffers.Text;
 using Proxy.Core.Routing;
-using Proxy.Core.Transport;
 using Proxy.Core.Upstream;
 using Proxy.Http2;
 

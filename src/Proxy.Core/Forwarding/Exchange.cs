@@ -1,5 +1,5 @@
-using System.Buffers.Text;
 using System.Buffers;
+using System.Buffers.Text;
 using Microsoft.Extensions.ObjectPool;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Peers;
@@ -30,7 +30,6 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     private IExchangePeer? _up;
     private int _upId;
     private UpstreamPool? _pool;
-    private TimeSpan _connectTimeout; // the cluster's, for an upstream asked for at the end of the batch
     private Route? _route;
     private Cluster? _cluster;
     private UpstreamEndpoint? _endpoint;
@@ -106,7 +105,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>
     /// Runs <paramref name="work"/> outside the caller's locks: after the current batch on the calling event
     /// loop (the exchange keeps its loop, and with it the loop's slot of the upstream pool), else on the
-    /// thread pool. For rare paths (a lost race for a stream slot, a mirror): on a loop it allocates.
+    /// thread pool. For rare paths only (a lost race for a stream slot, a mirror): it allocates.
     /// </summary>
     private static void Soon<TState>(Action<TState> work, TState state)
     {
@@ -269,7 +268,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             ArmDeadline(action.Timeout, action.MaxGrpcTimeout, idleTimeout);
             fault = _route.Fault ?? host.Fault;
-            if (fault != null && ApplyFault(fault, pool, connectTimeout))
+            if (fault != null && ApplyFault(fault))
             {
                 return;
             }
@@ -279,7 +278,6 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             // No body: the upstream is asked for at the end of this read, so a stream the client resets in
             // the same read (rapid reset's HEADERS + RST_STREAM) never reaches it. A request with a body
             // asks at once: its DATA, usually in the same read, then goes straight out instead of being copied.
-            _connectTimeout = connectTimeout;
             FlushBatch.Defer(this, generation << 8);
         }
         else
@@ -371,12 +369,13 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// </summary>
     void IDeferred.RunDeferred(int token)
     {
-        // The pool is read first: should the exchange finish elsewhere meanwhile, it is reset (no pool) or
-        // reused (another token), and a stale request for a connection is refused by the token.
+        // Pool and cluster are read first: should the exchange finish elsewhere meanwhile, it is reset (none)
+        // or reused (another token), and a stale request for a connection is refused by the token.
         UpstreamPool? pool = Volatile.Read(ref _pool);
-        if (pool != null && !Volatile.Read(ref _finished) && token == UpstreamToken)
+        Cluster? cluster = Volatile.Read(ref _cluster);
+        if (pool != null && cluster != null && !Volatile.Read(ref _finished) && token == UpstreamToken)
         {
-            pool.Acquire(this, token, _connectTimeout);
+            pool.Acquire(this, token, cluster.ConnectTimeout);
         }
     }
 

@@ -1,5 +1,5 @@
-using System.Buffers.Binary;
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Net;
 using System.Threading.Channels;
 using Proxy.Core.Forwarding;

@@ -1,6 +1,6 @@
 using System.Buffers;
-using System.Net.Sockets;
 using System.Net;
+using System.Net.Sockets;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;

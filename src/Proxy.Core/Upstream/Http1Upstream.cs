@@ -1,7 +1,7 @@
 using System.Buffers;
 using Proxy.Core.Diagnostics;
-using Proxy.Core.Peers;
 using Proxy.Core.Http1;
+using Proxy.Core.Peers;
 using Proxy.Core.Transport;
 using Proxy.Http2;
 

@@ -1,7 +1,7 @@
+using Proxy.Core;
 using Proxy.Core.Config;
 using Proxy.Core.Diagnostics;
 using Proxy.Core.Routing;
-using Proxy.Core;
 
 namespace Proxy.Host.Bootstrap;
 

@@ -3,8 +3,8 @@ using System.Net;
 using Proxy.Core.Config;
 using Proxy.Core.Forwarding;
 using Proxy.Core.Routing;
-using Proxy.Core.Transport.Tls;
 using Proxy.Core.Transport;
+using Proxy.Core.Transport.Tls;
 using Proxy.Core.Upstream;
 
 namespace Proxy.Xds.Config;

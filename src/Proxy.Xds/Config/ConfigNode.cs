@@ -1,9 +1,9 @@
-using System.Collections.Frozen;
 using System.Collections;
+using System.Collections.Frozen;
 using System.Globalization;
+using Google.Protobuf;
 using Google.Protobuf.Reflection;
 using Google.Protobuf.WellKnownTypes;
-using Google.Protobuf;
 using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using YamlDotNet.RepresentationModel;

@@ -1,7 +1,7 @@
 using System.Formats.Asn1;
 using System.Net;
-using System.Security.Cryptography.X509Certificates;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Proxy.Core.Config;
 
 namespace Proxy.Core.Transport.Tls;

@@ -1,6 +1,6 @@
 using System.Net.Security;
-using System.Security.Cryptography.X509Certificates;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Proxy.Core.Config;
 
 namespace Proxy.Core.Transport.Tls;
