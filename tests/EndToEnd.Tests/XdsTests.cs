@@ -54,12 +54,7 @@ public sealed class XdsTests : IAsyncLifetime
         }
     }
 
-    private static int FreePort()
-    {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
-    }
+    private static int FreePort() => Abuse.AotProxy.FreePort();
 
     /// <summary>The proxy in this process, with no static config, driven by <paramref name="plane"/>.</summary>
     private sealed class XdsProxy : IAsyncDisposable

@@ -55,13 +55,7 @@ public sealed class ProxyListener : IAsyncDisposable
         }
         else
         {
-            var address = (IPEndPoint)bind;
-            _socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            if (address.AddressFamily == AddressFamily.InterNetworkV6 && address.Address.Equals(IPAddress.IPv6Any))
-            {
-                _socket.DualMode = true;
-            }
+            _socket = ListenSocket.Create((IPEndPoint)bind);
         }
         try
         {

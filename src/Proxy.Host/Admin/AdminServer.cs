@@ -56,8 +56,7 @@ public sealed class AdminServer : IAsyncDisposable
     public AdminServer(IPEndPoint address, AdminContext context)
     {
         _context = context;
-        _socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        _socket = ListenSocket.Create(address);
         _socket.Bind(address);
         _socket.Listen(64);
         EndPoint = (IPEndPoint)_socket.LocalEndPoint!;

@@ -103,11 +103,27 @@ public sealed class AotProxy : IAsyncDisposable
         return 0;
     }
 
+    private static readonly HashSet<int> s_handedOut = [];
+
+    /// <summary>
+    /// A loopback port free now and never handed out before in this test run: two tests (or one test's
+    /// listener and admin port) asking at once must not get the same one, which the kernel can give twice.
+    /// </summary>
     public static int FreePort()
     {
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+        while (true)
+        {
+            using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            int port = ((IPEndPoint)socket.LocalEndPoint!).Port;
+            lock (s_handedOut)
+            {
+                if (s_handedOut.Add(port))
+                {
+                    return port;
+                }
+            }
+        }
     }
 
     public async ValueTask DisposeAsync()
