@@ -59,30 +59,54 @@ public sealed class ProxyServer : IAsyncDisposable
             ApplyClusterLimits(snapshot);
             Pools.Prune(snapshot);
         }
-        var wanted = new HashSet<string>(StringComparer.Ordinal);
+        var wanted = new Dictionary<string, ListenerConfig>(StringComparer.Ordinal);
         foreach (ListenerConfig config in snapshot.Listeners)
         {
-            wanted.Add(config.Name);
-            if (_byName.TryGetValue(config.Name, out var running) && running.Address.Equals(config.Address))
+            wanted[config.Name] = config;
+        }
+        // Listeners that go, or move, give up their address first: a renamed listener on the same
+        // address binds it next (no SO_REUSEPORT: the old socket must be closed).
+        var released = new List<System.Net.IPEndPoint>();
+        foreach (var (name, running) in _byName.ToList())
+        {
+            if (!wanted.TryGetValue(name, out ListenerConfig? config) || !running.Address.Equals(config.Address))
             {
-                continue;
+                released.Add(running.Address);
+                await Retire(name, running.Listener);
             }
-            if (running.Listener != null)
+        }
+        foreach (ListenerConfig config in snapshot.Listeners)
+        {
+            if (!_byName.ContainsKey(config.Name))
             {
-                await Retire(config.Name, running.Listener);
+                await StartReleasedAsync(config, released.Contains(config.Address));
             }
+        }
+    }
+
+    /// <summary>
+    /// Binds a new listener; on an address a retired listener has just released, waits up to a second
+    /// for the kernel to let go of the old socket (closed while an accept was pending, it closes when
+    /// that accept returns).
+    /// </summary>
+    private async Task StartReleasedAsync(ListenerConfig config, bool justReleased)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
             try
             {
                 StartListener(config);
+                return;
+            }
+            catch (System.Net.Sockets.SocketException e) when (justReleased && e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse && attempt < 100)
+            {
+                await Task.Delay(10);
             }
             catch (System.Net.Sockets.SocketException e)
             {
                 Diagnostics.ProxyLog.Write(Diagnostics.LogLevel.Error, $"listener {config.Name}: cannot bind {config.Address}: {e.SocketErrorCode}");
+                return;
             }
-        }
-        foreach (string name in _byName.Keys.Where(n => !wanted.Contains(n)).ToList())
-        {
-            await Retire(name, _byName[name].Listener);
         }
     }
 
