@@ -52,7 +52,7 @@ public sealed class ListenerRebindTests
 
         // Swapped: "c" (listed first) takes p while "b" moves to q.
         await server.ApplyAsync(new ProxySnapshot([Listener("c", p), Listener("b", q)], [], 3));
-        Assert.Equal([p, q], server.Listeners.Select(l => l.LocalEndPoint.Port).Order());
+        Assert.Equal(new[] { p, q }.Order(), server.Listeners.Select(l => l.LocalEndPoint.Port).Order());
         Assert.True(await AcceptsAsync(p));
         Assert.True(await AcceptsAsync(q));
     }
