@@ -299,6 +299,9 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     [InlineData("GET /hello HTTP/1.1\r\n\r\n", "400")]
     [InlineData("GET /hello HTTP/3.0\r\nHost: a\r\n\r\n", "505")]
     [InlineData("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "501")]
+    [InlineData("GET /hello HTTP/1.1\nHost: a\n\n", "400")]                   // bare LF: refused at once, not left waiting
+    [InlineData("GET /hello#fragment HTTP/1.1\r\nHost: a\r\n\r\n", "400")]
+    [InlineData("GET /hello HTTP/1.1\r\nHost: user@a\r\n\r\n", "400")]
     public async Task MalformedRequest_IsRejectedAndClosed(string request, string status)
     {
         string response = await RawExchangeAsync(Encoding.ASCII.GetBytes(request));
@@ -308,6 +311,17 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         var (exit, stdout, _) = await Processes.RunAsync("curl", ["-sS", Url("/hello")]);
         Assert.Equal(0, exit);
         Assert.Equal("hello", stdout);
+    }
+
+    [Fact]
+    public async Task EmptyLinesBeforeTheRequestLine_AreIgnored_AndConnectIsNotForwarded()
+    {
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+        Assert.StartsWith("HTTP/1.1 200 ", response);
+        Assert.Contains("\r\nhello\r\n", response);
+        // CONNECT matches only connect_matcher routes (as in Envoy): 404, never sent upstream as "GET /".
+        response = await RawExchangeAsync(Encoding.ASCII.GetBytes("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nConnection: close\r\n\r\n"));
+        Assert.StartsWith("HTTP/1.1 404 ", response);
     }
 
     [Theory]

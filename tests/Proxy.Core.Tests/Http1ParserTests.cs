@@ -122,9 +122,36 @@ public sealed class Http1ParserTests
     [InlineData("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX: a\u0001b\r\n\r\n", 400)]
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417)]
+    [InlineData("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)]
+    [InlineData("GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
     public void MalformedRequests_AreRefused(string text, int status)
     {
         Assert.Equal(status, Request(text).Error?.Status);
+    }
+
+    [Theory]
+    [InlineData("GET / HTTP/1.1\r\nHost: a:8080\r\n\r\n")]
+    [InlineData("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n")]
+    [InlineData("GET / HTTP/1.1\r\nHost: xn--bcher-kva.example\r\n\r\n")]
+    [InlineData("GET / HTTP/1.1\r\nHost: \r\n\r\n")]
+    public void ValidHosts_AreTaken(string text)
+    {
+        Assert.Null(Request(text).Error);
+    }
+
+    [Theory]
+    [InlineData("GET / HTTP/1.1\nHost: a\n", 0, true)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\n", 0, true)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\n", 0, false)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r", 0, false)]
+    [InlineData("\n", 0, true)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\n", 16, false)]
+    public void BareLf_InAnUnfinishedHead_IsFound(string text, int from, bool bare)
+    {
+        Assert.Equal(bare, Http1Parser.HasBareLf(System.Text.Encoding.ASCII.GetBytes(text), from));
     }
 
     [Fact]

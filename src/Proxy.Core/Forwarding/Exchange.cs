@@ -178,7 +178,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             VirtualHost? host = routes.FindVirtualHost(RequestAuthority());
-            _route = host?.FindRoute(RequestPath(), RequestHeaders, _isGrpc);
+            // No :path is a CONNECT (both codecs require one otherwise): as in Envoy, it matches only a
+            // route with a connect_matcher, which we do not offer, so it is not forwarded as a GET of "/".
+            _route = _pathIndex < 0 ? null : host?.FindRoute(RequestPath(), RequestHeaders, _isGrpc);
             _virtualHost = host;
             _routeConfiguration = routes;
             if (_route == null)

@@ -99,6 +99,17 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                         {
                             return InputStatus.Continue;
                         }
+                        if (_headScanned == 0 && rest[0] == (byte)'\r' && (rest.Length == 1 || rest[1] == (byte)'\n'))
+                        {
+                            // RFC 9112 §2.2: empty lines before a request-line are ignored (some clients
+                            // end a body with an extra CRLF).
+                            if (rest.Length == 1)
+                            {
+                                return InputStatus.Continue;
+                            }
+                            consumed += 2;
+                            continue;
+                        }
                         int from = Math.Max(0, Math.Min(_headScanned, rest.Length) - 3);
                         int end = Http1Parser.FindHeadEnd(rest.Slice(from));
                         if (end < 0)
@@ -106,6 +117,10 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                             if (rest.Length > Http1Parser.DefaultMaxHeadSize)
                             {
                                 return Reject(431, "request header section too large");
+                            }
+                            if (Http1Parser.HasBareLf(rest, from))
+                            {
+                                return Reject(400, "bare LF line terminator");
                             }
                             _headScanned = rest.Length;
                             if (_headStartedAt == 0)

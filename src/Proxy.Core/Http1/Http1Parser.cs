@@ -35,11 +35,38 @@ public static class Http1Parser
         [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
          0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F, 0x7F]);
 
+    // RFC 3986 authority without userinfo: reg-name (unreserved, pct-encoded, sub-delims), IP-literal, port.
+    private static readonly SearchValues<byte> s_authorityChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"u8);
+
     /// <summary>Finds the empty line that ends a head; -1 when more bytes are needed.</summary>
     public static int FindHeadEnd(ReadOnlySpan<byte> buffer)
     {
         int end = buffer.IndexOf("\r\n\r\n"u8);
         return end < 0 ? -1 : end + 4;
+    }
+
+    /// <summary>
+    /// Whether a head still waiting for its end holds a line ended by a bare LF. We do not take a lone LF
+    /// as a line terminator (RFC 9112 §2.2 lets a recipient choose; two parsers that disagree are how
+    /// requests get smuggled), and such a head would otherwise wait for a CRLFCRLF that never comes: the
+    /// caller refuses it at once. <paramref name="from"/>: where the bytes not yet checked begin.
+    /// </summary>
+    public static bool HasBareLf(ReadOnlySpan<byte> buffer, int from)
+    {
+        while (true)
+        {
+            int lf = buffer.Slice(from).IndexOf((byte)'\n');
+            if (lf < 0)
+            {
+                return false;
+            }
+            lf += from;
+            if (lf == 0 || buffer[lf - 1] != (byte)'\r')
+            {
+                return true;
+            }
+            from = lf + 1;
+        }
     }
 
     public struct RequestHead
@@ -96,7 +123,8 @@ public static class Http1Parser
         {
             return new Http1Error(400, "bad request line"); // not an HTTP-version (RFC 9112 §2.3)
         }
-        if (target.IsEmpty || target.ContainsAny(s_invalidValueChars) || target.Contains((byte)' '))
+        // A fragment is never sent (RFC 9112 §3.2: origin-form is a path and query); Envoy refuses it too.
+        if (target.IsEmpty || target.ContainsAny(s_invalidValueChars) || target.Contains((byte)' ') || target.Contains((byte)'#'))
         {
             return new Http1Error(400, "bad request target");
         }
@@ -243,6 +271,10 @@ public static class Http1Parser
         else if (hostCount == 0 && !request.Http10)
         {
             return new Http1Error(400, "missing host header"); // RFC 9112 §3.2
+        }
+        if (host.ContainsAnyExcept(s_authorityChars))
+        {
+            return new Http1Error(400, "bad host"); // RFC 9112 §3.2: uri-host [ ":" port ], no userinfo
         }
         fields.SetValue(authorityIndex, host);
         request.Framing = chunked ? BodyFraming.Chunked : contentLength > 0 ? BodyFraming.ContentLength : BodyFraming.None;

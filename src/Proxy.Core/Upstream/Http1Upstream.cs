@@ -218,7 +218,9 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                     int end = Http1Parser.FindHeadEnd(rest);
                     if (end < 0)
                     {
-                        return rest.Length > Http1Parser.DefaultMaxHeadSize ? Fail("response header section too large") : InputStatus.Continue;
+                        return rest.Length > Http1Parser.DefaultMaxHeadSize ? Fail("response header section too large")
+                            : Http1Parser.HasBareLf(rest, 0) ? Fail("bare LF line terminator in the response head")
+                            : InputStatus.Continue;
                     }
                     var head = new Http1Parser.ResponseHead();
                     if (Http1Parser.ParseResponse(rest.Slice(0, end), _fields, _requestWasHead, ref head) is Http1Error error)
