@@ -85,7 +85,8 @@ public sealed class CommandLine
                                         global_downstream_max_connections, else none)
 
         Standalone use (no bootstrap file):
-              --listen HOST:PORT        accept HTTP/1.1 and h2c here
+              --listen HOST:PORT        accept HTTP/1.1 and h2c here (WebSocket upgrades pass through to
+                                        an h1 upstream)
               --upstream HOST:PORT      forward everything to this endpoint
               --upstream-protocol h1|h2 protocol towards the upstream (default: h1; grpc = h2)
               --tls-cert FILE           PEM certificate chain: serve TLS on --listen (h2 and http/1.1 by

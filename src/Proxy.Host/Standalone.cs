@@ -91,6 +91,7 @@ public static class Standalone
         IdleTimeout = TimeSpan.FromSeconds(c.IdleTimeoutSeconds),
         BufferLimit = c.BufferLimitBytes,
         Stats = Proxy.Core.Diagnostics.HttpConnectionManagerStats.For("ingress_http"),
+        WebSocket = true,
     };
 
     public static IPEndPoint ParseEndPoint(string text, string what)

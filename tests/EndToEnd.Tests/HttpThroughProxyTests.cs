@@ -324,6 +324,16 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         Assert.StartsWith("HTTP/1.1 404 ", response);
     }
 
+    [Fact]
+    public async Task WebSocketUpgrade_WithoutUpgradeConfigs_Is403()
+    {
+        // This connection manager names no upgrade_configs: as in Envoy, the upgrade is refused, not sent on as a plain GET.
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes(
+            "GET /hello HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"));
+        Assert.StartsWith("HTTP/1.1 403 ", response);
+        Assert.Contains("upgrade not allowed", response, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("zz\r\nhello\r\n0\r\n\r\n")]                              // not a hex size
     [InlineData("fffffffffffffffff\r\nhello\r\n0\r\n\r\n")]               // overflows

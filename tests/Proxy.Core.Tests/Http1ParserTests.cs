@@ -133,6 +133,21 @@ public sealed class Http1ParserTests
     }
 
     [Theory]
+    [InlineData("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n", true)]
+    [InlineData("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: upgrade\r\n\r\n", true)]
+    [InlineData("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", false)]                              // no Connection: upgrade
+    [InlineData("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", false)]          // h2c is dropped
+    [InlineData("POST /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n", false)]
+    public void WebSocketUpgrade_IsKeptAsAField_OnlyWhenWhole(string text, bool websocket)
+    {
+        var (error, fields, head) = Request(text);
+        Assert.Null(error);
+        Assert.Equal(websocket, head.WebSocket);
+        Assert.Equal(websocket, fields.IndexOf("upgrade"u8) >= 0);
+        Assert.Equal(-1, fields.IndexOf("connection"u8));
+    }
+
+    [Theory]
     [InlineData("GET / HTTP/1.1\r\nHost: a:8080\r\n\r\n")]
     [InlineData("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n")]
     [InlineData("GET / HTTP/1.1\r\nHost: xn--bcher-kva.example\r\n\r\n")]

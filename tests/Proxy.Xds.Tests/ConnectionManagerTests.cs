@@ -64,6 +64,17 @@ public sealed class ConnectionManagerTests
     }
 
     [Fact]
+    public void UpgradeConfigs_WebSocketIsAllowedOnlyWhenNamed_OtherTypesAreWarnedAbout()
+    {
+        Assert.False(Load(Bootstrap()).Snapshot.Listeners[0].Options.WebSocket);
+        Assert.True(Load(Bootstrap(hcmExtra: "upgrade_configs: [ { upgrade_type: websocket } ]")).Snapshot.Listeners[0].Options.WebSocket);
+        Assert.False(Load(Bootstrap(hcmExtra: "upgrade_configs: [ { upgrade_type: WebSocket, enabled: false } ]")).Snapshot.Listeners[0].Options.WebSocket);
+        var (snapshot, loader) = Load(Bootstrap(hcmExtra: "upgrade_configs: [ { upgrade_type: websocket }, { upgrade_type: CONNECT } ]"));
+        Assert.True(snapshot.Listeners[0].Options.WebSocket);
+        Assert.Contains(loader.Warnings, w => w.Contains("upgrade type 'CONNECT' is not served", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void TimeoutsLimitsAndHttp2Options_AreRead()
     {
         var (snapshot, loader) = Load(Bootstrap(

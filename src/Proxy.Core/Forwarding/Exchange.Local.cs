@@ -28,6 +28,9 @@ public sealed partial class Exchange
                 case 5 when name.SequenceEqual(":path"u8):
                     _pathIndex = i;
                     break;
+                case 7 when name.SequenceEqual("upgrade"u8):
+                    _isWebSocket = true; // only a WebSocket upgrade is kept as a field (Http1Parser)
+                    break;
                 case 7 when name.SequenceEqual(":method"u8):
                     _isHead = RequestHeaders.Value(i).SequenceEqual("HEAD"u8);
                     break;

@@ -65,6 +65,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     private int _generation;
     private bool _isGrpc;
     private bool _isHead;
+    private bool _isWebSocket;            // an HTTP/1.1 WebSocket upgrade: after a 101, a tunnel
 
     /// <summary>
     /// Takes an exchange from the pool. Holders keep the returned generation with the reference and pass
@@ -210,6 +211,12 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 SendLocalReply(503, GrpcStatus.Unavailable, "no cluster for the request");
                 return;
             }
+            if (_isWebSocket && cluster.Protocol != UpstreamProtocol.Http1)
+            {
+                // No extended CONNECT (RFC 8441) towards HTTP/2 upstreams: the upgrade cannot be carried.
+                SendLocalReply(503, GrpcStatus.Unavailable, "websocket upgrade needs an HTTP/1.1 upstream");
+                return;
+            }
             endpoint = cluster.UsesOriginalDestination ? OriginalDestinationEndpoints.For(cluster.OriginalDestinationOf(_down!.OriginalDestination, RequestHeaders), cluster)
                 : action.HashPolicies.Length > 0 && cluster.LbPolicy is LbPolicy.RingHash or LbPolicy.Maglev
                 ? cluster.PickEndpoint(HashPolicy.Compute(action.HashPolicies, RequestHeaders, RequestPath(), _down!.RemoteEndPoint))
@@ -251,7 +258,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             pool = _pool = endpoint.Pool;
             pool.RequestStarted();
             connectTimeout = cluster.ConnectTimeout;
-            if (action.Mirror is { } mirror)
+            if (action.Mirror is { } mirror && !_isWebSocket)
             {
                 StartMirror(mirror, action.Timeout);
             }
@@ -609,6 +616,11 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             if (_cors != null)
             {
                 AddCorsResponseHeaders();
+            }
+            if (_isWebSocket && ResponseStatus() == 101)
+            {
+                // The tunnel is up: the route's timeouts were for the handshake; idleness still counts.
+                _deadlineAt = _perTryAt = _requestDeadlineAt = _callDeadlineAt = long.MaxValue;
             }
             _upstreamClosed |= endStream;
             _responseStarted = true;
@@ -1010,7 +1022,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         _downId = _upId = 0;
         _requestComplete = _requestEndSent = _requestTrailersWaiting = false;
         _responseStarted = _responseComplete = _responseTrailersWaiting = false;
-        _upstreamClosed = _downstreamClosed = _isGrpc = _isHead = false;
+        _upstreamClosed = _downstreamClosed = _isGrpc = _isHead = _isWebSocket = false;
         _finished = false;
     }
 

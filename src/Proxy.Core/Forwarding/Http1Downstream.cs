@@ -48,6 +48,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     private bool _keepAlive;
     private bool _http10;
     private bool _isHead;
+    private bool _webSocket;
     private long _unconsumed;
     private readonly BlockedExchange _blocked;
 
@@ -143,7 +144,10 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                             return Reject(e.Status, e.Reason);
                         }
                         consumed += end;
-                        StartExchange(ref head);
+                        if (StartExchange(ref head) is InputStatus refused)
+                        {
+                            return refused;
+                        }
                         continue;
                     }
                     case State.Body:
@@ -178,15 +182,21 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         }
     }
 
-    private void StartExchange(ref Http1Parser.RequestHead head)
+    private InputStatus? StartExchange(ref Http1Parser.RequestHead head)
     {
-        _requestFraming = head.Framing;
+        if (head.WebSocket && !_options.WebSocket)
+        {
+            return Reject(403, "upgrade not allowed"); // Envoy: an upgrade its upgrade_configs do not name
+        }
+        // A WebSocket upgrade: what follows the head is the tunnel's octets, until either side closes.
+        _webSocket = head.WebSocket;
+        _requestFraming = head.WebSocket ? BodyFraming.UntilClose : head.Framing;
         _requestRemaining = head.ContentLength;
-        _keepAlive = head.KeepAlive && !_drainClose;
+        _keepAlive = head.KeepAlive && !_drainClose && !head.WebSocket;
         _http10 = head.Http10;
         _isHead = head.IsHead;
         _chunked.Reset();
-        bool endStream = head.Framing == BodyFraming.None;
+        bool endStream = _requestFraming == BodyFraming.None;
         lock (_lock)
         {
             _responseStarted = false;
@@ -203,13 +213,22 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         _generation = generation;
         ListenerConfig config = _listener();
         exchange.OnRequestHeaders(generation, ref _fields, config.Routes, endStream, config.Options);
+        return null;
     }
 
     /// <summary>Passes body octets on; null to keep going, or the status to return.</summary>
     private InputStatus? ReadBody(in ReadOnlySequence<byte> input, ReadOnlySpan<byte> span, ref int consumed)
     {
         Exchange exchange = _exchange!;
-        if (_requestFraming == BodyFraming.ContentLength)
+        if (_requestFraming == BodyFraming.UntilClose)
+        {
+            // A tunnel (WebSocket): every octet goes through; the request ends when the client closes.
+            int take = span.Length - consumed;
+            Interlocked.Add(ref _unconsumed, take);
+            exchange.OnRequestData(_generation, input.Slice(consumed, take), false);
+            consumed += take;
+        }
+        else if (_requestFraming == BodyFraming.ContentLength)
         {
             int take = (int)Math.Min(span.Length - consumed, _requestRemaining);
             _requestRemaining -= take;
@@ -382,6 +401,21 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
             int statusIndex = headers.IndexOf(":status"u8);
             ReadOnlySpan<byte> status = statusIndex >= 0 ? headers.Value(statusIndex) : "502"u8;
             int code = Http1Writer.ParseStatus(status);
+            if (code == 101 && _webSocket)
+            {
+                // The upgrade is accepted: the 101 goes out and the connection becomes the tunnel.
+                Http1Writer.WriteStatusLine(output, status);
+                Http1Writer.WriteFields(output, headers);
+                Http1Writer.Write(output, "connection: upgrade\r\nupgrade: websocket\r\n\r\n"u8);
+                _responseFraming = BodyFraming.UntilClose;
+                _keepAlive = false;
+                _responseStarted = true;
+                if (endStream)
+                {
+                    CompleteResponse();
+                }
+                return true;
+            }
             if (code is >= 100 and < 200)
             {
                 // Informational responses: 100 was answered already; others pass to HTTP/1.1 clients.

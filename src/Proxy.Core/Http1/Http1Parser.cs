@@ -75,6 +75,8 @@ public static class Http1Parser
         public bool KeepAlive;
         public bool ExpectContinue;
         public bool IsHead;
+        /// <summary>A WebSocket upgrade (RFC 6455 §4.1: Upgrade: websocket with Connection: upgrade, no body).</summary>
+        public bool WebSocket;
         public BodyFraming Framing;
         public long ContentLength;
     }
@@ -167,6 +169,7 @@ public static class Http1Parser
         bool transferEncoding = false;
         ReadOnlySpan<byte> host = default;
         int hostCount = 0;
+        bool websocketAsked = false, connectionUpgrade = false;
         Span<byte> lower = stackalloc byte[256];
         // Fields the Connection header names are hop-by-hop too (RFC 9110 §7.6.1): removed below.
         Span<Range> connectionValues = stackalloc Range[8];
@@ -206,6 +209,8 @@ public static class Http1Parser
                     }
                     return new Http1Error(417, "unsupported expectation");
                 case 7 when lname.SequenceEqual("upgrade"u8):
+                    websocketAsked |= Ascii.EqualsIgnoreCase(value, "websocket"u8);
+                    continue;
                 case 10 when lname.SequenceEqual("keep-alive"u8):
                 case 13 when lname.SequenceEqual("http2-settings"u8):
                 case 16 when lname.SequenceEqual("proxy-connection"u8):
@@ -225,6 +230,7 @@ public static class Http1Parser
                     {
                         request.KeepAlive = true;
                     }
+                    connectionUpgrade |= ContainsToken(value, "upgrade"u8);
                     continue;
                 case 14 when lname.SequenceEqual("content-length"u8):
                     if (!TryParseLength(value, out long length) || (contentLength >= 0 && contentLength != length))
@@ -284,6 +290,13 @@ public static class Http1Parser
             Span<byte> digits = stackalloc byte[20];
             Utf8Formatter.TryFormat(contentLength, digits, out int n);
             fields.Add("content-length"u8, digits.Slice(0, n));
+        }
+        // The upgrade stays a field (hop-by-hop: the HTTP/1.1 writers skip it) for the connection to act
+        // on; without Connection: upgrade, or with a body, Upgrade is only dropped.
+        if (websocketAsked && connectionUpgrade && request.Framing == BodyFraming.None && !request.Http10)
+        {
+            request.WebSocket = true;
+            fields.Add("upgrade"u8, "websocket"u8);
         }
         return null;
     }

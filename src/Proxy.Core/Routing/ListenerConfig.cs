@@ -88,7 +88,15 @@ public sealed class ListenerOptions
         RequestHeadersTimeout = TimeSpan.FromSeconds(30),
         PrefaceTimeout = TimeSpan.FromSeconds(10),
         IdleTimeout = TimeSpan.FromMinutes(5),
+        WebSocket = true,
     };
+
+    /// <summary>
+    /// upgrade_configs with upgrade_type websocket: an HTTP/1.1 request with Upgrade: websocket goes to an
+    /// HTTP/1.1 upstream as an upgrade, and after its 101 both connections carry the octets through.
+    /// Without it (Envoy's default) such a request is refused with 403. The quick --listen mode allows it.
+    /// </summary>
+    public bool WebSocket { get; init; }
 
     /// <summary>
     /// The headers the connection manager writes (x-request-id, x-forwarded-*, via, server, ...): a

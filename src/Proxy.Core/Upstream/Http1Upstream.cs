@@ -35,6 +35,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     private bool _requestChunked;
     private bool _requestDone;
     private bool _requestWasHead;
+    private bool _webSocket;
     private ResponseState _response;
     private BodyFraming _responseFraming;
     private long _responseRemaining;
@@ -87,8 +88,15 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 Http1Writer.WriteField(output, "host"u8, headers.Value(authority));
             }
             Http1Writer.WriteFields(output, headers, skipHost: authority >= 0);
+            // A WebSocket upgrade (the downstream kept Upgrade as a field): the octets after the head
+            // are the tunnel's, sent as they come, and the connection is not reused.
+            _webSocket = headers.IndexOf("upgrade"u8) >= 0;
+            if (_webSocket)
+            {
+                Http1Writer.Write(output, "connection: upgrade\r\nupgrade: websocket\r\n"u8);
+            }
             bool hasLength = headers.IndexOf("content-length"u8) >= 0;
-            _requestChunked = !endStream && !hasLength;
+            _requestChunked = !endStream && !hasLength && !_webSocket;
             if (_requestChunked)
             {
                 Http1Writer.Write(output, "transfer-encoding: chunked\r\n"u8);
@@ -230,7 +238,16 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                     consumed += end;
                     if (head.Status == 101)
                     {
-                        return Fail("upgrade is not supported");
+                        if (!_webSocket)
+                        {
+                            return Fail("101 to a request that asked for no upgrade");
+                        }
+                        // Switched: the rest of the connection is the tunnel's, until the upstream closes.
+                        _keepAlive = false;
+                        _responseFraming = BodyFraming.UntilClose;
+                        _response = ResponseState.Body;
+                        exchange.OnResponseHeaders(generation, ref _fields, endStream: false);
+                        continue;
                     }
                     if (head.Status < 200)
                     {

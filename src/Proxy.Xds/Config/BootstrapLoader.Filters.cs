@@ -45,7 +45,28 @@ public sealed partial class BootstrapLoader
             NetworkRbac = networkRbac,
             Headers = ReadConnectionManagerHeaders(hcm),
             AccessLogs = ReadAccessLogs(hcm),
+            WebSocket = ReadUpgrades(hcm["upgrade_configs"]),
         };
+    }
+
+    /// <summary>The connection manager's upgrade_configs: whether WebSocket upgrades are allowed (the only type served).</summary>
+    private bool ReadUpgrades(ConfigNode upgrades)
+    {
+        bool websocket = false;
+        foreach (ConfigNode upgrade in upgrades.Items)
+        {
+            string type = upgrade["upgrade_type"].String() ?? "";
+            bool enabled = WrappedBool(upgrade["enabled"]) ?? true;
+            if (string.Equals(type, "websocket", StringComparison.OrdinalIgnoreCase))
+            {
+                websocket = enabled;
+            }
+            else if (enabled)
+            {
+                Warn(upgrade["upgrade_type"], $"upgrade type '{type}' is not served; such requests are refused with 403");
+            }
+        }
+        return websocket;
     }
 
     /// <summary>The headers the connection manager and its router write (Envoy's defaults unless the configuration says otherwise).</summary>
