@@ -170,6 +170,17 @@ public sealed class Http1ParserTests
     }
 
     [Fact]
+    public void Response_FieldsTheConnectionHeaderNames_AreRemoved()
+    {
+        var fields = new HeaderList();
+        var head = new Http1Parser.ResponseHead();
+        Assert.Null(Http1Parser.ParseResponse("HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n"u8, fields, false, ref head));
+        Assert.Equal(-1, fields.IndexOf("x-secret"u8));
+        Assert.True(fields.IndexOf("x-kept"u8) >= 0);
+        Assert.True(head.KeepAlive);
+    }
+
+    [Fact]
     public void Response_ChunkedWinsOverContentLength_AndHeadHasNoBody()
     {
         var fields = new HeaderList();

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Text;
 using System.Text;
+using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 using Proxy.Http2;
@@ -195,9 +196,15 @@ public sealed partial class Exchange
         {
             if (!_downstreamClosed)
             {
-                _down!.Reset(_downId, Http2ErrorCode.InternalError);
-                _down.ScheduleFlush();
+                IExchangePeer down = _down!;
+                int current = _generation;
                 _downstreamClosed = true;
+                down.Reset(_downId, Http2ErrorCode.InternalError);
+                down.ScheduleFlush();
+                if (current != _generation)
+                {
+                    return; // the peer's close came back at once and finished the exchange
+                }
             }
             Finish();
             return;

@@ -736,10 +736,15 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             // Response bytes already went downstream: the reset travels on.
-            _down!.Reset(_downId, errorCode == Http2ErrorCode.NoError ? Http2ErrorCode.InternalError : errorCode);
-            _down.ScheduleFlush();
+            IExchangePeer down = _down!;
+            int current = _generation;
             _downstreamClosed = true;
-            Finish();
+            down.Reset(_downId, errorCode == Http2ErrorCode.NoError ? Http2ErrorCode.InternalError : errorCode);
+            down.ScheduleFlush();
+            if (current == _generation)
+            {
+                Finish(); // (unless the peer's close came back at once and finished it)
+            }
         }
     }
 
@@ -903,6 +908,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         {
             return;
         }
+        // Finished before anything is reset, so a close that comes straight back (on this thread, the
+        // lock being re-entrant) finds the exchange done instead of finishing it a second time.
+        _finished = true;
         if (!_upstreamClosed && _up != null)
         {
             _up.Reset(_upId, Http2ErrorCode.Cancel);
@@ -910,10 +918,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         }
         if (!_downstreamClosed && !_requestComplete)
         {
-            _down!.Reset(_downId, Http2ErrorCode.NoError);
-            _down.ScheduleFlush();
+            IExchangePeer down = _down!;
+            down.Reset(_downId, Http2ErrorCode.NoError);
+            down.ScheduleFlush();
         }
-        _finished = true;
         _shadow = null;
         CountFinished();
         EndPending();

@@ -616,8 +616,11 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
             {
                 return;
             }
-            // HTTP/1.1 has no stream reset: a response cut short ends the connection.
+            // HTTP/1.1 has no stream reset: a response cut short ends the connection. The exchange asked
+            // for it and is ending: it is not told again when the close comes back (possibly at once,
+            // on this thread, inside its own call).
             _state = State.Closed;
+            _exchange = null;
         }
         _connection.CloseAfterFlush();
     }

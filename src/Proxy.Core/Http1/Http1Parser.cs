@@ -333,6 +333,8 @@ public static class Http1Parser
         bool chunked = false;
         Span<byte> lower = stackalloc byte[256];
         int pos = lineEnd + 2;
+        Span<Range> connectionValues = stackalloc Range[8];
+        int connectionCount = 0;
         while (pos < head.Length)
         {
             int end = head.Slice(pos).IndexOf("\r\n"u8);
@@ -362,6 +364,12 @@ public static class Http1Parser
                     {
                         response.KeepAlive = true;
                     }
+                    if (connectionCount == connectionValues.Length)
+                    {
+                        return new Http1Error(502, "too many connection header fields");
+                    }
+                    int offset = (int)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(head), ref MemoryMarshal.GetReference(value));
+                    connectionValues[connectionCount++] = new Range(offset, offset + value.Length);
                     continue;
                 case 14 when lname.SequenceEqual("content-length"u8):
                     if (!TryParseLength(value, out long length) || (contentLength >= 0 && contentLength != length))
@@ -378,6 +386,11 @@ public static class Http1Parser
             fields.Add(lname, value);
         }
 
+        for (int c = 0; c < connectionCount; c++)
+        {
+            // Fields the Connection header names are hop-by-hop (RFC 9110 §7.6.1): not passed on.
+            RemoveConnectionOptions(fields, head[connectionValues[c]]);
+        }
         bool noBody = requestWasHead || status is 204 or 304 || status < 200;
         if (noBody)
         {

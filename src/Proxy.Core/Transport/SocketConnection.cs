@@ -231,11 +231,19 @@ public sealed class SocketConnection : ILoopSocket
         {
             Output.OnWritable();
         }
+        if ((events & (EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+        {
+            // The peer's FIN (or an error) came, perhaps on the same edge as its last octets: the reads
+            // go on past a short one until recv says so, or no edge would ever tell.
+            _peerClosed = true;
+        }
         if ((events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
         {
             ReadReady();
         }
     }
+
+    private bool _peerClosed;
 
     /// <summary>On the loop's thread: reads until the socket is drained (a short read), handing each read to the protocol.</summary>
     private void ReadReady()
@@ -279,7 +287,7 @@ public sealed class SocketConnection : ILoopSocket
                     break;
                 }
                 _end += received;
-                if (!Deliver() || received < space)
+                if (!Deliver() || (received < space && !_peerClosed))
                 {
                     break; // paused or closed, or drained: the next edge says when there is more
                 }
@@ -422,6 +430,7 @@ public sealed class SocketConnection : ILoopSocket
         if (e is not ObjectDisposedException)
         {
             Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"connection {RemoteAddress}: {e.GetType().Name}: {e.Message}");
+            Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Debug, e.ToString());
         }
         Close();
     }

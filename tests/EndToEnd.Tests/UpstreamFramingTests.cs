@@ -1,0 +1,99 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using EndToEnd.Tests.Abuse;
+
+namespace EndToEnd.Tests;
+
+/// <summary>
+/// HTTP/1.1 upstreams that answer in the less common ways, through the published binary: a body that
+/// ends when the upstream closes (the close often arriving on the same edge as the last octets), 1xx
+/// before the final response, and fields the Connection header names, which are not passed on.
+/// </summary>
+public sealed class UpstreamFramingTests : IAsyncDisposable
+{
+    private readonly Socket _listener = new(SocketType.Stream, ProtocolType.Tcp);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _accepting;
+
+    private static readonly Dictionary<string, string> s_answers = new()
+    {
+        ["/ten"] = "HTTP/1.0 200 OK\r\n\r\nten",
+        ["/until-close"] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
+        ["/hints"] = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ["/hop"] = "HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nok",
+    };
+
+    public UpstreamFramingTests()
+    {
+        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listener.Listen(64);
+        _accepting = AcceptAsync();
+    }
+
+    private int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
+
+    private async Task AcceptAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener.AcceptAsync(_stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+            _ = AnswerAsync(client);
+        }
+    }
+
+    /// <summary>One request per connection; the answer goes out in one send, then the connection closes.</summary>
+    private static async Task AnswerAsync(Socket client)
+    {
+        using (client)
+        {
+            var buffer = new byte[8192];
+            int length = 0;
+            while (Encoding.ASCII.GetString(buffer, 0, length).IndexOf("\r\n\r\n", StringComparison.Ordinal) < 0)
+            {
+                int n = await client.ReceiveAsync(buffer.AsMemory(length));
+                if (n == 0)
+                {
+                    return;
+                }
+                length += n;
+            }
+            string path = Encoding.ASCII.GetString(buffer, 0, length).Split(' ')[1];
+            await client.SendAsync(Encoding.ASCII.GetBytes(s_answers.GetValueOrDefault(path, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")));
+        }
+    }
+
+    [Fact]
+    public async Task BodiesUntilClose_1xx_AndConnectionNamedFields()
+    {
+        await using AotProxy proxy = await AotProxy.StartAsync(Port, "h1");
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        for (int i = 0; i < 25; i++)
+        {
+            Assert.Equal("ten", await http.GetStringAsync($"http://127.0.0.1:{proxy.Port}/ten"));
+            Assert.Equal("until close", await http.GetStringAsync($"http://127.0.0.1:{proxy.Port}/until-close"));
+        }
+        Assert.Equal("ok", await http.GetStringAsync($"http://127.0.0.1:{proxy.Port}/hints"));
+        using HttpResponseMessage hop = await http.GetAsync($"http://127.0.0.1:{proxy.Port}/hop");
+        Assert.Equal("ok", await hop.Content.ReadAsStringAsync());
+        Assert.False(hop.Headers.Contains("x-secret"), "a field the Connection header names went downstream");
+        Assert.Equal("2", hop.Headers.GetValues("x-kept").Single());
+        Assert.DoesNotContain("Exception", proxy.Log, StringComparison.Ordinal);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Dispose();
+        await _accepting;
+        _stop.Dispose();
+    }
+}
