@@ -324,6 +324,34 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         Assert.StartsWith("HTTP/1.1 404 ", response);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ClientThatHalfClosesAfterItsRequest_GetsTheAnswer(bool finApart)
+    {
+        // As `nc -N` or a script does: the request, then shutdown(SHUT_WR); the FIN on the same edge as
+        // the request or on one of its own.
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, fixture.ProxyPort);
+        await socket.SendAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"));
+        if (finApart)
+        {
+            await Task.Delay(50);
+        }
+        socket.Shutdown(SocketShutdown.Send);
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        int n;
+        while ((n = await socket.ReceiveAsync(buffer, cts.Token)) > 0)
+        {
+            received.Write(buffer, 0, n);
+        }
+        string response = Encoding.ASCII.GetString(received.ToArray());
+        Assert.StartsWith("HTTP/1.1 200 ", response);
+        Assert.Contains("hello", response, StringComparison.Ordinal); // and then the proxy closed (the loop above ended)
+    }
+
     [Fact]
     public async Task WebSocketUpgrade_WithoutUpgradeConfigs_Is403()
     {

@@ -366,6 +366,21 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         return InputStatus.Close;
     }
 
+    public bool OnInputEnded()
+    {
+        lock (_lock)
+        {
+            // A client that half-closes after its request still gets the answer, then the connection
+            // closes; half-closed between requests or within a body, it is done.
+            if (_state != State.AwaitingResponse || _responseDone)
+            {
+                return false;
+            }
+            _keepAlive = false;
+            return true;
+        }
+    }
+
     public void OnClosed()
     {
         lock (_lock)

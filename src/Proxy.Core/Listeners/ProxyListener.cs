@@ -612,6 +612,8 @@ public sealed class ProxyListener : IAsyncDisposable
             return h1.OnInput(ref buffer);
         }
 
+        public bool OnInputEnded() => _chosen?.OnInputEnded() ?? false;
+
         public void OnClosed()
         {
             listener._connections.TryRemove(this, out _);

@@ -20,6 +20,13 @@ public interface IConnectionProtocol
 
     /// <summary>The peer closed or reset the connection, or the protocol asked to close; called once.</summary>
     void OnClosed();
+
+    /// <summary>
+    /// The peer closed its sending side (a FIN after what was delivered). True: the protocol still owes
+    /// an answer and closes the connection itself once it is out (an HTTP/1.1 client that half-closes
+    /// after its request, as scripts with nc do); false: the connection closes now.
+    /// </summary>
+    bool OnInputEnded() => false;
 }
 
 /// <summary>
@@ -244,6 +251,7 @@ public sealed class SocketConnection : ILoopSocket
     }
 
     private bool _peerClosed;
+    private bool _inputEnded;
 
     /// <summary>On the loop's thread: reads until the socket is drained (a short read), handing each read to the protocol.</summary>
     private void ReadReady()
@@ -257,7 +265,7 @@ public sealed class SocketConnection : ILoopSocket
             ReleaseBuffer();
             return;
         }
-        if (_paused)
+        if (_paused || _inputEnded)
         {
             return;
         }
@@ -283,6 +291,11 @@ public sealed class SocketConnection : ILoopSocket
                 }
                 if (received == 0)
                 {
+                    if (_protocol.OnInputEnded())
+                    {
+                        _inputEnded = true; // nothing more to read; the protocol closes when its answer is out
+                        break;
+                    }
                     Close(); // the peer closed its side
                     break;
                 }
@@ -489,6 +502,16 @@ public sealed class SocketConnection : ILoopSocket
                 }
                 int space = buffer.Length - end;
                 int received = tls != null ? await tls.ReadAsync(buffer.AsMemory(end)) : await ReceiveArgs.ReceiveAsync(_socket, buffer.AsMemory(end));
+                if (received == 0 && protocol.OnInputEnded())
+                {
+                    // The peer closed its side; the protocol still owes an answer and closes when it is out.
+                    _finished = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    if (!IsClosed)
+                    {
+                        await _finished.Task;
+                    }
+                    break;
+                }
                 if (received <= 0)
                 {
                     break; // 0: the peer closed its side; negative: a socket error
