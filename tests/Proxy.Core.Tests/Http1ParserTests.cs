@@ -127,6 +127,7 @@ public sealed class Http1ParserTests
     [InlineData("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400)]
     [InlineData("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)]
     [InlineData("GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
+    [InlineData("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501)]
     public void MalformedRequests_AreRefused(string text, int status)
     {
         Assert.Equal(status, Request(text).Error?.Status);
@@ -145,6 +146,15 @@ public sealed class Http1ParserTests
         Assert.Equal(websocket, head.WebSocket);
         Assert.Equal(websocket, fields.IndexOf("upgrade"u8) >= 0);
         Assert.Equal(-1, fields.IndexOf("connection"u8));
+    }
+
+    [Fact]
+    public void AbsoluteForm_WithAQueryAndNoPath_HasPathSlash()
+    {
+        var (error, fields, _) = Request("GET http://b?q=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        Assert.Null(error);
+        Assert.Equal("/?q=1", Field(fields, ":path"));
+        Assert.Equal("b", Field(fields, ":authority"));
     }
 
     [Theory]

@@ -157,6 +157,12 @@ public static class Http1Parser
                 int slash = rest.IndexOfAny((byte)'/', (byte)'?');
                 absoluteAuthority = slash < 0 ? rest : rest.Slice(0, slash);
                 target = slash < 0 ? "/"u8 : rest.Slice(slash);
+                if (target[0] == (byte)'?')
+                {
+                    // "http://h?q": the path is empty and becomes "/" (RFC 9112 §3.2.1).
+                    fields.Add(":path"u8, [(byte)'/', .. target]);
+                    target = default;
+                }
             }
         }
         if (!target.IsEmpty)
@@ -240,9 +246,10 @@ public static class Http1Parser
                     contentLength = length;
                     continue;
                 case 17 when lname.SequenceEqual("transfer-encoding"u8):
+                    // Only "chunked", once, is understood (RFC 9112 §6.3, §7: never chunked twice; a
+                    // second field line is a list continued, "chunked, chunked").
+                    chunked = !transferEncoding && Ascii.EqualsIgnoreCase(value, "chunked"u8);
                     transferEncoding = true;
-                    // Only "chunked" as the final coding is understood (RFC 9112 §6.3).
-                    chunked = Ascii.EqualsIgnoreCase(value, "chunked"u8);
                     if (!chunked)
                     {
                         return new Http1Error(501, "unsupported transfer-encoding");
