@@ -80,7 +80,7 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
         string bootstrap = $$"""
             static_resources:
               listeners:
-            {{BootstrapYaml.Listener("deny", Routes, httpFilters: DenyAdmin)}}
+            {{BootstrapYaml.Listener("deny", Routes, hcmFields: "normalize_path: true", httpFilters: DenyAdmin)}}
             {{BootstrapYaml.Listener("allow", Routes, httpFilters: AllowAlice)}}
               clusters:
               - name: grpc
@@ -119,7 +119,7 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
 
     private static async Task<string> Curl(bool h2, int port, string path, params string[] headers)
     {
-        var args = new List<string> { "-sS", "-w", " %{http_code} %{http_version}" };
+        var args = new List<string> { "-sS", "--path-as-is", "-w", " %{http_code} %{http_version}" };
         if (h2)
         {
             args.Add("--http2-prior-knowledge");
@@ -145,6 +145,12 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
         Assert.Equal($"hello 200 {version}", await Curl(h2, _denyPort, "/hello"));
         // The shadow rules (deny everything) are only recorded, never enforced.
         Assert.Equal($"hello 200 {version}", await Curl(h2, _denyPort, "/hello?admin/"));
+        // normalize_path (Istio's default): the policy cannot be walked around with dot segments or escapes,
+        // and what goes upstream is the normalized path.
+        Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "/x/../admin/hello"));
+        Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "/%61dmin/hello"));
+        Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "/x/%2e%2e/admin/hello"));
+        Assert.Equal($"hello 200 {version}", await Curl(h2, _denyPort, "/x/./../hello"));
     }
 
     [Theory]

@@ -75,6 +75,17 @@ public sealed class ConnectionManagerTests
     }
 
     [Fact]
+    public void NormalizePathAndMergeSlashes_AreRead_OffByDefault()
+    {
+        ListenerOptions d = Load(Bootstrap()).Snapshot.Listeners[0].Options;
+        Assert.False(d.NormalizePath);
+        Assert.False(d.MergeSlashes);
+        ListenerOptions o = Load(Bootstrap(hcmExtra: "normalize_path: true\nmerge_slashes: true")).Snapshot.Listeners[0].Options;
+        Assert.True(o.NormalizePath);
+        Assert.True(o.MergeSlashes);
+    }
+
+    [Fact]
     public void TimeoutsLimitsAndHttp2Options_AreRead()
     {
         var (snapshot, loader) = Load(Bootstrap(

@@ -183,6 +183,23 @@ public sealed partial class Exchange
 
     private ReadOnlySpan<byte> RequestAuthority() => _authorityIndex >= 0 ? RequestHeaders.Value(_authorityIndex) : default;
 
+    /// <summary>normalize_path / merge_slashes: the :path as RBAC, routing and the upstream see it.</summary>
+    private void NormalizePath(bool mergeSlashes)
+    {
+        ReadOnlySpan<byte> path = RequestHeaders.Value(_pathIndex);
+        byte[]? rented = path.Length > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(path.Length) : null;
+        Span<byte> output = rented ?? stackalloc byte[1024];
+        int length = PathNormalizer.Normalize(path, output, mergeSlashes);
+        if (length >= 0)
+        {
+            RequestHeaders.SetValue(_pathIndex, output.Slice(0, length));
+        }
+        if (rented != null)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
     private ReadOnlySpan<byte> RequestPath() => _pathIndex >= 0 ? RequestHeaders.Value(_pathIndex) : "/"u8;
 
     /// <summary>

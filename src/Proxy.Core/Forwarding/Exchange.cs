@@ -170,6 +170,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 _hcm.DownstreamRqTotal.Inc();
             }
             ScanRequest();
+            if (options != null && (options.NormalizePath || options.MergeSlashes) && _pathIndex >= 0)
+            {
+                NormalizePath(options.MergeSlashes);
+            }
             StartConnectionManager(options);
             if (options != null && options.HttpRbac.Length > 0 && !AllowedByRbac(options.HttpRbac))
             {

@@ -98,6 +98,12 @@ public sealed class ListenerOptions
     /// </summary>
     public bool WebSocket { get; init; }
 
+    /// <summary>normalize_path: RFC 3986 normalization of the path before RBAC and routing (<see cref="PathNormalizer"/>; Envoy: off, Istio: on).</summary>
+    public bool NormalizePath { get; init; }
+
+    /// <summary>merge_slashes: "//" in the path becomes "/" (Envoy: off).</summary>
+    public bool MergeSlashes { get; init; }
+
     /// <summary>
     /// The headers the connection manager writes (x-request-id, x-forwarded-*, via, server, ...): a
     /// bootstrap's or xDS's connection manager has Envoy's (<see cref="ConnectionManagerHeaders.Envoy"/>);

@@ -46,6 +46,8 @@ public sealed partial class BootstrapLoader
             Headers = ReadConnectionManagerHeaders(hcm),
             AccessLogs = ReadAccessLogs(hcm),
             WebSocket = ReadUpgrades(hcm["upgrade_configs"]),
+            NormalizePath = WrappedBool(hcm["normalize_path"]) ?? false,
+            MergeSlashes = hcm["merge_slashes"].Boolean() ?? false,
         };
     }
 
