@@ -80,7 +80,7 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
         string bootstrap = $$"""
             static_resources:
               listeners:
-            {{BootstrapYaml.Listener("deny", Routes, hcmFields: "normalize_path: true", httpFilters: DenyAdmin)}}
+            {{BootstrapYaml.Listener("deny", Routes, hcmFields: "normalize_path: true\nmerge_slashes: true\npath_with_escaped_slashes_action: UNESCAPE_AND_FORWARD", httpFilters: DenyAdmin)}}
             {{BootstrapYaml.Listener("allow", Routes, httpFilters: AllowAlice)}}
               clusters:
               - name: grpc
@@ -151,6 +151,9 @@ public sealed class RbacTests(ProxyFixture upstream) : IClassFixture<ProxyFixtur
         Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "/%61dmin/hello"));
         Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "/x/%2e%2e/admin/hello"));
         Assert.Equal($"hello 200 {version}", await Curl(h2, _denyPort, "/x/./../hello"));
+        // Istio's DECODE_AND_MERGE_SLASHES: %2F decoded and "//" merged before the policy looks.
+        Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "/admin%2Fhello"));
+        Assert.Equal($"RBAC: access denied\n 403 {version}", await Curl(h2, _denyPort, "//admin//hello"));
     }
 
     [Theory]

@@ -50,6 +50,27 @@ public sealed class PathNormalizerTests
     }
 
     [Fact]
+    public void MergeSlashesAlone_NeitherDecodesNorRemovesDotSegments()
+    {
+        byte[] input = Encoding.ASCII.GetBytes("/a//%61/../b");
+        var output = new byte[input.Length];
+        int n = PathNormalizer.Normalize(input, output, mergeSlashes: true, normalize: false);
+        Assert.Equal("/a/%61/../b", Encoding.ASCII.GetString(output, 0, n));
+    }
+
+    [Theory]
+    [InlineData("/a%2Fb", true, "/a/b")]
+    [InlineData("/a%2fb%5Cc", true, "/a/b\\c")]
+    [InlineData("/a%25b?x=%2F", false, "/a%25b?x=%2F")]
+    public void EscapedSlashes_AreFoundAndDecodedInThePathOnly(string path, bool found, string unescaped)
+    {
+        byte[] input = Encoding.ASCII.GetBytes(path);
+        Assert.Equal(found, PathNormalizer.HasEscapedSlash(input));
+        var output = new byte[input.Length];
+        Assert.Equal(unescaped, Encoding.ASCII.GetString(output, 0, PathNormalizer.UnescapeSlashes(input, output)));
+    }
+
+    [Fact]
     public void AnAlreadyNormalPath_IsLeftAlone()
     {
         var output = new byte[64];

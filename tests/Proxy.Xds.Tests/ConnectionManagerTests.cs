@@ -80,9 +80,13 @@ public sealed class ConnectionManagerTests
         ListenerOptions d = Load(Bootstrap()).Snapshot.Listeners[0].Options;
         Assert.False(d.NormalizePath);
         Assert.False(d.MergeSlashes);
-        ListenerOptions o = Load(Bootstrap(hcmExtra: "normalize_path: true\nmerge_slashes: true")).Snapshot.Listeners[0].Options;
+        Assert.Equal(EscapedSlashesAction.KeepUnchanged, d.EscapedSlashes);
+        ListenerOptions o = Load(Bootstrap(hcmExtra: "normalize_path: true\nmerge_slashes: true\npath_with_escaped_slashes_action: REJECT_REQUEST")).Snapshot.Listeners[0].Options;
         Assert.True(o.NormalizePath);
         Assert.True(o.MergeSlashes);
+        Assert.Equal(EscapedSlashesAction.RejectRequest, o.EscapedSlashes);
+        Assert.Equal(EscapedSlashesAction.UnescapeAndForward, Load(Bootstrap(hcmExtra: "path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD")).Snapshot.Listeners[0].Options.EscapedSlashes);
+        Assert.Throws<ConfigException>(() => Load(Bootstrap(hcmExtra: "path_with_escaped_slashes_action: SOMETIMES")));
     }
 
     [Fact]

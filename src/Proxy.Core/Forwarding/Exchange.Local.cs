@@ -183,20 +183,43 @@ public sealed partial class Exchange
 
     private ReadOnlySpan<byte> RequestAuthority() => _authorityIndex >= 0 ? RequestHeaders.Value(_authorityIndex) : default;
 
-    /// <summary>normalize_path / merge_slashes: the :path as RBAC, routing and the upstream see it.</summary>
-    private void NormalizePath(bool mergeSlashes)
+    /// <summary>
+    /// path_with_escaped_slashes_action, normalize_path and merge_slashes, in Envoy's order: the :path as
+    /// RBAC, routing and the upstream see it. False when the request was refused (the reply is sent).
+    /// </summary>
+    private bool RewritePath(ListenerOptions options)
     {
         ReadOnlySpan<byte> path = RequestHeaders.Value(_pathIndex);
         byte[]? rented = path.Length > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(path.Length) : null;
         Span<byte> output = rented ?? stackalloc byte[1024];
-        int length = PathNormalizer.Normalize(path, output, mergeSlashes);
-        if (length >= 0)
+        try
         {
-            RequestHeaders.SetValue(_pathIndex, output.Slice(0, length));
+            if (options.EscapedSlashes != EscapedSlashesAction.KeepUnchanged && PathNormalizer.HasEscapedSlash(path))
+            {
+                if (options.EscapedSlashes == EscapedSlashesAction.RejectRequest)
+                {
+                    SendLocalReply(400, GrpcStatus.Internal, "path with escaped slashes");
+                    return false;
+                }
+                RequestHeaders.SetValue(_pathIndex, output.Slice(0, PathNormalizer.UnescapeSlashes(path, output)));
+                path = RequestHeaders.Value(_pathIndex);
+            }
+            if (options.NormalizePath || options.MergeSlashes)
+            {
+                int length = PathNormalizer.Normalize(path, output, options.MergeSlashes, options.NormalizePath);
+                if (length >= 0)
+                {
+                    RequestHeaders.SetValue(_pathIndex, output.Slice(0, length));
+                }
+            }
+            return true;
         }
-        if (rented != null)
+        finally
         {
-            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            if (rented != null)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            }
         }
     }
 

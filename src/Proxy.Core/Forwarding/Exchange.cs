@@ -170,9 +170,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 _hcm.DownstreamRqTotal.Inc();
             }
             ScanRequest();
-            if (options != null && (options.NormalizePath || options.MergeSlashes) && _pathIndex >= 0)
+            if (options != null && options.RewritesPath && _pathIndex >= 0 && !RewritePath(options))
             {
-                NormalizePath(options.MergeSlashes);
+                return;
             }
             StartConnectionManager(options);
             if (options != null && options.HttpRbac.Length > 0 && !AllowedByRbac(options.HttpRbac))

@@ -104,6 +104,12 @@ public sealed class ListenerOptions
     /// <summary>merge_slashes: "//" in the path becomes "/" (Envoy: off).</summary>
     public bool MergeSlashes { get; init; }
 
+    /// <summary>path_with_escaped_slashes_action: what %2F and %5C in the path do (Envoy and Istio: kept).</summary>
+    public EscapedSlashesAction EscapedSlashes { get; init; }
+
+    /// <summary>Whether the path is touched at all before RBAC and routing.</summary>
+    public bool RewritesPath => NormalizePath || MergeSlashes || EscapedSlashes != EscapedSlashesAction.KeepUnchanged;
+
     /// <summary>
     /// The headers the connection manager writes (x-request-id, x-forwarded-*, via, server, ...): a
     /// bootstrap's or xDS's connection manager has Envoy's (<see cref="ConnectionManagerHeaders.Envoy"/>);
@@ -160,4 +166,14 @@ public sealed class ListenerOptions
             : RequestHeadersTimeout > TimeSpan.Zero ? RequestHeadersTimeout : StreamIdleTimeout;
         return (long)t.TotalMilliseconds;
     }
+}
+
+/// <summary>The connection manager's path_with_escaped_slashes_action.</summary>
+public enum EscapedSlashesAction : byte
+{
+    KeepUnchanged,
+    /// <summary>A path with %2F or %5C is refused with 400.</summary>
+    RejectRequest,
+    /// <summary>%2F and %5C are decoded to / and \ before normalization, and the request goes on.</summary>
+    UnescapeAndForward,
 }

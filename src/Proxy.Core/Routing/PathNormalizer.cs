@@ -13,11 +13,11 @@ public static class PathNormalizer
     /// Writes the normalized <paramref name="path"/> into <paramref name="output"/> (at least as long) and
     /// returns its length, or -1 when the path is already normal (the common case: nothing is copied).
     /// </summary>
-    public static int Normalize(ReadOnlySpan<byte> path, Span<byte> output, bool mergeSlashes)
+    public static int Normalize(ReadOnlySpan<byte> path, Span<byte> output, bool mergeSlashes, bool normalize = true)
     {
         int queryAt = path.IndexOf((byte)'?');
         ReadOnlySpan<byte> part = queryAt < 0 ? path : path.Slice(0, queryAt);
-        if (part.IsEmpty || part[0] != (byte)'/' || !NeedsWork(part, mergeSlashes))
+        if (part.IsEmpty || part[0] != (byte)'/' || !(normalize ? NeedsWork(part, mergeSlashes) : mergeSlashes && part.IndexOf("//"u8) >= 0))
         {
             return -1;
         }
@@ -26,6 +26,11 @@ public static class PathNormalizer
         for (int i = 0; i < part.Length; i++)
         {
             byte c = part[i];
+            if (!normalize)
+            {
+                output[n++] = c; // merge_slashes alone: nothing decoded, no dot segments removed
+                continue;
+            }
             if (c == (byte)'%' && i + 2 < part.Length && IsHex(part[i + 1]) && IsHex(part[i + 2]))
             {
                 byte decoded = (byte)((Hex(part[i + 1]) << 4) | Hex(part[i + 2]));
@@ -49,14 +54,14 @@ public static class PathNormalizer
             int end = next < 0 ? n : at + 1 + next;
             ReadOnlySpan<byte> segment = text.Slice(at + 1, end - at - 1);
             bool last = end == n;
-            if (segment.Length == 1 && segment[0] == (byte)'.')
+            if (normalize && segment.Length == 1 && segment[0] == (byte)'.')
             {
                 if (last)
                 {
                     text[written++] = (byte)'/'; // "/a/." → "/a/"
                 }
             }
-            else if (segment.Length == 2 && segment[0] == (byte)'.' && segment[1] == (byte)'.')
+            else if (normalize && segment.Length == 2 && segment[0] == (byte)'.' && segment[1] == (byte)'.')
             {
                 // Back to the previous segment's start (not above the root).
                 int back = written > 0 ? text.Slice(0, written).LastIndexOf((byte)'/') : 0;
@@ -88,6 +93,52 @@ public static class PathNormalizer
             written += path.Length - queryAt;
         }
         return written == path.Length && output.Slice(0, written).SequenceEqual(path) ? -1 : written;
+    }
+
+    /// <summary>Whether the path part (before '?') holds an escaped slash or backslash: %2F, %5C, any case.</summary>
+    public static bool HasEscapedSlash(ReadOnlySpan<byte> path)
+    {
+        int queryAt = path.IndexOf((byte)'?');
+        ReadOnlySpan<byte> part = queryAt < 0 ? path : path.Slice(0, queryAt);
+        for (int i = part.IndexOf((byte)'%'); i >= 0 && i + 2 < part.Length; )
+        {
+            if ((part[i + 1] == (byte)'2' && (part[i + 2] | 0x20) == (byte)'f') || (part[i + 1] == (byte)'5' && (part[i + 2] | 0x20) == (byte)'c'))
+            {
+                return true;
+            }
+            int next = part.Slice(i + 1).IndexOf((byte)'%');
+            i = next < 0 ? -1 : i + 1 + next;
+        }
+        return false;
+    }
+
+    /// <summary>Decodes %2F and %5C in the path part into <paramref name="output"/>; returns the new length.</summary>
+    public static int UnescapeSlashes(ReadOnlySpan<byte> path, Span<byte> output)
+    {
+        int queryAt = path.IndexOf((byte)'?');
+        int partLength = queryAt < 0 ? path.Length : queryAt;
+        int n = 0;
+        for (int i = 0; i < path.Length; i++)
+        {
+            byte c = path[i];
+            if (c == (byte)'%' && i + 2 < partLength)
+            {
+                if (path[i + 1] == (byte)'2' && (path[i + 2] | 0x20) == (byte)'f')
+                {
+                    output[n++] = (byte)'/';
+                    i += 2;
+                    continue;
+                }
+                if (path[i + 1] == (byte)'5' && (path[i + 2] | 0x20) == (byte)'c')
+                {
+                    output[n++] = (byte)'\\';
+                    i += 2;
+                    continue;
+                }
+            }
+            output[n++] = c;
+        }
+        return n;
     }
 
     /// <summary>Whether anything could change: an escape, a backslash, a dot segment, or (when merging) "//".</summary>

@@ -48,7 +48,28 @@ public sealed partial class BootstrapLoader
             WebSocket = ReadUpgrades(hcm["upgrade_configs"]),
             NormalizePath = WrappedBool(hcm["normalize_path"]) ?? false,
             MergeSlashes = hcm["merge_slashes"].Boolean() ?? false,
+            EscapedSlashes = ReadEscapedSlashes(hcm["path_with_escaped_slashes_action"]),
         };
+    }
+
+    /// <summary>path_with_escaped_slashes_action (by name or number; UNESCAPE_AND_REDIRECT is served as UNESCAPE_AND_FORWARD).</summary>
+    private EscapedSlashesAction ReadEscapedSlashes(ConfigNode action)
+    {
+        string name = action.String() ?? "IMPLEMENTATION_SPECIFIC_DEFAULT";
+        switch (name)
+        {
+            case "IMPLEMENTATION_SPECIFIC_DEFAULT" or "0" or "KEEP_UNCHANGED" or "1":
+                return EscapedSlashesAction.KeepUnchanged;
+            case "REJECT_REQUEST" or "2":
+                return EscapedSlashesAction.RejectRequest;
+            case "UNESCAPE_AND_FORWARD" or "4":
+                return EscapedSlashesAction.UnescapeAndForward;
+            case "UNESCAPE_AND_REDIRECT" or "3":
+                Warn(action, "UNESCAPE_AND_REDIRECT is served as UNESCAPE_AND_FORWARD (no redirect is sent)");
+                return EscapedSlashesAction.UnescapeAndForward;
+            default:
+                throw new ConfigException($"{action.Path}: '{name}' is not a path_with_escaped_slashes_action");
+        }
     }
 
     /// <summary>The connection manager's upgrade_configs: whether WebSocket upgrades are allowed (the only type served).</summary>
