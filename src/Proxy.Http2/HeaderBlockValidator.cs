@@ -133,7 +133,11 @@ internal struct HeaderBlockValidator
                 return !value.IsEmpty || Fail("empty :method");
             case Pseudo.Path:
                 _pathEmpty = value.IsEmpty;
-                return true;
+                // §8.3.1: the absolute path and query of the target ("*" for OPTIONS): never a relative one.
+                return value.IsEmpty || value[0] == (byte)'/' || value.SequenceEqual("*"u8) || Fail(":path is not an absolute path");
+            case Pseudo.Authority:
+                // §8.3.1: no userinfo in the authority of an http or https URI.
+                return value.IndexOf((byte)'@') < 0 || Fail(":authority with userinfo");
             case Pseudo.Status:
                 if (value.Length != 3 || !Utf8Parser.TryParse(value, out int status, out int consumed) || consumed != 3 || status < 100)
                 {

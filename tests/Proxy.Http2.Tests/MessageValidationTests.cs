@@ -24,6 +24,8 @@ public sealed class MessageValidationTests
         { "missing :path", [(":method", "GET"), (":scheme", "http")] },
         { "missing :scheme", [(":method", "GET"), (":path", "/")] },
         { "empty :path", [(":method", "GET"), (":scheme", "http"), (":path", "")] },
+        { "relative :path", [(":method", "GET"), (":scheme", "http"), (":path", "a/b")] },
+        { "userinfo in :authority", [(":method", "GET"), (":scheme", "http"), (":authority", "user@host"), (":path", "/")] },
         { "CONNECT with :path", [(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")] },
         { "CONNECT without :authority", [(":method", "CONNECT")] },
         { "CR in value", [.. Http2TestPeer.Get(), ("x-a", "a\rb")] },
