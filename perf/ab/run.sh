@@ -28,7 +28,9 @@ one() { # one BINARY: prints CPU-us per request
   local done; done=$(awk '/^requests:/ { print $8 }' "$WORK/h2load.txt")
   awk -v c=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$done" 'BEGIN { printf "%.2f", c / hz * 1e6 / n }'
 }
+# The second run of a pair measures slower by a few percent whichever binary it is (seen 2026-12-03:
+# +5 % either way round): odd pairs run A first, even pairs B first, so the order cancels out.
 for i in $(seq "$PAIRS"); do
-  a=$(one "$A"); b=$(one "$B")
+  if [ $((i % 2)) -eq 1 ]; then a=$(one "$A"); b=$(one "$B"); else b=$(one "$B"); a=$(one "$A"); fi
   echo "pair $i: A $a  B $b  (B/A $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }'))"
 done
