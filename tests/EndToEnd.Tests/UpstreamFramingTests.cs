@@ -21,6 +21,7 @@ public sealed class UpstreamFramingTests : IAsyncDisposable
         ["/ten"] = "HTTP/1.0 200 OK\r\n\r\nten",
         ["/until-close"] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
         ["/hints"] = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ["/hints-then-close"] = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n",
         ["/hop"] = "HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nok",
     };
 
@@ -82,6 +83,11 @@ public sealed class UpstreamFramingTests : IAsyncDisposable
             Assert.Equal("until close", await http.GetStringAsync($"http://127.0.0.1:{proxy.Port}/until-close"));
         }
         Assert.Equal("ok", await http.GetStringAsync($"http://127.0.0.1:{proxy.Port}/hints"));
+        // An interim response does not start the response: the upstream going away after it is a 503.
+        using (HttpResponseMessage lost = await http.GetAsync($"http://127.0.0.1:{proxy.Port}/hints-then-close"))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, lost.StatusCode);
+        }
         using HttpResponseMessage hop = await http.GetAsync($"http://127.0.0.1:{proxy.Port}/hop");
         Assert.Equal("ok", await hop.Content.ReadAsStringAsync());
         Assert.False(hop.Headers.Contains("x-secret"), "a field the Connection header names went downstream");

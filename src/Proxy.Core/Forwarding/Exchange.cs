@@ -590,6 +590,14 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
+            if (ResponseStatus() is >= 100 and < 200 and var interim && !(interim == 101 && _isWebSocket) && !endStream)
+            {
+                // An interim response (103 Early Hints, ...) passes on as it is; the response has not
+                // started: a failure after it still gets a status of its own, and retries stay possible.
+                _down!.SendHeaders(_downId, ResponseHeaders, endStream: false);
+                _down.ScheduleFlush();
+                return;
+            }
             if (_cluster != null && ResponseStatus() is var status and >= 200)
             {
                 if (_upstreamStatus != 0)
