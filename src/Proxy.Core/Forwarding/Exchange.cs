@@ -636,6 +636,13 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             _upstreamClosed |= endStream;
             _responseStarted = true;
+            if (_retry != null)
+            {
+                // No retry once a response has started: the replay copy of the request goes now, not at
+                // the end (a long upload or a WebSocket tunnel would otherwise hold up to 1 MiB of it).
+                _retainOverflow = true;
+                ReleaseRetained();
+            }
             SendResponseHeaders(ResponseHeaders, endStream, proxied: true);
             _down!.ScheduleFlush();
             if (endStream)
