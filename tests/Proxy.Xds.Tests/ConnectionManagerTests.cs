@@ -72,6 +72,8 @@ public sealed class ConnectionManagerTests
         var (snapshot, loader) = Load(Bootstrap(hcmExtra: "upgrade_configs: [ { upgrade_type: websocket }, { upgrade_type: CONNECT } ]"));
         Assert.True(snapshot.Listeners[0].Options.WebSocket);
         Assert.Contains(loader.Warnings, w => w.Contains("upgrade type 'CONNECT' is not served", StringComparison.Ordinal));
+        (_, loader) = Load(Bootstrap().Replace("route: { cluster: c }", "route: { cluster: c, upgrade_configs: [ { upgrade_type: websocket, enabled: false } ] }", StringComparison.Ordinal));
+        Assert.Contains(loader.Warnings, w => w.Contains("route-level upgrade_configs are not honoured", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -301,6 +301,10 @@ public sealed partial class BootstrapLoader
         {
             result = result.WithIdleTimeout(idle);
         }
+        if (action["upgrade_configs"].Exists)
+        {
+            Warn(action["upgrade_configs"], "route-level upgrade_configs are not honoured; the connection manager's decide");
+        }
         foreach (string field in new[] { "grpc_timeout_offset" })
         {
             if (action[field].Exists)
