@@ -271,11 +271,17 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
         }
     }
 
-    private async Task<string> RawExchangeAsync(byte[] request)
+    /// <summary>Sends <paramref name="request"/> and reads until the proxy closes; <paramref name="halfCloseAfter"/>: shutdown(SHUT_WR) that long after sending.</summary>
+    private async Task<string> RawExchangeAsync(byte[] request, TimeSpan? halfCloseAfter = null)
     {
         using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(System.Net.IPAddress.Loopback, fixture.ProxyPort);
         await socket.SendAsync(request);
+        if (halfCloseAfter is { } delay)
+        {
+            await Task.Delay(delay);
+            socket.Shutdown(SocketShutdown.Send);
+        }
         var received = new MemoryStream();
         var buffer = new byte[65536];
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
@@ -331,23 +337,8 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     {
         // As `nc -N` or a script does: the request, then shutdown(SHUT_WR); the FIN on the same edge as
         // the request or on one of its own.
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(System.Net.IPAddress.Loopback, fixture.ProxyPort);
-        await socket.SendAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"));
-        if (finApart)
-        {
-            await Task.Delay(50);
-        }
-        socket.Shutdown(SocketShutdown.Send);
-        var received = new MemoryStream();
-        var buffer = new byte[4096];
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer, cts.Token)) > 0)
-        {
-            received.Write(buffer, 0, n);
-        }
-        string response = Encoding.ASCII.GetString(received.ToArray());
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"),
+            TimeSpan.FromMilliseconds(finApart ? 50 : 0));
         Assert.StartsWith("HTTP/1.1 200 ", response);
         Assert.Contains("hello", response, StringComparison.Ordinal); // and then the proxy closed (the loop above ended)
     }

@@ -590,7 +590,8 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
-            if (ResponseStatus() is >= 100 and < 200 and var interim && !(interim == 101 && _isWebSocket) && !endStream)
+            int status = ResponseStatus();
+            if (status is >= 100 and < 200 && !(status == 101 && _isWebSocket) && !endStream)
             {
                 // An interim response (103 Early Hints, ...) passes on as it is; the response has not
                 // started: a failure after it still gets a status of its own, and retries stay possible.
@@ -598,7 +599,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 _down.ScheduleFlush();
                 return;
             }
-            if (_cluster != null && ResponseStatus() is var status and >= 200)
+            if (_cluster != null && status >= 200)
             {
                 if (_upstreamStatus != 0)
                 {
@@ -629,7 +630,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             {
                 AddCorsResponseHeaders();
             }
-            if (_isWebSocket && ResponseStatus() == 101)
+            if (_isWebSocket && status == 101)
             {
                 // The tunnel is up: the route's timeouts were for the handshake; idleness still counts.
                 _deadlineAt = _perTryAt = _requestDeadlineAt = _callDeadlineAt = long.MaxValue;

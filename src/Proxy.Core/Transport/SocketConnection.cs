@@ -443,7 +443,10 @@ public sealed class SocketConnection : ILoopSocket
         if (e is not ObjectDisposedException)
         {
             Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"connection {RemoteAddress}: {e.GetType().Name}: {e.Message}");
-            Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Debug, e.ToString());
+            if (Diagnostics.ProxyLog.IsEnabled(Diagnostics.LogLevel.Debug))
+            {
+                Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Debug, e.ToString()); // the stack, only when asked for
+            }
         }
         Close();
     }

@@ -86,7 +86,7 @@ public sealed partial class BootstrapLoader
             }
             else if (enabled)
             {
-                Warn(upgrade["upgrade_type"], $"upgrade type '{type}' is not served; such requests are refused with 403");
+                Warn(upgrade["upgrade_type"], $"upgrade type '{type}' is not served (a CONNECT matches no route; other upgrades go on without their Upgrade header)");
             }
         }
         return websocket;
