@@ -140,7 +140,7 @@ internal sealed class Http2LoadConnection : LoadConnection, IHttp2ConnectionHand
     {
         if (_waitingForWindow.Count > 0)
         {
-            lock (Sync)
+            using (Sync.Enter())
             {
                 _waitingForWindow.Remove(slot);
             }
@@ -151,7 +151,7 @@ internal sealed class Http2LoadConnection : LoadConnection, IHttp2ConnectionHand
     public void OnStreamReset(Http2Stream stream, Http2ErrorCode errorCode, bool remote)
     {
         int slot = stream.UserTag;
-        lock (Sync)
+        using (Sync.Enter())
         {
             _waitingForWindow.Remove(slot);
         }
@@ -160,7 +160,7 @@ internal sealed class Http2LoadConnection : LoadConnection, IHttp2ConnectionHand
 
     public void OnWindowUpdate(int streamId)
     {
-        lock (Sync)
+        using (Sync.Enter())
         {
             for (int i = _waitingForWindow.Count - 1; i >= 0; i--)
             {

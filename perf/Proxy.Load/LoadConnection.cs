@@ -15,7 +15,7 @@ internal abstract class LoadConnection : IConnectionProtocol
 {
     protected readonly LoadRun Run;
     protected readonly SocketConnection Transport;
-    protected readonly object Sync = new();
+    protected readonly Proxy.Http2.OwnedLock Sync;
     private readonly long[] _intended;
     private readonly bool[] _measured;
     private readonly Stack<int> _free;
@@ -25,7 +25,8 @@ internal abstract class LoadConnection : IConnectionProtocol
     protected LoadConnection(LoadRun run, Socket socket, int capacity)
     {
         Run = run;
-        Transport = new SocketConnection(socket, Sync);
+        Transport = new SocketConnection(socket);
+        Sync = Transport.Output.SyncRoot;
         _intended = new long[capacity];
         _measured = new bool[capacity];
         _free = new Stack<int>(Enumerable.Range(0, capacity).Reverse());
@@ -51,7 +52,7 @@ internal abstract class LoadConnection : IConnectionProtocol
     public bool TrySend(long intended, bool measured, bool flush = true)
     {
         int slot;
-        lock (Sync)
+        using (Sync.Enter())
         {
             if (IsClosed || _free.Count == 0)
             {
@@ -128,7 +129,7 @@ internal abstract class LoadConnection : IConnectionProtocol
         long now = Now;
         bool measured;
         long intended;
-        lock (Sync)
+        using (Sync.Enter())
         {
             measured = _measured[slot];
             intended = _intended[slot];
@@ -162,7 +163,7 @@ internal abstract class LoadConnection : IConnectionProtocol
         for (int slot = 0; slot < Capacity; slot++)
         {
             bool busy;
-            lock (Sync)
+            using (Sync.Enter())
             {
                 busy = !_free.Contains(slot);
             }

@@ -109,7 +109,7 @@ public sealed partial class Http2Connection
         Http2Stream? stream;
         Http2HeaderBlockKind kind;
         Http2ErrorCode refuseWith = Http2ErrorCode.NoError;
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_streams.TryGetValue(streamId, out stream))
             {
@@ -189,7 +189,7 @@ public sealed partial class Http2Connection
             throw new Http2StreamException(streamId, Http2ErrorCode.ProtocolError, "malformed message: " + _sink.Validator.Error);
         }
 
-        lock (_sync)
+        using (_sync.Enter())
         {
             ref HeaderBlockValidator v = ref _sink.Validator;
             if (kind != Http2HeaderBlockKind.Trailers && (kind == Http2HeaderBlockKind.Request || v.Status >= 200))

@@ -11,7 +11,7 @@ public sealed partial class Http2Connection
     /// </summary>
     public int OpenStream(HeaderList headers, bool endStream, object? userState = null, int userTag = 0)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed || _goAwayReceived || _goAwaySent || _activeLocalStreams >= PeerStreamLimit || _nextLocalStreamId <= 0)
             {
@@ -38,7 +38,7 @@ public sealed partial class Http2Connection
     /// <summary>Sends a header block (response headers, or trailers with <paramref name="endStream"/>). False if the stream cannot send.</summary>
     public bool SendHeaders(int streamId, HeaderList headers, bool endStream)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed || !_streams.TryGetValue(streamId, out Http2Stream? stream) || !stream.CanSend)
             {
@@ -62,7 +62,7 @@ public sealed partial class Http2Connection
     /// </summary>
     public int SendData(int streamId, ReadOnlySpan<byte> data, bool endStream)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (!TryGetSendable(streamId, out Http2Stream? stream))
             {
@@ -94,7 +94,7 @@ public sealed partial class Http2Connection
         {
             return SendData(streamId, data.FirstSpan, endStream);
         }
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (!TryGetSendable(streamId, out Http2Stream? stream))
             {
@@ -123,7 +123,7 @@ public sealed partial class Http2Connection
     /// <summary>The octets the stream could send now (the smaller of its window and the connection's), or -1 if it cannot send.</summary>
     public int GetSendWindow(int streamId)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             return TryGetSendable(streamId, out Http2Stream? stream) ? Allowed(stream, int.MaxValue) : -1;
         }
@@ -132,7 +132,7 @@ public sealed partial class Http2Connection
     /// <summary>Resets a stream with RST_STREAM (for example to cancel it, or NO_ERROR after a complete response, §8.1).</summary>
     public void ResetStream(int streamId, Http2ErrorCode errorCode)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed || !_streams.TryGetValue(streamId, out Http2Stream? stream))
             {
@@ -155,7 +155,7 @@ public sealed partial class Http2Connection
         {
             return;
         }
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed)
             {
@@ -175,7 +175,7 @@ public sealed partial class Http2Connection
 
     public void Ping(ulong opaqueData)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (!_closed)
             {
@@ -195,7 +195,7 @@ public sealed partial class Http2Connection
             AbortAll(errorCode, remote: false, debugData ?? "connection closed", writeGoAway: true);
             return;
         }
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed || _goAwaySent)
             {
@@ -214,7 +214,7 @@ public sealed partial class Http2Connection
     /// </summary>
     public void AnnounceShutdown(string? debugData = null)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed || _goAwaySent || _shutdownAnnounced)
             {
@@ -359,7 +359,7 @@ public sealed partial class Http2Connection
         {
             return;
         }
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closedStreams.Count == 0)
             {
@@ -387,7 +387,7 @@ public sealed partial class Http2Connection
     private void ResetForStreamError(int streamId, Http2ErrorCode errorCode)
     {
         Http2Stream? stream;
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed)
             {
@@ -410,7 +410,7 @@ public sealed partial class Http2Connection
     private void AbortAll(Http2ErrorCode errorCode, bool remote, string reason, bool writeGoAway)
     {
         List<Http2Stream> aborted; // cold path: a list of its own, since any thread may get here
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (_closed)
             {

@@ -22,7 +22,7 @@ public sealed partial class Http2Connection
     private const int MaxRememberedResets = 64;
     private const int MaxGoAwayDebugBytes = 256;
 
-    private readonly object _sync;
+    private readonly OwnedLock _sync;
     private readonly bool _isServer;
     private readonly Http2ConnectionOptions _options;
     private readonly IHttp2ConnectionHandler _handler;
@@ -73,9 +73,9 @@ public sealed partial class Http2Connection
     private int _headerBlockLength;
 
     /// <param name="syncRoot">The lock to write the output under; pass the transport's when it drains the output under its own lock.</param>
-    public Http2Connection(bool isServer, IHttp2ConnectionHandler handler, IBufferWriter<byte> output, Http2ConnectionOptions? options = null, object? syncRoot = null)
+    public Http2Connection(bool isServer, IHttp2ConnectionHandler handler, IBufferWriter<byte> output, Http2ConnectionOptions? options = null, OwnedLock? syncRoot = null)
     {
-        _sync = syncRoot ?? new object();
+        _sync = syncRoot ?? new OwnedLock();
         _isServer = isServer;
         _handler = handler;
         _output = output;
@@ -102,7 +102,7 @@ public sealed partial class Http2Connection
     }
 
     /// <summary>The lock under which frames are written to the output; the transport drains the output under it too.</summary>
-    public object SyncRoot => _sync;
+    public OwnedLock SyncRoot => _sync;
     public bool IsServer => _isServer;
     public bool IsClosed => _closed;
 
@@ -112,7 +112,7 @@ public sealed partial class Http2Connection
     {
         get
         {
-            lock (_sync)
+            using (_sync.Enter())
             {
                 return _peerSettings;
             }
@@ -123,7 +123,7 @@ public sealed partial class Http2Connection
     {
         get
         {
-            lock (_sync)
+            using (_sync.Enter())
             {
                 return _streams.Count;
             }
@@ -133,7 +133,7 @@ public sealed partial class Http2Connection
     /// <summary>Appends each open stream's <see cref="Http2Stream.UserState"/> and tag (for periodic checks off the data path).</summary>
     public void CopyStreamStates(List<(object? State, int Tag)> into)
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             foreach (Http2Stream stream in _streams.Values)
             {
@@ -147,7 +147,7 @@ public sealed partial class Http2Connection
     {
         get
         {
-            lock (_sync)
+            using (_sync.Enter())
             {
                 return !_closed && !_goAwayReceived && !_goAwaySent && _activeLocalStreams < PeerStreamLimit
                        && _nextLocalStreamId > 0;
@@ -170,7 +170,7 @@ public sealed partial class Http2Connection
     /// <summary>Writes the connection preface (RFC 9113 §3.4): the client magic, then SETTINGS and the connection window.</summary>
     public void Start()
     {
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (!_isServer)
             {
@@ -334,7 +334,7 @@ public sealed partial class Http2Connection
         // §6.9.1: the whole payload, padding included, counts against flow control.
         int flowLength = header.Length;
         Http2Stream? stream;
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (flowLength > _connectionReceiveWindow)
             {
@@ -453,7 +453,7 @@ public sealed partial class Http2Connection
         var errorCode = (Http2ErrorCode)ReadUInt32(payload);
         Http2Stream? stream;
         bool premature;
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (!_streams.TryGetValue(header.StreamId, out stream))
             {
@@ -489,7 +489,7 @@ public sealed partial class Http2Connection
             {
                 throw new Http2ConnectionException(Http2ErrorCode.ProtocolError, "first frame is a SETTINGS ACK, not SETTINGS"); // §3.4
             }
-            lock (_sync)
+            using (_sync.Enter())
             {
                 if (_pendingSettingsAcks > 0 && --_pendingSettingsAcks == 0)
                 {
@@ -511,7 +511,7 @@ public sealed partial class Http2Connection
 
         Http2Settings updated;
         int windowDelta;
-        lock (_sync)
+        using (_sync.Enter())
         {
             updated = _peerSettings;
             ReadOnlySequence<byte> rest = payload;
@@ -570,7 +570,7 @@ public sealed partial class Http2Connection
         }
         Span<byte> data = stackalloc byte[8];
         payload.CopyTo(data);
-        lock (_sync)
+        using (_sync.Enter())
         {
             Http2FrameWriter.WritePing(_output, BinaryPrimitives.ReadUInt64BigEndian(data), ack: true);
         }
@@ -590,7 +590,7 @@ public sealed partial class Http2Connection
         payload.Slice(0, 8).CopyTo(fields);
         int lastStreamId = (int)(BinaryPrimitives.ReadUInt32BigEndian(fields) & 0x7FFFFFFF);
         var errorCode = (Http2ErrorCode)BinaryPrimitives.ReadUInt32BigEndian(fields.Slice(4));
-        lock (_sync)
+        using (_sync.Enter())
         {
             _goAwayReceived = true;
             _abortedStreams.Clear();
@@ -623,7 +623,7 @@ public sealed partial class Http2Connection
         }
         int increment = (int)(ReadUInt32(payload) & 0x7FFFFFFF);
         int streamId = header.StreamId;
-        lock (_sync)
+        using (_sync.Enter())
         {
             if (streamId == 0)
             {

@@ -27,10 +27,29 @@ public sealed class EventLoopTests
     {
         await using var upstream = await CountingUpstream.StartAsync();
         var environment = engine == "dotnet" ? new Dictionary<string, string> { ["LAYOTTO_SOCKET_ENGINE"] = "dotnet" } : new Dictionary<string, string>();
-        await using var proxy = await AotProxy.StartAsync(upstream.Port, "h1", environment, "--concurrency", "2");
+        int admin = AotProxy.FreePort();
+        await using var proxy = await AotProxy.StartAsync(upstream.Port, "h1", environment, "--concurrency", "2", "--admin-address", $"127.0.0.1:{admin}");
         var (succeeded, output) = await H2load("--h1", "-n", "4000", "-c", "32", $"http://127.0.0.1:{proxy.Port}/hello");
         Assert.True(succeeded == 4000, output + "\n" + proxy.Log);
         Assert.Equal(4000, upstream.Requests);
+        await AssertRequestsStayedOnTheirLoops(engine, admin, 4000);
+    }
+
+    /// <summary>
+    /// On our loops, every request ran on the loop of its connections: no thread entered another loop's
+    /// lock (each such entry costs a process-wide barrier), bar a few at start-up and from timers.
+    /// </summary>
+    private static async Task AssertRequestsStayedOnTheirLoops(string engine, int adminPort, int requests)
+    {
+        if (engine != "loops")
+        {
+            return;
+        }
+        using var client = new HttpClient();
+        string stats = await client.GetStringAsync($"http://127.0.0.1:{adminPort}/stats");
+        string line = stats.Split('\n').Single(l => l.StartsWith("server.loop_lock_foreign_entries: ", StringComparison.Ordinal));
+        long foreign = long.Parse(line.AsSpan(line.IndexOf(' ') + 1), CultureInfo.InvariantCulture);
+        Assert.True(foreign <= requests / 1000, $"{foreign} entries of a loop's lock from another thread over {requests} requests");
     }
 
     [Theory]
@@ -44,10 +63,12 @@ public sealed class EventLoopTests
         try
         {
             var environment = engine == "dotnet" ? new Dictionary<string, string> { ["LAYOTTO_SOCKET_ENGINE"] = "dotnet" } : new Dictionary<string, string>();
-            await using var proxy = await AotProxy.StartAsync(upstreamPort, "h2", environment, "--concurrency", "2");
+            int admin = AotProxy.FreePort();
+            await using var proxy = await AotProxy.StartAsync(upstreamPort, "h2", environment, "--concurrency", "2", "--admin-address", $"127.0.0.1:{admin}");
             var (succeeded, output) = await H2load("-n", "8000", "-c", "8", "-m", "16", $"http://127.0.0.1:{proxy.Port}/hello.txt");
             Assert.True(succeeded == 8000, output + "\n" + proxy.Log);
             Assert.Contains("8000 succeeded", output);
+            await AssertRequestsStayedOnTheirLoops(engine, admin, 8000);
         }
         finally
         {

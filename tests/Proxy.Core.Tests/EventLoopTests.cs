@@ -25,7 +25,7 @@ public sealed class EventLoopTests
                 Paused.TrySetResult();
                 return InputStatus.Pause; // nothing consumed: offered again on resume
             }
-            lock (connection.Output.SyncRoot)
+            using (connection.Output.SyncRoot.Enter())
             {
                 foreach (ReadOnlyMemory<byte> segment in buffer)
                 {
@@ -51,7 +51,7 @@ public sealed class EventLoopTests
         await client.ConnectAsync(listener.LocalEndPoint!);
         Socket accepted = await listener.AcceptAsync();
         EventLoop loop = EventLoop.Next() ?? throw new InvalidOperationException("event loops are off");
-        var server = new SocketConnection(accepted, new object(), loop: loop);
+        var server = new SocketConnection(accepted, loop: loop);
         var echo = new Echo(server);
         setup?.Invoke(echo);
         Task run = server.RunAsync(echo);

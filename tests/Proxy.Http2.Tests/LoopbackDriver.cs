@@ -34,7 +34,7 @@ internal sealed class SocketHttp2Driver : IAsyncDisposable
     public void Flush()
     {
         byte[]? bytes = null;
-        lock (Connection.SyncRoot)
+        using (Connection.SyncRoot.Enter())
         {
             if (_output.WrittenCount > 0)
             {

@@ -43,7 +43,7 @@ public sealed partial class Exchange
             int token;
             UpstreamPool pool;
             TimeSpan connectTimeout;
-            lock (this)
+            using (_lock.Enter())
             {
                 if (_finished || (_pauseIsFault ? tag != _generation : tag != UpstreamToken))
                 {
@@ -147,7 +147,7 @@ public sealed partial class Exchange
         FlushBatch.Begin();
         try
         {
-            lock (this)
+            using (_lock.Enter())
             {
                 if (generation != _generation || _finished || _streamIdleMs == 0 || now - _lastActivity < _streamIdleMs)
                 {
@@ -192,7 +192,7 @@ public sealed partial class Exchange
     /// <summary>The deadline passed: the upstream call is cancelled and the client gets 504 / DEADLINE_EXCEEDED.</summary>
     internal void OnDeadline(int generation)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation || _finished)
             {

@@ -24,7 +24,7 @@ public sealed partial class Exchange
         }
         Exchange shadow = Rent(NullPeer.Instance, 0, out int generation);
         UpstreamPool pool;
-        lock (shadow)
+        using (shadow._lock.Enter())
         {
             shadow._isShadow = true;
             shadow._isGrpc = _isGrpc;
@@ -74,7 +74,7 @@ public sealed partial class Exchange
     private void MirrorTrailers()
     {
         Exchange shadow = _shadow!;
-        lock (shadow)
+        using (shadow._lock.Enter())
         {
             if (_shadowGeneration != shadow._generation || shadow._finished)
             {

@@ -18,7 +18,11 @@ namespace Proxy.Core.Forwarding;
 /// </summary>
 public sealed partial class Exchange : ExchangeEvents, IDeferred
 {
-    private static readonly ObjectPool<Exchange> s_pool = new DefaultObjectPool<Exchange>(new ExchangePolicy(), 4096);
+    // A pool per event loop (the last for threads off the loops): an exchange is made on, and stays with,
+    // the loop that rents it, so that loop enters its lock without atomics (see OwnedLock).
+    private static ObjectPool<Exchange>[]? s_pools;
+    private readonly ObjectPool<Exchange> _home;
+    private readonly OwnedLock _lock = EventLoop.NewLock();
 
     public HeaderList RequestHeaders = new();
     public HeaderList RequestTrailers = new(128, 4);
@@ -84,8 +88,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>Exchanges in flight in this process (what a graceful shutdown waits for).</summary>
     public static long ActiveCount => Volatile.Read(ref s_active);
 
-    private Exchange()
+    private Exchange(ObjectPool<Exchange> home)
     {
+        _home = home;
         _timer = new DeadlineTimer(this);
         _pause = new PauseTimer(this);
     }
@@ -93,8 +98,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     public static Exchange Rent(IExchangePeer downstream, int downstreamStreamId, out int generation)
     {
         Interlocked.Increment(ref s_active);
-        Exchange exchange = s_pool.Get();
-        lock (exchange)
+        ObjectPool<Exchange>[] pools = s_pools ?? NewPools();
+        Exchange exchange = pools[EventLoop.Current?.Index ?? pools.Length - 1].Get();
+        using (exchange._lock.Enter())
         {
             exchange._down = downstream;
             exchange._downId = downstreamStreamId;
@@ -118,6 +124,17 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         {
             ThreadPool.UnsafeQueueUserWorkItem(work, state, preferLocal: true);
         }
+    }
+
+    private static ObjectPool<Exchange>[] NewPools()
+    {
+        var pools = new ObjectPool<Exchange>[EventLoop.SlotCount + 1];
+        for (int i = 0; i < pools.Length; i++)
+        {
+            var policy = new ExchangePolicy();
+            pools[i] = policy.Pool = new DefaultObjectPool<Exchange>(policy, 4096);
+        }
+        return Interlocked.CompareExchange(ref s_pools, pools, null) ?? pools;
     }
 
     public bool IsGrpc => _isGrpc;
@@ -156,7 +173,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         UpstreamPool pool;
         TimeSpan connectTimeout;
         FaultPolicy? fault;
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation)
             {
@@ -307,7 +324,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// </summary>
     public void OnRequest(int generation, ref HeaderList headers, RouteConfiguration routes, byte[]? body, int start, int count, long deadlineAt)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation)
             {
@@ -336,7 +353,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>The complete request body in a pooled array the exchange takes over (see <see cref="OnRequest"/>).</summary>
     private void OnRequestBody(int generation, byte[] body, int start, int count)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation || _finished)
             {
@@ -394,7 +411,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
 
     public void OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation || _finished)
             {
@@ -451,7 +468,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
 
     public void OnRequestTrailers(int generation, ref HeaderList trailers)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation)
             {
@@ -482,7 +499,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>The client reset its stream, or its connection closed.</summary>
     public void OnDownstreamReset(int generation)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation || _finished)
             {
@@ -513,7 +530,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// </summary>
     public override bool OnUpstreamReady(int generation, IUpstreamConnection connection)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != UpstreamToken || _finished)
             {
@@ -558,7 +575,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
 
     public override void OnUpstreamFailed(int generation, string reason)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != UpstreamToken || _finished)
             {
@@ -583,7 +600,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>A response header block (1xx or final), swapped in from the upstream connection's scratch list.</summary>
     public override void OnResponseHeaders(int generation, ref HeaderList headers, bool endStream)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != UpstreamToken || _finished)
             {
@@ -656,7 +673,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
 
     public override void OnResponseData(int generation, in ReadOnlySequence<byte> data, bool endStream)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != UpstreamToken)
             {
@@ -708,7 +725,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
 
     public override void OnResponseTrailers(int generation, ref HeaderList trailers)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != UpstreamToken)
             {
@@ -735,7 +752,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>The upstream reset the stream, or its connection was lost.</summary>
     public override void OnUpstreamReset(int generation, Http2ErrorCode errorCode)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != UpstreamToken || _finished)
             {
@@ -771,7 +788,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// <summary>A connection this exchange waits on can take more data (WINDOW_UPDATE, or its send queue drained).</summary>
     public override void OnWritable(int generation)
     {
-        lock (this)
+        using (_lock.Enter())
         {
             if (generation != _generation || _finished)
             {
@@ -971,7 +988,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         // Late events from either connection carry the old generation and are ignored from here on.
         _generation++;
         Interlocked.Decrement(ref s_active);
-        s_pool.Return(this);
+        _home.Return(this);
     }
 
     /// <summary>The response status now in <see cref="ResponseHeaders"/> (0 when there is none).</summary>
@@ -1056,7 +1073,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
 
     private sealed class ExchangePolicy : IPooledObjectPolicy<Exchange>
     {
-        public Exchange Create() => new();
+        public ObjectPool<Exchange>? Pool;
+
+        public Exchange Create() => new(Pool!);
 
         public bool Return(Exchange obj)
         {

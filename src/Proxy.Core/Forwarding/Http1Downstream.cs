@@ -36,7 +36,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     // How much of the pending head was already searched for its end: a head that arrives an octet at a
     // time is scanned once, not once per octet.
     private int _headScanned;
-    private readonly object _lock;
+    private readonly OwnedLock _lock;
     private HeaderList _fields = new();
     private HeaderList _trailers = new(128, 4);
     private ChunkedDecoder _chunked;
@@ -197,7 +197,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         _isHead = head.IsHead;
         _chunked.Reset();
         bool endStream = _requestFraming == BodyFraming.None;
-        lock (_lock)
+        using (_lock.Enter())
         {
             _responseStarted = false;
             _responseDone = false;
@@ -305,7 +305,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     private void SetState(State state)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_state != State.Closed)
             {
@@ -318,7 +318,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     private InputStatus Reject(int status, string reason)
     {
         ProxyLog.Peer(LogLevel.Info, $"downstream {_connection.RemoteAddress}: rejected HTTP/1.1 request: {status} {reason}");
-        lock (_lock)
+        using (_lock.Enter())
         {
             _state = State.Closed;
             if (!_responseStarted || _responseDone)
@@ -345,7 +345,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     private InputStatus RejectBody(string reason)
     {
         bool answering;
-        lock (_lock)
+        using (_lock.Enter())
         {
             answering = _responseStarted && !_responseDone;
         }
@@ -358,7 +358,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     {
         ProxyLog.Peer(LogLevel.Info, $"downstream {_connection.RemoteAddress}: closing HTTP/1.1 connection: {reason}");
         _exchange?.OnDownstreamReset(_generation);
-        lock (_lock)
+        using (_lock.Enter())
         {
             _state = State.Closed;
         }
@@ -368,7 +368,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public bool OnInputEnded()
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             // A client that half-closes after its request still gets the answer, then the connection
             // closes; half-closed between requests or within a body, it is done.
@@ -383,7 +383,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public void OnClosed()
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             _state = State.Closed;
         }
@@ -394,7 +394,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public bool SendHeaders(int streamId, HeaderList headers, bool endStream)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_state == State.Closed || _responseDone)
             {
@@ -490,7 +490,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_state == State.Closed || _responseDone || !_responseStarted)
             {
@@ -558,7 +558,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
         bool headTimedOut;
         Exchange? inFlight = null;
         int generation = 0;
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_state != State.Head)
             {
@@ -571,7 +571,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
             inFlight.CheckStreamIdle(generation, now);
             return;
         }
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_state != State.Head)
             {
@@ -617,7 +617,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     public void DrainGracefully()
     {
         _drainClose = true;
-        lock (_lock)
+        using (_lock.Enter())
         {
             _keepAlive = false; // the response in progress, if its head is not out yet
         }
@@ -625,7 +625,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     public void Reset(int streamId, Http2ErrorCode errorCode)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_responseDone && errorCode == Http2ErrorCode.NoError)
             {
@@ -644,7 +644,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
     public void CloseWhenIdle()
     {
         bool idle;
-        lock (_lock)
+        using (_lock.Enter())
         {
             _keepAlive = false;
             idle = _state == State.Head;

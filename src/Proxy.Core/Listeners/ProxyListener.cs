@@ -378,7 +378,7 @@ public sealed class ProxyListener : IAsyncDisposable
     private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Transport.Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
         // On one of our event loops; with TLS, SslStream reads and writes through the loop's edges.
-        var connection = new SocketConnection(accepted, new object(), loop: EventLoop.Next(), tlsOnLoop: tls != null) { BufferLimit = options.BufferLimit };
+        var connection = new SocketConnection(accepted, loop: EventLoop.Next(), tlsOnLoop: tls != null) { BufferLimit = options.BufferLimit };
         var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
         Opened(options);
         _connections.TryAdd(sniffer, 0);
@@ -441,6 +441,23 @@ public sealed class ProxyListener : IAsyncDisposable
     }
 
     /// <summary>Checks every connection against its timeouts; runs on a timer, never on the request path.</summary>
+    private Action[] _sweepOnLoop = [];
+
+    private void SweepOn(EventLoop? loop) => SweepOn(loop, Environment.TickCount64);
+
+    /// <summary>Checks the timeouts of the connections <paramref name="loop"/> runs (null: those on no loop).</summary>
+    private void SweepOn(EventLoop? loop, long now)
+    {
+        // The dictionary's enumerator takes no lock and copies nothing (Keys would do both).
+        foreach (var (sniffer, _) in _connections)
+        {
+            if (sniffer.Loop == loop)
+            {
+                sniffer.CheckTimeouts(now);
+            }
+        }
+    }
+
     private void Sweep()
     {
         if (Interlocked.Exchange(ref _sweeping, 1) != 0)
@@ -450,11 +467,18 @@ public sealed class ProxyListener : IAsyncDisposable
         try
         {
             long now = Environment.TickCount64;
-            // The dictionary's enumerator takes no lock and copies nothing (Keys would do both).
-            foreach (var (sniffer, _) in _connections)
+            // Connections on an event loop are checked by their loop (their state is its own: another thread
+            // would pay a process-wide barrier per connection); the rest here.
+            IReadOnlyList<EventLoop> loops = EventLoop.Started;
+            if (_sweepOnLoop.Length != loops.Count)
             {
-                sniffer.CheckTimeouts(now);
+                _sweepOnLoop = [.. loops.Select(loop => (Action)(() => SweepOn(loop)))];
             }
+            for (int i = 0; i < loops.Count; i++)
+            {
+                loops[i].Post(_sweepOnLoop[i]);
+            }
+            SweepOn(null, now);
         }
         catch (Exception e)
         {
@@ -621,6 +645,9 @@ public sealed class ProxyListener : IAsyncDisposable
             listener.Closed(options);
             _chosen?.OnClosed();
         }
+
+        /// <summary>The event loop the connection runs on (null: the platform's engine).</summary>
+        public EventLoop? Loop => connection.Loop;
 
         /// <summary>While TLS is being negotiated: when the handshake must be done by (Environment.TickCount64; 0: not handshaking).</summary>
         public long HandshakeDeadline { get; set; }

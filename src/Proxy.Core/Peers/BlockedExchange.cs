@@ -1,4 +1,5 @@
 using Proxy.Core.Transport;
+using Proxy.Http2;
 
 namespace Proxy.Core.Peers;
 
@@ -6,13 +7,13 @@ namespace Proxy.Core.Peers;
 /// The one exchange an HTTP/1.1 connection may have waiting for its send queue to drain, and the wake-up
 /// when it does (HTTP/1.1 carries one exchange at a time).
 /// </summary>
-public sealed class BlockedExchange(object syncRoot)
+public sealed class BlockedExchange(OwnedLock syncRoot)
 {
     private (ExchangeEvents Exchange, int Generation)? _blocked;
 
     public void Set(ExchangeEvents exchange, int generation)
     {
-        lock (syncRoot)
+        using (syncRoot.Enter())
         {
             _blocked = (exchange, generation);
         }
@@ -20,7 +21,7 @@ public sealed class BlockedExchange(object syncRoot)
 
     public void Clear(ExchangeEvents exchange)
     {
-        lock (syncRoot)
+        using (syncRoot.Enter())
         {
             if (_blocked is { } b && ReferenceEquals(b.Exchange, exchange))
             {
@@ -33,7 +34,7 @@ public sealed class BlockedExchange(object syncRoot)
     public void Wake()
     {
         (ExchangeEvents Exchange, int Generation)? blocked;
-        lock (syncRoot)
+        using (syncRoot.Enter())
         {
             blocked = _blocked;
         }

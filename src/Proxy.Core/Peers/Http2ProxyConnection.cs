@@ -12,6 +12,7 @@ namespace Proxy.Core.Peers;
 public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2ConnectionHandler, IExchangePeer
 {
     private readonly List<(ExchangeEvents Exchange, int Generation)> _blocked = [];
+    private readonly OwnedLock _blockedLock;
     private (ExchangeEvents Exchange, int Generation)[] _wakeScratch = new (ExchangeEvents, int)[8];
     /// <summary>Fields of the header block being decoded; handed to the exchange by swapping lists.</summary>
     protected HeaderList Scratch = new();
@@ -19,6 +20,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     protected Http2ProxyConnection(SocketConnection connection, bool isServer, Http2ConnectionOptions options)
     {
         Connection = connection;
+        _blockedLock = new OwnedLock(connection.Output.SyncRoot.OwnerThreadId);
         Protocol = new Http2Connection(isServer, this, connection.Output, options, connection.Output.SyncRoot);
         connection.Drained = OnOutputDrained;
     }
@@ -126,7 +128,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void AddBlocked(ExchangeEvents exchange, int generation)
     {
-        lock (_blocked)
+        using (_blockedLock.Enter())
         {
             foreach (var entry in _blocked)
             {
@@ -142,7 +144,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void RemoveBlocked(ExchangeEvents exchange)
     {
-        lock (_blocked)
+        using (_blockedLock.Enter())
         {
             for (int i = _blocked.Count - 1; i >= 0; i--)
             {
@@ -172,7 +174,7 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     public virtual void OnWindowUpdate(int streamId)
     {
         int count;
-        lock (_blocked)
+        using (_blockedLock.Enter())
         {
             count = _blocked.Count;
             if (count == 0)

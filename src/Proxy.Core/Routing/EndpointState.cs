@@ -37,14 +37,19 @@ public abstract class EndpointState
     /// <summary>Counts one outcome; returns true when it should be ejected now (the caller checks the cluster's limit).</summary>
     public bool RecordOutcome(bool failure, bool gatewayFailure, OutlierDetection policy)
     {
+        if (!failure)
+        {
+            // Shared by every loop: a success only clears the runs, and clearing needs no lock (a failure
+            // counted at the same moment on another loop may be lost or kept: either is a fair count).
+            if (Volatile.Read(ref _consecutive5xx) != 0 || Volatile.Read(ref _consecutiveGateway) != 0)
+            {
+                Volatile.Write(ref _consecutive5xx, 0);
+                Volatile.Write(ref _consecutiveGateway, 0);
+            }
+            return false;
+        }
         lock (this)
         {
-            if (!failure)
-            {
-                _consecutive5xx = 0;
-                _consecutiveGateway = 0;
-                return false;
-            }
             _consecutive5xx++;
             if (gatewayFailure)
             {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
+using Proxy.Http2;
 
 namespace Proxy.Core.Transport;
 
@@ -60,6 +61,22 @@ public sealed unsafe partial class EventLoop
     /// <summary>This loop's place among the loops (0 ..).</summary>
     public int Index { get; }
 
+    /// <summary>The managed thread id of the loop's thread.</summary>
+    public int ThreadId { get; }
+
+    /// <summary>
+    /// A lock for state that lives on the calling thread's loop (none off the loops): the loop enters it
+    /// without atomics, other threads at a higher price (see <see cref="OwnedLock"/>).
+    /// </summary>
+    public static OwnedLock NewLock() => new(t_current?.ThreadId ?? 0);
+
+    /// <summary>
+    /// A lock owned by the loop of a per-loop slot (<see cref="CurrentSlot"/>): slot i belongs to loop i;
+    /// without loops, an ordinary lock.
+    /// </summary>
+    public static OwnedLock NewSlotLock(int slot) =>
+        Enabled && (s_loops ?? Start()) is { } loops && slot < loops.Length ? new(loops[slot].ThreadId) : new(0);
+
     /// <summary>
     /// How many per-loop slots state kept per event loop needs (connection pools): one per loop, and slot 0
     /// also serves threads that are no loop (TLS on the platform's engine, timers).
@@ -84,6 +101,8 @@ public sealed unsafe partial class EventLoop
             throw new InvalidOperationException($"epoll_ctl(eventfd): errno {Marshal.GetLastPInvokeError()}");
         }
         var thread = new Thread(Run) { IsBackground = true, Name = $"event loop {index}" };
+        ThreadId = thread.ManagedThreadId;
+        Timers = new TimerWheel(ThreadId);
         thread.UnsafeStart();
     }
 
@@ -102,6 +121,9 @@ public sealed unsafe partial class EventLoop
 
     /// <summary>Whether plaintext connections run on our loops (off: on the platform's socket engine). LAYOTTO_SOCKET_ENGINE=dotnet turns it off.</summary>
     public static bool Enabled => !s_disabled && OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.X64;
+
+    /// <summary>The loops running now (none until the first connection, or when disabled).</summary>
+    public static IReadOnlyList<EventLoop> Started => s_loops ?? [];
 
     /// <summary>The loop whose thread this is, else null.</summary>
     public static EventLoop? Current => t_current;
@@ -151,7 +173,7 @@ public sealed unsafe partial class EventLoop
     public bool IsOwnThread => ReferenceEquals(t_current, this);
 
     /// <summary>This loop's timers, ticked by its thread between batches of events (see <see cref="TimerWheel"/>).</summary>
-    public TimerWheel Timers { get; } = new();
+    public TimerWheel Timers { get; }
 
     /// <summary>Adds an edge-triggered registration for read, write and peer-close readiness; the token to unregister with.</summary>
     public ulong Register(int fd, ILoopSocket socket)
@@ -209,6 +231,20 @@ public sealed unsafe partial class EventLoop
         }
     }
 
+    /// <summary>An awaitable that resumes on this loop's thread (at once when already on it).</summary>
+    public LoopSwitch SwitchTo() => new(this);
+
+    /// <summary>The awaiter of <see cref="SwitchTo"/>.</summary>
+    public readonly struct LoopSwitch(EventLoop loop) : System.Runtime.CompilerServices.INotifyCompletion
+    {
+        public LoopSwitch GetAwaiter() => this;
+        public bool IsCompleted => loop.IsOwnThread;
+        public void OnCompleted(Action continuation) => loop.Post(continuation);
+        public void GetResult()
+        {
+        }
+    }
+
     /// <summary>Runs <paramref name="action"/> on the loop's thread (after the current batch of events when called from it).</summary>
     public void Post(Action action)
     {
@@ -223,6 +259,7 @@ public sealed unsafe partial class EventLoop
     private void Run()
     {
         t_current = this;
+        OwnedLock.BecomeOwner(ThreadId);
         EpollEvent* events = stackalloc EpollEvent[MaxEvents];
         while (true)
         {

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using Proxy.Http2;
 
 namespace Proxy.Core.Transport;
 
@@ -52,7 +53,7 @@ public sealed class SocketConnection : ILoopSocket
 
     /// <param name="loop">The event loop that runs this (plaintext) connection; null: the platform's socket engine (and TLS).</param>
     /// <param name="tlsOnLoop">The connection will terminate TLS on the loop (reads and writes then wait for the loop's edges).</param>
-    public SocketConnection(Socket socket, object syncRoot, int maxBufferSize = 1024 * 1024, EventLoop? loop = null, bool tlsOnLoop = false)
+    public SocketConnection(Socket socket, int maxBufferSize = 1024 * 1024, EventLoop? loop = null, bool tlsOnLoop = false)
     {
         _socket = socket;
         if (socket.ProtocolType == ProtocolType.Tcp)
@@ -61,7 +62,8 @@ public sealed class SocketConnection : ILoopSocket
         }
         // Sync sends must return WouldBlock rather than wait: see SocketOutput.
         socket.Blocking = false;
-        Output = new SocketOutput(socket, syncRoot);
+        // On a loop, only that loop enters the connection's lock without atomics (the rest is rare: drains, retirement).
+        Output = new SocketOutput(socket, new OwnedLock(loop?.ThreadId ?? 0));
         Output.OnDrained(OnOutputDrained);
         MaxBufferSize = maxBufferSize;
         if (loop != null)

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using Proxy.Http2;
 
 namespace Proxy.Core.Transport;
 
@@ -14,7 +15,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
 {
     private const int SegmentSize = 16 * 1024;
 
-    private readonly object _lock;
+    private readonly OwnedLock _lock;
     private readonly Socket _socket;
     private SocketAwaitableEventArgs? _args; // asynchronous sends on the platform's engine only (made in a sending turn, when first needed)
     private readonly Queue<(byte[] Buffer, int Count)> _filled = new();
@@ -34,14 +35,14 @@ public sealed class SocketOutput : IBufferWriter<byte>
     }
 
     /// <param name="syncRoot">The lock that every writer holds while writing (for HTTP/2, the connection's).</param>
-    public SocketOutput(Socket socket, object syncRoot)
+    public SocketOutput(Socket socket, OwnedLock syncRoot)
     {
         _socket = socket;
         _lock = syncRoot;
     }
 
     /// <summary>The lock writers hold.</summary>
-    public object SyncRoot => _lock;
+    public OwnedLock SyncRoot => _lock;
 
     /// <summary>Octets written but not yet handed to the socket (a back-pressure signal for forwarders).</summary>
     public long PendingBytes => Volatile.Read(ref _pending) + Volatile.Read(ref _currentCount);
@@ -100,7 +101,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     /// <summary>Hands what was written to the socket. Safe from any thread, with or without the lock held.</summary>
     public void Flush()
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_sending || _closed || (_currentCount == 0 && _filled.Count == 0))
             {
@@ -284,7 +285,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             if (sent <= 0 || IsClosed)
             {
                 Close();
-                lock (_lock)
+                using (_lock.Enter())
                 {
                     tls.ReleaseBacklog(); // the sending turn ends here: nobody else touches it
                 }
@@ -298,7 +299,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     /// <summary>Takes the next segment to send, or ends the sending turn when there is none.</summary>
     private bool TryTakeSegment(out byte[] buffer, out int count)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_filled.Count == 0)
             {
@@ -329,7 +330,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     /// <summary>Stops sending and returns every buffer; later writes are dropped.</summary>
     public void Close()
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             _closed = true;
             bool wasSending = _sending;
@@ -366,7 +367,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
     {
         get
         {
-            lock (_lock)
+            using (_lock.Enter())
             {
                 return _closed;
             }

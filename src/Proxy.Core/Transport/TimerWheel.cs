@@ -1,4 +1,5 @@
 using Proxy.Core.Diagnostics;
+using Proxy.Http2;
 
 namespace Proxy.Core.Transport;
 
@@ -27,15 +28,15 @@ public abstract class WheelTimer
 /// cancelling are O(1); a timer fires within one tick (<see cref="TickMilliseconds"/>) of its time. Each
 /// event loop has its own, ticked by its thread between batches of events (Envoy's per-worker timers):
 /// a request's deadlines fire on the loop its connections live on, and loops share no timer state. The
-/// lock only orders a cancel from another thread; on a loop it is never contended.
+/// lock only orders a cancel from another thread; its loop enters it without atomic instructions.
 /// Threads that are not event loops use <see cref="Shared"/>, which a timer thread ticks.
 /// </summary>
-public sealed class TimerWheel
+public sealed class TimerWheel(int ownerThreadId = 0)
 {
     public const int TickMilliseconds = 10;
     private const int Slots = 512;
 
-    private readonly object _lock = new();
+    private readonly OwnedLock _lock = new(ownerThreadId); // the loop's own thread enters it without atomics
     private readonly WheelTimer?[] _heads = new WheelTimer?[Slots];
     private readonly List<(WheelTimer Timer, int Tag)> _due = [];
     private long _lastTick = Environment.TickCount64 / TickMilliseconds;
@@ -60,7 +61,7 @@ public sealed class TimerWheel
         {
             EnsureTicking();
         }
-        lock (_lock)
+        using (_lock.Enter())
         {
             int slot = (int)((dueMilliseconds / TickMilliseconds) % Slots);
             timer.Due = dueMilliseconds;
@@ -80,7 +81,7 @@ public sealed class TimerWheel
 
     internal void Remove(WheelTimer timer)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (ReferenceEquals(timer.Wheel, this))
             {
@@ -121,7 +122,7 @@ public sealed class TimerWheel
 
     private void EnsureTicking()
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             _timer ??= new Timer(static state => ((TimerWheel)state!).TickFromTimer(), this, TickMilliseconds, TickMilliseconds);
         }
@@ -148,7 +149,7 @@ public sealed class TimerWheel
     private void Tick(long now)
     {
         long tick = now / TickMilliseconds;
-        lock (_lock)
+        using (_lock.Enter())
         {
             long from = _lastTick;
             // After a long pause, one full turn of the wheel covers every slot.

@@ -26,7 +26,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     /// <summary>The pool slot (event loop) it was opened for and idles in.</summary>
     internal int Slot { get; init; }
     private readonly Http1UpstreamPool _pool;
-    private readonly object _lock;
+    private readonly OwnedLock _lock;
     private HeaderList _fields = new();
     private HeaderList _trailers = new(128, 4);
     private ChunkedDecoder _chunked;
@@ -59,7 +59,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public int OpenStream(HeaderList headers, bool endStream, ExchangeEvents exchange, int generation)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_exchange != null || _connection.IsClosed)
             {
@@ -112,7 +112,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public bool SendHeaders(int streamId, HeaderList headers, bool endStream)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_exchange == null || _requestDone)
             {
@@ -131,7 +131,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public int SendData(int streamId, in ReadOnlySequence<byte> data, bool endStream)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             if (_exchange == null || _requestDone || _connection.IsClosed)
             {
@@ -168,7 +168,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public void Reset(int streamId, Http2ErrorCode errorCode)
     {
-        lock (_lock)
+        using (_lock.Enter())
         {
             _exchange = null;
         }
@@ -207,7 +207,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             {
                 ExchangeEvents? exchange;
                 int generation;
-                lock (_lock)
+                using (_lock.Enter())
                 {
                     exchange = _exchange;
                     generation = _generation;
@@ -278,7 +278,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             }
             if (_response == ResponseState.Done)
             {
-                lock (_lock)
+                using (_lock.Enter())
                 {
                     ReleaseIfDone();
                 }
@@ -380,7 +380,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     {
         ExchangeEvents? exchange;
         int generation;
-        lock (_lock)
+        using (_lock.Enter())
         {
             exchange = _exchange;
             generation = _generation;
@@ -397,7 +397,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         ExchangeEvents? exchange;
         int generation;
         bool untilClose;
-        lock (_lock)
+        using (_lock.Enter())
         {
             exchange = _exchange;
             generation = _generation;

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Proxy.Core.Peers;
 using Proxy.Core.Transport;
+using Proxy.Http2;
 
 namespace Proxy.Core.Upstream;
 
@@ -12,15 +13,21 @@ namespace Proxy.Core.Upstream;
 /// </summary>
 public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 1024) : UpstreamPool
 {
-    private readonly Stack<Http1Upstream>[] _idle = NewSlots();
+    /// <summary>One event loop's idle connections, under a lock that loop enters without atomics.</summary>
+    private sealed class Slot(int index) : Stack<Http1Upstream>
+    {
+        public readonly OwnedLock Lock = EventLoop.NewSlotLock(index);
+    }
+
+    private readonly Slot[] _idle = NewSlots();
     private int _open;
 
-    private static Stack<Http1Upstream>[] NewSlots()
+    private static Slot[] NewSlots()
     {
-        var slots = new Stack<Http1Upstream>[EventLoop.SlotCount];
+        var slots = new Slot[EventLoop.SlotCount];
         for (int i = 0; i < slots.Length; i++)
         {
-            slots[i] = new Stack<Http1Upstream>();
+            slots[i] = new Slot(i);
         }
         return slots;
     }
@@ -38,9 +45,9 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         get
         {
             int idle = 0;
-            foreach (Stack<Http1Upstream> slot in _idle)
+            foreach (Slot slot in _idle)
             {
-                lock (slot)
+                using (slot.Lock.Enter())
                 {
                     idle += slot.Count;
                 }
@@ -52,9 +59,9 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     public override void Acquire(ExchangeEvents exchange, int generation, TimeSpan connectTimeout)
     {
         int slotIndex = Math.Min(EventLoop.CurrentSlot, _idle.Length - 1);
-        Stack<Http1Upstream> slot = _idle[slotIndex];
+        Slot slot = _idle[slotIndex];
         Http1Upstream? idle = null;
-        lock (slot)
+        using (slot.Lock.Enter())
         {
             while (slot.Count > 0 && idle == null)
             {
@@ -110,8 +117,8 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
 
     internal void Return(Http1Upstream connection)
     {
-        Stack<Http1Upstream> slot = _idle[connection.Slot];
-        lock (slot)
+        Slot slot = _idle[connection.Slot];
+        using (slot.Lock.Enter())
         {
             if (!IsRetired)
             {
@@ -126,9 +133,9 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     {
         MarkRetired(); // a connection returned after this closes instead (Return reads it under the slot's lock)
         var idle = new List<Http1Upstream>();
-        foreach (Stack<Http1Upstream> slot in _idle)
+        foreach (Slot slot in _idle)
         {
-            lock (slot)
+            using (slot.Lock.Enter())
             {
                 idle.AddRange(slot);
                 slot.Clear();

@@ -19,6 +19,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
     private sealed class Slot(int index)
     {
         public readonly int Index = index;
+        public readonly OwnedLock Lock = EventLoop.NewSlotLock(index); // its loop enters without atomics
         public readonly List<Http2Upstream> Connections = [];
         public readonly Queue<(ExchangeEvents Exchange, int Generation)> Waiters = new();
         public int Connecting;
@@ -48,7 +49,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             int count = 0;
             foreach (Slot slot in _slots)
             {
-                lock (slot)
+                using (slot.Lock.Enter())
                 {
                     count += slot.Connections.Count;
                 }
@@ -63,7 +64,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         Http2Upstream? ready = null;
         bool connect = false;
         bool full = false;
-        lock (slot)
+        using (slot.Lock.Enter())
         {
             foreach (Http2Upstream connection in slot.Connections)
             {
@@ -113,7 +114,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         {
             List<(ExchangeEvents, int)> failed;
             ConnectFailed();
-            lock (slot)
+            using (slot.Lock.Enter())
             {
                 slot.Connecting--;
                 failed = [.. slot.Waiters];
@@ -128,7 +129,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
 
         var upstream = new Http2Upstream(connection, this, options) { Slot = slot.Index };
-        lock (slot)
+        using (slot.Lock.Enter())
         {
             slot.Connecting--;
             slot.Connections.Add(upstream);
@@ -172,7 +173,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         foreach (Slot slot in _slots)
         {
             List<Http2Upstream> idle;
-            lock (slot)
+            using (slot.Lock.Enter())
             {
                 if (slot.Waiters.Count > 0)
                 {
@@ -194,7 +195,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         {
             Http2Upstream? ready = null;
             (ExchangeEvents Exchange, int Generation) waiter;
-            lock (slot)
+            using (slot.Lock.Enter())
             {
                 if (slot.Waiters.Count == 0)
                 {
@@ -223,7 +224,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
     {
         Slot slot = _slots[connection.Slot];
         bool removed;
-        lock (slot)
+        using (slot.Lock.Enter())
         {
             removed = slot.Connections.Remove(connection);
         }

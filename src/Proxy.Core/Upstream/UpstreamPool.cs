@@ -20,11 +20,17 @@ public abstract class UpstreamPool : EndpointState
         Transport.EventLoop? loop = Transport.EventLoop.ForNewConnection();
         (System.Net.Sockets.Socket? socket, string? error) = loop != null ? await UpstreamConnector.ConnectOnLoopAsync(address, timeout, Cluster?.Bind, loop)
             : await UpstreamConnector.ConnectAsync(address, timeout, Cluster?.Bind);
+        if (loop != null)
+        {
+            // The connect completes on the thread pool: the rest (the waiting requests served or failed,
+            // the protocol started) runs on the loop, which alone enters its connections' locks cheaply.
+            await loop.SwitchTo();
+        }
         if (socket == null)
         {
             return (null, error);
         }
-        var connection = new Transport.SocketConnection(socket, new object(), loop: loop, tlsOnLoop: Tls != null) { BufferLimit = Cluster?.BufferLimit ?? Transport.SocketConnection.DefaultBufferLimit };
+        var connection = new Transport.SocketConnection(socket, loop: loop, tlsOnLoop: Tls != null) { BufferLimit = Cluster?.BufferLimit ?? Transport.SocketConnection.DefaultBufferLimit };
         if (Tls is { } tls)
         {
             string? refused = tls.IsReady ? await connection.ConnectTlsAsync(tls, timeout)
@@ -37,6 +43,10 @@ public abstract class UpstreamPool : EndpointState
                 return (null, $"upstream connect error ({address}): TLS: {refused}");
             }
             Cluster?.Stats.SslHandshake.Inc();
+            if (loop != null)
+            {
+                await loop.SwitchTo();
+            }
         }
         return (connection, null);
     }

@@ -36,6 +36,9 @@ public sealed class ServerLifecycle : IDisposable
         stats.Gauge("server", null, "hot_restart_epoch", read: static () => 0);
         stats.Gauge("server", null, "memory_allocated", read: static () => GC.GetTotalMemory(false));
         stats.Gauge("server", null, "memory_heap_size", read: static () => GC.GetGCMemoryInfo().HeapSizeBytes);
+        // Entries of an event loop's lock by a thread other than that loop (each a process-wide barrier):
+        // stays near zero while every request runs on one loop (issue: no lock on the request path).
+        stats.Gauge("server", null, "loop_lock_foreign_entries", read: static () => Proxy.Http2.OwnedLock.ForeignEntries);
         stats.Gauge("server", null, "total_connections", read: static () => Proxy.Core.Transport.DownstreamLimits.ActiveConnections);
         stats.Gauge("listener_manager", null, "workers_started", read: () => State is ServerState.Live or ServerState.Draining ? 1 : 0);
         stats.Gauge("listener_manager", null, "total_listeners_active", read: () => server.Listeners.Count);
