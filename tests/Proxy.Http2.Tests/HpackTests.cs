@@ -275,4 +275,27 @@ public sealed class HpackTests
         encoder.Encode(w, ":status"u8, "200"u8);
         Assert.Equal([0x83, 0x88], w.WrittenSpan.ToArray());
     }
+
+    [Fact]
+    public void StaticTableFindsEveryEntryAndTheFirstIndexOfEachName()
+    {
+        for (int i = 1; i <= HpackStaticTable.Count; i++)
+        {
+            ReadOnlySpan<byte> name = HpackStaticTable.Name(i);
+            Assert.Equal(i, HpackStaticTable.Find(name, HpackStaticTable.Value(i), out bool full));
+            Assert.True(full, Encoding.ASCII.GetString(name));
+            int first = 1;
+            while (!HpackStaticTable.Name(first).SequenceEqual(name))
+            {
+                first++;
+            }
+            Assert.Equal(first, HpackStaticTable.Find(name, "no such value"u8, out full));
+            Assert.False(full);
+        }
+        Assert.Equal(0, HpackStaticTable.Find("x-custom"u8, ""u8, out bool none));
+        Assert.False(none);
+        Assert.Equal(0, HpackStaticTable.Find(":statu"u8, "200"u8, out _));
+        Assert.Equal(0, HpackStaticTable.Find(""u8, ""u8, out _));
+        Assert.Equal(0, HpackStaticTable.Find("content-typf"u8, ""u8, out _));
+    }
 }

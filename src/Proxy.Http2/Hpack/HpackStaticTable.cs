@@ -41,25 +41,38 @@ public static class HpackStaticTable
 
     private static readonly byte[][] s_names = new byte[Count + 1][];
     private static readonly byte[][] s_values = new byte[Count + 1][];
-    // Name lookup for the encoder: indices grouped by name length, in table order (lowest index first).
-    private static readonly int[][] s_byLength;
+    // Name lookup for the encoder: a small hash table of the distinct names (entries that share a name are
+    // adjacent in the table), chained on collision. The first entry of a name is its lowest index.
+    private const int Buckets = 128;
+    private static readonly sbyte[] s_bucket = new sbyte[Buckets];
+    private static readonly sbyte[] s_nextInBucket = new sbyte[Count + 1];
+    private static readonly byte[] s_sameName = new byte[Count + 1]; // entries from this one on with its name
 
     static HpackStaticTable()
     {
-        var groups = new List<int>[32];
+        Array.Fill(s_bucket, (sbyte)-1);
         for (int i = 1; i <= Count; i++)
         {
             s_names[i] = Encoding.ASCII.GetBytes(s_entries[i - 1].Name);
             s_values[i] = Encoding.ASCII.GetBytes(s_entries[i - 1].Value);
-            int len = s_names[i].Length;
-            (groups[len] ??= []).Add(i);
         }
-        s_byLength = new int[groups.Length][];
-        for (int i = 0; i < groups.Length; i++)
+        for (int i = Count; i >= 1; i--)
         {
-            s_byLength[i] = groups[i]?.ToArray() ?? [];
+            s_sameName[i] = (byte)(i < Count && s_entries[i].Name == s_entries[i - 1].Name ? s_sameName[i + 1] + 1 : 1);
+        }
+        for (int i = Count; i >= 1; i--)
+        {
+            if (i > 1 && s_entries[i - 2].Name == s_entries[i - 1].Name)
+            {
+                continue; // not the first of its name
+            }
+            int bucket = Hash(s_names[i]);
+            s_nextInBucket[i] = s_bucket[bucket];
+            s_bucket[bucket] = (sbyte)i;
         }
     }
+
+    private static int Hash(ReadOnlySpan<byte> name) => (name.Length * 31 + name[0] * 7 + name[^1] * 3 + name[name.Length >> 1]) & (Buckets - 1);
 
     public static ReadOnlySpan<byte> Name(int index) => s_names[index];
     public static ReadOnlySpan<byte> Value(int index) => s_values[index];
@@ -71,27 +84,27 @@ public static class HpackStaticTable
     public static int Find(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, out bool fullMatch)
     {
         fullMatch = false;
-        if ((uint)name.Length >= (uint)s_byLength.Length)
+        if (name.IsEmpty)
         {
             return 0;
         }
-        int nameIndex = 0;
-        foreach (int i in s_byLength[name.Length])
+        int first = s_bucket[Hash(name)];
+        while (first > 0 && !name.SequenceEqual(s_names[first]))
         {
-            if (!name.SequenceEqual(s_names[i]))
-            {
-                continue;
-            }
-            if (nameIndex == 0)
-            {
-                nameIndex = i;
-            }
+            first = s_nextInBucket[first];
+        }
+        if (first <= 0)
+        {
+            return 0;
+        }
+        for (int i = first, end = first + s_sameName[first]; i < end; i++)
+        {
             if (value.SequenceEqual(s_values[i]))
             {
                 fullMatch = true;
                 return i;
             }
         }
-        return nameIndex;
+        return first;
     }
 }
