@@ -28,7 +28,7 @@ public sealed partial class Exchange
             _corsOriginIndex = origin;
             return false;
         }
-        _responseStarted = true;
+        ResponseStarted();
         HeaderList headers = ResponseHeaders;
         headers.Clear();
         headers.Add(":status"u8, "200"u8);
@@ -52,7 +52,7 @@ public sealed partial class Exchange
         headers.Add("content-length"u8, "0"u8);
         SendResponseHeaders(headers, endStream: true);
         _down!.ScheduleFlush();
-        _responseComplete = true;
+        _response = ResponsePhase.Complete;
         Finish();
         return true;
     }

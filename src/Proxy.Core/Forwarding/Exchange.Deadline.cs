@@ -89,7 +89,7 @@ public sealed partial class Exchange
     /// <summary>Arms the wheel for whichever comes first: the deadline, or idleness.</summary>
     private void ArmTimer()
     {
-        long due = Math.Min(Math.Min(_deadlineAt, _perTryAt), _requestComplete ? long.MaxValue : _requestDeadlineAt);
+        long due = Math.Min(Math.Min(_deadlineAt, _perTryAt), RequestComplete ? long.MaxValue : _requestDeadlineAt);
         if (_idleTimeout > 0)
         {
             due = Math.Min(due, Volatile.Read(ref _lastActivity) + _idleTimeout);
@@ -203,7 +203,7 @@ public sealed partial class Exchange
             {
                 return;
             }
-            if (!_requestComplete && now >= _requestDeadlineAt)
+            if (!RequestComplete && now >= _requestDeadlineAt)
             {
                 // request_timeout: the client took too long to send its request (Envoy: 408).
                 if (_up != null && !_upstreamClosed)
@@ -234,7 +234,7 @@ public sealed partial class Exchange
                 SendLocalReply(408, GrpcStatus.DeadlineExceeded, "stream idle timeout");
                 return;
             }
-            if (_responseStarted && _isGrpc && !_responseComplete && !_downstreamClosed && _responsePending.Count == 0)
+            if (_response != ResponsePhase.Awaiting && _isGrpc && _response != ResponsePhase.Complete && !_downstreamClosed && _responsePending.Count == 0)
             {
                 // Headers already went out: end the call with a DEADLINE_EXCEEDED trailer block.
                 ResponseTrailers.Clear();
@@ -242,7 +242,7 @@ public sealed partial class Exchange
                 ResponseTrailers.Add("grpc-message"u8, "upstream request timeout"u8);
                 _down!.SendHeaders(_downId, ResponseTrailers, endStream: true);
                 _down.ScheduleFlush();
-                _responseComplete = true;
+                _response = ResponsePhase.Complete;
                 Finish();
                 return;
             }

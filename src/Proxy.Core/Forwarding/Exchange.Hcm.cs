@@ -84,12 +84,12 @@ public sealed partial class Exchange
 
     private void WriteAccessLogs(AccessLog[] logs, int status, long nowTicks)
     {
-        string? flags = _flags ?? (_downstreamClosed && !_responseComplete ? "DC" : null);
+        string? flags = _flags ?? (_downstreamClosed && _response != ResponsePhase.Complete ? "DC" : null);
         var record = new AccessLogRecord
         {
             StartTime = _startTime,
             Request = RequestHeaders,
-            Response = _responseStarted ? ResponseHeaders : null,
+            Response = _response != ResponsePhase.Awaiting ? ResponseHeaders : null,
             Status = status,
             Flags = flags,
             Protocol = _down is Http2Downstream ? "HTTP/2" : "HTTP/1.1",

@@ -141,7 +141,7 @@ public sealed partial class Exchange
             port = ""; // a scheme change drops the port, as Envoy does
         }
         string location = $"{scheme}://{host}{port}{bare}{query}";
-        _responseStarted = true;
+        ResponseStarted();
         HeaderList headers = ResponseHeaders;
         headers.Clear();
         Span<byte> number = stackalloc byte[11];
@@ -151,14 +151,14 @@ public sealed partial class Exchange
         headers.Add("content-length"u8, "0"u8);
         SendResponseHeaders(headers, endStream: true);
         _down!.ScheduleFlush();
-        _responseComplete = true;
+        _response = ResponsePhase.Complete;
         Finish();
     }
 
     /// <summary>Envoy's direct_response: the status and body from the route, for every kind of request.</summary>
     private void SendDirectResponse(int status, byte[] body)
     {
-        _responseStarted = true;
+        ResponseStarted();
         HeaderList headers = ResponseHeaders;
         headers.Clear();
         Span<byte> number = stackalloc byte[11];
@@ -177,7 +177,7 @@ public sealed partial class Exchange
             _down!.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
         }
         _down!.ScheduleFlush();
-        _responseComplete = true;
+        _response = ResponsePhase.Complete;
         Finish();
     }
 
@@ -232,7 +232,7 @@ public sealed partial class Exchange
     /// </summary>
     private void SendLocalReply(int httpStatus, int grpcStatus, string message)
     {
-        if (_responseStarted || _downstreamClosed)
+        if (_response != ResponsePhase.Awaiting || _downstreamClosed)
         {
             if (!_downstreamClosed)
             {
@@ -249,7 +249,7 @@ public sealed partial class Exchange
             Finish();
             return;
         }
-        _responseStarted = true;
+        ResponseStarted();
         _flags ??= FlagFor(message);
         HeaderList headers = ResponseHeaders;
         headers.Clear();
@@ -288,7 +288,7 @@ public sealed partial class Exchange
             }
         }
         _down!.ScheduleFlush();
-        _responseComplete = true;
+        _response = ResponsePhase.Complete;
         Finish();
     }
 }

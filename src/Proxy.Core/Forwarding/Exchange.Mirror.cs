@@ -29,7 +29,7 @@ public sealed partial class Exchange
             shadow._isShadow = true;
             shadow._isGrpc = _isGrpc;
             shadow._isHead = _isHead;
-            shadow._requestComplete = _requestComplete;
+            shadow._request = RequestComplete ? RequestPhase.Received : RequestPhase.Receiving;
             HeaderList copy = shadow.RequestHeaders;
             copy.Clear();
             Span<byte> shadowed = stackalloc byte[300];

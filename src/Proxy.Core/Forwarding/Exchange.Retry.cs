@@ -116,7 +116,7 @@ public sealed partial class Exchange
     /// </summary>
     private bool TryRetry()
     {
-        if (_retry == null || _responseStarted || _retainOverflow || _attempt >= _retry.NumRetries || _downstreamClosed || _finished || _cluster == null)
+        if (_retry == null || _response != ResponsePhase.Awaiting || _retainOverflow || _attempt >= _retry.NumRetries || _downstreamClosed || _finished || _cluster == null)
         {
             return false;
         }
@@ -143,7 +143,7 @@ public sealed partial class Exchange
         _up = null;
         _upId = 0;
         _upstreamClosed = false;
-        _requestEndSent = false;
+        SetRequestForwarded(false);
         _attempt++;
         _retryScheduled = true;
         _upstreamTicks = 0;
@@ -158,8 +158,8 @@ public sealed partial class Exchange
         int credited = _retained.Count - _requestPending.Count;
         _requestPending.Release();
         _requestPending.Append(_retained.Data);
-        _requestPending.EndStream = _requestComplete && !_hasRequestTrailers;
-        _requestTrailersWaiting = _hasRequestTrailers;
+        _requestPending.EndStream = RequestComplete && !_hasRequestTrailers;
+        SetRequestTrailersWaiting(_hasRequestTrailers);
         _creditedAhead = Math.Max(0, credited);
 
         UpstreamEndpoint? previous = _endpoint;
@@ -200,7 +200,7 @@ public sealed partial class Exchange
             return false;
         }
         _perTryAt = long.MaxValue;
-        if (_perTryToken != UpstreamToken || _responseStarted)
+        if (_perTryToken != UpstreamToken || _response != ResponsePhase.Awaiting)
         {
             return false; // that try is over (retried, or answered): nothing to do
         }

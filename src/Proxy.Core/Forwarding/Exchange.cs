@@ -57,12 +57,71 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     private RouteConfiguration? _routeConfiguration;
     private PendingData _requestPending;
     private PendingData _responsePending;
-    private bool _requestComplete;        // downstream sent END_STREAM
-    private bool _requestEndSent;         // END_STREAM went upstream
-    private bool _requestTrailersWaiting;
-    private bool _responseStarted;
-    private bool _responseComplete;       // END_STREAM went downstream
-    private bool _responseTrailersWaiting;
+    // The exchange as two state machines, one per direction, each moving forward only (a retry takes the
+    // request back to Received to replay it):
+    //   request:  Receiving -> Received (the client's END_STREAM) [-> TrailersWaiting] -> Forwarded (END_STREAM upstream)
+    //   response: Awaiting -> Streaming (final headers went down) [-> TrailersWaiting] -> Complete (END_STREAM down)
+    // and which sides have ended (_upstreamClosed, _downstreamClosed) and whether it is over (_finished).
+    private enum RequestPhase : byte
+    {
+        Receiving,       // body still coming from the client
+        Received,        // the client's END_STREAM seen; what is pending still goes upstream
+        TrailersWaiting, // received, and its trailers wait for the pending body to go first
+        Forwarded,       // END_STREAM went upstream
+    }
+
+    private enum ResponsePhase : byte
+    {
+        Awaiting,        // no final response yet (interim 1xx pass through): a retry is still possible
+        Streaming,       // final headers went to the client; the body follows
+        TrailersWaiting, // the upstream ended with trailers, which wait for the pending body
+        Complete,        // END_STREAM went to the client
+    }
+
+    private RequestPhase _request;
+    private ResponsePhase _response;
+
+    private bool RequestComplete => _request != RequestPhase.Receiving;
+
+    private void RequestReceived()
+    {
+        if (_request == RequestPhase.Receiving)
+        {
+            _request = RequestPhase.Received;
+        }
+    }
+
+    private void SetRequestForwarded(bool forwarded)
+    {
+        if (forwarded)
+        {
+            _request = RequestPhase.Forwarded;
+        }
+        else if (_request == RequestPhase.Forwarded)
+        {
+            _request = RequestPhase.Received;
+        }
+    }
+
+    private void SetRequestTrailersWaiting(bool waiting)
+    {
+        if (waiting)
+        {
+            _request = RequestPhase.TrailersWaiting;
+        }
+        else if (_request == RequestPhase.TrailersWaiting)
+        {
+            _request = RequestPhase.Received;
+        }
+    }
+
+    private void ResponseStarted()
+    {
+        if (_response == ResponsePhase.Awaiting)
+        {
+            _response = ResponsePhase.Streaming;
+        }
+    }
     private bool _upstreamClosed;         // the upstream stream ended (END_STREAM received, or reset)
     private bool _downstreamClosed;       // the downstream stream was reset
     private bool _finished;
@@ -180,7 +239,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             (RequestHeaders, headers) = (headers, RequestHeaders);
-            _requestComplete = endStream;
+            _request = endStream ? RequestPhase.Received : RequestPhase.Receiving;
             _startTicks = System.Diagnostics.Stopwatch.GetTimestamp();
             if ((_hcm = options?.Stats) != null)
             {
@@ -360,7 +419,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 ArrayPool<byte>.Shared.Return(body);
                 return;
             }
-            _requestComplete = true;
+            RequestReceived();
             var data = new ReadOnlySequence<byte>(body, start, count);
             Touch();
             _shadow?.OnRequestData(_shadowGeneration, data, endStream: true);
@@ -383,7 +442,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             if (sent < 0 || sent == count)
             {
-                _requestEndSent |= sent == count;
+                if (sent == count)
+                {
+                    _request = RequestPhase.Forwarded;
+                }
                 ArrayPool<byte>.Shared.Return(body);
                 return;
             }
@@ -417,7 +479,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             {
                 return;
             }
-            _requestComplete |= endStream;
+            if (endStream)
+            {
+                RequestReceived();
+            }
             int length = (int)data.Length;
             _bytesReceived += length;
             Touch();
@@ -457,7 +522,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             CreditDownstream(sent);
             if (sent == length)
             {
-                _requestEndSent |= endStream;
+                if (endStream)
+                {
+                    _request = RequestPhase.Forwarded;
+                }
                 return;
             }
             _requestPending.Append(data.Slice(sent));
@@ -475,7 +543,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             (RequestTrailers, trailers) = (trailers, RequestTrailers);
-            _requestComplete = true;
+            RequestReceived();
             _hasRequestTrailers = true;
             if (_shadow != null)
             {
@@ -487,11 +555,11 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             if (_up == null || _requestPending.Count > 0)
             {
-                _requestTrailersWaiting = true;
+                _request = RequestPhase.TrailersWaiting;
                 return;
             }
             _up.SendHeaders(_upId, RequestTrailers, endStream: true);
-            _requestEndSent = true;
+            _request = RequestPhase.Forwarded;
             _up.ScheduleFlush();
         }
     }
@@ -506,7 +574,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             _downstreamClosed = true;
-            if (_shadow != null && !_requestComplete)
+            if (_shadow != null && !RequestComplete)
             {
                 _shadow.OnDownstreamReset(_shadowGeneration); // a mirror of a cut-off request is cut off too
             }
@@ -536,7 +604,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             {
                 return false;
             }
-            bool endStream = _requestComplete && _requestPending.Count == 0 && !_requestTrailersWaiting;
+            bool endStream = RequestComplete && _requestPending.Count == 0 && _request != RequestPhase.TrailersWaiting;
             if (_virtualHost is { IncludeRequestAttemptCount: true })
             {
                 SetAttemptCount(RequestHeaders);
@@ -566,7 +634,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 ArmPerTryTimeout(perTry);
             }
             _upId = id;
-            _requestEndSent = endStream;
+            SetRequestForwarded(endStream);
             connection.ScheduleFlush();
             FlushRequest();
             return true;
@@ -653,7 +721,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 _deadlineAt = _perTryAt = _requestDeadlineAt = _callDeadlineAt = long.MaxValue;
             }
             _upstreamClosed |= endStream;
-            _responseStarted = true;
+            ResponseStarted();
             if (_retry != null)
             {
                 // No retry once a response has started: the replay copy of the request goes now, not at
@@ -665,7 +733,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             _down!.ScheduleFlush();
             if (endStream)
             {
-                _responseComplete = true;
+                _response = ResponsePhase.Complete;
                 Finish();
             }
         }
@@ -712,7 +780,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             {
                 if (endStream)
                 {
-                    _responseComplete = true;
+                    _response = ResponsePhase.Complete;
                     Finish();
                 }
                 return;
@@ -739,12 +807,12 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             if (_responsePending.Count > 0)
             {
-                _responseTrailersWaiting = true;
+                _response = ResponsePhase.TrailersWaiting;
                 return;
             }
             _down!.SendHeaders(_downId, ResponseTrailers, endStream: true);
             _down.ScheduleFlush();
-            _responseComplete = true;
+            _response = ResponsePhase.Complete;
             Finish();
         }
     }
@@ -759,15 +827,15 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 return;
             }
             _upstreamClosed = true;
-            if (!_responseStarted && _endpoint != null)
+            if (_response == ResponsePhase.Awaiting && _endpoint != null)
             {
                 _cluster?.RecordOutcome(_endpoint, failure: true, gatewayFailure: true);
             }
-            if (!_responseStarted && _retry != null && _retry.OnReset(errorCode == Http2ErrorCode.RefusedStream) && TryRetry())
+            if (_response == ResponsePhase.Awaiting && _retry != null && _retry.OnReset(errorCode == Http2ErrorCode.RefusedStream) && TryRetry())
             {
                 return;
             }
-            if (!_responseStarted)
+            if (_response == ResponsePhase.Awaiting)
             {
                 SendLocalReply(503, GrpcStatus.Unavailable, errorCode == Http2ErrorCode.RefusedStream ? "upstream refused the stream" : "upstream reset before response");
                 return;
@@ -794,11 +862,11 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             {
                 return;
             }
-            if (_requestPending.Count > 0 || _requestTrailersWaiting)
+            if (_requestPending.Count > 0 || _request == RequestPhase.TrailersWaiting)
             {
                 FlushRequest();
             }
-            if (_responsePending.Count > 0 || _responseTrailersWaiting)
+            if (_responsePending.Count > 0 || _response == ResponsePhase.TrailersWaiting)
             {
                 FlushResponse();
             }
@@ -817,9 +885,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             return;
         }
         bool registered = false;
-        while (_requestPending.Count > 0 || (_requestPending.EndStream && !_requestEndSent))
+        while (_requestPending.Count > 0 || (_requestPending.EndStream && _request != RequestPhase.Forwarded))
         {
-            bool end = _requestPending.EndStream && !_requestTrailersWaiting;
+            bool end = _requestPending.EndStream && _request != RequestPhase.TrailersWaiting;
             int count = _requestPending.Count;
             int sent = _up.SendData(_upId, _requestPending.Data, end);
             if (sent < 0)
@@ -836,7 +904,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             if (sent == count)
             {
-                _requestEndSent |= end;
+                if (end)
+                {
+                    _request = RequestPhase.Forwarded;
+                }
                 _requestPending.EndStream = false;
                 break;
             }
@@ -855,11 +926,11 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         {
             return;
         }
-        if (_requestTrailersWaiting)
+        if (_request == RequestPhase.TrailersWaiting)
         {
-            _requestTrailersWaiting = false;
+            _request = RequestPhase.Received;
             _up.SendHeaders(_upId, RequestTrailers, endStream: true);
-            _requestEndSent = true;
+            _request = RequestPhase.Forwarded;
             _up.ScheduleFlush();
         }
         if (_blockedOnUp)
@@ -873,9 +944,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     private void FlushResponse()
     {
         bool registered = false;
-        while (_responsePending.Count > 0 || (_responsePending.EndStream && !_responseComplete))
+        while (_responsePending.Count > 0 || (_responsePending.EndStream && _response != ResponsePhase.Complete))
         {
-            bool end = _responsePending.EndStream && !_responseTrailersWaiting;
+            bool end = _responsePending.EndStream && _response != ResponsePhase.TrailersWaiting;
             int count = _responsePending.Count;
             int sent = _down!.SendData(_downId, _responsePending.Data, end);
             if (sent < 0)
@@ -897,7 +968,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 if (end)
                 {
                     _responsePending.EndStream = false;
-                    _responseComplete = true;
+                    _response = ResponsePhase.Complete;
                 }
                 break;
             }
@@ -916,19 +987,19 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         {
             return;
         }
-        if (_responseTrailersWaiting)
+        if (_response == ResponsePhase.TrailersWaiting)
         {
-            _responseTrailersWaiting = false;
+            _response = ResponsePhase.Streaming;
             _down!.SendHeaders(_downId, ResponseTrailers, endStream: true);
             _down.ScheduleFlush();
-            _responseComplete = true;
+            _response = ResponsePhase.Complete;
         }
         if (_blockedOnDown)
         {
             _down!.RemoveBlocked(this);
             _blockedOnDown = false;
         }
-        if (_responseComplete)
+        if (_response == ResponsePhase.Complete)
         {
             Finish();
         }
@@ -941,7 +1012,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     /// </summary>
     private void Finish()
     {
-        if (_finished || !(_responseComplete || _downstreamClosed))
+        if (_finished || !(_response == ResponsePhase.Complete || _downstreamClosed))
         {
             return;
         }
@@ -953,7 +1024,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             _up.Reset(_upId, Http2ErrorCode.Cancel);
             _up.ScheduleFlush();
         }
-        if (!_downstreamClosed && !_requestComplete)
+        if (!_downstreamClosed && !RequestComplete)
         {
             IExchangePeer down = _down!;
             down.Reset(_downId, Http2ErrorCode.NoError);
@@ -1005,7 +1076,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         StatLine line = StatLine.Current;
         // The upstream's status went downstream as it was, unless the proxy answered itself.
         int status = _hcm == null && _accessLogs == null ? 0
-            : !_responseStarted ? 0 : _upstreamStatus != 0 && _upstreamTicks != 0 ? _upstreamStatus : ResponseStatus();
+            : _response == ResponsePhase.Awaiting ? 0 : _upstreamStatus != 0 && _upstreamTicks != 0 ? _upstreamStatus : ResponseStatus();
         if (_accessLogs is { } logs)
         {
             WriteAccessLogs(logs, status, now);
@@ -1065,8 +1136,8 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         _routeConfiguration = null;
         ResetConnectionManager();
         _downId = _upId = 0;
-        _requestComplete = _requestEndSent = _requestTrailersWaiting = false;
-        _responseStarted = _responseComplete = _responseTrailersWaiting = false;
+        _request = RequestPhase.Receiving;
+        _response = ResponsePhase.Awaiting;
         _upstreamClosed = _downstreamClosed = _isGrpc = _isHead = _isWebSocket = false;
         _finished = false;
     }
