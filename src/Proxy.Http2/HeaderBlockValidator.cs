@@ -168,13 +168,26 @@ internal struct HeaderBlockValidator
         return true;
     }
 
+    /// <summary>A byte loop for short values (most of them): the vectorised search's setup costs more.</summary>
+    private static bool HasNulCrLf(ReadOnlySpan<byte> value)
+    {
+        foreach (byte b in value)
+        {
+            if (b <= 0x0D && (b == 0x00 || b == 0x0A || b == 0x0D))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private bool CheckValue(ReadOnlySpan<byte> value)
     {
         if (value.IsEmpty)
         {
             return true;
         }
-        if (value.IndexOfAny(s_invalidValueBytes) >= 0)
+        if (value.Length > 32 ? value.IndexOfAny(s_invalidValueBytes) >= 0 : HasNulCrLf(value))
         {
             return Fail("field value with NUL, CR or LF");
         }

@@ -31,6 +31,8 @@ public sealed class MessageValidationTests
         { "CR in value", [.. Http2TestPeer.Get(), ("x-a", "a\rb")] },
         { "LF in value", [.. Http2TestPeer.Get(), ("x-a", "a\nb")] },
         { "NUL in value", [.. Http2TestPeer.Get(), ("x-a", "a\0b")] },
+        { "LF at the end of a 32-octet value", [.. Http2TestPeer.Get(), ("x-a", new string('v', 31) + "\n")] },
+        { "CR in a long value", [.. Http2TestPeer.Get(), ("x-a", new string('v', 40) + "\r" + new string('v', 40))] },
         { "leading space in value", [.. Http2TestPeer.Get(), ("x-a", " a")] },
         { "trailing tab in value", [.. Http2TestPeer.Get(), ("x-a", "a\t")] },
         { "non-numeric content-length", [.. Http2TestPeer.Get(), ("content-length", "12a")] },
