@@ -69,6 +69,13 @@ public sealed class EventLoopTests
             Assert.True(succeeded == 8000, output + "\n" + proxy.Log);
             Assert.Contains("8000 succeeded", output);
             await AssertRequestsStayedOnTheirLoops(engine, admin, 8000);
+            // The open upstream connections, as /clusters counts them from the admin thread: at least one
+            // (a loop's own), at most the pool's 16 per loop.
+            using var client = new HttpClient();
+            string clusters = await client.GetStringAsync($"http://127.0.0.1:{admin}/clusters");
+            string line = clusters.Split('\n').First(l => l.Contains("::cx_active::", StringComparison.Ordinal));
+            int open = int.Parse(line.AsSpan(line.LastIndexOf(':') + 1), CultureInfo.InvariantCulture);
+            Assert.InRange(open, 1, 32);
         }
         finally
         {

@@ -81,7 +81,7 @@ public sealed unsafe partial class EventLoop
     /// How many per-loop slots state kept per event loop needs (connection pools): one per loop, and slot 0
     /// also serves threads that are no loop (TLS on the platform's engine, timers).
     /// </summary>
-    public static int SlotCount => Math.Max(1, s_count);
+    public static int SlotCount => s_loops?.Length ?? Math.Max(1, s_count); // the loops once started
 
     /// <summary>The calling thread's slot: its loop's index, else 0.</summary>
     public static int CurrentSlot => t_current?.Index ?? 0;
