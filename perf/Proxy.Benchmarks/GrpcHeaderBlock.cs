@@ -44,7 +44,7 @@ internal sealed class CountingHandler : IHpackHeaderHandler
     public int Fields;
     public int Octets;
 
-    public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+    public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags)
     {
         Fields++;
         Octets += name.Length + value.Length;

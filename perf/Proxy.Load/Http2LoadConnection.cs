@@ -102,7 +102,7 @@ internal sealed class Http2LoadConnection : LoadConnection, IHttp2ConnectionHand
     {
     }
 
-    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags)
     {
         int slot = stream.UserTag;
         if (name.SequenceEqual(":status"u8))

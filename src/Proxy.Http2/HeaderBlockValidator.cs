@@ -21,12 +21,6 @@ internal struct HeaderBlockValidator
         Status = 16,
     }
 
-    // RFC 9113 §8.2.1: a field name MUST NOT contain 0x00-0x20, 'A'-'Z', 0x7f-0xff, nor (but for the
-    // leading colon of a pseudo-header) ':'.
-    private static readonly SearchValues<byte> s_invalidNameBytes = SearchValues.Create(InvalidNameBytes());
-    // §8.2.1: a field value MUST NOT contain NUL, LF or CR.
-    private static readonly SearchValues<byte> s_invalidValueBytes = SearchValues.Create([0x00, 0x0A, 0x0D]);
-
     private Http2HeaderBlockKind _kind;
     private Pseudo _seen;
     private bool _regularSeen;
@@ -49,8 +43,12 @@ internal struct HeaderBlockValidator
 
     public bool IsMalformed => Error != null;
 
-    /// <summary>Checks one field; returns false (and sets <see cref="Error"/>) when it makes the message malformed.</summary>
-    public bool Check(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    /// <summary>
+    /// Checks one field; returns false (and sets <see cref="Error"/>) when it makes the message malformed.
+    /// <paramref name="octetsChecked"/>: the name's and value's octets are known to pass §8.2.1 (a table
+    /// entry checked before), so only the rules about which fields may appear where are applied.
+    /// </summary>
+    public bool Check(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false)
     {
         if (name.IsEmpty)
         {
@@ -58,16 +56,19 @@ internal struct HeaderBlockValidator
         }
         if (name[0] == (byte)':')
         {
-            return CheckPseudo(name, value);
+            return CheckPseudo(name, value, octetsChecked);
         }
         _regularSeen = true;
-        if (staticIndex == 0 && !IsValidName(name))
+        if (!octetsChecked)
         {
-            return Fail("field name with an uppercase, separator or non-visible character");
-        }
-        if (!CheckValue(value))
-        {
-            return false;
+            if (staticIndex == 0 && !FieldSyntax.IsValidName(name))
+            {
+                return Fail("field name with an uppercase, separator or non-visible character");
+            }
+            if (!CheckValue(value))
+            {
+                return false;
+            }
         }
         switch (name.Length)
         {
@@ -87,7 +88,7 @@ internal struct HeaderBlockValidator
         }
     }
 
-    private bool CheckPseudo(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    private bool CheckPseudo(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked)
     {
         // §8.3: pseudo-header fields only before regular ones, never in trailers, only those defined.
         if (_regularSeen)
@@ -121,7 +122,7 @@ internal struct HeaderBlockValidator
             return Fail("duplicate pseudo-header field");
         }
         _seen |= which;
-        if (!CheckValue(value))
+        if (!octetsChecked && !CheckValue(value))
         {
             return false;
         }
@@ -150,50 +151,17 @@ internal struct HeaderBlockValidator
         }
     }
 
-    /// <summary>§8.2.1 for a regular field's name: only 0x21-0x7E, no uppercase, no colon.</summary>
-    private static bool IsValidName(ReadOnlySpan<byte> name)
-    {
-        if (name.Length > 32)
-        {
-            return name.IndexOfAny(s_invalidNameBytes) < 0;
-        }
-        // Names are short: a byte loop costs less than setting up the vectorised search.
-        foreach (byte b in name)
-        {
-            if ((uint)(b - 0x21) > 0x7E - 0x21 || (uint)(b - 'A') <= 'Z' - 'A' || b == ':')
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-
-    /// <summary>A byte loop for short values (most of them): the vectorised search's setup costs more.</summary>
-    private static bool HasNulCrLf(ReadOnlySpan<byte> value)
-    {
-        foreach (byte b in value)
-        {
-            if (b <= 0x0D && (b == 0x00 || b == 0x0A || b == 0x0D))
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
     private bool CheckValue(ReadOnlySpan<byte> value)
     {
         if (value.IsEmpty)
         {
             return true;
         }
-        if (value.Length > 32 ? value.IndexOfAny(s_invalidValueBytes) >= 0 : HasNulCrLf(value))
+        if (FieldSyntax.HasNulCrLf(value))
         {
             return Fail("field value with NUL, CR or LF");
         }
-        byte first = value[0];
-        byte last = value[^1];
-        if (first is (byte)' ' or (byte)'\t' || last is (byte)' ' or (byte)'\t')
+        if (FieldSyntax.HasEdgeWhitespace(value))
         {
             return Fail("field value with leading or trailing whitespace");
         }
@@ -261,18 +229,5 @@ internal struct HeaderBlockValidator
     {
         Error ??= error;
         return false;
-    }
-
-    private static byte[] InvalidNameBytes()
-    {
-        var bytes = new List<byte>();
-        for (int b = 0; b <= 0xFF; b++)
-        {
-            if (b <= 0x20 || (b >= 'A' && b <= 'Z') || b >= 0x7F || b == ':')
-            {
-                bytes.Add((byte)b);
-            }
-        }
-        return bytes.ToArray();
     }
 }

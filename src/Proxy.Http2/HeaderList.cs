@@ -1,3 +1,6 @@
+using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Proxy.Http2.Hpack;
 
 namespace Proxy.Http2;
@@ -16,6 +19,10 @@ public sealed class HeaderList
         public int ValueOffset;
         public int ValueLength;
         public HeaderIndexing Indexing;
+        /// <summary>The static-table index of the name as decoded (RFC 7541 Appendix A), or 0: a hint for re-encoding.</summary>
+        public byte StaticIndex;
+        /// <summary>Name and value are static entry <see cref="StaticIndex"/>.</summary>
+        public bool StaticEntry;
     }
 
     private byte[] _arena;
@@ -44,7 +51,7 @@ public sealed class HeaderList
     /// Clears, and gives back an arena or field table that grew past its working size for one unusually
     /// large header section (up to 64 KiB), so pooled lists do not each keep the largest they ever saw.
     /// </summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void ClearAndTrim(int maxArenaBytes = 8 * 1024, int maxFields = 128)
     {
         Clear();
@@ -72,7 +79,18 @@ public sealed class HeaderList
 
     public HeaderIndexing Indexing(int index) => FieldAt(index).Indexing;
 
-    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto)
+    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto) =>
+        Add(name, value, indexing, 0, false);
+
+    /// <summary>
+    /// Adds a field as an HPACK decoder delivered it, keeping what the decoder knew (its static-table
+    /// index, whether it was a whole static entry, never-indexed) so that re-encoding it skips the lookups.
+    /// </summary>
+    public void Add(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags) =>
+        Add(name, value, (flags & HpackFieldFlags.NeverIndexed) != 0 ? HeaderIndexing.NeverIndexed : HeaderIndexing.Auto,
+            (uint)staticIndex <= HpackStaticTable.Count ? (byte)staticIndex : (byte)0, (flags & HpackFieldFlags.StaticEntry) != 0 && staticIndex != 0);
+
+    private void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing, byte staticIndex, bool staticEntry)
     {
         if (Count == _fields.Length)
         {
@@ -92,6 +110,8 @@ public sealed class HeaderList
             ValueOffset = _used + name.Length,
             ValueLength = value.Length,
             Indexing = indexing,
+            StaticIndex = staticIndex,
+            StaticEntry = staticEntry,
         };
         _used = needed;
         ListSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
@@ -102,6 +122,7 @@ public sealed class HeaderList
     {
         ref Field f = ref FieldAt(index);
         ListSize += value.Length - f.ValueLength;
+        f.StaticEntry = false; // the name's static index still holds
         if (value.Length <= f.ValueLength)
         {
             value.CopyTo(_arena.AsSpan(f.ValueOffset));
@@ -142,12 +163,28 @@ public sealed class HeaderList
         return -1;
     }
 
+    /// <summary>Encodes every field into one block, passing each field's static-table hint to <paramref name="encoder"/>.</summary>
+    internal void EncodeTo(HpackEncoder encoder, IBufferWriter<byte> output)
+    {
+        Field[] fields = _fields;
+        byte[] arena = _arena;
+        for (int i = 0; i < Count; i++)
+        {
+            ref Field f = ref fields[i];
+            encoder.Encode(output, arena.AsSpan(f.NameOffset, f.NameLength), arena.AsSpan(f.ValueOffset, f.ValueLength), f.Indexing, f.StaticIndex, f.StaticEntry);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref Field FieldAt(int index)
     {
         if ((uint)index >= (uint)Count)
         {
-            throw new ArgumentOutOfRangeException(nameof(index));
+            ThrowIndexOutOfRange(index);
         }
         return ref _fields[index];
     }
+
+    [DoesNotReturn]
+    private static void ThrowIndexOutOfRange(int index) => throw new ArgumentOutOfRangeException(nameof(index), index, "no such field");
 }

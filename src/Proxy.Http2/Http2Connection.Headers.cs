@@ -225,13 +225,13 @@ public sealed partial class Http2Connection
             Validator.Begin(kind);
         }
 
-        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags)
         {
-            if (_stream == null || Validator.IsMalformed || !Validator.Check(staticIndex, name, value))
+            if (_stream == null || Validator.IsMalformed || !Validator.Check(staticIndex, name, value, (flags & HpackFieldFlags.Checked) != 0))
             {
                 return;
             }
-            connection._handler.OnHeader(_stream, staticIndex, name, value, neverIndexed);
+            connection._handler.OnHeader(_stream, staticIndex, name, value, flags);
         }
     }
 }

@@ -229,14 +229,11 @@ public sealed partial class Http2Connection
 
     private bool _shutdownAnnounced;
 
-        private void WriteHeaderBlock(int streamId, HeaderList headers, bool endStream)
+    private void WriteHeaderBlock(int streamId, HeaderList headers, bool endStream)
     {
         _encodeBuffer.ResetWrittenCount();
         _encoder.BeginBlock(_encodeBuffer);
-        for (int i = 0; i < headers.Count; i++)
-        {
-            _encoder.Encode(_encodeBuffer, headers.Name(i), headers.Value(i), headers.Indexing(i));
-        }
+        headers.EncodeTo(_encoder, _encodeBuffer);
         Http2FrameWriter.WriteHeaders(_output, streamId, _encodeBuffer.WrittenSpan, endStream, _peerSettings.MaxFrameSize);
     }
 

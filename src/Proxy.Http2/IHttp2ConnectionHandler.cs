@@ -23,8 +23,12 @@ public interface IHttp2ConnectionHandler
 {
     void OnHeadersBegin(Http2Stream stream, Http2HeaderBlockKind kind);
 
-    /// <summary>One validated field (RFC 9113 §8.2–8.3). Pseudo-header fields come first.</summary>
-    void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed);
+    /// <summary>
+    /// One validated field (RFC 9113 §8.2–8.3). Pseudo-header fields come first. <paramref name="staticIndex"/>
+    /// and <paramref name="flags"/> say what the decoder knew (a static name or entry, never indexed);
+    /// <see cref="HeaderList.Add(int, ReadOnlySpan{byte}, ReadOnlySpan{byte}, Hpack.HpackFieldFlags)"/> keeps it for re-encoding.
+    /// </summary>
+    void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Hpack.HpackFieldFlags flags);
 
     /// <summary>The block was complete and well-formed. Not called when the block was malformed: <see cref="OnStreamReset"/> is, instead.</summary>
     void OnHeadersEnd(Http2Stream stream, bool endStream);

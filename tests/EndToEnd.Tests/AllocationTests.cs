@@ -440,7 +440,7 @@ internal sealed class AllocListener : System.Diagnostics.Tracing.EventListener
 
     internal sealed class Collect(System.Text.StringBuilder text) : Proxy.Http2.Hpack.IHpackHeaderHandler
     {
-        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed) =>
+        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags) =>
             text.Append(System.Text.Encoding.Latin1.GetString(name)).Append(": ").Append(System.Text.Encoding.Latin1.GetString(value)).Append("; ");
     }
 }

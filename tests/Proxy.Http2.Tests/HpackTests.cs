@@ -138,6 +138,109 @@ public sealed class HpackTests
         }
     }
 
+    [Theory]
+    [InlineData(0)]     // the encoder's name index exists from the first insertion
+    [InlineData(5000)]  // built from a full table on the first lookup
+    public void DynamicTable_Find_AgreesWithAScanOfTheModel(int firstLookup)
+    {
+        // Find walks a per-name-bucket chain; it must answer what a scan of the entries, newest first,
+        // answers: the newest full match, else the newest entry with that name, else 0.
+        var table = new HpackDynamicTable(4096, 4096);
+        var model = new List<(byte[] Name, byte[] Value)>(); // newest first
+        var random = new Random(7541 + firstLookup);
+        string[] names = ["a", "b", "x-request-id", ":path", "content-type", "abc", "acb", "x-" + new string('y', 40)];
+        for (int step = 0; step < 20_000; step++)
+        {
+            if (step % 1499 == 0)
+            {
+                int max = random.Next(3) switch { 0 => 0, 1 => 200, _ => 4096 };
+                table.SetMaxSize(max);
+                while (model.Sum(e => e.Name.Length + e.Value.Length + 32) > max)
+                {
+                    model.RemoveAt(model.Count - 1);
+                }
+            }
+            byte[] name = Encoding.ASCII.GetBytes(names[random.Next(names.Length)]);
+            byte[] value = Encoding.ASCII.GetBytes($"v{random.Next(12)}" + new string('z', random.Next(3) * 20));
+            if (step >= firstLookup)
+            {
+                int expected = 0;
+                bool expectedFull = false;
+                for (int i = 0; i < model.Count && !expectedFull; i++)
+                {
+                    if (model[i].Name.AsSpan().SequenceEqual(name))
+                    {
+                        expectedFull = model[i].Value.AsSpan().SequenceEqual(value);
+                        expected = expectedFull || expected == 0 ? i + 1 : expected;
+                    }
+                }
+                Assert.Equal(expected, table.Find(name, value, out bool full));
+                Assert.Equal(expectedFull, full);
+            }
+            if (random.Next(3) != 0)
+            {
+                table.Add(name, value);
+                int entry = name.Length + value.Length + 32;
+                while (model.Sum(e => e.Name.Length + e.Value.Length + 32) + entry > table.MaxSize && model.Count > 0)
+                {
+                    model.RemoveAt(model.Count - 1);
+                }
+                if (entry <= table.MaxSize)
+                {
+                    model.Insert(0, (name, value));
+                }
+            }
+            Assert.Equal(model.Count, table.Count);
+        }
+    }
+
+    [Fact]
+    public void Decoder_ReportsStaticEntriesAndCheckedTableEntries()
+    {
+        // :method GET (static 2), then "x-a: ok" and "x-b: a<TAB>" inserted with incremental indexing,
+        // then both referenced from the dynamic table: only the clean one comes back as checked.
+        var encoder = new HpackEncoder();
+        var w = new ArrayBufferWriter<byte>();
+        encoder.Encode(w, ":method"u8, "GET"u8);
+        encoder.Encode(w, "x-a"u8, "ok"u8);
+        encoder.Encode(w, "x-b"u8, "a\t"u8);
+        encoder.Encode(w, "x-a"u8, "ok"u8);
+        encoder.Encode(w, "x-b"u8, "a\t"u8);
+        var decoder = new HpackDecoder();
+        var flags = new FlagsHandler();
+        decoder.Decode(w.WrittenSpan, flags);
+        Assert.Equal(
+            [HpackFieldFlags.StaticEntry | HpackFieldFlags.Checked, HpackFieldFlags.None, HpackFieldFlags.None, HpackFieldFlags.Checked, HpackFieldFlags.None],
+            flags.Flags);
+    }
+
+    private sealed class FlagsHandler : IHpackHeaderHandler
+    {
+        public List<HpackFieldFlags> Flags { get; } = [];
+
+        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags) => Flags.Add(flags);
+    }
+
+    [Fact]
+    public void Encoder_UsesTheDecodersHints_AndAChangedValueDropsTheStaticEntry()
+    {
+        // A field list filled from a decoder keeps each field's static index; re-encoding a whole static
+        // entry is one octet, and a value changed afterwards is encoded as the new value.
+        var list = new HeaderList();
+        list.Add(2, ":method"u8, "GET"u8, HpackFieldFlags.StaticEntry | HpackFieldFlags.Checked);
+        list.Add(4, ":path"u8, "/"u8, HpackFieldFlags.StaticEntry | HpackFieldFlags.Checked);
+        list.Add(31, "content-type"u8, "application/grpc"u8, HpackFieldFlags.None);
+        list.SetValue(1, "/changed"u8);
+        var connectionEncoder = new HpackEncoder();
+        var w = new ArrayBufferWriter<byte>();
+        list.EncodeTo(connectionEncoder, w);
+        Assert.Equal(0x82, w.WrittenSpan[0]);
+        Assert.Equal(0x44, w.WrittenSpan[1]); // literal with indexing, name = static 4 (:path)
+        var sink = new HpackVectorTests.CollectingHandler();
+        new HpackDecoder().Decode(w.WrittenSpan, sink);
+        Assert.Equal([(":method", "GET"), (":path", "/changed"), ("content-type", "application/grpc")], sink.Headers);
+    }
+
     [Fact]
     public void Decoder_RfcC3_RequestsWithoutHuffman_MaintainTable()
     {

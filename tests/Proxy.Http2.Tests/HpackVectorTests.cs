@@ -145,10 +145,10 @@ public sealed class HpackVectorTests
         public List<(string, string)> Headers { get; } = [];
         public List<bool> NeverIndexed { get; } = [];
 
-        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags)
         {
             Headers.Add((Encoding.Latin1.GetString(name), Encoding.Latin1.GetString(value)));
-            NeverIndexed.Add(neverIndexed);
+            NeverIndexed.Add((flags & HpackFieldFlags.NeverIndexed) != 0);
         }
     }
 }

@@ -189,7 +189,7 @@ internal sealed class RecordingHandler : IHttp2ConnectionHandler
         target[stream.Id] = [];
     }
 
-    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags)
     {
         var target = _kind == Http2HeaderBlockKind.Trailers ? Trailers : Headers;
         target[stream.Id].Add((Encoding.ASCII.GetString(name), Encoding.ASCII.GetString(value)));

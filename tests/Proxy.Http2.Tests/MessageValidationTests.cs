@@ -48,9 +48,14 @@ public sealed class MessageValidationTests
         peer.SendHeaders(1, true, headers);
         peer.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
         Assert.DoesNotContain("end 1 True", peer.Handler.Events);
+        // Sent again, the offending fields now come from the dynamic table (the encoder indexed them the
+        // first time): a table entry is never trusted for having been seen before.
+        peer.SendHeaders(3, true, headers);
+        peer.ExpectRstStream(3, Http2ErrorCode.ProtocolError);
+        Assert.DoesNotContain("end 3 True", peer.Handler.Events);
         // The connection and its compression context go on.
-        peer.SendHeaders(3, true, Http2TestPeer.Get("/next"));
-        Assert.Contains((":path", "/next"), peer.Handler.Headers[3]);
+        peer.SendHeaders(5, true, Http2TestPeer.Get("/next"));
+        Assert.Contains((":path", "/next"), peer.Handler.Headers[5]);
     }
 
     [Fact]

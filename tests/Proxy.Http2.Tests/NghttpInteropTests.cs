@@ -26,7 +26,7 @@ public sealed class NghttpInteropTests
             }
         }
 
-        public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+        public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags)
         {
             var r = _requests[stream.Id];
             if (name.SequenceEqual(":method"u8))
@@ -151,7 +151,7 @@ public sealed class NghttpInteropTests
         public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public void OnHeadersBegin(Http2Stream stream, Http2HeaderBlockKind kind) { }
-        public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed) =>
+        public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Proxy.Http2.Hpack.HpackFieldFlags flags) =>
             Headers.Add(Tool.Ascii(name) + ": " + Tool.Ascii(value));
         public void OnHeadersEnd(Http2Stream stream, bool endStream)
         {

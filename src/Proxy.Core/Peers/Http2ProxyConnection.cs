@@ -161,8 +161,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public abstract void OnHeadersBegin(Http2Stream stream, Http2HeaderBlockKind kind);
 
-    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed) =>
-        Scratch.Add(name, value, neverIndexed ? Http2.Hpack.HeaderIndexing.NeverIndexed : Http2.Hpack.HeaderIndexing.Auto);
+    public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Http2.Hpack.HpackFieldFlags flags) =>
+        Scratch.Add(staticIndex, name, value, flags);
 
     public abstract void OnHeadersEnd(Http2Stream stream, bool endStream);
 

@@ -111,18 +111,21 @@ public sealed class HpackDecoder
                 ReadOnlySpan<byte> name;
                 ReadOnlySpan<byte> value;
                 int staticIndex = 0;
+                HpackFieldFlags flags;
                 if (index <= HpackStaticTable.Count)
                 {
                     staticIndex = index;
                     name = HpackStaticTable.Name(index);
                     value = HpackStaticTable.Value(index);
+                    flags = HpackFieldFlags.StaticEntry | HpackFieldFlags.Checked;
                 }
                 else
                 {
-                    _table.Get(index - HpackStaticTable.Count, out name, out value);
+                    _table.Get(index - HpackStaticTable.Count, out name, out value, out bool octetsChecked);
+                    flags = octetsChecked ? HpackFieldFlags.Checked : HpackFieldFlags.None;
                 }
                 listSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
-                withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, false);
+                withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, flags);
             }
             else if ((b & 0xE0) == 0x20)
             {
@@ -181,10 +184,11 @@ public sealed class HpackDecoder
                     }
                     continue;
                 }
-                withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, neverIndexed);
+                withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, neverIndexed ? HpackFieldFlags.NeverIndexed : HpackFieldFlags.None);
                 if (indexing)
                 {
-                    _table.Add(name, value);
+                    // Checked once here, the entry's octets need no scan each time it is referenced.
+                    _table.Add(name, value, FieldSyntax.IsClean(name, value));
                 }
             }
         }
@@ -195,13 +199,13 @@ public sealed class HpackDecoder
         return withinLimit;
     }
 
-    private bool Emit(IHpackHeaderHandler handler, bool withinLimit, long listSize, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool neverIndexed)
+    private bool Emit(IHpackHeaderHandler handler, bool withinLimit, long listSize, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags)
     {
         if (!withinLimit || listSize > MaxHeaderListSize)
         {
             return false;
         }
-        handler.OnHeader(staticIndex, name, value, neverIndexed);
+        handler.OnHeader(staticIndex, name, value, flags);
         return true;
     }
 

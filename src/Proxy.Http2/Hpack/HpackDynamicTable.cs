@@ -15,7 +15,17 @@ public sealed class HpackDynamicTable
         public int Offset;
         public int NameLength;
         public int ValueLength;
+        /// <summary>The insertion number of the next older entry whose name falls in the same bucket.</summary>
+        public int OlderInBucket;
+        /// <summary>The octets passed RFC 9113 §8.2.1 when the entry was inserted.</summary>
+        public bool Checked;
     }
+
+    // An encoder looks fields up by name: a bucket per name hash holds the insertion number of the newest
+    // entry there, each entry the next older one. Built on the first lookup (a decoder's table never pays).
+    private const int Buckets = 64;
+    private int[]? _bucketHeads;
+    private int _inserted;        // insertion number of the next entry (wraps; only differences are used)
 
     private readonly int _capacityLimit;
     private Entry[] _entries = [];
@@ -49,11 +59,15 @@ public sealed class HpackDynamicTable
         return _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
     }
 
-    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
+    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value) => Get(index, out name, out value, out _);
+
+    /// <param name="octetsChecked">The entry was inserted as checked (see <see cref="Add"/>).</param>
+    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value, out bool octetsChecked)
     {
         ref Entry e = ref At(index);
         name = _bytes.AsSpan(e.Offset, e.NameLength);
         value = _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
+        octetsChecked = e.Checked;
     }
 
     /// <summary>Entry <paramref name="index"/> (1 = newest), as RFC 7541 §2.3.3 numbers the dynamic part.</summary>
@@ -88,9 +102,10 @@ public sealed class HpackDynamicTable
     /// <summary>
     /// RFC 7541 §4.4: evicts until the entry fits, then inserts it; an entry larger than the maximum size
     /// empties the table and is not inserted. <paramref name="name"/> and <paramref name="value"/> must not
-    /// point into this table's storage.
+    /// point into this table's storage. <paramref name="octetsChecked"/>: the caller found the octets
+    /// free of what RFC 9113 §8.2.1 forbids; <see cref="Get(int, out ReadOnlySpan{byte}, out ReadOnlySpan{byte}, out bool)"/> reports it.
     /// </summary>
-    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false)
     {
         int entrySize = name.Length + value.Length + EntryOverhead;
         if (entrySize > MaxSize)
@@ -118,7 +133,15 @@ public sealed class HpackDynamicTable
         {
             ring -= _entries.Length;
         }
-        _entries[ring] = new Entry { Offset = _end, NameLength = name.Length, ValueLength = value.Length };
+        int older = 0;
+        if (_bucketHeads != null)
+        {
+            ref int head = ref _bucketHeads[Bucket(name)];
+            older = head;
+            head = _inserted;
+        }
+        _entries[ring] = new Entry { Offset = _end, NameLength = name.Length, ValueLength = value.Length, OlderInBucket = older, Checked = octetsChecked };
+        _inserted++;
         name.CopyTo(_bytes.AsSpan(_end));
         value.CopyTo(_bytes.AsSpan(_end + name.Length));
         _end += bytes;
@@ -133,34 +156,67 @@ public sealed class HpackDynamicTable
     public int Find(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, out bool fullMatch)
     {
         fullMatch = false;
+        if (_count == 0)
+        {
+            return 0;
+        }
+        int[] heads = _bucketHeads ?? BuildIndex();
         int nameIndex = 0;
         byte[] bytes = _bytes;
         Entry[] entries = _entries;
-        int ring = _oldest + _count - 1;
-        if (ring >= entries.Length)
+        int oldestNumber = _inserted - _count;
+        int number = heads[Bucket(name)];
+        // Newest first along the bucket's chain. A number outside the live range ends it (evicted); the
+        // step bound guards against a stale number that wrapped back into range: whatever an entry is
+        // reached by, its index is computed from where it is, so a match is always right.
+        for (int steps = 0; steps < _count; steps++)
         {
-            ring -= entries.Length;
-        }
-        // Newest first, walking the ring backwards.
-        for (int index = 1; index <= _count; index++)
-        {
+            int age = number - oldestNumber;   // 0 = oldest
+            if ((uint)age >= (uint)_count)
+            {
+                break;
+            }
+            int ring = _oldest + age;
+            if (ring >= entries.Length)
+            {
+                ring -= entries.Length;
+            }
             ref Entry e = ref entries[ring];
-            ring = ring == 0 ? entries.Length - 1 : ring - 1;
-            if (e.NameLength != name.Length || !bytes.AsSpan(e.Offset, e.NameLength).SequenceEqual(name))
+            if (e.NameLength == name.Length && bytes.AsSpan(e.Offset, e.NameLength).SequenceEqual(name))
             {
-                continue;
+                int index = _count - age;
+                if (e.ValueLength == value.Length && bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength).SequenceEqual(value))
+                {
+                    fullMatch = true;
+                    return index;
+                }
+                if (nameIndex == 0)
+                {
+                    nameIndex = index;
+                }
             }
-            if (e.ValueLength == value.Length && bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength).SequenceEqual(value))
-            {
-                fullMatch = true;
-                return index;
-            }
-            if (nameIndex == 0)
-            {
-                nameIndex = index;
-            }
+            number = e.OlderInBucket;
         }
         return nameIndex;
+    }
+
+    private static int Bucket(ReadOnlySpan<byte> name) =>
+        name.IsEmpty ? 0 : (name.Length * 31 + name[0] * 7 + name[^1] * 3 + name[name.Length >> 1]) & (Buckets - 1);
+
+    private int[] BuildIndex()
+    {
+        var heads = new int[Buckets];
+        int number = _inserted - _count;
+        heads.AsSpan().Fill(number - 1); // before the oldest: an empty chain
+        for (int i = 0, ring = _oldest; i < _count; i++, number++)
+        {
+            ref Entry e = ref _entries[ring];
+            ref int head = ref heads[Bucket(_bytes.AsSpan(e.Offset, e.NameLength))];
+            e.OlderInBucket = head;
+            head = number;
+            ring = ring + 1 == _entries.Length ? 0 : ring + 1;
+        }
+        return _bucketHeads = heads;
     }
 
     public void Clear()

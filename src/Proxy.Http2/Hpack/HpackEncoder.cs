@@ -73,14 +73,32 @@ public sealed class HpackEncoder
         _pendingMinSize = -1;
     }
 
-    public void Encode(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto)
+    public void Encode(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto) =>
+        Encode(output, name, value, indexing, 0, false);
+
+    /// <summary>
+    /// Encodes one field with what a decoder knew of it: <paramref name="staticIndex"/> (the name's
+    /// static-table index, or 0 when unknown) and <paramref name="staticEntry"/> (name and value are that
+    /// static entry). A known name skips the static-table lookup; a whole entry skips every lookup.
+    /// </summary>
+    public void Encode(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing, int staticIndex, bool staticEntry)
     {
+        if (staticEntry && indexing != HeaderIndexing.NeverIndexed)
+        {
+            Span<byte> one = output.GetSpan(6);
+            output.Advance(HpackInteger.Encode(staticIndex, 7, 0x80, one));
+            return;
+        }
         if (indexing == HeaderIndexing.Auto)
         {
             indexing = ChooseIndexing(name, value);
         }
 
-        int staticIndex = HpackStaticTable.Find(name, value, out bool staticFull);
+        bool staticFull = false;
+        if (staticIndex == 0)
+        {
+            staticIndex = HpackStaticTable.Find(name, value, out staticFull);
+        }
         if (staticFull && indexing != HeaderIndexing.NeverIndexed)
         {
             Span<byte> one = output.GetSpan(6);
