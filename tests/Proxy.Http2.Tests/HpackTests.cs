@@ -76,6 +76,34 @@ public sealed class HpackTests
         Assert.Equal(all, decoded.AsSpan(0, Huffman.Decode(encoded, decoded)).ToArray());
     }
 
+    [Fact]
+    public void Huffman_TryEncode_StopsExactlyAtTheLimit()
+    {
+        // One pass with no length computed first: it must succeed whenever the code fits the limit (with
+        // the same octets as the two-pass encoding) and give up whenever it does not.
+        var random = new Random(5);
+        for (int round = 0; round < 3000; round++)
+        {
+            byte[] text = new byte[random.Next(0, 140)];
+            for (int i = 0; i < text.Length; i++)
+            {
+                text[i] = round % 3 == 0 ? (byte)random.Next(256) : (byte)"0123456789abcdef-/:. "[random.Next(21)];
+            }
+            int length = Huffman.GetEncodedLength(text);
+            var expected = new byte[length];
+            Assert.Equal(length, Huffman.Encode(text, expected));
+            var room = new byte[length + 8];
+            Assert.Equal(length, Huffman.TryEncode(text, room, length));
+            Assert.Equal(expected, room.AsSpan(0, length).ToArray());
+            if (length > 0)
+            {
+                Assert.Equal(-1, Huffman.TryEncode(text, room, length - 1));
+            }
+            var decoded = new byte[text.Length];
+            Assert.Equal(text, decoded.AsSpan(0, Huffman.Decode(expected, decoded)).ToArray());
+        }
+    }
+
     [Theory]
     [InlineData("ffffffff")] // 32 one-bits: contains EOS (30 bits)
     [InlineData("ff")]       // 8 bits of padding: longer than 7 bits

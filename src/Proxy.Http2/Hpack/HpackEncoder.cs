@@ -146,6 +146,20 @@ public sealed class HpackEncoder
     /// <summary>RFC 7541 §5.2: Huffman when it is strictly shorter.</summary>
     private static int WriteString(ReadOnlySpan<byte> value, Span<byte> destination)
     {
+        if (value.Length < 127)
+        {
+            // The usual short string: Huffman-coded straight after a one-octet length, given up as soon as
+            // it is no shorter than the raw string.
+            int coded = Huffman.TryEncode(value, destination.Slice(1), value.Length - 1);
+            if (coded >= 0)
+            {
+                destination[0] = (byte)(0x80 | coded);
+                return 1 + coded;
+            }
+            destination[0] = (byte)value.Length;
+            value.CopyTo(destination.Slice(1));
+            return 1 + value.Length;
+        }
         int huffmanLength = Huffman.GetEncodedLength(value);
         if (huffmanLength < value.Length)
         {

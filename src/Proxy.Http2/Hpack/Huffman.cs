@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+
 namespace Proxy.Http2.Hpack;
 
 /// <summary>
@@ -148,7 +150,23 @@ public static class Huffman
     /// </summary>
     public static int Encode(ReadOnlySpan<byte> source, Span<byte> destination)
     {
-        ulong acc = 0;
+        int written = TryEncode(source, destination, destination.Length);
+        if (written < 0)
+        {
+            throw new ArgumentException("destination is shorter than the encoded string", nameof(destination));
+        }
+        return written;
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="source"/> if that takes at most <paramref name="maxLength"/> octets (at most
+    /// <paramref name="destination"/>'s length); returns the octets written, or -1 as soon as it is clear
+    /// that it would take more. One pass: no length computed first.
+    /// </summary>
+    public static int TryEncode(ReadOnlySpan<byte> source, Span<byte> destination, int maxLength)
+    {
+        maxLength = Math.Min(maxLength, destination.Length);
+        ulong acc = 0;   // the low `bits` bits are pending; codes are at most 30 bits, so 32 + 30 fit
         int bits = 0;
         int pos = 0;
         uint[] codes = s_codes;
@@ -158,11 +176,26 @@ public static class Huffman
             int len = lengths[b];
             acc = (acc << len) | codes[b];
             bits += len;
-            while (bits >= 8)
+            if (bits >= 32)
             {
-                bits -= 8;
-                destination[pos++] = (byte)(acc >> bits);
+                bits -= 32;
+                if (pos + 4 > maxLength)
+                {
+                    return -1;
+                }
+                BinaryPrimitives.WriteUInt32BigEndian(destination.Slice(pos), (uint)(acc >> bits));
+                pos += 4;
             }
+        }
+        int tail = (bits + 7) >> 3;
+        if (pos + tail > maxLength)
+        {
+            return -1;
+        }
+        while (bits >= 8)
+        {
+            bits -= 8;
+            destination[pos++] = (byte)(acc >> bits);
         }
         if (bits > 0)
         {
