@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using System.Text;
 using Proxy.Http2.Hpack;
 
@@ -205,6 +206,13 @@ public sealed partial class Http2Connection
             {
                 return true;
             }
+            if (buffer.IsSingleSegment && MemoryMarshal.TryGetArray(buffer.First, out ArraySegment<byte> input))
+            {
+                // The usual input, one array: frames are cut by offset, the sequence is advanced once.
+                int consumed = ProcessFrames(input.Array!, input.Offset, input.Count);
+                buffer = buffer.Slice(consumed);
+                return !_closed;
+            }
             while (Http2FrameReader.TryReadFrame(ref buffer, _options.MaxFrameSize, out Http2FrameHeader header, out ReadOnlySequence<byte> payload))
             {
                 RecycleClosedStreams();
@@ -228,6 +236,24 @@ public sealed partial class Http2Connection
         }
         buffer = buffer.Slice(buffer.End);
         return false;
+    }
+
+    /// <summary>Processes the complete frames in <paramref name="array"/>; returns the octets consumed (all of them once closed).</summary>
+    private int ProcessFrames(byte[] array, int offset, int count)
+    {
+        int pos = 0;
+        while (Http2FrameReader.TryReadFrame(array.AsSpan(offset + pos, count - pos), _options.MaxFrameSize, out Http2FrameHeader header))
+        {
+            var payload = new ReadOnlySequence<byte>(array, offset + pos + Http2FrameHeader.Size, header.Length);
+            pos += Http2FrameHeader.Size + header.Length;
+            RecycleClosedStreams();
+            ProcessFrame(header, payload);
+            if (_closed)
+            {
+                return count;
+            }
+        }
+        return pos;
     }
 
     /// <summary>The peer closed the transport: every open stream ends.</summary>

@@ -7,6 +7,35 @@ namespace Proxy.Http2;
 public static class Http2FrameReader
 {
     /// <summary>
+    /// Reads the frame header at the start of <paramref name="buffer"/>; true when the whole frame (header
+    /// and payload) is there. The contiguous-input twin of <see cref="TryReadFrame"/>.
+    /// </summary>
+    /// <exception cref="Http2ConnectionException">FRAME_SIZE_ERROR when the length exceeds <paramref name="maxFrameSize"/>.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryReadFrame(ReadOnlySpan<byte> buffer, int maxFrameSize, out Http2FrameHeader header)
+    {
+        if (buffer.Length < Http2FrameHeader.Size)
+        {
+            header = default;
+            return false;
+        }
+        header = Http2FrameHeader.Read(buffer);
+        CheckLength(header, maxFrameSize);
+        return buffer.Length - Http2FrameHeader.Size >= header.Length;
+    }
+
+    private static void CheckLength(in Http2FrameHeader header, int maxFrameSize)
+    {
+        // RFC 9113 §4.2: a frame larger than SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR; since it may
+        // carry a field block (and so alter compression state) it is treated as a connection error.
+        if (header.Length > maxFrameSize)
+        {
+            throw new Http2ConnectionException(Http2ErrorCode.FrameSizeError,
+                $"{header.Type} frame of {header.Length} octets exceeds SETTINGS_MAX_FRAME_SIZE {maxFrameSize}");
+        }
+    }
+
+    /// <summary>
     /// Reads one complete frame from the start of <paramref name="buffer"/>. Returns false when more bytes
     /// are needed. On success the payload is a slice of <paramref name="buffer"/> (valid until the caller
     /// advances the pipe) and <paramref name="buffer"/> is moved past the frame.
@@ -35,13 +64,7 @@ public static class Http2FrameReader
             header = Http2FrameHeader.Read(copy);
         }
 
-        // RFC 9113 §4.2: a frame larger than SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR; since it may
-        // carry a field block (and so alter compression state) it is treated as a connection error.
-        if (header.Length > maxFrameSize)
-        {
-            throw new Http2ConnectionException(Http2ErrorCode.FrameSizeError,
-                $"{header.Type} frame of {header.Length} octets exceeds SETTINGS_MAX_FRAME_SIZE {maxFrameSize}");
-        }
+        CheckLength(header, maxFrameSize);
 
         long total = Http2FrameHeader.Size + (long)header.Length;
         if (buffer.Length < total)

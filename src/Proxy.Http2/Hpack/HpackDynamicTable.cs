@@ -200,6 +200,7 @@ public sealed class HpackDynamicTable
         return nameIndex;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static int Bucket(ReadOnlySpan<byte> name) =>
         name.IsEmpty ? 0 : (name.Length * 31 + name[0] * 7 + name[^1] * 3 + name[name.Length >> 1]) & (Buckets - 1);
 

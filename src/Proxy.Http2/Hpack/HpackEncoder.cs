@@ -94,6 +94,15 @@ public sealed class HpackEncoder
             indexing = ChooseIndexing(name, value);
         }
 
+        // The dynamic table first: a field sent before is found there (never one the static table holds
+        // whole, which is never inserted), and then the static lookup is not needed.
+        int dynamicIndex = _table.Find(name, value, out bool dynamicFull);
+        if (dynamicFull && indexing != HeaderIndexing.NeverIndexed)
+        {
+            Span<byte> one = output.GetSpan(6);
+            output.Advance(HpackInteger.Encode(dynamicIndex + HpackStaticTable.Count, 7, 0x80, one));
+            return;
+        }
         bool staticFull = false;
         if (staticIndex == 0)
         {
@@ -103,14 +112,6 @@ public sealed class HpackEncoder
         {
             Span<byte> one = output.GetSpan(6);
             output.Advance(HpackInteger.Encode(staticIndex, 7, 0x80, one));
-            return;
-        }
-
-        int dynamicIndex = _table.Find(name, value, out bool dynamicFull);
-        if (dynamicFull && indexing != HeaderIndexing.NeverIndexed)
-        {
-            Span<byte> one = output.GetSpan(6);
-            output.Advance(HpackInteger.Encode(dynamicIndex + HpackStaticTable.Count, 7, 0x80, one));
             return;
         }
 
