@@ -163,16 +163,32 @@ public sealed class HeaderList
         return -1;
     }
 
-    /// <summary>Encodes every field into one block, passing each field's static-table hint to <paramref name="encoder"/>.</summary>
-    internal void EncodeTo(HpackEncoder encoder, IBufferWriter<byte> output)
+    /// <summary>The most octets <see cref="EncodeTo"/> can write.</summary>
+    internal int EncodedLengthBound()
+    {
+        int bound = 0;
+        for (int i = 0; i < Count; i++)
+        {
+            bound += HpackEncoder.MaxFieldOctets(_fields[i].NameLength, _fields[i].ValueLength);
+        }
+        return bound;
+    }
+
+    /// <summary>
+    /// Encodes every field into <paramref name="destination"/> (room for <see cref="EncodedLengthBound"/>),
+    /// passing each field's static-table hint to <paramref name="encoder"/>; returns the octets written.
+    /// </summary>
+    internal int EncodeTo(HpackEncoder encoder, Span<byte> destination)
     {
         Field[] fields = _fields;
         byte[] arena = _arena;
+        int pos = 0;
         for (int i = 0; i < Count; i++)
         {
             ref Field f = ref fields[i];
-            encoder.Encode(output, arena.AsSpan(f.NameOffset, f.NameLength), arena.AsSpan(f.ValueOffset, f.ValueLength), f.Indexing, f.StaticIndex, f.StaticEntry);
+            pos += encoder.Encode(destination.Slice(pos), arena.AsSpan(f.NameOffset, f.NameLength), arena.AsSpan(f.ValueOffset, f.ValueLength), f.Indexing, f.StaticIndex, f.StaticEntry);
         }
+        return pos;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using Proxy.Http2.Hpack;
 
 namespace Proxy.Http2;
 
@@ -229,11 +230,27 @@ public sealed partial class Http2Connection
 
     private bool _shutdownAnnounced;
 
+    // Larger blocks are encoded aside and then cut into frames; smaller ones need no copy.
+    private const int MaxDirectBlockOctets = 4096;
+
     private void WriteHeaderBlock(int streamId, HeaderList headers, bool endStream)
     {
+        int bound = HpackEncoder.MaxBlockStartOctets + headers.EncodedLengthBound();
+        if (bound <= Math.Min(_peerSettings.MaxFrameSize, MaxDirectBlockOctets))
+        {
+            // The usual block fits one frame: encoded straight into the output behind its frame header.
+            Span<byte> frame = _output.GetSpan(Http2FrameHeader.Size + bound);
+            Span<byte> block = frame.Slice(Http2FrameHeader.Size);
+            int length = _encoder.BeginBlock(block);
+            length += headers.EncodeTo(_encoder, block.Slice(length));
+            Http2FrameHeader.Write(frame, length, Http2FrameType.Headers, Http2FrameFlags.EndHeaders | (endStream ? Http2FrameFlags.EndStream : 0), streamId);
+            _output.Advance(Http2FrameHeader.Size + length);
+            return;
+        }
         _encodeBuffer.ResetWrittenCount();
         _encoder.BeginBlock(_encodeBuffer);
-        headers.EncodeTo(_encoder, _encodeBuffer);
+        Span<byte> span = _encodeBuffer.GetSpan(bound);
+        _encodeBuffer.Advance(headers.EncodeTo(_encoder, span));
         Http2FrameWriter.WriteHeaders(_output, streamId, _encodeBuffer.WrittenSpan, endStream, _peerSettings.MaxFrameSize);
     }
 

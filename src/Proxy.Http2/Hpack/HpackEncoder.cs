@@ -52,25 +52,39 @@ public sealed class HpackEncoder
         _pendingSize = size;
     }
 
+    /// <summary>The most octets <see cref="BeginBlock(Span{byte})"/> writes.</summary>
+    public const int MaxBlockStartOctets = 12;
+
+    /// <summary>The most octets one field takes encoded: three integers of at most 6 octets, and the strings (Huffman is only used when shorter).</summary>
+    public static int MaxFieldOctets(int nameLength, int valueLength) => 18 + nameLength + valueLength;
+
     /// <summary>Starts a field block: emits any pending dynamic table size updates (RFC 7541 §4.2, §6.3).</summary>
     public void BeginBlock(IBufferWriter<byte> output)
     {
+        if (_pendingSize >= 0)
+        {
+            output.Advance(BeginBlock(output.GetSpan(MaxBlockStartOctets)));
+        }
+    }
+
+    /// <summary>Starts a field block in <paramref name="destination"/> (room for <see cref="MaxBlockStartOctets"/>); returns the octets written.</summary>
+    public int BeginBlock(Span<byte> destination)
+    {
         if (_pendingSize < 0)
         {
-            return;
+            return 0;
         }
-        Span<byte> span = output.GetSpan(12);
         int pos = 0;
         if (_pendingMinSize < _pendingSize)
         {
-            pos += HpackInteger.Encode(_pendingMinSize, 5, 0x20, span);
+            pos += HpackInteger.Encode(_pendingMinSize, 5, 0x20, destination);
             _table.SetMaxSize(_pendingMinSize);
         }
-        pos += HpackInteger.Encode(_pendingSize, 5, 0x20, span.Slice(pos));
+        pos += HpackInteger.Encode(_pendingSize, 5, 0x20, destination.Slice(pos));
         _table.SetMaxSize(_pendingSize);
-        output.Advance(pos);
         _pendingSize = -1;
         _pendingMinSize = -1;
+        return pos;
     }
 
     public void Encode(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto) =>
@@ -83,11 +97,19 @@ public sealed class HpackEncoder
     /// </summary>
     public void Encode(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing, int staticIndex, bool staticEntry)
     {
+        Span<byte> span = output.GetSpan(MaxFieldOctets(name.Length, value.Length));
+        output.Advance(Encode(span, name, value, indexing, staticIndex, staticEntry));
+    }
+
+    /// <summary>
+    /// Encodes one field into <paramref name="destination"/>, which has room for
+    /// <see cref="MaxFieldOctets"/>; returns the octets written. Hints as for the writer overload.
+    /// </summary>
+    public int Encode(Span<byte> destination, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing, int staticIndex, bool staticEntry)
+    {
         if (staticEntry && indexing != HeaderIndexing.NeverIndexed)
         {
-            Span<byte> one = output.GetSpan(6);
-            output.Advance(HpackInteger.Encode(staticIndex, 7, 0x80, one));
-            return;
+            return HpackInteger.Encode(staticIndex, 7, 0x80, destination);
         }
         if (indexing == HeaderIndexing.Auto)
         {
@@ -99,9 +121,7 @@ public sealed class HpackEncoder
         int dynamicIndex = _table.Find(name, value, out bool dynamicFull);
         if (dynamicFull && indexing != HeaderIndexing.NeverIndexed)
         {
-            Span<byte> one = output.GetSpan(6);
-            output.Advance(HpackInteger.Encode(dynamicIndex + HpackStaticTable.Count, 7, 0x80, one));
-            return;
+            return HpackInteger.Encode(dynamicIndex + HpackStaticTable.Count, 7, 0x80, destination);
         }
         bool staticFull = false;
         if (staticIndex == 0)
@@ -110,9 +130,7 @@ public sealed class HpackEncoder
         }
         if (staticFull && indexing != HeaderIndexing.NeverIndexed)
         {
-            Span<byte> one = output.GetSpan(6);
-            output.Advance(HpackInteger.Encode(staticIndex, 7, 0x80, one));
-            return;
+            return HpackInteger.Encode(staticIndex, 7, 0x80, destination);
         }
 
         int nameIndex = staticIndex != 0 ? staticIndex : dynamicIndex != 0 ? dynamicIndex + HpackStaticTable.Count : 0;
@@ -121,7 +139,7 @@ public sealed class HpackEncoder
         bool fits = name.Length + value.Length + HpackDynamicTable.EntryOverhead <= _table.MaxSize * 3 / 4;
         bool addToTable = fits && (indexing == HeaderIndexing.Auto || (indexing == HeaderIndexing.WithoutIndexing && nameIndex == 0));
 
-        Span<byte> span = output.GetSpan(6 + 6 + name.Length + 6 + value.Length);
+        Span<byte> span = destination;
         int pos;
         if (addToTable)
         {
@@ -136,12 +154,11 @@ public sealed class HpackEncoder
             pos += WriteString(name, span.Slice(pos));
         }
         pos += WriteString(value, span.Slice(pos));
-        output.Advance(pos);
-
         if (addToTable)
         {
             _table.Add(name, value);
         }
+        return pos;
     }
 
     /// <summary>RFC 7541 §5.2: Huffman when it is strictly shorter.</summary>
