@@ -435,7 +435,11 @@ public sealed partial class Http2Connection
                 WriteGoAway(errorCode, reason);
             }
             _closed = true;
-            aborted = [.. _streams.Values];
+            aborted = new List<Http2Stream>(_streams.Count);
+            foreach (Http2Stream stream in _streams)
+            {
+                aborted.Add(stream);
+            }
             _streams.Clear();
             _activeLocalStreams = 0;
             _activePeerStreams = 0;

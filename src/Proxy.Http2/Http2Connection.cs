@@ -32,7 +32,7 @@ public sealed partial class Http2Connection
     private readonly HpackEncoder _encoder;
     private readonly HeaderSink _sink;
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
-    private readonly Dictionary<int, Http2Stream> _streams = [];
+    private readonly StreamMap _streams = new();
     private readonly Stack<Http2Stream> _freeStreams = new();
     private readonly List<Http2Stream> _closedStreams = [];
     private int _closedCount; // _closedStreams.Count, for the lock-free check before each frame
