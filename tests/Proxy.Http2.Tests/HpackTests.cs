@@ -398,6 +398,34 @@ public sealed class HpackTests
     }
 
     [Fact]
+    public void Encoder_RepeatedLiteral_IsTheSameOctets_AndAnotherValueIsCodedAfresh()
+    {
+        // date is not indexed; the same value again is copied from the last coding, a new one is coded.
+        var encoder = new HpackEncoder();
+        var fields = new (string Name, string Value)[]
+        {
+            ("date", "Thu, 03 Dec 2026 09:00:00 GMT"), ("date", "Thu, 03 Dec 2026 09:00:00 GMT"),
+            ("date", "Thu, 03 Dec 2026 09:00:01 GMT"), ("content-length", "12"), ("date", "Thu, 03 Dec 2026 09:00:01 GMT"),
+            ("date", "Thu, 03 Dec 2026 09:00:00 GMT"), ("authorization", "secret"), ("authorization", "secret"),
+        };
+        var blocks = new List<byte[]>();
+        var decoder = new HpackDecoder();
+        foreach (var (name, value) in fields)
+        {
+            var w = new ArrayBufferWriter<byte>();
+            encoder.Encode(w, Encoding.ASCII.GetBytes(name), Encoding.ASCII.GetBytes(value));
+            blocks.Add(w.WrittenSpan.ToArray());
+            var sink = new HpackVectorTests.CollectingHandler();
+            decoder.Decode(w.WrittenSpan, sink);
+            Assert.Equal([(name, value)], sink.Headers);
+        }
+        Assert.Equal(blocks[0], blocks[1]);
+        Assert.Equal(blocks[2], blocks[4]);
+        Assert.Equal(blocks[0], blocks[5]);
+        Assert.Equal(0x10, blocks[7][0] & 0xF0); // still never indexed
+    }
+
+    [Fact]
     public void Encoder_StaticFullMatch_IsOneOctet()
     {
         var encoder = new HpackEncoder();

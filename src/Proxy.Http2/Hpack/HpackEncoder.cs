@@ -24,6 +24,16 @@ public sealed class HpackEncoder
     private int _pendingMinSize = -1;   // smallest size set since the last block (§4.2: signal it first)
     private int _pendingSize = -1;
 
+    // The last literal that was not indexed and named by a static entry (whose index never moves), as
+    // encoded: a value that repeats without being indexed (date, within its second) is copied, not re-coded.
+    private const int MaxCachedValue = 48;
+    private int _cachedNameIndex;
+    private HeaderIndexing _cachedIndexing;
+    private byte[]? _cachedValue;
+    private int _cachedValueLength;
+    private byte[]? _cachedBytes;
+    private int _cachedLength;
+
     /// <param name="maxTableSizeLimit">The most memory this encoder spends on its table, whatever the peer allows.</param>
     public HpackEncoder(int maxTableSizeLimit = Http2Settings.DefaultHeaderTableSize)
     {
@@ -140,6 +150,13 @@ public sealed class HpackEncoder
         bool addToTable = fits && (indexing == HeaderIndexing.Auto || (indexing == HeaderIndexing.WithoutIndexing && nameIndex == 0));
 
         Span<byte> span = destination;
+        bool cacheable = !addToTable && indexing != HeaderIndexing.NeverIndexed && (uint)(nameIndex - 1) < HpackStaticTable.Count && value.Length <= MaxCachedValue;
+        if (cacheable && _cachedLength > 0 && _cachedNameIndex == nameIndex && _cachedIndexing == indexing && value.SequenceEqual(_cachedValue.AsSpan(0, _cachedValueLength)))
+        {
+            // The same literal as last time (a date, within its second): its octets again.
+            _cachedBytes.AsSpan(0, _cachedLength).CopyTo(span);
+            return _cachedLength;
+        }
         int pos;
         if (addToTable)
         {
@@ -157,6 +174,15 @@ public sealed class HpackEncoder
         if (addToTable)
         {
             _table.Add(name, value);
+        }
+        else if (cacheable)
+        {
+            _cachedNameIndex = nameIndex;
+            _cachedIndexing = indexing;
+            value.CopyTo(_cachedValue ??= new byte[MaxCachedValue]);
+            _cachedValueLength = value.Length;
+            span.Slice(0, pos).CopyTo(_cachedBytes ??= new byte[MaxFieldOctets(0, MaxCachedValue)]);
+            _cachedLength = pos;
         }
         return pos;
     }
