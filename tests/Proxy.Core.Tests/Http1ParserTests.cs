@@ -22,6 +22,27 @@ public sealed class Http1ParserTests
     }
 
     [Fact]
+    public void FieldNames_AreLowercased_AndValuesLoseTheirOptionalWhitespace()
+    {
+        string longName = "X-" + new string('N', 254); // 256 octets: the longest name taken
+        var (error, fields, _) = Request($"GET / HTTP/1.1\r\nHost: a\r\nX-MiXeD_~!#$%&'*+.^`|: \t v a l \t \r\n{longName}:1\r\nX-Empty:\r\n\r\n");
+        Assert.Null(error);
+        Assert.Equal("v a l", Field(fields, "x-mixed_~!#$%&'*+.^`|"));
+        Assert.Equal("1", Field(fields, longName.ToLowerInvariant()));
+        Assert.Equal("", Field(fields, "x-empty"));
+        Assert.Equal(400, Request($"GET / HTTP/1.1\r\nHost: a\r\n{longName}N: 1\r\n\r\n").Error?.Status);
+    }
+
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 0\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n")]
+    public void MalformedResponses_Are502(string text)
+    {
+        var head = new Http1Parser.ResponseHead();
+        Assert.Equal(502, Http1Parser.ParseResponse(Encoding.ASCII.GetBytes(text), new HeaderList(), false, ref head)?.Status);
+    }
+
+    [Fact]
     public void Request_BecomesHttp2Fields_WithoutHopByHop()
     {
         var (error, fields, head) = Request("POST /a?b=1 HTTP/1.1\r\nHost: Example.com:8080\r\nX-Up: A\r\nConnection: keep-alive, x-up\r\nKeep-Alive: 5\r\nTE: trailers\r\nContent-Length: 3\r\n\r\n");
@@ -128,6 +149,12 @@ public sealed class Http1ParserTests
     [InlineData("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)]
     [InlineData("GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400)]
     [InlineData("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\nX-B: 2\r\n\r\n", 400)]          // a bare LF ends no line
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\rX-B: 2\r\n\r\n", 400)]          // nor a bare CR
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", 400)]                 // a separator in a name
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n", 400)]                     // an empty name
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-\u00e9: 1\r\n\r\n", 400)]            // a non-ASCII name
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nno-colon\r\n\r\n", 400)]
     public void MalformedRequests_AreRefused(string text, int status)
     {
         Assert.Equal(status, Request(text).Error?.Status);

@@ -35,8 +35,25 @@ public static class Http1Parser
         [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
          0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F, 0x7F]);
 
+    // tchar (RFC 9110 §5.6.2) -> its lowercase; 0 for every other octet.
+    private static readonly byte[] s_lowerToken = BuildLowerToken();
+
     // RFC 3986 authority without userinfo: reg-name (unreserved, pct-encoded, sub-delims), IP-literal, port.
     private static readonly SearchValues<byte> s_authorityChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"u8);
+
+    private static byte[] BuildLowerToken()
+    {
+        var map = new byte[256];
+        foreach (byte b in "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"u8)
+        {
+            map[b] = b;
+        }
+        for (int b = 'A'; b <= 'Z'; b++)
+        {
+            map[b] = (byte)(b | 0x20);
+        }
+        return map;
+    }
 
     /// <summary>Finds the empty line that ends a head; -1 when more bytes are needed.</summary>
     public static int FindHeadEnd(ReadOnlySpan<byte> buffer)
@@ -183,9 +200,10 @@ public static class Http1Parser
         int pos = lineEnd + 2;
         while (pos < head.Length)
         {
-            int end = head.Slice(pos).IndexOf("\r\n"u8);
-            ReadOnlySpan<byte> fieldLine = end < 0 ? head.Slice(pos) : head.Slice(pos, end);
-            pos += end < 0 ? fieldLine.Length : end + 2;
+            if (!NextLine(head, ref pos, out ReadOnlySpan<byte> fieldLine))
+            {
+                return new Http1Error(400, "bare LF in the head");
+            }
             if (fieldLine.IsEmpty)
             {
                 break;
@@ -344,9 +362,10 @@ public static class Http1Parser
         int connectionCount = 0;
         while (pos < head.Length)
         {
-            int end = head.Slice(pos).IndexOf("\r\n"u8);
-            ReadOnlySpan<byte> fieldLine = end < 0 ? head.Slice(pos) : head.Slice(pos, end);
-            pos += end < 0 ? fieldLine.Length : end + 2;
+            if (!NextLine(head, ref pos, out ReadOnlySpan<byte> fieldLine))
+            {
+                return new Http1Error(502, "bare LF in the head");
+            }
             if (fieldLine.IsEmpty)
             {
                 break;
@@ -438,23 +457,68 @@ public static class Http1Parser
         {
             return new Http1Error(status, "obsolete line folding");
         }
-        int colon = fieldLine.IndexOf((byte)':');
-        if (colon <= 0)
+        // The name, checked and lowercased in one pass: token characters up to the colon.
+        byte[] map = s_lowerToken;
+        int colon = 0;
+        while (colon < fieldLine.Length && map[fieldLine[colon]] is byte l and not 0)
         {
-            return new Http1Error(status, "bad header line");
+            if (colon == lower.Length)
+            {
+                return new Http1Error(status, "bad header name");
+            }
+            lower[colon++] = l;
         }
-        ReadOnlySpan<byte> raw = fieldLine.Slice(0, colon);
-        if (raw.ContainsAnyExcept(s_tokenChars) || raw.Length > lower.Length)
+        if (colon == fieldLine.Length || fieldLine[colon] != (byte)':' || colon == 0)
         {
-            return new Http1Error(status, "bad header name");
+            return new Http1Error(status, fieldLine.IndexOf((byte)':') <= 0 ? "bad header line" : "bad header name");
         }
-        value = fieldLine.Slice(colon + 1).Trim(" \t"u8);
+        value = TrimOws(fieldLine.Slice(colon + 1));
         if (value.ContainsAny(s_invalidValueChars))
         {
             return new Http1Error(status, "bad header value");
         }
-        Ascii.ToLower(raw, lower, out nameLength);
+        nameLength = colon;
         return null;
+    }
+
+    /// <summary>Optional whitespace (RFC 9110 §5.6.3: SP and HTAB) trimmed from both ends.</summary>
+    private static ReadOnlySpan<byte> TrimOws(ReadOnlySpan<byte> value)
+    {
+        int start = 0;
+        int end = value.Length;
+        while (start < end && value[start] is (byte)' ' or (byte)'\t')
+        {
+            start++;
+        }
+        while (end > start && value[end - 1] is (byte)' ' or (byte)'\t')
+        {
+            end--;
+        }
+        return value.Slice(start, end - start);
+    }
+
+    /// <summary>
+    /// The line at <paramref name="pos"/>, without its CRLF, and <paramref name="pos"/> moved past it (the
+    /// rest of the head when no LF follows). False for a line ended by a bare LF, which is never a
+    /// terminator here (see <see cref="HasBareLf"/>).
+    /// </summary>
+    private static bool NextLine(ReadOnlySpan<byte> head, scoped ref int pos, out ReadOnlySpan<byte> line)
+    {
+        int lf = head.Slice(pos).IndexOf((byte)'\n');
+        if (lf < 0)
+        {
+            line = head.Slice(pos);
+            pos = head.Length;
+            return true;
+        }
+        if (lf == 0 || head[pos + lf - 1] != (byte)'\r')
+        {
+            line = default;
+            return false;
+        }
+        line = head.Slice(pos, lf - 1);
+        pos += lf + 1;
+        return true;
     }
 
     /// <summary>Removes the fields a Connection header names (its connection options), but never the pseudo-headers.</summary>
@@ -463,7 +527,7 @@ public static class Http1Parser
         Span<byte> lower = stackalloc byte[64];
         foreach (Range part in value.Split((byte)','))
         {
-            ReadOnlySpan<byte> token = value[part].Trim(" \t"u8);
+            ReadOnlySpan<byte> token = TrimOws(value[part]);
             if (token.IsEmpty || token.Length > lower.Length)
             {
                 continue;
@@ -507,7 +571,7 @@ public static class Http1Parser
     {
         int comma = value.LastIndexOf((byte)',');
         ReadOnlySpan<byte> last = comma < 0 ? value : value.Slice(comma + 1);
-        last = last.Trim(" \t"u8);
+        last = TrimOws(last);
         return last;
     }
 
@@ -516,7 +580,7 @@ public static class Http1Parser
         while (!value.IsEmpty)
         {
             int comma = value.IndexOf((byte)',');
-            ReadOnlySpan<byte> item = (comma < 0 ? value : value.Slice(0, comma)).Trim(" \t"u8);
+            ReadOnlySpan<byte> item = TrimOws(comma < 0 ? value : value.Slice(0, comma));
             if (Ascii.EqualsIgnoreCase(item, token))
             {
                 return true;

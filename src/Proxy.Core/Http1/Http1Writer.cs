@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Text;
 using Proxy.Http2;
+using Proxy.Http2.Hpack;
 
 namespace Proxy.Core.Http1;
 
@@ -34,12 +35,9 @@ internal static class Http1Writer
     public static void WriteFields(IBufferWriter<byte> output, HeaderList fields, bool skipHost = false)
     {
         // One reservation for the whole block, then plain copies.
-        int total = 0;
-        for (int i = 0; i < fields.Count; i++)
-        {
-            total += fields.Name(i).Length + fields.Value(i).Length + 4;
-        }
-        Span<byte> span = output.GetSpan(total);
+        // ListSize counts each field's octets plus 32 (RFC 9113 §6.5.2); a line takes its octets plus 4.
+        long total = fields.ListSize - (HpackDynamicTable.EntryOverhead - 4) * (long)fields.Count;
+        Span<byte> span = output.GetSpan(checked((int)total));
         int pos = 0;
         for (int i = 0; i < fields.Count; i++)
         {
