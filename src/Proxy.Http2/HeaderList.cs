@@ -28,6 +28,9 @@ public sealed class HeaderList
     private byte[] _arena;
     private int _used;
     private Field[] _fields;
+    // A bit per name hash of every name added since the last clear: most lookups are for a name that is
+    // not there (x-request-id, upgrade, content-length...), and a clear bit answers them at once.
+    private ulong _nameBits;
 
     public HeaderList(int initialBytes = 512, int initialFields = 16)
     {
@@ -42,6 +45,7 @@ public sealed class HeaderList
 
     public void Clear()
     {
+        _nameBits = 0;
         Count = 0;
         _used = 0;
         ListSize = 0;
@@ -115,7 +119,12 @@ public sealed class HeaderList
         };
         _used = needed;
         ListSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
+        _nameBits |= NameBit(name);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong NameBit(ReadOnlySpan<byte> name) =>
+        name.IsEmpty ? 1UL : 1UL << ((name.Length * 7 + name[0] * 3 + name[^1]) & 63);
 
     /// <summary>Replaces the value of field <paramref name="index"/>.</summary>
     public void SetValue(int index, ReadOnlySpan<byte> value)
@@ -152,6 +161,10 @@ public sealed class HeaderList
     /// <summary>The index of the first field named <paramref name="name"/>, or -1.</summary>
     public int IndexOf(ReadOnlySpan<byte> name)
     {
+        if ((_nameBits & NameBit(name)) == 0)
+        {
+            return -1;
+        }
         for (int i = 0; i < Count; i++)
         {
             ref Field f = ref _fields[i];

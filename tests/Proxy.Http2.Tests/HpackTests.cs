@@ -426,6 +426,38 @@ public sealed class HpackTests
     }
 
     [Fact]
+    public void HeaderList_IndexOf_AgreesWithAScan_ThroughAddsRemovesAndClears()
+    {
+        // Lookups first test a bit per name hash: names that share a bit, removed names and a cleared list
+        // must all still answer as a plain scan does.
+        var list = new HeaderList();
+        var model = new List<string>();
+        var random = new Random(1);
+        for (int step = 0; step < 20_000; step++)
+        {
+            int op = random.Next(10);
+            string name = $"n{random.Next(300)}";
+            if (op < 5)
+            {
+                list.Add(Encoding.ASCII.GetBytes(name), "v"u8);
+                model.Add(name);
+            }
+            else if (op < 7 && model.Count > 0)
+            {
+                int at = random.Next(model.Count);
+                list.RemoveAt(at);
+                model.RemoveAt(at);
+            }
+            else if (op == 7 && random.Next(50) == 0)
+            {
+                list.Clear();
+                model.Clear();
+            }
+            Assert.Equal(model.IndexOf(name), list.IndexOf(Encoding.ASCII.GetBytes(name)));
+        }
+    }
+
+    [Fact]
     public void Encoder_StaticFullMatch_IsOneOctet()
     {
         var encoder = new HpackEncoder();

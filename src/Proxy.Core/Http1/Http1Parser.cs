@@ -482,6 +482,7 @@ public static class Http1Parser
     }
 
     /// <summary>Optional whitespace (RFC 9110 §5.6.3: SP and HTAB) trimmed from both ends.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ReadOnlySpan<byte> TrimOws(ReadOnlySpan<byte> value)
     {
         int start = 0;
