@@ -43,6 +43,24 @@ public sealed class Http1ParserTests
     }
 
     [Fact]
+    public void FindHeadEnd_AgreesWithASearchForCrLfCrLf()
+    {
+        // LFs are found sixteen octets at a time; every length and position around those blocks must give
+        // the first CRLFCRLF, as a plain search does.
+        var random = new Random(9112);
+        for (int round = 0; round < 20_000; round++)
+        {
+            byte[] buffer = new byte[random.Next(0, 80)];
+            for (int i = 0; i < buffer.Length; i++)
+            {
+                buffer[i] = (byte)"\r\n\r\nab: "[random.Next(round % 2 == 0 ? 4 : 8)];
+            }
+            int expected = buffer.AsSpan().IndexOf("\r\n\r\n"u8);
+            Assert.Equal(expected < 0 ? -1 : expected + 4, Http1Parser.FindHeadEnd(buffer));
+        }
+    }
+
+    [Fact]
     public void Request_BecomesHttp2Fields_WithoutHopByHop()
     {
         var (error, fields, head) = Request("POST /a?b=1 HTTP/1.1\r\nHost: Example.com:8080\r\nX-Up: A\r\nConnection: keep-alive, x-up\r\nKeep-Alive: 5\r\nTE: trailers\r\nContent-Length: 3\r\n\r\n");
@@ -155,6 +173,7 @@ public sealed class Http1ParserTests
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n", 400)]                     // an empty name
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-\u00e9: 1\r\n\r\n", 400)]            // a non-ASCII name
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\nno-colon\r\n\r\n", 400)]
+    [InlineData("GET /\n HTTP/1.1\r\nHost: a\r\n\r\n", 400)]                           // a bare LF in the request line
     public void MalformedRequests_AreRefused(string text, int status)
     {
         Assert.Equal(status, Request(text).Error?.Status);

@@ -58,8 +58,16 @@ public static class Http1Parser
     /// <summary>Finds the empty line that ends a head; -1 when more bytes are needed.</summary>
     public static int FindHeadEnd(ReadOnlySpan<byte> buffer)
     {
-        int end = buffer.IndexOf("\r\n\r\n"u8);
-        return end < 0 ? -1 : end + 4;
+        // The first CRLFCRLF: an LF followed by CRLF, preceded by CR.
+        var scanner = new LineFeedScanner(buffer);
+        for (int lf = scanner.Next(); lf >= 0; lf = scanner.Next())
+        {
+            if (lf >= 1 && lf + 2 < buffer.Length && buffer[lf + 2] == (byte)'\n' && buffer[lf + 1] == (byte)'\r' && buffer[lf - 1] == (byte)'\r')
+            {
+                return lf + 3;
+            }
+        }
+        return -1;
     }
 
     /// <summary>
@@ -105,7 +113,8 @@ public static class Http1Parser
     public static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request)
     {
         fields.Clear();
-        int lineEnd = head.IndexOf("\r\n"u8);
+        var lines = new LineFeedScanner(head);
+        int lineEnd = lines.Next() is int lf and > 0 && head[lf - 1] == (byte)'\r' ? lf - 1 : -1;
         if (lineEnd <= 0)
         {
             return new Http1Error(400, "bad request line");
@@ -200,7 +209,7 @@ public static class Http1Parser
         int pos = lineEnd + 2;
         while (pos < head.Length)
         {
-            if (!NextLine(head, ref pos, out ReadOnlySpan<byte> fieldLine))
+            if (!NextLine(head, ref lines, ref pos, out ReadOnlySpan<byte> fieldLine))
             {
                 return new Http1Error(400, "bare LF in the head");
             }
@@ -338,7 +347,8 @@ public static class Http1Parser
     public static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response)
     {
         fields.Clear();
-        int lineEnd = head.IndexOf("\r\n"u8);
+        var lines = new LineFeedScanner(head);
+        int lineEnd = lines.Next() is int lf and > 0 && head[lf - 1] == (byte)'\r' ? lf - 1 : -1;
         // status-line = HTTP-version SP status-code SP [ reason-phrase ]
         if (lineEnd < 12 || !head.StartsWith("HTTP/1."u8) || head[8] != (byte)' ' || head[12] is not ((byte)' ' or (byte)'\r'))
         {
@@ -362,7 +372,7 @@ public static class Http1Parser
         int connectionCount = 0;
         while (pos < head.Length)
         {
-            if (!NextLine(head, ref pos, out ReadOnlySpan<byte> fieldLine))
+            if (!NextLine(head, ref lines, ref pos, out ReadOnlySpan<byte> fieldLine))
             {
                 return new Http1Error(502, "bare LF in the head");
             }
@@ -503,22 +513,22 @@ public static class Http1Parser
     /// rest of the head when no LF follows). False for a line ended by a bare LF, which is never a
     /// terminator here (see <see cref="HasBareLf"/>).
     /// </summary>
-    private static bool NextLine(ReadOnlySpan<byte> head, scoped ref int pos, out ReadOnlySpan<byte> line)
+    private static bool NextLine(ReadOnlySpan<byte> head, scoped ref LineFeedScanner lines, scoped ref int pos, out ReadOnlySpan<byte> line)
     {
-        int lf = head.Slice(pos).IndexOf((byte)'\n');
+        int lf = lines.Next();
         if (lf < 0)
         {
             line = head.Slice(pos);
             pos = head.Length;
             return true;
         }
-        if (lf == 0 || head[pos + lf - 1] != (byte)'\r')
+        if (lf == pos || head[lf - 1] != (byte)'\r')
         {
             line = default;
             return false;
         }
-        line = head.Slice(pos, lf - 1);
-        pos += lf + 1;
+        line = head.Slice(pos, lf - 1 - pos);
+        pos = lf + 1;
         return true;
     }
 
