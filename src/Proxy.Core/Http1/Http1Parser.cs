@@ -468,15 +468,17 @@ public static class Http1Parser
             return new Http1Error(status, "obsolete line folding");
         }
         // The name, checked and lowercased in one pass: token characters up to the colon.
-        byte[] map = s_lowerToken;
+        ref byte map = ref MemoryMarshal.GetArrayDataReference(s_lowerToken); // 256 entries: any octet indexes it
+        ref byte line = ref MemoryMarshal.GetReference(fieldLine);
+        ref byte lowered = ref MemoryMarshal.GetReference(lower);
         int colon = 0;
-        while (colon < fieldLine.Length && map[fieldLine[colon]] is byte l and not 0)
+        while (colon < fieldLine.Length && Unsafe.Add(ref map, Unsafe.Add(ref line, colon)) is byte l and not 0)
         {
             if (colon == lower.Length)
             {
                 return new Http1Error(status, "bad header name");
             }
-            lower[colon++] = l;
+            Unsafe.Add(ref lowered, colon++) = l; // colon < lower.Length
         }
         if (colon == fieldLine.Length || fieldLine[colon] != (byte)':' || colon == 0)
         {

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Proxy.Core.Http1;
@@ -42,9 +43,17 @@ internal ref struct LineFeedScanner
     private static uint Load(ReadOnlySpan<byte> buffer, int start)
     {
         int remaining = buffer.Length - start;
+        ref byte first = ref MemoryMarshal.GetReference(buffer);
         if (remaining >= Block)
         {
-            return Vector128.Equals(Vector128.Create(buffer.Slice(start, Block)), Vector128.Create((byte)'\n')).ExtractMostSignificantBits();
+            // In bounds: start + 16 <= length.
+            return Vector128.Equals(Vector128.LoadUnsafe(ref first, (nuint)start), Vector128.Create((byte)'\n')).ExtractMostSignificantBits();
+        }
+        if (buffer.Length >= Block)
+        {
+            // The short last block: the buffer's last sixteen octets, without those already seen.
+            uint last = Vector128.Equals(Vector128.LoadUnsafe(ref first, (nuint)(buffer.Length - Block)), Vector128.Create((byte)'\n')).ExtractMostSignificantBits();
+            return last >> (Block - remaining);
         }
         uint mask = 0;
         for (int i = 0; i < remaining; i++)
