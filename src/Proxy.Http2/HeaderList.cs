@@ -83,14 +83,6 @@ public sealed class HeaderList
 
     public HeaderIndexing Indexing(int index) => FieldAt(index).Indexing;
 
-    /// <summary>Name and value of field <paramref name="index"/> in one call.</summary>
-    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
-    {
-        ref Field f = ref FieldAt(index);
-        name = _arena.AsSpan(f.NameOffset, f.NameLength);
-        value = _arena.AsSpan(f.ValueOffset, f.ValueLength);
-    }
-
     public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto) =>
         Add(name, value, indexing, 0, false);
 
@@ -173,15 +165,10 @@ public sealed class HeaderList
         {
             return -1;
         }
-        Field[] fields = _fields;
-        byte[] arena = _arena;
-        byte first = name.IsEmpty ? (byte)0 : name[0];
-        for (int i = 0; i < Count && i < fields.Length; i++)
+        for (int i = 0; i < Count; i++)
         {
-            ref Field f = ref fields[i];
-            // Length and first octet before the comparison call (pseudo-headers share ':', so the last too).
-            if (f.NameLength == name.Length && (name.IsEmpty || (arena[f.NameOffset] == first && arena[f.NameOffset + f.NameLength - 1] == name[^1]))
-                && arena.AsSpan(f.NameOffset, f.NameLength).SequenceEqual(name))
+            ref Field f = ref _fields[i];
+            if (f.NameLength == name.Length && _arena.AsSpan(f.NameOffset, f.NameLength).SequenceEqual(name))
             {
                 return i;
             }

@@ -41,11 +41,12 @@ internal static class Http1Writer
         int pos = 0;
         for (int i = 0; i < fields.Count; i++)
         {
-            fields.Get(i, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value);
+            ReadOnlySpan<byte> name = fields.Name(i);
             if (name.IsEmpty || name[0] == (byte)':' || IsHopByHop(name) || (skipHost && name.SequenceEqual("host"u8)))
             {
                 continue;
             }
+            ReadOnlySpan<byte> value = fields.Value(i);
             name.CopyTo(span.Slice(pos));
             pos += name.Length;
             span[pos++] = (byte)':';
