@@ -1,6 +1,4 @@
-using System.Buffers;
 using System.Buffers.Text;
-using Proxy.Http2.Hpack;
 
 namespace Proxy.Http2;
 

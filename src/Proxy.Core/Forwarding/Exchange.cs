@@ -928,7 +928,6 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         }
         if (_request == RequestPhase.TrailersWaiting)
         {
-            _request = RequestPhase.Received;
             _up.SendHeaders(_upId, RequestTrailers, endStream: true);
             _request = RequestPhase.Forwarded;
             _up.ScheduleFlush();

@@ -149,28 +149,27 @@ public sealed class HpackEncoder
         bool fits = name.Length + value.Length + HpackDynamicTable.EntryOverhead <= _table.MaxSize * 3 / 4;
         bool addToTable = fits && (indexing == HeaderIndexing.Auto || (indexing == HeaderIndexing.WithoutIndexing && nameIndex == 0));
 
-        Span<byte> span = destination;
         bool cacheable = !addToTable && indexing != HeaderIndexing.NeverIndexed && (uint)(nameIndex - 1) < HpackStaticTable.Count && value.Length <= MaxCachedValue;
         if (cacheable && _cachedLength > 0 && _cachedNameIndex == nameIndex && _cachedIndexing == indexing && value.SequenceEqual(_cachedValue.AsSpan(0, _cachedValueLength)))
         {
             // The same literal as last time (a date, within its second): its octets again.
-            _cachedBytes.AsSpan(0, _cachedLength).CopyTo(span);
+            _cachedBytes.AsSpan(0, _cachedLength).CopyTo(destination);
             return _cachedLength;
         }
         int pos;
         if (addToTable)
         {
-            pos = HpackInteger.Encode(nameIndex, 6, 0x40, span);
+            pos = HpackInteger.Encode(nameIndex, 6, 0x40, destination);
         }
         else
         {
-            pos = HpackInteger.Encode(nameIndex, 4, indexing == HeaderIndexing.NeverIndexed ? (byte)0x10 : (byte)0x00, span);
+            pos = HpackInteger.Encode(nameIndex, 4, indexing == HeaderIndexing.NeverIndexed ? (byte)0x10 : (byte)0x00, destination);
         }
         if (nameIndex == 0)
         {
-            pos += WriteString(name, span.Slice(pos));
+            pos += WriteString(name, destination.Slice(pos));
         }
-        pos += WriteString(value, span.Slice(pos));
+        pos += WriteString(value, destination.Slice(pos));
         if (addToTable)
         {
             _table.Add(name, value);
@@ -181,7 +180,7 @@ public sealed class HpackEncoder
             _cachedIndexing = indexing;
             value.CopyTo(_cachedValue ??= new byte[MaxCachedValue]);
             _cachedValueLength = value.Length;
-            span.Slice(0, pos).CopyTo(_cachedBytes ??= new byte[MaxFieldOctets(0, MaxCachedValue)]);
+            destination.Slice(0, pos).CopyTo(_cachedBytes ??= new byte[MaxFieldOctets(0, MaxCachedValue)]);
             _cachedLength = pos;
         }
         return pos;
