@@ -73,19 +73,19 @@ internal sealed class Http1LoadConnection : LoadConnection
             }
             if (!_inBody)
             {
-                int end = Http1Parser.FindHeadEnd(input.Slice(consumed));
-                if (end < 0)
+                _response = default;
+                ReadOnlySpan<byte> rest = input.Slice(consumed);
+                if (Http1Parser.TryParseResponse(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, _head, ref _response, out int end) != null)
                 {
-                    if (input.Length - consumed > Http1Parser.DefaultMaxHeadSize)
+                    status = Fail(Failure.Protocol);
+                    break;
+                }
+                if (end == 0)
+                {
+                    if (rest.Length > Http1Parser.DefaultMaxHeadSize)
                     {
                         status = Fail(Failure.Protocol);
                     }
-                    break;
-                }
-                _response = default;
-                if (Http1Parser.ParseResponse(input.Slice(consumed, end), _fields, _head, ref _response) != null)
-                {
-                    status = Fail(Failure.Protocol);
                     break;
                 }
                 consumed += end;

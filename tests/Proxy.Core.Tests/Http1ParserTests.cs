@@ -7,12 +7,50 @@ namespace Proxy.Core.Tests;
 /// <summary>RFC 9112 message heads and the chunked coding, table by table.</summary>
 public sealed class Http1ParserTests
 {
+    /// <summary>
+    /// Parses a request head whole, and checks that the one-pass parser agrees: on the head followed by body
+    /// octets (controls and bare CR/LF among them) it gives the same answer and the head's length, and on
+    /// every shorter prefix it waits for more or gives that same error.
+    /// </summary>
     private static (Http1Error? Error, HeaderList Fields, Http1Parser.RequestHead Head) Request(string text)
     {
+        byte[] bytes = Encoding.Latin1.GetBytes(text);
         var fields = new HeaderList();
         var head = new Http1Parser.RequestHead();
-        Http1Error? error = Http1Parser.ParseRequest(Encoding.ASCII.GetBytes(text), fields, ref head);
+        Http1Error? error = Http1Parser.ParseRequest(bytes, fields, ref head);
+
+        bool whole = text.EndsWith("\r\n\r\n", StringComparison.Ordinal);
+        var onePass = new HeaderList();
+        var onePassHead = new Http1Parser.RequestHead();
+        Http1Error? onePassError = Http1Parser.TryParseRequest([.. bytes, .. "\0\u0001\r\r\n\nX"u8], onePass, ref onePassHead, out int length);
+        if (whole || onePassError != null)
+        {
+            Assert.Equal(error?.Status, onePassError?.Status);
+        }
+        if (whole && error == null)
+        {
+            Assert.Equal(bytes.Length, length);
+            Assert.Equal(head, onePassHead);
+            Assert.Equal(Describe(fields), Describe(onePass));
+        }
+        for (int prefix = 0; prefix < bytes.Length - (whole ? 0 : 1); prefix++)
+        {
+            var partial = new Http1Parser.RequestHead();
+            Http1Error? partialError = Http1Parser.TryParseRequest(bytes.AsSpan(0, prefix), new HeaderList(), ref partial, out int partialLength);
+            Assert.Equal(0, partialLength);
+            Assert.True(partialError == null || partialError.Value.Status == error?.Status, $"prefix {prefix}: {partialError}");
+        }
         return (error, fields, head);
+    }
+
+    private static string Describe(HeaderList fields)
+    {
+        var text = new StringBuilder();
+        for (int i = 0; i < fields.Count; i++)
+        {
+            text.Append(Encoding.Latin1.GetString(fields.Name(i))).Append(": ").Append(Encoding.Latin1.GetString(fields.Value(i))).Append('\n');
+        }
+        return text.ToString();
     }
 
     private static string Field(HeaderList fields, string name)
@@ -174,6 +212,14 @@ public sealed class Http1ParserTests
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-\u00e9: 1\r\n\r\n", 400)]            // a non-ASCII name
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\nno-colon\r\n\r\n", 400)]
     [InlineData("GET /\n HTTP/1.1\r\nHost: a\r\n\r\n", 400)]                           // a bare LF in the request line
+    [InlineData("GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n", 400)]                          // a bare CR in the target
+    [InlineData("GET /a\u007fb HTTP/1.1\r\nHost: a\r\n\r\n", 400)]                      // DEL in the target
+    [InlineData("GET /a\u0000b HTTP/1.1\r\nHost: a\r\n\r\n", 400)]                      // NUL in the target
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-Long-Enough-Name: 0123456\u007f\r\n\r\n", 400)] // DEL after a clean block
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-Long-Enough-Name: 01234567\r\r\n\r\n", 400)]    // a CR before the CRLF
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-A: 0123456789ab\r\u0001\r\n\r\n", 400)]      // a CR across a block's end
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nX-A: \u001f\r\n\r\n", 400)]
+    [InlineData("HEAD /\u0009 HTTP/1.1\r\nHost: a\r\n\r\n", 400)]                         // HTAB in the target
     public void MalformedRequests_AreRefused(string text, int status)
     {
         Assert.Equal(status, Request(text).Error?.Status);
@@ -201,6 +247,72 @@ public sealed class Http1ParserTests
         Assert.Null(error);
         Assert.Equal("/?q=1", Field(fields, ":path"));
         Assert.Equal("b", Field(fields, ":authority"));
+    }
+
+    [Fact]
+    public void ValuesWithTabsAndObsText_AreTaken_ByBothParsers()
+    {
+        var (error, fields, _) = Request("GET /caf\u00e9 HTTP/1.1\r\nHost: a\r\nX-A: a\tb \u00e9\u00ff\r\nX-Long-Enough-Name: 0123456789abcdef\r\n\r\n");
+        Assert.Null(error);
+        Assert.Equal("a\tb \u00e9\u00ff", Encoding.Latin1.GetString(fields.Value(fields.IndexOf("x-a"u8))));
+    }
+
+    [Fact]
+    public void LineFeedScanner_CallsAHeadClean_OnlyWhenItIs()
+    {
+        // Clean: no control octet but HTAB, each CR followed by an LF and each LF preceded by a CR. At every
+        // LF it returns, the scanner must not call clean what is not (values would go unchecked), and must
+        // call a wholly clean buffer clean (else the fast path is never taken).
+        var random = new Random(9110);
+        byte[] alphabet = [(byte)'a', (byte)' ', (byte)'\t', (byte)'\r', (byte)'\n', 0x01, 0x7F, 0x80, 0x00, 0x1F, 0x20, 0xFF];
+        for (int round = 0; round < 20_000; round++)
+        {
+            byte[] buffer = new byte[random.Next(0, 70)];
+            bool pairsOnly = round % 2 == 0; // half the rounds build wholly clean buffers from text and CRLFs
+            for (int i = 0; i < buffer.Length; i++)
+            {
+                if (pairsOnly)
+                {
+                    buffer[i] = i + 1 < buffer.Length && random.Next(6) == 0 ? (byte)'\r' : (byte)"ab \t\u00e9"[random.Next(5)];
+                    if (buffer[i] == (byte)'\r')
+                    {
+                        buffer[++i] = (byte)'\n';
+                    }
+                }
+                else
+                {
+                    buffer[i] = random.Next(3) == 0 ? alphabet[random.Next(alphabet.Length)] : (byte)'a';
+                }
+            }
+            var scanner = new LineFeedScanner(buffer);
+            for (int lf = scanner.Next(); lf >= 0; lf = scanner.Next())
+            {
+                Assert.Equal((byte)'\n', buffer[lf]);
+                if (!IsClean(buffer.AsSpan(0, lf + 1)))
+                {
+                    Assert.False(scanner.Clean, $"round {round}, LF at {lf}: {Convert.ToHexString(buffer)}");
+                }
+                else if (IsClean(buffer))
+                {
+                    Assert.True(scanner.Clean, $"round {round}, LF at {lf}: {Convert.ToHexString(buffer)}");
+                }
+            }
+        }
+
+        static bool IsClean(ReadOnlySpan<byte> octets)
+        {
+            for (int i = 0; i < octets.Length; i++)
+            {
+                byte b = octets[i];
+                if ((b < 0x20 && b is not ((byte)'\t' or (byte)'\r' or (byte)'\n')) || b == 0x7F
+                    || (b == (byte)'\r' && (i + 1 == octets.Length || octets[i + 1] != (byte)'\n'))
+                    || (b == (byte)'\n' && (i == 0 || octets[i - 1] != (byte)'\r')))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
     }
 
     [Theory]

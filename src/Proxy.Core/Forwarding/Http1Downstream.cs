@@ -111,17 +111,39 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                             consumed += 2;
                             continue;
                         }
-                        int from = Math.Max(0, Math.Min(_headScanned, rest.Length) - 3);
-                        int end = Http1Parser.FindHeadEnd(rest.Slice(from));
-                        if (end < 0)
+                        var head = new Http1Parser.RequestHead();
+                        Http1Error? error;
+                        int end;
+                        if (_headScanned == 0)
+                        {
+                            // The usual case, a head that came whole: found and parsed in one pass.
+                            error = Http1Parser.TryParseRequest(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, ref head, out end);
+                        }
+                        else
+                        {
+                            // The rest of a head that came in parts: only the new octets are searched for its end.
+                            int from = Math.Max(0, Math.Min(_headScanned, rest.Length) - 3);
+                            end = Http1Parser.FindHeadEnd(rest.Slice(from));
+                            if (end >= 0 && end + from <= Http1Parser.DefaultMaxHeadSize)
+                            {
+                                end += from;
+                                error = Http1Parser.ParseRequest(rest.Slice(0, end), _fields, ref head);
+                            }
+                            else
+                            {
+                                error = end < 0 && Http1Parser.HasBareLf(rest, from) ? new Http1Error(400, "bare LF line terminator") : null;
+                                end = 0;
+                            }
+                        }
+                        if (error is Http1Error e)
+                        {
+                            return Reject(e.Status, e.Reason);
+                        }
+                        if (end == 0)
                         {
                             if (rest.Length > Http1Parser.DefaultMaxHeadSize)
                             {
                                 return Reject(431, "request header section too large");
-                            }
-                            if (Http1Parser.HasBareLf(rest, from))
-                            {
-                                return Reject(400, "bare LF line terminator");
                             }
                             _headScanned = rest.Length;
                             if (_headStartedAt == 0)
@@ -130,19 +152,8 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                             }
                             return InputStatus.Continue;
                         }
-                        end += from;
                         _headScanned = 0;
                         _headStartedAt = 0;
-                        if (end > Http1Parser.DefaultMaxHeadSize)
-                        {
-                            return Reject(431, "request header section too large");
-                        }
-                        var head = new Http1Parser.RequestHead();
-                        Http1Error? error = Http1Parser.ParseRequest(rest.Slice(0, end), _fields, ref head);
-                        if (error is Http1Error e)
-                        {
-                            return Reject(e.Status, e.Reason);
-                        }
                         consumed += end;
                         if (StartExchange(ref head) is InputStatus refused)
                         {

@@ -107,14 +107,32 @@ public static class Http1Parser
     }
 
     /// <summary>
-    /// Parses a request head (without its final CRLFCRLF consumed by the caller) into <paramref name="fields"/>.
+    /// Parses a whole request head (what <see cref="FindHeadEnd"/> delimited) into <paramref name="fields"/>.
     /// Returns null when valid, else the error to answer with.
     /// </summary>
     public static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request)
+        => ParseRequest(head, fields, ref request, open: false, out _);
+
+    /// <summary>
+    /// Finds and parses a request head in one pass over <paramref name="buffer"/>, which may end before the
+    /// head does or run on past it. <paramref name="headLength"/>: the head's length with its final CRLFCRLF,
+    /// or 0 (and no error) when the buffer ends first. An error in the lines already complete is returned
+    /// at once.
+    /// </summary>
+    public static Http1Error? TryParseRequest(ReadOnlySpan<byte> buffer, HeaderList fields, ref RequestHead request, out int headLength)
+        => ParseRequest(buffer, fields, ref request, open: true, out headLength);
+
+    private static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request, bool open, out int headLength)
     {
+        headLength = 0;
         fields.Clear();
         var lines = new LineFeedScanner(head);
-        int lineEnd = lines.Next() is int lf and > 0 && head[lf - 1] == (byte)'\r' ? lf - 1 : -1;
+        int lf = lines.Next();
+        if (lf < 0 && open)
+        {
+            return null;
+        }
+        int lineEnd = lf > 0 && head[lf - 1] == (byte)'\r' ? lf - 1 : -1;
         if (lineEnd <= 0)
         {
             return new Http1Error(400, "bad request line");
@@ -151,8 +169,9 @@ public static class Http1Parser
         {
             return new Http1Error(400, "bad request line"); // not an HTTP-version (RFC 9112 §2.3)
         }
-        // A fragment is never sent (RFC 9112 §3.2: origin-form is a path and query); Envoy refuses it too.
-        if (target.IsEmpty || target.ContainsAny(s_invalidValueChars) || target.Contains((byte)' ') || target.Contains((byte)'#'))
+        // A fragment is never sent (RFC 9112 §3.2: origin-form is a path and query); Envoy refuses it too. No
+        // whitespace either: a URI has none (RFC 3986), and a space or HTAB there splits the line differently for others.
+        if (target.IsEmpty || (!lines.Clean && target.ContainsAny(s_invalidValueChars)) || target.IndexOfAny((byte)' ', (byte)'\t', (byte)'#') >= 0)
         {
             return new Http1Error(400, "bad request target");
         }
@@ -207,9 +226,18 @@ public static class Http1Parser
         Span<Range> connectionValues = stackalloc Range[8];
         int connectionCount = 0;
         int pos = lineEnd + 2;
-        while (pos < head.Length)
+        while (true)
         {
-            if (!NextLine(head, ref lines, ref pos, out ReadOnlySpan<byte> fieldLine))
+            if (pos == head.Length && !open)
+            {
+                break; // a head given without its final empty line
+            }
+            LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
+            if (next == LineStatus.Incomplete)
+            {
+                return null;
+            }
+            if (next == LineStatus.BareLf)
             {
                 return new Http1Error(400, "bare LF in the head");
             }
@@ -217,7 +245,7 @@ public static class Http1Parser
             {
                 break;
             }
-            if (ParseFieldLine(fieldLine, lower, 400, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
+            if (ParseFieldLine(fieldLine, lower, 400, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
                 return bad;
             }
@@ -332,6 +360,7 @@ public static class Http1Parser
             request.WebSocket = true;
             fields.Add("upgrade"u8, "websocket"u8);
         }
+        headLength = pos;
         return null;
     }
 
@@ -343,12 +372,28 @@ public static class Http1Parser
         public long ContentLength;
     }
 
-    /// <summary>Parses a response head into <paramref name="fields"/> (":status" first). <paramref name="requestWasHead"/> means no body follows.</summary>
+    /// <summary>Parses a whole response head into <paramref name="fields"/> (":status" first). <paramref name="requestWasHead"/> means no body follows.</summary>
     public static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response)
+        => ParseResponse(head, fields, requestWasHead, ref response, open: false, out _);
+
+    /// <summary>
+    /// Finds and parses a response head in one pass, as <see cref="TryParseRequest"/> does a request's:
+    /// <paramref name="headLength"/> is 0 (and no error) when the buffer ends before the head.
+    /// </summary>
+    public static Http1Error? TryParseResponse(ReadOnlySpan<byte> buffer, HeaderList fields, bool requestWasHead, ref ResponseHead response, out int headLength)
+        => ParseResponse(buffer, fields, requestWasHead, ref response, open: true, out headLength);
+
+    private static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response, bool open, out int headLength)
     {
+        headLength = 0;
         fields.Clear();
         var lines = new LineFeedScanner(head);
-        int lineEnd = lines.Next() is int lf and > 0 && head[lf - 1] == (byte)'\r' ? lf - 1 : -1;
+        int lf = lines.Next();
+        if (lf < 0 && open)
+        {
+            return null;
+        }
+        int lineEnd = lf > 0 && head[lf - 1] == (byte)'\r' ? lf - 1 : -1;
         // status-line = HTTP-version SP status-code SP [ reason-phrase ]
         if (lineEnd < 12 || !head.StartsWith("HTTP/1."u8) || head[8] != (byte)' ' || head[12] is not ((byte)' ' or (byte)'\r'))
         {
@@ -370,9 +415,18 @@ public static class Http1Parser
         int pos = lineEnd + 2;
         Span<Range> connectionValues = stackalloc Range[8];
         int connectionCount = 0;
-        while (pos < head.Length)
+        while (true)
         {
-            if (!NextLine(head, ref lines, ref pos, out ReadOnlySpan<byte> fieldLine))
+            if (pos == head.Length && !open)
+            {
+                break; // a head given without its final empty line
+            }
+            LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
+            if (next == LineStatus.Incomplete)
+            {
+                return null;
+            }
+            if (next == LineStatus.BareLf)
             {
                 return new Http1Error(502, "bare LF in the head");
             }
@@ -380,7 +434,7 @@ public static class Http1Parser
             {
                 break;
             }
-            if (ParseFieldLine(fieldLine, lower, 502, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
+            if (ParseFieldLine(fieldLine, lower, 502, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
                 return bad;
             }
@@ -451,6 +505,7 @@ public static class Http1Parser
             response.KeepAlive = false;
         }
         response.ContentLength = Math.Max(contentLength, 0);
+        headLength = pos;
         return null;
     }
 
@@ -458,8 +513,10 @@ public static class Http1Parser
     /// One field line: name ":" OWS value OWS (RFC 9112 §5). No obsolete line folding (§5.2), no
     /// whitespace before the colon (§5.1), a token name, no control characters in the value. The name is
     /// lowercased into <paramref name="lower"/>. <paramref name="status"/> is what a failure answers with.
+    /// <paramref name="checkValue"/>: whether the value may hold control characters (false when the
+    /// scanner found the line clean).
     /// </summary>
-    private static Http1Error? ParseFieldLine(ReadOnlySpan<byte> fieldLine, scoped Span<byte> lower, int status, out int nameLength, out ReadOnlySpan<byte> value)
+    private static Http1Error? ParseFieldLine(ReadOnlySpan<byte> fieldLine, scoped Span<byte> lower, int status, bool checkValue, out int nameLength, out ReadOnlySpan<byte> value)
     {
         nameLength = 0;
         value = default;
@@ -485,7 +542,7 @@ public static class Http1Parser
             return new Http1Error(status, fieldLine.IndexOf((byte)':') <= 0 ? "bad header line" : "bad header name");
         }
         value = TrimOws(fieldLine.Slice(colon + 1));
-        if (value.ContainsAny(s_invalidValueChars))
+        if (checkValue && value.ContainsAny(s_invalidValueChars))
         {
             return new Http1Error(status, "bad header value");
         }
@@ -510,28 +567,37 @@ public static class Http1Parser
         return value.Slice(start, end - start);
     }
 
+    private enum LineStatus : byte
+    {
+        Line,
+        /// <summary>No LF follows: the head is not all here yet.</summary>
+        Incomplete,
+        /// <summary>A line ended by an LF without its CR, never a terminator here (see <see cref="HasBareLf"/>).</summary>
+        BareLf,
+    }
+
     /// <summary>
-    /// The line at <paramref name="pos"/>, without its CRLF, and <paramref name="pos"/> moved past it (the
-    /// rest of the head when no LF follows). False for a line ended by a bare LF, which is never a
-    /// terminator here (see <see cref="HasBareLf"/>).
+    /// The line at <paramref name="pos"/>, without its CRLF, and <paramref name="pos"/> moved past it. When
+    /// no LF follows, the rest of a closed head is its last line; an open buffer is incomplete.
     /// </summary>
-    private static bool NextLine(ReadOnlySpan<byte> head, scoped ref LineFeedScanner lines, scoped ref int pos, out ReadOnlySpan<byte> line)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static LineStatus NextLine(ReadOnlySpan<byte> head, scoped ref LineFeedScanner lines, scoped ref int pos, bool open, out ReadOnlySpan<byte> line)
     {
         int lf = lines.Next();
         if (lf < 0)
         {
-            line = head.Slice(pos);
-            pos = head.Length;
-            return true;
+            line = open ? default : head.Slice(pos);
+            pos = open ? pos : head.Length;
+            return open ? LineStatus.Incomplete : LineStatus.Line;
         }
         if (lf == pos || head[lf - 1] != (byte)'\r')
         {
             line = default;
-            return false;
+            return LineStatus.BareLf;
         }
         line = head.Slice(pos, lf - 1 - pos);
         pos = lf + 1;
-        return true;
+        return LineStatus.Line;
     }
 
     /// <summary>Removes the fields a Connection header names (its connection options), but never the pseudo-headers.</summary>
@@ -570,7 +636,7 @@ public static class Http1Parser
             value = default;
             return new Http1Error(400, "bad trailer field");
         }
-        return ParseFieldLine(fieldLine, lower, 400, out nameLength, out value);
+        return ParseFieldLine(fieldLine, lower, 400, checkValue: true, out nameLength, out value);
     }
 
     private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)

@@ -35,6 +35,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     private bool _requestChunked;
     private bool _requestDone;
     private bool _requestWasHead;
+    private int _headScanned;       // octets of an incomplete response head already searched for its end
     private bool _webSocket;
     private ResponseState _response;
     private BodyFraming _responseFraming;
@@ -68,6 +69,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             _exchange = exchange;
             _generation = generation;
             _response = ResponseState.Head;
+            _headScanned = 0;
             _requestDone = endStream;
             _keepAlive = true;
             _unconsumed = 0;
@@ -223,18 +225,44 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                 if (_response == ResponseState.Head)
                 {
                     ReadOnlySpan<byte> rest = span.Slice(consumed);
-                    int end = Http1Parser.FindHeadEnd(rest);
-                    if (end < 0)
-                    {
-                        return rest.Length > Http1Parser.DefaultMaxHeadSize ? Fail("response header section too large")
-                            : Http1Parser.HasBareLf(rest, 0) ? Fail("bare LF line terminator in the response head")
-                            : InputStatus.Continue;
-                    }
                     var head = new Http1Parser.ResponseHead();
-                    if (Http1Parser.ParseResponse(rest.Slice(0, end), _fields, _requestWasHead, ref head) is Http1Error error)
+                    Http1Error? error;
+                    int end;
+                    if (_headScanned == 0)
                     {
-                        return Fail(error.Reason);
+                        // A head that came whole: found and parsed in one pass.
+                        error = Http1Parser.TryParseResponse(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, _requestWasHead, ref head, out end);
                     }
+                    else
+                    {
+                        // The rest of a head that came in parts: only the new octets are searched for its end.
+                        int from = Math.Max(0, Math.Min(_headScanned, rest.Length) - 3);
+                        end = Http1Parser.FindHeadEnd(rest.Slice(from));
+                        if (end >= 0 && end + from <= Http1Parser.DefaultMaxHeadSize)
+                        {
+                            end += from;
+                            error = Http1Parser.ParseResponse(rest.Slice(0, end), _fields, _requestWasHead, ref head);
+                        }
+                        else
+                        {
+                            error = end < 0 && Http1Parser.HasBareLf(rest, from) ? new Http1Error(502, "bare LF line terminator in the response head") : null;
+                            end = 0;
+                        }
+                    }
+                    if (error is Http1Error bad)
+                    {
+                        return Fail(bad.Reason);
+                    }
+                    if (end == 0)
+                    {
+                        if (rest.Length > Http1Parser.DefaultMaxHeadSize)
+                        {
+                            return Fail("response header section too large");
+                        }
+                        _headScanned = rest.Length;
+                        return InputStatus.Continue;
+                    }
+                    _headScanned = 0;
                     consumed += end;
                     if (head.Status == 101)
                     {
