@@ -250,6 +250,36 @@ public sealed class Http1ParserTests
     }
 
     [Fact]
+    public void EveryOctetInAName_IsTakenOnlyWhenATokenCharacter()
+    {
+        // Names of up to fifteen octets are checked sixteen at a time, longer ones octet by octet: both
+        // must take exactly the tchar set (RFC 9110 §5.6.2) and lowercase only A-Z.
+        const string tchar = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        for (int b = 0; b < 256; b++)
+        {
+            if (b is ':' or '\r' or '\n')
+            {
+                continue;
+            }
+            foreach (string prefix in new[] { "x", "x-a-long-prefix-", "0123456789abcd" })
+            {
+                string name = prefix + (char)b + "y";
+                var (error, fields, _) = Request($"GET / HTTP/1.1\r\nHost: a\r\n{name}: 1\r\nX-After: 2\r\n\r\n");
+                if (tchar.Contains((char)b, StringComparison.Ordinal))
+                {
+                    Assert.True(error == null, $"octet 0x{b:X2} in '{prefix}': {error}");
+                    Assert.Equal("1", Field(fields, name.ToLowerInvariant()));
+                    Assert.Equal("2", Field(fields, "x-after"));
+                }
+                else
+                {
+                    Assert.True(error?.Status == 400, $"octet 0x{b:X2} in '{prefix}' was taken");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void ValuesWithTabsAndObsText_AreTaken_ByBothParsers()
     {
         var (error, fields, _) = Request("GET /caf\u00e9 HTTP/1.1\r\nHost: a\r\nX-A: a\tb \u00e9\u00ff\r\nX-Long-Enough-Name: 0123456789abcdef\r\n\r\n");

@@ -1,7 +1,10 @@
 using System.Buffers;
 using System.Buffers.Text;
 using System.Runtime.CompilerServices;
+using System.Numerics;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using System.Text;
 using Proxy.Http2;
 
@@ -232,6 +235,7 @@ public static class Http1Parser
             {
                 break; // a head given without its final empty line
             }
+            int lineStart = pos;
             LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
             if (next == LineStatus.Incomplete)
             {
@@ -245,7 +249,7 @@ public static class Http1Parser
             {
                 break;
             }
-            if (ParseFieldLine(fieldLine, lower, 400, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
+            if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 400, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
                 return bad;
             }
@@ -421,6 +425,7 @@ public static class Http1Parser
             {
                 break; // a head given without its final empty line
             }
+            int lineStart = pos;
             LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
             if (next == LineStatus.Incomplete)
             {
@@ -434,7 +439,7 @@ public static class Http1Parser
             {
                 break;
             }
-            if (ParseFieldLine(fieldLine, lower, 502, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
+            if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 502, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
                 return bad;
             }
@@ -511,60 +516,107 @@ public static class Http1Parser
 
     /// <summary>
     /// One field line: name ":" OWS value OWS (RFC 9112 §5). No obsolete line folding (§5.2), no
-    /// whitespace before the colon (§5.1), a token name, no control characters in the value. The name is
-    /// lowercased into <paramref name="lower"/>. <paramref name="status"/> is what a failure answers with.
-    /// <paramref name="checkValue"/>: whether the value may hold control characters (false when the
-    /// scanner found the line clean).
+    /// whitespace before the colon (§5.1), a token name, no control characters in the value. The line is the
+    /// first <paramref name="lineLength"/> octets of <paramref name="rest"/> (the octets after it may be read,
+    /// never taken). The name is lowercased into <paramref name="lower"/>. <paramref name="status"/> is what a
+    /// failure answers with. <paramref name="checkValue"/>: whether the value may hold control characters
+    /// (false when the scanner found the line clean).
     /// </summary>
-    private static Http1Error? ParseFieldLine(ReadOnlySpan<byte> fieldLine, scoped Span<byte> lower, int status, bool checkValue, out int nameLength, out ReadOnlySpan<byte> value)
+    private static Http1Error? ParseFieldLine(ReadOnlySpan<byte> rest, int lineLength, scoped Span<byte> lower, int status, bool checkValue, out int nameLength, out ReadOnlySpan<byte> value)
     {
-        nameLength = 0;
-        value = default;
-        if (fieldLine[0] is (byte)' ' or (byte)'\t')
+        ReadOnlySpan<byte> fieldLine = rest.Slice(0, lineLength);
+        int colon = LowerShortName(rest, lineLength, lower);
+        if (colon < 0)
         {
-            return new Http1Error(status, "obsolete line folding");
-        }
-        // The name, checked and lowercased in one pass: token characters up to the colon.
-        ref byte map = ref MemoryMarshal.GetArrayDataReference(s_lowerToken); // 256 entries: any octet indexes it
-        ref byte line = ref MemoryMarshal.GetReference(fieldLine);
-        ref byte lowered = ref MemoryMarshal.GetReference(lower);
-        int colon = 0;
-        while (colon < fieldLine.Length && Unsafe.Add(ref map, Unsafe.Add(ref line, colon)) is byte l and not 0)
-        {
-            if (colon == lower.Length)
+            nameLength = 0;
+            value = default;
+            if (fieldLine[0] is (byte)' ' or (byte)'\t')
             {
-                return new Http1Error(status, "bad header name");
+                return new Http1Error(status, "obsolete line folding");
             }
-            Unsafe.Add(ref lowered, colon++) = l; // colon < lower.Length
-        }
-        if (colon == fieldLine.Length || fieldLine[colon] != (byte)':' || colon == 0)
-        {
-            return new Http1Error(status, fieldLine.IndexOf((byte)':') <= 0 ? "bad header line" : "bad header name");
+            // The name, checked and lowercased in one pass: token characters up to the colon.
+            ref byte map = ref MemoryMarshal.GetArrayDataReference(s_lowerToken); // 256 entries: any octet indexes it
+            ref byte line = ref MemoryMarshal.GetReference(fieldLine);
+            ref byte lowered = ref MemoryMarshal.GetReference(lower);
+            colon = 0;
+            while (colon < fieldLine.Length && Unsafe.Add(ref map, Unsafe.Add(ref line, colon)) is byte l and not 0)
+            {
+                if (colon == lower.Length)
+                {
+                    return new Http1Error(status, "bad header name");
+                }
+                Unsafe.Add(ref lowered, colon++) = l; // colon < lower.Length
+            }
+            if (colon == fieldLine.Length || fieldLine[colon] != (byte)':' || colon == 0)
+            {
+                return new Http1Error(status, fieldLine.IndexOf((byte)':') <= 0 ? "bad header line" : "bad header name");
+            }
         }
         value = TrimOws(fieldLine.Slice(colon + 1));
         if (checkValue && value.ContainsAny(s_invalidValueChars))
         {
+            nameLength = 0;
             return new Http1Error(status, "bad header value");
         }
         nameLength = colon;
         return null;
     }
 
+    /// <summary>
+    /// A name of up to fifteen token characters and its colon, checked and lowercased sixteen octets at a
+    /// time: the length of the name, or -1 for the octet-by-octet loop (a longer name, a line near the end of
+    /// the buffer, or anything it must refuse, which the loop then explains).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int LowerShortName(ReadOnlySpan<byte> rest, int lineLength, scoped Span<byte> lower)
+    {
+        if (!Ssse3.IsSupported || rest.Length < 16 || lower.Length < 16)
+        {
+            return -1;
+        }
+        Vector128<byte> octets = Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(rest));
+        uint colons = Vector128.Equals(octets, Vector128.Create((byte)':')).ExtractMostSignificantBits();
+        int colon = BitOperations.TrailingZeroCount(colons | 0x10000); // 16 when none
+        if (colon >= lineLength || colon is 0 or 16)
+        {
+            return -1;
+        }
+        // tchar (RFC 9110 §5.6.2) by nibbles: a bit per high nibble 2..7, set in the low nibble's entry
+        // when that octet is a token character.
+        Vector128<byte> low = Ssse3.Shuffle(
+            Vector128.Create((byte)0x3A, 0x3F, 0x3E, 0x3F, 0x3F, 0x3F, 0x3F, 0x3F, 0x3E, 0x3E, 0x3D, 0x15, 0x34, 0x15, 0x3D, 0x1C),
+            octets & Vector128.Create((byte)0x0F));
+        Vector128<byte> high = Ssse3.Shuffle(
+            Vector128.Create((byte)0x00, 0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00),
+            Vector128.ShiftRightLogical(octets.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+        uint notTokens = Vector128.Equals(low & high, Vector128<byte>.Zero).ExtractMostSignificantBits();
+        if ((notTokens & ((1u << colon) - 1)) != 0)
+        {
+            return -1;
+        }
+        Vector128<byte> upper = Vector128.LessThan(octets - Vector128.Create((byte)'A'), Vector128.Create((byte)26));
+        (octets | (upper & Vector128.Create((byte)0x20))).StoreUnsafe(ref MemoryMarshal.GetReference(lower));
+        return colon;
+    }
+
     /// <summary>Optional whitespace (RFC 9110 §5.6.3: SP and HTAB) trimmed from both ends.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ReadOnlySpan<byte> TrimOws(ReadOnlySpan<byte> value)
     {
+        ref byte first = ref MemoryMarshal.GetReference(value);
         int start = 0;
         int end = value.Length;
-        while (start < end && value[start] is (byte)' ' or (byte)'\t')
+        while (start < end && IsOws(Unsafe.Add(ref first, start)))
         {
             start++;
         }
-        while (end > start && value[end - 1] is (byte)' ' or (byte)'\t')
+        while (end > start && IsOws(Unsafe.Add(ref first, end - 1)))
         {
             end--;
         }
-        return value.Slice(start, end - start);
+        return MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref first, start), end - start); // 0 <= start <= end <= length
+
+        static bool IsOws(byte b) => b == (byte)' ' || b == (byte)'\t';
     }
 
     private enum LineStatus : byte
@@ -636,7 +688,7 @@ public static class Http1Parser
             value = default;
             return new Http1Error(400, "bad trailer field");
         }
-        return ParseFieldLine(fieldLine, lower, 400, checkValue: true, out nameLength, out value);
+        return ParseFieldLine(fieldLine, fieldLine.Length, lower, 400, checkValue: true, out nameLength, out value);
     }
 
     private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)
