@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using Proxy.Http2.Hpack;
 
 namespace Proxy.Http2;
 
@@ -48,13 +49,32 @@ internal struct HeaderBlockValidator
     /// </summary>
     public bool Check(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false)
     {
+        if ((uint)(staticIndex - 1) < HpackStaticTable.Count)
+        {
+            // The name is static entry staticIndex's (the decoder says so): known without comparing it.
+            if (staticIndex <= HpackStaticTable.LastPseudoHeader)
+            {
+                return CheckPseudo(PseudoOfStaticName(staticIndex), value, octetsChecked);
+            }
+            _regularSeen = true;
+            if (!octetsChecked && !CheckValue(value))
+            {
+                return false;
+            }
+            return staticIndex switch
+            {
+                HpackStaticTable.ContentLength => CheckContentLength(value),
+                HpackStaticTable.TransferEncoding => Fail("connection-specific field"), // §8.2.2
+                _ => true,
+            };
+        }
         if (name.IsEmpty)
         {
             return Fail("empty field name");
         }
         if (name[0] == (byte)':')
         {
-            return CheckPseudo(name, value, octetsChecked);
+            return CheckPseudo(PseudoOfName(name), value, octetsChecked);
         }
         _regularSeen = true;
         if (!octetsChecked)
@@ -86,7 +106,27 @@ internal struct HeaderBlockValidator
         }
     }
 
-    private bool CheckPseudo(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked)
+    private static Pseudo PseudoOfName(ReadOnlySpan<byte> name) => name switch
+    {
+        _ when name.SequenceEqual(":method"u8) => Pseudo.Method,
+        _ when name.SequenceEqual(":scheme"u8) => Pseudo.Scheme,
+        _ when name.SequenceEqual(":authority"u8) => Pseudo.Authority,
+        _ when name.SequenceEqual(":path"u8) => Pseudo.Path,
+        _ when name.SequenceEqual(":status"u8) => Pseudo.Status,
+        _ => Pseudo.None,
+    };
+
+    /// <summary>RFC 7541 Appendix A: 1 :authority, 2–3 :method, 4–5 :path, 6–7 :scheme, 8–14 :status.</summary>
+    private static Pseudo PseudoOfStaticName(int staticIndex) => staticIndex switch
+    {
+        1 => Pseudo.Authority,
+        2 or 3 => Pseudo.Method,
+        4 or 5 => Pseudo.Path,
+        6 or 7 => Pseudo.Scheme,
+        _ => Pseudo.Status,
+    };
+
+    private bool CheckPseudo(Pseudo which, ReadOnlySpan<byte> value, bool octetsChecked)
     {
         // §8.3: pseudo-header fields only before regular ones, never in trailers, only those defined.
         if (_regularSeen)
@@ -97,15 +137,6 @@ internal struct HeaderBlockValidator
         {
             return Fail("pseudo-header field in trailers");
         }
-        Pseudo which = name switch
-        {
-            _ when name.SequenceEqual(":method"u8) => Pseudo.Method,
-            _ when name.SequenceEqual(":scheme"u8) => Pseudo.Scheme,
-            _ when name.SequenceEqual(":authority"u8) => Pseudo.Authority,
-            _ when name.SequenceEqual(":path"u8) => Pseudo.Path,
-            _ when name.SequenceEqual(":status"u8) => Pseudo.Status,
-            _ => Pseudo.None,
-        };
         if (which == Pseudo.None)
         {
             return Fail("unknown pseudo-header field");

@@ -167,16 +167,23 @@ public sealed class HpackTests
     }
 
     [Theory]
-    [InlineData(0)]     // the encoder's name index exists from the first insertion
-    [InlineData(5000)]  // built from a full table on the first lookup
-    public void DynamicTable_Find_AgreesWithAScanOfTheModel(int firstLookup)
+    [InlineData(0, false)]     // the encoder's name index exists from the first insertion
+    [InlineData(5000, false)]  // built from a full table on the first lookup
+    [InlineData(0, true)]      // and the lookup by static name an encoder's table also has
+    public void DynamicTable_Find_AgreesWithAScanOfTheModel(int firstLookup, bool staticNames)
     {
         // Find walks a per-name-bucket chain; it must answer what a scan of the entries, newest first,
-        // answers: the newest full match, else the newest entry with that name, else 0.
+        // answers: the newest full match, else the newest entry with that name, else 0. FindByStaticName
+        // may say it cannot tell (-1); when it answers, it must be right.
         var table = new HpackDynamicTable(4096, 4096);
+        if (staticNames)
+        {
+            table.TrackStaticNames();
+        }
+        int answered = 0;
         var model = new List<(byte[] Name, byte[] Value)>(); // newest first
         var random = new Random(7541 + firstLookup);
-        string[] names = ["a", "b", "x-request-id", ":path", "content-type", "abc", "acb", "x-" + new string('y', 40)];
+        string[] names = ["a", "b", "x-request-id", ":path", "content-type", "abc", "acb", "x-" + new string('y', 40), ":status", "date"];
         for (int step = 0; step < 20_000; step++)
         {
             if (step % 1499 == 0)
@@ -204,10 +211,24 @@ public sealed class HpackTests
                 }
                 Assert.Equal(expected, table.Find(name, value, out bool full));
                 Assert.Equal(expectedFull, full);
+                int key = HpackStaticTable.Find(name, value, out _);
+                if (staticNames && key != 0)
+                {
+                    int byName = table.FindByStaticName(HpackStaticTable.FirstOfName(key), value, out bool byNameFull);
+                    if (byName >= 0)
+                    {
+                        answered++;
+                        Assert.Equal(byName == 0 ? 0 : expected, byName);
+                        Assert.Equal(byName != 0, byNameFull);
+                        Assert.True(byName != 0 || !model.Exists(e => e.Name.AsSpan().SequenceEqual(name)), $"step {step}: said no entry is named {Encoding.ASCII.GetString(name)}");
+                        Assert.True(byName == 0 || expectedFull);
+                    }
+                }
             }
             if (random.Next(3) != 0)
             {
-                table.Add(name, value);
+                int staticName = HpackStaticTable.Find(name, value, out _);
+                table.Add(name, value, staticName: staticName == 0 ? 0 : HpackStaticTable.FirstOfName(staticName));
                 int entry = name.Length + value.Length + 32;
                 while (model.Sum(e => e.Name.Length + e.Value.Length + 32) + entry > table.MaxSize && model.Count > 0)
                 {
@@ -220,6 +241,7 @@ public sealed class HpackTests
             }
             Assert.Equal(model.Count, table.Count);
         }
+        Assert.True(!staticNames || answered > 2000, $"the lookup by static name answered only {answered} times");
     }
 
     [Fact]
@@ -468,6 +490,45 @@ public sealed class HpackTests
     }
 
     [Fact]
+    public void Encoder_GivenTheDecodersHints_WritesWhatItWritesWithout()
+    {
+        // Hints (a name's static index, from the decoder) only skip lookups: the octets are the same as
+        // when the encoder finds everything itself, secrets and volatile fields included.
+        (string Name, string Value)[] fields =
+        [
+            (":method", "POST"), (":path", "/a"), (":authority", "h"), ("content-type", "application/grpc"),
+            ("date", "Mon, 01 Jan 2026 00:00:00 GMT"), ("etag", "\"x\""), ("cookie", "a=1"), ("cookie", "session=" + new string('s', 30)),
+            ("authorization", "Bearer t"), ("proxy-authorization", "Basic u"), ("content-length", "100"), ("last-modified", "x"),
+            ("if-modified-since", "y"), ("user-agent", "u/1"), ("grpc-timeout", "1S"), ("x-request-id", "r"), ("te", "trailers"),
+            (":status", "200"), (":status", "299"), ("accept-encoding", "gzip, deflate"),
+        ];
+        var hinted = new HpackEncoder();
+        var plain = new HpackEncoder();
+        var random = new Random(7541);
+        for (int round = 0; round < 2000; round++)
+        {
+            (string name, string value) = fields[random.Next(fields.Length)];
+            byte[] n = Encoding.ASCII.GetBytes(name);
+            byte[] v = Encoding.ASCII.GetBytes(value);
+            int staticIndex = HpackStaticTable.Find(n, v, out bool whole);
+            if (staticIndex != 0 && !whole)
+            {
+                // A decoder passes whichever index of the name the peer used (:status is 8 to 14).
+                int last = staticIndex;
+                while (last < HpackStaticTable.Count && HpackStaticTable.FirstOfName(last + 1) == staticIndex)
+                {
+                    last++;
+                }
+                staticIndex = random.Next(staticIndex, last + 1);
+            }
+            byte[] a = new byte[HpackEncoder.MaxFieldOctets(n.Length, v.Length)];
+            byte[] b = new byte[a.Length];
+            int written = hinted.Encode(a, n, v, HeaderIndexing.Auto, staticIndex, whole);
+            Assert.Equal(Convert.ToHexString(b, 0, plain.Encode(b, n, v, HeaderIndexing.Auto, 0, false)), Convert.ToHexString(a, 0, written));
+        }
+    }
+
+    [Fact]
     public void StaticTableFindsEveryEntryAndTheFirstIndexOfEachName()
     {
         for (int i = 1; i <= HpackStaticTable.Count; i++)
@@ -482,7 +543,22 @@ public sealed class HpackTests
             }
             Assert.Equal(first, HpackStaticTable.Find(name, "no such value"u8, out full));
             Assert.False(full);
+            Assert.Equal(first, HpackStaticTable.FirstOfName(i));
         }
+        (int Index, string Name)[] named =
+        [
+            (HpackStaticTable.Authority, ":authority"), (HpackStaticTable.Authorization, "authorization"),
+            (HpackStaticTable.ContentLength, "content-length"), (HpackStaticTable.ContentType, "content-type"),
+            (HpackStaticTable.Cookie, "cookie"), (HpackStaticTable.Date, "date"), (HpackStaticTable.ETag, "etag"),
+            (HpackStaticTable.IfModifiedSince, "if-modified-since"), (HpackStaticTable.LastModified, "last-modified"),
+            (HpackStaticTable.ProxyAuthorization, "proxy-authorization"), (HpackStaticTable.TransferEncoding, "transfer-encoding"),
+            (HpackStaticTable.UserAgent, "user-agent"), (HpackStaticTable.Host, "host"), (HpackStaticTable.LastPseudoHeader, ":status"),
+        ];
+        foreach ((int index, string expected) in named)
+        {
+            Assert.Equal(expected, Encoding.ASCII.GetString(HpackStaticTable.Name(index)));
+        }
+        Assert.Equal("accept-charset", Encoding.ASCII.GetString(HpackStaticTable.Name(HpackStaticTable.LastPseudoHeader + 1)));
         Assert.Equal(0, HpackStaticTable.Find("x-custom"u8, ""u8, out bool none));
         Assert.False(none);
         Assert.Equal(0, HpackStaticTable.Find(":statu"u8, "200"u8, out _));

@@ -1,3 +1,5 @@
+using Proxy.Http2.Hpack;
+
 namespace Proxy.Http2.Tests;
 
 /// <summary>RFC 9113 §8.1–8.3: malformed messages are stream errors of type PROTOCOL_ERROR; well-formed ones pass.</summary>
@@ -56,6 +58,42 @@ public sealed class MessageValidationTests
         // The connection and its compression context go on.
         peer.SendHeaders(5, true, Http2TestPeer.Get("/next"));
         Assert.Contains((":path", "/next"), peer.Handler.Headers[5]);
+    }
+
+    /// <summary>A literal without indexing (RFC 7541 §6.2.2) whose name is static entry <paramref name="index"/>.</summary>
+    private static byte[] Literal(int index, string value) =>
+        [.. index < 15 ? [(byte)index] : new[] { (byte)0x0F, (byte)(index - 15) }, (byte)value.Length, .. System.Text.Encoding.ASCII.GetBytes(value)];
+
+    [Fact]
+    public void PseudoHeadersNamedByAnyOfTheirStaticEntries_AreJudgedByName()
+    {
+        // The validator knows a static name by its index: every index of a pseudo-header's name must mean
+        // that pseudo-header (:method is 2 and 3, :path 4 and 5, :scheme 6 and 7, :status 8 to 14).
+        var peer = Server();
+        byte[] request = [.. Literal(3, "GET"), .. Literal(7, "http"), .. Literal(5, "/x"), .. Literal(1, "a")];
+        peer.SendRaw(Http2FrameType.Headers, Http2FrameFlags.EndHeaders | Http2FrameFlags.EndStream, 1, request);
+        peer.SendRaw(Http2FrameType.Headers, Http2FrameFlags.EndHeaders | Http2FrameFlags.EndStream, 3,
+            [.. Literal(2, "POST"), .. Literal(6, "https"), .. Literal(4, "/y"), .. Literal(HpackStaticTable.ContentLength, "0")]);
+        peer.SendHeaders(5, true, Http2TestPeer.Get("/sync"));
+        Assert.Contains((":path", "/sync"), peer.Handler.Headers[5]);
+        Assert.Equal([(":method", "GET"), (":scheme", "http"), (":path", "/x"), (":authority", "a")], peer.Handler.Headers[1]);
+        Assert.Equal([(":method", "POST"), (":scheme", "https"), (":path", "/y"), ("content-length", "0")], peer.Handler.Headers[3]);
+
+        int stream = 7;
+        byte[][] refused =
+        [
+            [.. request, .. Literal(2, "GET")],                                   // :method twice, by 3 then 2
+            [.. Literal(3, "GET"), .. Literal(6, "http"), .. Literal(7, "http"), .. Literal(4, "/")], // :scheme by 6 and 7
+            [.. Literal(2, "GET"), .. Literal(7, "http"), .. Literal(4, "/"), .. Literal(5, "/")],   // :path by 4 and 5
+            .. Enumerable.Range(8, 7).Select(i => (byte[])[.. request, .. Literal(i, "200")]),  // :status in a request
+            [.. Literal(2, "GET"), .. Literal(7, "http"), .. Literal(4, "/"), .. Literal(HpackStaticTable.ContentLength, "x")],
+        ];
+        foreach (byte[] block in refused)
+        {
+            peer.SendRaw(Http2FrameType.Headers, Http2FrameFlags.EndHeaders | Http2FrameFlags.EndStream, stream, block);
+            peer.ExpectRstStream(stream, Http2ErrorCode.ProtocolError);
+            stream += 2;
+        }
     }
 
     [Fact]

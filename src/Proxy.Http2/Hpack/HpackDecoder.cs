@@ -121,7 +121,9 @@ public sealed class HpackDecoder
                 }
                 else
                 {
-                    _table.Get(index - HpackStaticTable.Count, out name, out value, out bool octetsChecked);
+                    // The entry keeps its name's static index when its literal had one: an encoder that
+                    // re-sends the field needs no lookup to learn it.
+                    _table.Get(index - HpackStaticTable.Count, out name, out value, out bool octetsChecked, out staticIndex);
                     flags = octetsChecked ? HpackFieldFlags.Checked : HpackFieldFlags.None;
                 }
                 listSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
@@ -164,6 +166,7 @@ public sealed class HpackDecoder
                 else
                 {
                     name = _table.Name(index - HpackStaticTable.Count);
+                    staticIndex = _table.StaticName(index - HpackStaticTable.Count);
                     if (indexing)
                     {
                         // §4.4: the referenced entry may be evicted by this very insertion; copy the name first.
@@ -188,7 +191,7 @@ public sealed class HpackDecoder
                 if (indexing)
                 {
                     // Checked once here, the entry's octets need no scan each time it is referenced.
-                    _table.Add(name, value, FieldSyntax.IsClean(name, value));
+                    _table.Add(name, value, FieldSyntax.IsClean(name, value), staticIndex);
                 }
             }
         }

@@ -19,6 +19,8 @@ public sealed class HpackDynamicTable
         public int OlderInBucket;
         /// <summary>The octets passed RFC 9113 §8.2.1 when the entry was inserted.</summary>
         public bool Checked;
+        /// <summary>The static-table index of the entry's name, when the table tracks them (0: none).</summary>
+        public byte StaticName;
     }
 
     // An encoder looks fields up by name: a bucket per name hash holds the insertion number of the newest
@@ -26,6 +28,11 @@ public sealed class HpackDynamicTable
     private const int Buckets = 64;
     private int[]? _bucketHeads;
     private int _inserted;        // insertion number of the next entry (wraps; only differences are used)
+
+    // An encoder's table also knows, per static-table name, the insertion number (plus one; 0: never) of
+    // the newest entry with that name: a field whose name the decoder found in the static table is then
+    // matched against one entry, not looked up. See TrackStaticNames.
+    private int[]? _newestByStaticName;
 
     private readonly int _capacityLimit;
     private Entry[] _entries = [];
@@ -62,13 +69,21 @@ public sealed class HpackDynamicTable
     public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value) => Get(index, out name, out value, out _);
 
     /// <param name="octetsChecked">The entry was inserted as checked (see <see cref="Add"/>).</param>
-    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value, out bool octetsChecked)
+    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value, out bool octetsChecked) =>
+        Get(index, out name, out value, out octetsChecked, out _);
+
+    /// <param name="staticName">The static-table index of the name given when the entry was added, or 0.</param>
+    public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value, out bool octetsChecked, out int staticName)
     {
         ref Entry e = ref At(index);
         name = _bytes.AsSpan(e.Offset, e.NameLength);
         value = _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
         octetsChecked = e.Checked;
+        staticName = e.StaticName;
     }
+
+    /// <summary>The static-table index of entry <paramref name="index"/>'s name given when it was added, or 0.</summary>
+    public int StaticName(int index) => At(index).StaticName;
 
     /// <summary>Entry <paramref name="index"/> (1 = newest), as RFC 7541 §2.3.3 numbers the dynamic part.</summary>
     private ref Entry At(int index)
@@ -105,7 +120,9 @@ public sealed class HpackDynamicTable
     /// point into this table's storage. <paramref name="octetsChecked"/>: the caller found the octets
     /// free of what RFC 9113 §8.2.1 forbids; <see cref="Get(int, out ReadOnlySpan{byte}, out ReadOnlySpan{byte}, out bool)"/> reports it.
     /// </summary>
-    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false)
+    /// <param name="staticName">In a table that tracks static names: the static-table index of
+    /// <paramref name="name"/>, which must be given whenever the name is in the static table.</param>
+    public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false, int staticName = 0)
     {
         int entrySize = name.Length + value.Length + EntryOverhead;
         if (entrySize > MaxSize)
@@ -140,7 +157,11 @@ public sealed class HpackDynamicTable
             older = head;
             head = _inserted;
         }
-        _entries[ring] = new Entry { Offset = _end, NameLength = name.Length, ValueLength = value.Length, OlderInBucket = older, Checked = octetsChecked };
+        _entries[ring] = new Entry { Offset = _end, NameLength = name.Length, ValueLength = value.Length, OlderInBucket = older, Checked = octetsChecked, StaticName = (byte)staticName };
+        if (_newestByStaticName != null && (uint)staticName < (uint)_newestByStaticName.Length)
+        {
+            _newestByStaticName[staticName] = _inserted + 1;
+        }
         _inserted++;
         name.CopyTo(_bytes.AsSpan(_end));
         value.CopyTo(_bytes.AsSpan(_end + name.Length));
@@ -198,6 +219,62 @@ public sealed class HpackDynamicTable
             number = e.OlderInBucket;
         }
         return nameIndex;
+    }
+
+    /// <summary>
+    /// From now on every entry is added with its name's static-table index (an encoder's table, whose
+    /// encoder resolves it before inserting): <see cref="FindByStaticName"/> can then answer.
+    /// </summary>
+    public void TrackStaticNames()
+    {
+        if (_count != 0)
+        {
+            throw new InvalidOperationException("static names are tracked from an empty table");
+        }
+        _newestByStaticName ??= new int[HpackStaticTable.Count + 1];
+    }
+
+    /// <summary>
+    /// The field named by static entry <paramref name="staticName"/> with <paramref name="value"/>, looked
+    /// up without a search: its index with <paramref name="fullMatch"/> when the newest entry of that name
+    /// holds that value, 0 when no entry has that name, and -1 when only <see cref="Find"/> can tell (an
+    /// older entry of that name may hold it, or the table does not track static names).
+    /// </summary>
+    public int FindByStaticName(int staticName, ReadOnlySpan<byte> value, out bool fullMatch)
+    {
+        fullMatch = false;
+        int[]? newest = _newestByStaticName;
+        if (newest == null || (uint)staticName >= (uint)newest.Length || staticName == 0)
+        {
+            return -1;
+        }
+        if (newest[staticName] == 0)
+        {
+            return 0; // never inserted
+        }
+        // The newest entry of a name goes first when entries are evicted oldest first: when it is gone, so
+        // is every older one. Whatever entry a stale number reaches, its name is checked.
+        int age = newest[staticName] - 1 - (_inserted - _count);
+        if ((uint)age >= (uint)_count)
+        {
+            return 0;
+        }
+        int ring = _oldest + age;
+        if (ring >= _entries.Length)
+        {
+            ring -= _entries.Length;
+        }
+        ref Entry e = ref _entries[ring];
+        if (e.StaticName != staticName)
+        {
+            return -1;
+        }
+        if (e.ValueLength == value.Length && _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength).SequenceEqual(value))
+        {
+            fullMatch = true;
+            return _count - age;
+        }
+        return -1;
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]

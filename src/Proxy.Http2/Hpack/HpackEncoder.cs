@@ -40,6 +40,7 @@ public sealed class HpackEncoder
         _maxTableSizeLimit = maxTableSizeLimit;
         int initial = Math.Min(Http2Settings.DefaultHeaderTableSize, maxTableSizeLimit);
         _table = new HpackDynamicTable(Http2Settings.DefaultHeaderTableSize, Math.Max(initial, maxTableSizeLimit));
+        _table.TrackStaticNames(); // every insertion below passes the name's static index
         if (initial != Http2Settings.DefaultHeaderTableSize)
         {
             SetTableSize(initial);
@@ -121,14 +122,24 @@ public sealed class HpackEncoder
         {
             return HpackInteger.Encode(staticIndex, 7, 0x80, destination);
         }
+        if (staticIndex != 0)
+        {
+            staticIndex = HpackStaticTable.FirstOfName(staticIndex); // one index per name, whichever the peer used
+        }
         if (indexing == HeaderIndexing.Auto)
         {
-            indexing = ChooseIndexing(name, value);
+            indexing = staticIndex != 0 ? ChooseIndexing(staticIndex, value) : ChooseIndexing(name, value);
         }
 
         // The dynamic table first: a field sent before is found there (never one the static table holds
         // whole, which is never inserted), and then the static lookup is not needed.
-        int dynamicIndex = _table.Find(name, value, out bool dynamicFull);
+        // A name the static table holds is matched against the newest entry of that name first.
+        bool dynamicFull = false;
+        int dynamicIndex = staticIndex != 0 ? _table.FindByStaticName(staticIndex, value, out dynamicFull) : -1;
+        if (dynamicIndex < 0)
+        {
+            dynamicIndex = _table.Find(name, value, out dynamicFull);
+        }
         if (dynamicFull && indexing != HeaderIndexing.NeverIndexed)
         {
             return HpackInteger.Encode(dynamicIndex + HpackStaticTable.Count, 7, 0x80, destination);
@@ -172,7 +183,7 @@ public sealed class HpackEncoder
         pos += WriteString(value, destination.Slice(pos));
         if (addToTable)
         {
-            _table.Add(name, value);
+            _table.Add(name, value, staticName: staticIndex); // the first index of the name, or 0 (not in the static table)
         }
         else if (cacheable)
         {
@@ -213,6 +224,16 @@ public sealed class HpackEncoder
         value.CopyTo(destination.Slice(p));
         return p + value.Length;
     }
+
+    /// <summary><see cref="ChooseIndexing(ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> for a name known by its static index.</summary>
+    private static HeaderIndexing ChooseIndexing(int staticIndex, ReadOnlySpan<byte> value) => staticIndex switch
+    {
+        HpackStaticTable.ContentLength or HpackStaticTable.Date or HpackStaticTable.ETag
+            or HpackStaticTable.IfModifiedSince or HpackStaticTable.LastModified => HeaderIndexing.WithoutIndexing,
+        HpackStaticTable.Authorization or HpackStaticTable.ProxyAuthorization => HeaderIndexing.NeverIndexed,
+        HpackStaticTable.Cookie when value.Length < 20 => HeaderIndexing.NeverIndexed,
+        _ => HeaderIndexing.Auto,
+    };
 
     /// <summary>
     /// Secrets are never indexed (RFC 7541 §7.1.3: authorization, and short cookies that could be guessed);

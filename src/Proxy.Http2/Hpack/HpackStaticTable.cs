@@ -15,9 +15,17 @@ public static class HpackStaticTable
     public const int SchemeHttp = 6;
     public const int SchemeHttps = 7;
     public const int Status200 = 8;
+    /// <summary>Entries 1..14 are the pseudo-header fields (:authority, :method, :path, :scheme, :status).</summary>
+    public const int LastPseudoHeader = 14;
+    public const int Authorization = 23;
     public const int ContentLength = 28;
     public const int ContentType = 31;
     public const int Cookie = 32;
+    public const int Date = 33;
+    public const int ETag = 34;
+    public const int IfModifiedSince = 40;
+    public const int LastModified = 44;
+    public const int ProxyAuthorization = 49;
     public const int Host = 38;
     public const int TransferEncoding = 57;
     public const int UserAgent = 58;
@@ -47,6 +55,7 @@ public static class HpackStaticTable
     private static readonly sbyte[] s_bucket = new sbyte[Buckets];
     private static readonly sbyte[] s_nextInBucket = new sbyte[Count + 1];
     private static readonly byte[] s_sameName = new byte[Count + 1]; // entries from this one on with its name
+    private static readonly byte[] s_firstOfName = new byte[Count + 1];
 
     static HpackStaticTable()
     {
@@ -55,6 +64,7 @@ public static class HpackStaticTable
         {
             s_names[i] = Encoding.ASCII.GetBytes(s_entries[i - 1].Name);
             s_values[i] = Encoding.ASCII.GetBytes(s_entries[i - 1].Value);
+            s_firstOfName[i] = i > 1 && s_entries[i - 2].Name == s_entries[i - 1].Name ? s_firstOfName[i - 1] : (byte)i;
         }
         for (int i = Count; i >= 1; i--)
         {
@@ -76,6 +86,9 @@ public static class HpackStaticTable
 
     public static ReadOnlySpan<byte> Name(int index) => s_names[index];
     public static ReadOnlySpan<byte> Value(int index) => s_values[index];
+
+    /// <summary>The lowest index with the name of entry <paramref name="index"/> (1..61): one key per distinct name.</summary>
+    public static int FirstOfName(int index) => s_firstOfName[index];
 
     /// <summary>
     /// Finds <paramref name="name"/> (and ideally <paramref name="value"/>). Returns the index of a full
