@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Proxy.Http2.Hpack;
 
 namespace Proxy.Http2;
@@ -104,8 +105,9 @@ public sealed class HeaderList
         {
             Array.Resize(ref _arena, Math.Max(needed, _arena.Length * 2));
         }
-        name.CopyTo(_arena.AsSpan(_used));
-        value.CopyTo(_arena.AsSpan(_used + name.Length));
+        ref byte arena = ref MemoryMarshal.GetArrayDataReference(_arena);
+        ShortCopy.To(name, ref Unsafe.Add(ref arena, _used));               // _used + both lengths <= _arena.Length
+        ShortCopy.To(value, ref Unsafe.Add(ref arena, _used + name.Length));
         _fields[Count++] = new Field
         {
             NameOffset = _used,

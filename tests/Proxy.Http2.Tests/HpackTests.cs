@@ -264,6 +264,43 @@ public sealed class HpackTests
             flags.Flags);
     }
 
+    [Fact]
+    public void Decoder_RepeatedHuffmanLiterals_DecodeAlike_AndAreCheckedOnlyWhenClean()
+    {
+        // Short Huffman-coded values of literals are kept (two at a time) and copied when they come again;
+        // values of one length evict each other, and one with a CR is never reported as checked.
+        string[] values = ["/echo.Echo/Echo", "/echo.Echo/Ecxo", "100", "a\rb", " lead", "ok", new string('v', 45)];
+        var decoder = new HpackDecoder();
+        var random = new Random(5);
+        for (int round = 0; round < 500; round++)
+        {
+            string value = values[random.Next(values.Length)];
+            int nameIndex = random.Next(2) == 0 ? HpackStaticTable.UserAgent : 0;
+            byte[] raw = Encoding.ASCII.GetBytes(value);
+            byte[] coded = new byte[Huffman.GetEncodedLength(raw)];
+            Huffman.Encode(raw, coded);
+            byte[] name = nameIndex == 0 ? [0x00, 0x03, .. "x-v"u8] : [0x0F, (byte)(nameIndex - 15)];
+            byte[] block = [.. name, (byte)(0x80 | coded.Length), .. coded];
+            var sink = new CollectingFlags();
+            decoder.Decode(block, sink);
+            Assert.Equal(value, sink.Value);
+            bool clean = !value.Contains('\r', StringComparison.Ordinal) && value[0] != ' ';
+            Assert.True(!sink.Checked || (clean && nameIndex != 0), $"'{value}' reported checked");
+        }
+    }
+
+    private sealed class CollectingFlags : IHpackHeaderHandler
+    {
+        public string? Value { get; private set; }
+        public bool Checked { get; private set; }
+
+        public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags)
+        {
+            Value = Encoding.ASCII.GetString(value);
+            Checked = (flags & HpackFieldFlags.Checked) != 0;
+        }
+    }
+
     private sealed class FlagsHandler : IHpackHeaderHandler
     {
         public List<HpackFieldFlags> Flags { get; } = [];

@@ -97,6 +97,30 @@ public sealed class MessageValidationTests
     }
 
     [Fact]
+    public void RepeatedHuffmanLiteral_WithACr_IsRefusedEveryTime()
+    {
+        // The decoder copies a short Huffman-coded value it decoded in the last literals: a malformed one
+        // must be refused each time it comes, a clean one taken each time.
+        var peer = Server();
+        static byte[] Block(string value)
+        {
+            byte[] raw = System.Text.Encoding.ASCII.GetBytes(value);
+            byte[] coded = new byte[Huffman.GetEncodedLength(raw)];
+            Huffman.Encode(raw, coded);
+            // GET http / and user-agent (static 58) as a literal without indexing, Huffman-coded.
+            return [0x82, 0x86, 0x84, 0x0F, HpackStaticTable.UserAgent - 15, (byte)(0x80 | coded.Length), .. coded];
+        }
+        for (int stream = 1; stream < 18; stream += 6)
+        {
+            peer.SendRaw(Http2FrameType.Headers, Http2FrameFlags.EndHeaders | Http2FrameFlags.EndStream, stream, Block("a\rb"));
+            peer.ExpectRstStream(stream, Http2ErrorCode.ProtocolError);
+            peer.SendRaw(Http2FrameType.Headers, Http2FrameFlags.EndHeaders | Http2FrameFlags.EndStream, stream + 2, Block("ua/1"));
+            peer.SendHeaders(stream + 4, true, Http2TestPeer.Get("/sync"));
+            Assert.Contains(("user-agent", "ua/1"), peer.Handler.Headers[stream + 2]);
+        }
+    }
+
+    [Fact]
     public void TeTrailers_IsAccepted()
     {
         var peer = Server();

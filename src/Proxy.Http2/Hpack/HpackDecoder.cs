@@ -173,7 +173,7 @@ public sealed class HpackDecoder
                         name = CopyToScratch(name);
                     }
                 }
-                ReadOnlySpan<byte> value = ReadString(block, ref pos, out bool valueFits);
+                ReadOnlySpan<byte> value = ReadValue(block, ref pos, out bool valueFits, out bool valueClean);
                 listSize += name.Length + value.Length + HpackDynamicTable.EntryOverhead;
                 if (!nameFits || !valueFits)
                 {
@@ -187,7 +187,10 @@ public sealed class HpackDecoder
                     }
                     continue;
                 }
-                withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, neverIndexed ? HpackFieldFlags.NeverIndexed : HpackFieldFlags.None);
+                // A name from the static table and a value decoded before and found clean: nothing to scan.
+                HpackFieldFlags literalFlags = neverIndexed ? HpackFieldFlags.NeverIndexed
+                    : valueClean && staticIndex != 0 ? HpackFieldFlags.Checked : HpackFieldFlags.None;
+                withinLimit = Emit(handler, withinLimit, listSize, staticIndex, name, value, literalFlags);
                 if (indexing)
                 {
                     // Checked once here, the entry's octets need no scan each time it is referenced.
@@ -244,6 +247,55 @@ public sealed class HpackDecoder
         }
         _scratchUsed += written;
         return destination.Slice(0, written);
+    }
+
+    // The last two Huffman-coded values (short ones), as coded and as decoded: a literal that is not
+    // indexed comes again with every request (h2load's :path, a content-length) and is copied, not decoded.
+    // A slot: coded length, decoded length, clean (0/1), then the coded and the decoded octets.
+    private const int MaxCachedCoded = 32;
+    private const int MaxCachedDecoded = MaxCachedCoded * 8 / 5 + 1; // the shortest code is 5 bits
+    private const int SlotSize = 3 + MaxCachedCoded + MaxCachedDecoded;
+    private byte[]? _valueCache;
+    private int _nextSlot;
+
+    /// <summary>
+    /// A field value (RFC 7541 §5.2), as <see cref="ReadString"/> reads it; a short Huffman-coded one seen
+    /// in one of the last two literals is taken from the cache. <paramref name="clean"/>: the value is known
+    /// to pass RFC 9113 §8.2.1 (it was checked when cached).
+    /// </summary>
+    private ReadOnlySpan<byte> ReadValue(ReadOnlySpan<byte> block, scoped ref int pos, out bool fits, out bool clean)
+    {
+        clean = false;
+        int length = pos < block.Length ? block[pos] : 0;
+        if ((length & 0x80) == 0 || (length &= 0x7F) > MaxCachedCoded || length == 0 || length > block.Length - pos - 1)
+        {
+            return ReadString(block, ref pos, out fits); // raw, long, empty or truncated (ReadString says so)
+        }
+        ReadOnlySpan<byte> coded = block.Slice(pos + 1, length);
+        byte[] cache = _valueCache ??= new byte[2 * SlotSize];
+        for (int at = 0; at < cache.Length; at += SlotSize)
+        {
+            if (cache[at] == length && coded.SequenceEqual(cache.AsSpan(at + 3, length)))
+            {
+                pos += 1 + length;
+                fits = true;
+                clean = cache[at + 2] != 0;
+                return cache.AsSpan(at + 3 + MaxCachedCoded, cache[at + 1]);
+            }
+        }
+        ReadOnlySpan<byte> value = ReadString(block, ref pos, out fits);
+        if (fits && value.Length <= MaxCachedDecoded)
+        {
+            // The slot not stored last. The value handed out is the scratch buffer's, not the cache's.
+            int at = _nextSlot * SlotSize;
+            _nextSlot ^= 1;
+            cache[at] = (byte)length;
+            cache[at + 1] = (byte)value.Length;
+            cache[at + 2] = !FieldSyntax.HasNulCrLf(value) && !FieldSyntax.HasEdgeWhitespace(value) ? (byte)1 : (byte)0;
+            coded.CopyTo(cache.AsSpan(at + 3));
+            value.CopyTo(cache.AsSpan(at + 3 + MaxCachedCoded));
+        }
+        return value;
     }
 
     private const int SmallScratchSize = 256;

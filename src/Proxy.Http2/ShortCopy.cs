@@ -1,0 +1,58 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Proxy.Http2;
+
+/// <summary>
+/// Copies of header-sized strings (mostly under 32 octets) without a call: two overlapping loads and
+/// stores cover any length in a size class. Longer strings go to the runtime's copy.
+/// </summary>
+internal static class ShortCopy
+{
+    /// <summary>Copies <paramref name="source"/> to <paramref name="destination"/>, which the caller has made long enough.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void To(ReadOnlySpan<byte> source, ref byte destination)
+    {
+        nuint n = (nuint)source.Length;
+        ref byte s = ref MemoryMarshal.GetReference(source);
+        if (n <= 16)
+        {
+            if (n >= 8)
+            {
+                ulong head = Unsafe.ReadUnaligned<ulong>(ref s);
+                ulong tail = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref s, n - 8));
+                Unsafe.WriteUnaligned(ref destination, head);
+                Unsafe.WriteUnaligned(ref Unsafe.Add(ref destination, n - 8), tail);
+            }
+            else if (n >= 4)
+            {
+                uint head = Unsafe.ReadUnaligned<uint>(ref s);
+                uint tail = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref s, n - 4));
+                Unsafe.WriteUnaligned(ref destination, head);
+                Unsafe.WriteUnaligned(ref Unsafe.Add(ref destination, n - 4), tail);
+            }
+            else if (n != 0)
+            {
+                // 1 to 3 octets: the first, the middle (n / 2) and the last cover them all.
+                byte first = s;
+                byte middle = Unsafe.Add(ref s, n >> 1);
+                byte last = Unsafe.Add(ref s, n - 1);
+                destination = first;
+                Unsafe.Add(ref destination, n >> 1) = middle;
+                Unsafe.Add(ref destination, n - 1) = last;
+            }
+        }
+        else if (n <= 32)
+        {
+            Vector128<byte> head = Vector128.LoadUnsafe(ref s);
+            Vector128<byte> tail = Vector128.LoadUnsafe(ref s, n - 16);
+            head.StoreUnsafe(ref destination);
+            tail.StoreUnsafe(ref destination, n - 16);
+        }
+        else
+        {
+            source.CopyTo(MemoryMarshal.CreateSpan(ref destination, source.Length));
+        }
+    }
+}
