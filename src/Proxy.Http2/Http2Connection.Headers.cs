@@ -28,7 +28,7 @@ public sealed partial class Http2Connection
             selfDependent = (BinaryPrimitives.ReadUInt32BigEndian(fields) & 0x7FFFFFFF) == (uint)streamId; // §5.3.1
             offset += 5;
         }
-        ReadOnlySequence<byte> fragment = payload.Slice(offset, header.Length - offset - padLength);
+        ReadOnlySequence<byte> fragment = Part(header, payload, offset, header.Length - offset - padLength);
         bool endStream = header.HasFlag(Http2FrameFlags.EndStream);
 
         if (!header.HasFlag(Http2FrameFlags.EndHeaders))
@@ -43,7 +43,7 @@ public sealed partial class Http2Connection
 
         if (fragment.IsSingleSegment)
         {
-            DecodeHeaderBlock(streamId, fragment.FirstSpan, endStream, selfDependent);
+            DecodeHeaderBlock(streamId, FirstSpanOf(fragment), endStream, selfDependent);
             return;
         }
         _headerBlockLength = 0;

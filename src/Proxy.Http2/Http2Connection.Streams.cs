@@ -93,7 +93,7 @@ public sealed partial class Http2Connection
     {
         if (data.IsSingleSegment)
         {
-            return SendData(streamId, data.FirstSpan, endStream);
+            return SendData(streamId, FirstSpanOf(data), endStream);
         }
         using (_sync.Enter())
         {

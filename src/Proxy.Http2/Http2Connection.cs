@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using Proxy.Http2.Hpack;
@@ -418,9 +419,19 @@ public sealed partial class Http2Connection
         if (dataLength > 0 || endStream)
         {
             int offset = header.Length - padLength - dataLength;
-            _handler.OnData(stream, payload.Slice(offset, dataLength), endStream);
+            _handler.OnData(stream, Part(header, payload, offset, dataLength), endStream);
         }
     }
+
+    /// <summary>Octets <paramref name="offset"/> to <paramref name="offset"/> + <paramref name="length"/> of a frame's payload; the payload itself when that is all of it (no padding, the usual case).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ReadOnlySequence<byte> Part(in Http2FrameHeader header, in ReadOnlySequence<byte> payload, int offset, int length) =>
+        offset == 0 && length == header.Length ? payload : payload.Slice(offset, length);
+
+    /// <summary>The first span of a sequence, without the general path when it is one array (the transport's input always is).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ReadOnlySpan<byte> FirstSpanOf(in ReadOnlySequence<byte> sequence) =>
+        SequenceMarshal.TryGetArray(sequence, out ArraySegment<byte> segment) ? segment.AsSpan() : sequence.FirstSpan;
 
     /// <summary>§6.1, §6.2: the Pad Length field and the rule that padding fits in the payload.</summary>
     private static int ReadPadLength(in Http2FrameHeader header, in ReadOnlySequence<byte> payload, int reserved)
