@@ -169,7 +169,7 @@ public sealed class HeaderList
         for (int i = 0; i < Count; i++)
         {
             ref Field f = ref _fields[i];
-            if (f.NameLength == name.Length && _arena.AsSpan(f.NameOffset, f.NameLength).SequenceEqual(name))
+            if (f.NameLength == name.Length && ShortCopy.Equal(_arena.AsSpan(f.NameOffset, f.NameLength), name))
             {
                 return i;
             }

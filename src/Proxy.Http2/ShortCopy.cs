@@ -5,8 +5,8 @@ using System.Runtime.Intrinsics;
 namespace Proxy.Http2;
 
 /// <summary>
-/// Copies of header-sized strings (mostly under 32 octets) without a call: two overlapping loads and
-/// stores cover any length in a size class. Longer strings go to the runtime's copy.
+/// Copies and comparisons of header-sized strings (mostly under 32 octets) without a call: two
+/// overlapping loads (and stores) cover any length in a size class. Longer strings go to the runtime.
 /// </summary>
 internal static class ShortCopy
 {
@@ -54,5 +54,33 @@ internal static class ShortCopy
         {
             source.CopyTo(MemoryMarshal.CreateSpan(ref destination, source.Length));
         }
+    }
+
+    /// <summary>Whether <paramref name="a"/> and <paramref name="b"/> hold the same octets.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Equal(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        if (a.Length != b.Length)
+        {
+            return false;
+        }
+        nuint n = (nuint)a.Length;
+        ref byte x = ref MemoryMarshal.GetReference(a);
+        ref byte y = ref MemoryMarshal.GetReference(b);
+        if (n >= 8 && n <= 16)
+        {
+            return (Unsafe.ReadUnaligned<ulong>(ref x) ^ Unsafe.ReadUnaligned<ulong>(ref y)
+                | Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref x, n - 8)) ^ Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref y, n - 8))) == 0;
+        }
+        if (n >= 4 && n < 8)
+        {
+            return (Unsafe.ReadUnaligned<uint>(ref x) ^ Unsafe.ReadUnaligned<uint>(ref y)
+                | Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref x, n - 4)) ^ Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref y, n - 4))) == 0;
+        }
+        if (n < 4)
+        {
+            return n == 0 || (x == y && Unsafe.Add(ref x, n >> 1) == Unsafe.Add(ref y, n >> 1) && Unsafe.Add(ref x, n - 1) == Unsafe.Add(ref y, n - 1));
+        }
+        return a.SequenceEqual(b);
     }
 }

@@ -86,11 +86,12 @@ public sealed class HpackDynamicTable
     public int StaticName(int index) => At(index).StaticName;
 
     /// <summary>Entry <paramref name="index"/> (1 = newest), as RFC 7541 §2.3.3 numbers the dynamic part.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private ref Entry At(int index)
     {
         if ((uint)(index - 1) >= (uint)_count)
         {
-            throw new HpackException($"dynamic table index {index} out of range (table has {_count} entries)");
+            ThrowOutOfRange(index);
         }
         int ring = _oldest + _count - index;
         if (ring >= _entries.Length)
@@ -99,6 +100,10 @@ public sealed class HpackDynamicTable
         }
         return ref _entries[ring];
     }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowOutOfRange(int index) =>
+        throw new HpackException($"dynamic table index {index} out of range (table has {_count} entries)");
 
     /// <summary>RFC 7541 §4.3: a smaller maximum evicts from the oldest end until the table fits.</summary>
     public void SetMaxSize(int maxSize)
@@ -203,10 +208,10 @@ public sealed class HpackDynamicTable
                 ring -= entries.Length;
             }
             ref Entry e = ref entries[ring];
-            if (e.NameLength == name.Length && bytes.AsSpan(e.Offset, e.NameLength).SequenceEqual(name))
+            if (e.NameLength == name.Length && ShortCopy.Equal(bytes.AsSpan(e.Offset, e.NameLength), name))
             {
                 int index = _count - age;
-                if (e.ValueLength == value.Length && bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength).SequenceEqual(value))
+                if (e.ValueLength == value.Length && ShortCopy.Equal(bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength), value))
                 {
                     fullMatch = true;
                     return index;
@@ -269,7 +274,7 @@ public sealed class HpackDynamicTable
         {
             return -1;
         }
-        if (e.ValueLength == value.Length && _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength).SequenceEqual(value))
+        if (e.ValueLength == value.Length && ShortCopy.Equal(_bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength), value))
         {
             fullMatch = true;
             return _count - age;
