@@ -83,6 +83,9 @@ public sealed class HeaderList
 
     public HeaderIndexing Indexing(int index) => FieldAt(index).Indexing;
 
+    /// <summary>The static-table index of field <paramref name="index"/>'s name, when the decoder knew it (RFC 7541 Appendix A), else 0.</summary>
+    public int StaticIndex(int index) => FieldAt(index).StaticIndex;
+
     public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HeaderIndexing indexing = HeaderIndexing.Auto) =>
         Add(name, value, indexing, 0, false);
 
@@ -178,15 +181,9 @@ public sealed class HeaderList
     }
 
     /// <summary>The most octets <see cref="EncodeTo"/> can write.</summary>
-    internal int EncodedLengthBound()
-    {
-        int bound = 0;
-        for (int i = 0; i < Count; i++)
-        {
-            bound += HpackEncoder.MaxFieldOctets(_fields[i].NameLength, _fields[i].ValueLength);
-        }
-        return bound;
-    }
+    internal int EncodedLengthBound() =>
+        // The sum of MaxFieldOctets over the fields, from the running list size (octets plus 32 per field).
+        (int)Math.Min(ListSize - (HpackDynamicTable.EntryOverhead - HpackEncoder.MaxFieldOctets(0, 0)) * (long)Count, int.MaxValue);
 
     /// <summary>
     /// Encodes every field into <paramref name="destination"/> (room for <see cref="EncodedLengthBound"/>),
@@ -200,6 +197,11 @@ public sealed class HeaderList
         for (int i = 0; i < Count; i++)
         {
             ref Field f = ref fields[i];
+            if (f.StaticEntry && f.Indexing != HeaderIndexing.NeverIndexed)
+            {
+                destination[pos++] = (byte)(0x80 | f.StaticIndex); // §6.1, a one-octet index (61 < 127)
+                continue;
+            }
             pos += encoder.Encode(destination.Slice(pos), arena.AsSpan(f.NameOffset, f.NameLength), arena.AsSpan(f.ValueOffset, f.ValueLength), f.Indexing, f.StaticIndex, f.StaticEntry);
         }
         return pos;

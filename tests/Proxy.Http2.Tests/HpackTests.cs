@@ -309,6 +309,37 @@ public sealed class HpackTests
     }
 
     [Fact]
+    public void HeaderList_EncodedLengthBound_IsTheSumOfEachFieldsBound_ThroughChanges()
+    {
+        var list = new HeaderList();
+        var random = new Random(3);
+        for (int step = 0; step < 500; step++)
+        {
+            switch (random.Next(4))
+            {
+                case 0 when list.Count > 0:
+                    list.RemoveAt(random.Next(list.Count));
+                    break;
+                case 1 when list.Count > 0:
+                    list.SetValue(random.Next(list.Count), new byte[random.Next(60)]);
+                    break;
+                case 2 when step % 50 == 0:
+                    list.Clear();
+                    break;
+                default:
+                    list.Add(new byte[1 + random.Next(20)], new byte[random.Next(40)]);
+                    break;
+            }
+            int expected = 0;
+            for (int i = 0; i < list.Count; i++)
+            {
+                expected += HpackEncoder.MaxFieldOctets(list.Name(i).Length, list.Value(i).Length);
+            }
+            Assert.Equal(expected, list.EncodedLengthBound());
+        }
+    }
+
+    [Fact]
     public void Encoder_UsesTheDecodersHints_AndAChangedValueDropsTheStaticEntry()
     {
         // A field list filled from a decoder keeps each field's static index; re-encoding a whole static

@@ -5,6 +5,7 @@ using Proxy.Core.Peers;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
 using Proxy.Http2;
+using Proxy.Http2.Hpack;
 
 namespace Proxy.Core.Forwarding;
 
@@ -20,6 +21,27 @@ public sealed partial class Exchange
         int host = -1;
         for (int i = 0; i < RequestHeaders.Count; i++)
         {
+            // A name the HPACK decoder found in the static table is known by its index, not compared.
+            switch (RequestHeaders.StaticIndex(i))
+            {
+                case HpackStaticTable.Authority:
+                    _authorityIndex = i;
+                    continue;
+                case HpackStaticTable.MethodGet or HpackStaticTable.MethodPost:
+                    _isHead = RequestHeaders.Value(i).SequenceEqual("HEAD"u8);
+                    continue;
+                case HpackStaticTable.PathSlash or HpackStaticTable.PathSlash + 1:
+                    _pathIndex = i;
+                    continue;
+                case HpackStaticTable.ContentType:
+                    _isGrpc = RequestHeaders.Value(i).StartsWith("application/grpc"u8);
+                    continue;
+                case HpackStaticTable.Host:
+                    host = i;
+                    continue;
+                case > 0:
+                    continue; // no other static name matters here (upgrade is in no table)
+            }
             ReadOnlySpan<byte> name = RequestHeaders.Name(i);
             switch (name.Length)
             {
