@@ -434,12 +434,12 @@ public sealed partial class Http2Connection
         SequenceMarshal.TryGetArray(sequence, out ArraySegment<byte> segment) ? segment.AsSpan() : sequence.FirstSpan;
 
     /// <summary>§6.1, §6.2: the Pad Length field and the rule that padding fits in the payload.</summary>
-    private static int ReadPadLength(in Http2FrameHeader header, in ReadOnlySequence<byte> payload, int reserved)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ReadPadLength(in Http2FrameHeader header, in ReadOnlySequence<byte> payload, int reserved) =>
+        header.HasFlag(Http2FrameFlags.Padded) ? ReadPadLengthField(header, payload, reserved) : 0;
+
+    private static int ReadPadLengthField(in Http2FrameHeader header, in ReadOnlySequence<byte> payload, int reserved)
     {
-        if (!header.HasFlag(Http2FrameFlags.Padded))
-        {
-            return 0;
-        }
         if (header.Length < 1)
         {
             throw new Http2ConnectionException(Http2ErrorCode.FrameSizeError, $"padded {header.Type} without a Pad Length field");

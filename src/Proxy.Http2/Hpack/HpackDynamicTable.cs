@@ -76,11 +76,17 @@ public sealed class HpackDynamicTable
     public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value, out bool octetsChecked, out int staticName)
     {
         ref Entry e = ref At(index);
-        name = _bytes.AsSpan(e.Offset, e.NameLength);
-        value = _bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength);
+        name = Octets(e.Offset, e.NameLength);
+        value = Octets(e.Offset + e.NameLength, e.ValueLength);
         octetsChecked = e.Checked;
         staticName = e.StaticName;
     }
+
+    /// <summary>A live entry's octets: within the store by construction, so not checked again.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private ReadOnlySpan<byte> Octets(int offset, int length) =>
+        System.Runtime.InteropServices.MemoryMarshal.CreateReadOnlySpan(
+            ref System.Runtime.CompilerServices.Unsafe.Add(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_bytes), offset), length);
 
     /// <summary>The static-table index of entry <paramref name="index"/>'s name given when it was added, or 0.</summary>
     public int StaticName(int index) => At(index).StaticName;
@@ -274,7 +280,7 @@ public sealed class HpackDynamicTable
         {
             return -1;
         }
-        if (e.ValueLength == value.Length && ShortCopy.Equal(_bytes.AsSpan(e.Offset + e.NameLength, e.ValueLength), value))
+        if (e.ValueLength == value.Length && ShortCopy.Equal(Octets(e.Offset + e.NameLength, e.ValueLength), value))
         {
             fullMatch = true;
             return _count - age;
