@@ -1,5 +1,4 @@
 using System.Net;
-using Proxy.Core.Upstream;
 
 namespace Proxy.Core.Routing;
 
