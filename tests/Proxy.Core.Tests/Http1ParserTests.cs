@@ -249,6 +249,24 @@ public sealed class Http1ParserTests
         Assert.Equal("b", Field(fields, ":authority"));
     }
 
+    [Theory]
+    [InlineData(99, null)]
+    [InlineData(100, 431)]    // Host and 100 more: 101 field lines, one over Envoy's default max_headers_count
+    public void MoreFieldLinesThanMaxHeadersCount_Is431(int extra, int? status)
+    {
+        var text = new StringBuilder("GET / HTTP/1.1\r\nHost: a\r\n");
+        for (int i = 0; i < extra; i++)
+        {
+            text.Append("X-").Append(i).Append(": v\r\n");
+        }
+        Assert.Equal(status, Request(text.Append("\r\n").ToString()).Error?.Status);
+        var head = new Http1Parser.RequestHead();
+        Assert.Equal(431, Http1Parser.ParseRequest(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n"), new HeaderList(), ref head, maxFields: 2)?.Status);
+        var response = new Http1Parser.ResponseHead();
+        string many = "HTTP/1.1 200 OK\r\n" + string.Concat(Enumerable.Range(0, 101).Select(i => $"X-{i}: v\r\n")) + "\r\n";
+        Assert.Equal(502, Http1Parser.ParseResponse(Encoding.ASCII.GetBytes(many), new HeaderList(), false, ref response)?.Status);
+    }
+
     [Fact]
     public void EveryOctetInAName_IsTakenOnlyWhenATokenCharacter()
     {

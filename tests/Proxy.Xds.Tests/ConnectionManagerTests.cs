@@ -99,7 +99,7 @@ public sealed class ConnectionManagerTests
                 request_headers_timeout: 2s
                 stream_idle_timeout: 30s
                 request_timeout: 10s
-                common_http_protocol_options: { idle_timeout: 60s, max_connection_duration: 600s }
+                common_http_protocol_options: { idle_timeout: 60s, max_connection_duration: 600s, max_headers_count: 250 }
                 http2_protocol_options: { max_concurrent_streams: 50, initial_stream_window_size: 131072, max_consecutive_inbound_frames_with_empty_payload: 3 }
                 """,
             listenerExtra: "per_connection_buffer_limit_bytes: 32768",
@@ -117,6 +117,8 @@ public sealed class ConnectionManagerTests
         Assert.Equal(TimeSpan.FromSeconds(10), o.RequestTimeout);
         Assert.Equal(TimeSpan.FromSeconds(60), o.IdleTimeout);
         Assert.Equal(TimeSpan.FromSeconds(600), o.MaxConnectionDuration);
+        Assert.Equal(250, o.MaxHeadersCount);
+        Assert.Equal(100, Load(Bootstrap()).Snapshot.Listeners[0].Options.MaxHeadersCount); // Envoy's default
         Assert.Equal(50, o.Http2.MaxConcurrentStreams);
         Assert.Equal(131072, o.Http2.InitialStreamWindowSize);
         Assert.Equal(3, o.Http2.MaxConsecutiveEmptyFrames);

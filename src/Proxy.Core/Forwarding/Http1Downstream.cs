@@ -117,7 +117,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                         if (_headScanned == 0)
                         {
                             // The usual case, a head that came whole: found and parsed in one pass.
-                            error = Http1Parser.TryParseRequest(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, ref head, out end);
+                            error = Http1Parser.TryParseRequest(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, ref head, out end, _options.MaxHeadersCount);
                         }
                         else
                         {
@@ -127,7 +127,7 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
                             if (end >= 0 && end + from <= Http1Parser.DefaultMaxHeadSize)
                             {
                                 end += from;
-                                error = Http1Parser.ParseRequest(rest.Slice(0, end), _fields, ref head);
+                                error = Http1Parser.ParseRequest(rest.Slice(0, end), _fields, ref head, _options.MaxHeadersCount);
                             }
                             else
                             {

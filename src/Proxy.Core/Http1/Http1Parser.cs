@@ -32,6 +32,9 @@ public static class Http1Parser
 {
     public const int DefaultMaxHeadSize = 64 * 1024;
 
+    /// <summary>Envoy's default max_headers_count: field lines in one head.</summary>
+    public const int DefaultMaxHeadersCount = 100;
+
     private static readonly SearchValues<byte> s_tokenChars = SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"u8);
     // RFC 9110 §5.5: a field value is VCHAR, obs-text, SP and HTAB; every other control character is refused.
     private static readonly SearchValues<byte> s_invalidValueChars = SearchValues.Create(
@@ -113,19 +116,19 @@ public static class Http1Parser
     /// Parses a whole request head (what <see cref="FindHeadEnd"/> delimited) into <paramref name="fields"/>.
     /// Returns null when valid, else the error to answer with.
     /// </summary>
-    public static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request)
-        => ParseRequest(head, fields, ref request, open: false, out _);
+    public static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request, int maxFields = DefaultMaxHeadersCount)
+        => ParseRequest(head, fields, ref request, open: false, maxFields, out _);
 
     /// <summary>
     /// Finds and parses a request head in one pass over <paramref name="buffer"/>, which may end before the
     /// head does or run on past it. <paramref name="headLength"/>: the head's length with its final CRLFCRLF,
     /// or 0 (and no error) when the buffer ends first. An error in the lines already complete is returned
-    /// at once.
+    /// at once. More than <paramref name="maxFields"/> field lines is 431.
     /// </summary>
-    public static Http1Error? TryParseRequest(ReadOnlySpan<byte> buffer, HeaderList fields, ref RequestHead request, out int headLength)
-        => ParseRequest(buffer, fields, ref request, open: true, out headLength);
+    public static Http1Error? TryParseRequest(ReadOnlySpan<byte> buffer, HeaderList fields, ref RequestHead request, out int headLength, int maxFields = DefaultMaxHeadersCount)
+        => ParseRequest(buffer, fields, ref request, open: true, maxFields, out headLength);
 
-    private static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request, bool open, out int headLength)
+    private static Http1Error? ParseRequest(ReadOnlySpan<byte> head, HeaderList fields, ref RequestHead request, bool open, int maxFields, out int headLength)
     {
         headLength = 0;
         fields.Clear();
@@ -248,6 +251,11 @@ public static class Http1Parser
             if (fieldLine.IsEmpty)
             {
                 break;
+            }
+            if (--maxFields < 0)
+            {
+                // max_headers_count: also what bounds the work of removing the fields Connection names.
+                return new Http1Error(431, "too many header fields");
             }
             if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 400, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {
@@ -377,17 +385,17 @@ public static class Http1Parser
     }
 
     /// <summary>Parses a whole response head into <paramref name="fields"/> (":status" first). <paramref name="requestWasHead"/> means no body follows.</summary>
-    public static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response)
-        => ParseResponse(head, fields, requestWasHead, ref response, open: false, out _);
+    public static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response, int maxFields = DefaultMaxHeadersCount)
+        => ParseResponse(head, fields, requestWasHead, ref response, open: false, maxFields, out _);
 
     /// <summary>
     /// Finds and parses a response head in one pass, as <see cref="TryParseRequest"/> does a request's:
     /// <paramref name="headLength"/> is 0 (and no error) when the buffer ends before the head.
     /// </summary>
-    public static Http1Error? TryParseResponse(ReadOnlySpan<byte> buffer, HeaderList fields, bool requestWasHead, ref ResponseHead response, out int headLength)
-        => ParseResponse(buffer, fields, requestWasHead, ref response, open: true, out headLength);
+    public static Http1Error? TryParseResponse(ReadOnlySpan<byte> buffer, HeaderList fields, bool requestWasHead, ref ResponseHead response, out int headLength, int maxFields = DefaultMaxHeadersCount)
+        => ParseResponse(buffer, fields, requestWasHead, ref response, open: true, maxFields, out headLength);
 
-    private static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response, bool open, out int headLength)
+    private static Http1Error? ParseResponse(ReadOnlySpan<byte> head, HeaderList fields, bool requestWasHead, ref ResponseHead response, bool open, int maxFields, out int headLength)
     {
         headLength = 0;
         fields.Clear();
@@ -438,6 +446,11 @@ public static class Http1Parser
             if (fieldLine.IsEmpty)
             {
                 break;
+            }
+            if (--maxFields < 0)
+            {
+                // max_headers_count: also what bounds the work of removing the fields Connection names.
+                return new Http1Error(502, "too many header fields");
             }
             if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 502, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
             {

@@ -126,6 +126,12 @@ public sealed class ListenerOptions
     /// <summary>per_connection_buffer_limit_bytes: the high watermark of each connection's queues (1 MiB).</summary>
     public int BufferLimit { get; init; } = Transport.SocketConnection.DefaultBufferLimit;
 
+    /// <summary>
+    /// common_http_protocol_options.max_headers_count (Envoy's default 100): an HTTP/1.1 request head with
+    /// more field lines is refused with 431 before anything is done with its fields.
+    /// </summary>
+    public int MaxHeadersCount { get; init; } = Http1.Http1Parser.DefaultMaxHeadersCount;
+
     /// <summary>request_headers_timeout: from the first octet of a request to the end of its head (Envoy: none).</summary>
     public TimeSpan RequestHeadersTimeout { get; init; }
 

@@ -40,6 +40,7 @@ public sealed partial class BootstrapLoader
             RequestTimeout = hcm["request_timeout"].Duration() ?? defaults.RequestTimeout,
             IdleTimeout = common["idle_timeout"].Duration() ?? hcm["idle_timeout"].Duration() ?? defaults.IdleTimeout,
             MaxConnectionDuration = common["max_connection_duration"].Duration() ?? defaults.MaxConnectionDuration,
+            MaxHeadersCount = (int)Math.Clamp(Wrapped(common["max_headers_count"]) ?? defaults.MaxHeadersCount, 1, int.MaxValue),
             Http2 = h2.Exists ? ReadHttp2Options(h2) : defaults.Http2,
             HttpRbac = ReadHttpFilters(hcm),
             NetworkRbac = networkRbac,
