@@ -421,11 +421,12 @@ public sealed class HttpThroughProxyTests(ProxyFixture fixture) : IClassFixture<
     [Fact]
     public async Task MoreThan100HeaderFields_Is431_AsEnvoysMaxHeadersCount()
     {
-        // The limit also bounds the work of removing the fields a long Connection header names.
-        string connection = "Connection: " + string.Join(", ", Enumerable.Range(0, 5000).Select(i => "x-" + i)) + "\r\n";
         string fields = string.Concat(Enumerable.Range(0, 100).Select(i => $"x-{i}: v\r\n"));
-        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\n" + connection + fields + "\r\n"));
+        string response = await RawExchangeAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n"));
         Assert.StartsWith("HTTP/1.1 431 ", response);
+        // Each Connection option names fields to remove: a head may list 64 of them, not thousands.
+        string connection = "Connection: " + string.Join(", ", Enumerable.Range(0, 5000).Select(i => "x-" + i)) + "\r\n";
+        Assert.StartsWith("HTTP/1.1 400 ", await RawExchangeAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\n" + connection + "\r\n")));
         string fewer = string.Concat(Enumerable.Range(0, 98).Select(i => $"x-{i}: v\r\n"));
         Assert.StartsWith("HTTP/1.1 200 ", await RawExchangeAsync(Encoding.ASCII.GetBytes("GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + fewer + "\r\n")));
     }

@@ -267,6 +267,17 @@ public sealed class Http1ParserTests
         Assert.Equal(502, Http1Parser.ParseResponse(Encoding.ASCII.GetBytes(many), new HeaderList(), false, ref response)?.Status);
     }
 
+    [Theory]
+    [InlineData(64, null)]
+    [InlineData(65, 400)]
+    public void ConnectionOptions_AreBounded(int options, int? status)
+    {
+        // Split over two Connection fields: the bound is on the head's options, not on one field's.
+        string first = string.Join(", ", Enumerable.Range(0, options / 2).Select(i => "x-" + i));
+        string second = string.Join(",", Enumerable.Range(options / 2, options - options / 2).Select(i => "x-" + i));
+        Assert.Equal(status, Request($"GET / HTTP/1.1\r\nHost: a\r\nConnection: {first}\r\nConnection: {second}\r\n\r\n").Error?.Status);
+    }
+
     [Fact]
     public void EveryOctetInAName_IsTakenOnlyWhenATokenCharacter()
     {

@@ -35,6 +35,12 @@ public static class Http1Parser
     /// <summary>Envoy's default max_headers_count: field lines in one head.</summary>
     public const int DefaultMaxHeadersCount = 100;
 
+    /// <summary>
+    /// Options the Connection fields of one head may list (RFC 9110 §7.6.1). Each names fields to remove, so
+    /// the bound keeps that work in proportion to the head; no client needs more than a few.
+    /// </summary>
+    public const int MaxConnectionOptions = 64;
+
     private static readonly SearchValues<byte> s_tokenChars = SearchValues.Create("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"u8);
     // RFC 9110 §5.5: a field value is VCHAR, obs-text, SP and HTAB; every other control character is refused.
     private static readonly SearchValues<byte> s_invalidValueChars = SearchValues.Create(
@@ -231,6 +237,7 @@ public static class Http1Parser
         // Fields the Connection header names are hop-by-hop too (RFC 9110 §7.6.1): removed below.
         Span<Range> connectionValues = stackalloc Range[8];
         int connectionCount = 0;
+        int connectionOptions = 0;
         int pos = lineEnd + 2;
         while (true)
         {
@@ -289,9 +296,9 @@ public static class Http1Parser
                 case 16 when lname.SequenceEqual("proxy-connection"u8):
                     continue; // hop-by-hop (RFC 9110 §7.6.1; h2c upgrade fields never go upstream, RFC 9113 §3.1)
                 case 10 when lname.SequenceEqual("connection"u8):
-                    if (connectionCount == connectionValues.Length)
+                    if (connectionCount == connectionValues.Length || (connectionOptions += value.Count((byte)',') + 1) > MaxConnectionOptions)
                     {
-                        return new Http1Error(400, "too many connection header fields");
+                        return new Http1Error(400, "too many connection options");
                     }
                     int offset = (int)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(head), ref MemoryMarshal.GetReference(value));
                     connectionValues[connectionCount++] = new Range(offset, offset + value.Length);
@@ -427,6 +434,7 @@ public static class Http1Parser
         int pos = lineEnd + 2;
         Span<Range> connectionValues = stackalloc Range[8];
         int connectionCount = 0;
+        int connectionOptions = 0;
         while (true)
         {
             if (pos == head.Length && !open)
@@ -472,9 +480,9 @@ public static class Http1Parser
                     {
                         response.KeepAlive = true;
                     }
-                    if (connectionCount == connectionValues.Length)
+                    if (connectionCount == connectionValues.Length || (connectionOptions += value.Count((byte)',') + 1) > MaxConnectionOptions)
                     {
-                        return new Http1Error(502, "too many connection header fields");
+                        return new Http1Error(502, "too many connection options");
                     }
                     int offset = (int)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(head), ref MemoryMarshal.GetReference(value));
                     connectionValues[connectionCount++] = new Range(offset, offset + value.Length);
