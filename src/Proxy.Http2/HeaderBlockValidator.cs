@@ -42,6 +42,9 @@ internal struct HeaderBlockValidator
 
     public bool IsMalformed => Error != null;
 
+    /// <summary>Marks the message malformed for a reason outside §8 (a local limit such as the field count).</summary>
+    public void Refuse(string reason) => Fail(reason);
+
     /// <summary>
     /// Checks one field; returns false (and sets <see cref="Error"/>) when it makes the message malformed.
     /// <paramref name="octetsChecked"/>: the name's and value's octets are known to pass §8.2.1 (a table

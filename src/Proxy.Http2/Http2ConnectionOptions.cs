@@ -18,6 +18,12 @@ public sealed class Http2ConnectionOptions
     /// <summary>SETTINGS_MAX_HEADER_LIST_SIZE we advertise and enforce on decoded header blocks (Envoy: 60 KiB).</summary>
     public int MaxHeaderListSize { get; init; } = 64 * 1024;
 
+    /// <summary>
+    /// Fields in one header block (Envoy's max_headers_count, default 100): a block with more makes its
+    /// message malformed, so the stream is reset (PROTOCOL_ERROR) as Envoy resets it.
+    /// </summary>
+    public int MaxHeaderFields { get; init; } = 100;
+
     /// <summary>SETTINGS_HEADER_TABLE_SIZE we advertise: the peer's encoder may use this much of our memory.</summary>
     public int HeaderTableSize { get; init; } = Http2Settings.DefaultHeaderTableSize;
 
@@ -57,7 +63,7 @@ public sealed class Http2ConnectionOptions
         {
             throw new ArgumentOutOfRangeException(nameof(MaxFrameSize), "must be within [16384, 16777215] (RFC 9113 §6.5.2)");
         }
-        if (MaxConcurrentStreams < 1 || MaxHeaderListSize < 1024 || HeaderTableSize < 0 || EncoderTableSizeLimit < 0)
+        if (MaxConcurrentStreams < 1 || MaxHeaderListSize < 1024 || HeaderTableSize < 0 || EncoderTableSizeLimit < 0 || MaxHeaderFields < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxConcurrentStreams), "limits must be positive");
         }

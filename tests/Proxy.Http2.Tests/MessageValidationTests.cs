@@ -121,6 +121,28 @@ public sealed class MessageValidationTests
     }
 
     [Fact]
+    public void MoreFieldsThanMaxHeaderFields_ResetsTheStream_AndTheConnectionGoesOn()
+    {
+        // Envoy's max_headers_count (default 100) counts every field of a block, pseudo-headers included.
+        var peer = Server();
+        (string, string)[] Fields(int regular) => [.. Http2TestPeer.Get(), .. Enumerable.Range(0, regular).Select(i => ($"x-{i}", "v"))];
+        peer.SendHeaders(1, true, Fields(96));
+        peer.SendHeaders(3, true, Fields(97));
+        peer.ExpectRstStream(3, Http2ErrorCode.ProtocolError);
+        peer.SendHeaders(5, true, Http2TestPeer.Get("/next"));
+        Assert.Equal(100, peer.Handler.Headers[1].Count);
+        Assert.Contains((":path", "/next"), peer.Handler.Headers[5]);
+        Assert.DoesNotContain("end 3 True", peer.Handler.Events);
+
+        var strict = new Http2TestPeer(options: new Http2ConnectionOptions { MaxHeaderFields = 4 }).Handshake();
+        strict.SendHeaders(1, true, Fields(1));
+        strict.ExpectRstStream(1, Http2ErrorCode.ProtocolError);
+        strict.SendHeaders(3, true, Fields(0));
+        strict.SendHeaders(5, true, Fields(0));
+        Assert.Equal(4, strict.Handler.Headers[3].Count);
+    }
+
+    [Fact]
     public void TeTrailers_IsAccepted()
     {
         var peer = Server();

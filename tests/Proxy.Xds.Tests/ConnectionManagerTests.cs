@@ -118,6 +118,7 @@ public sealed class ConnectionManagerTests
         Assert.Equal(TimeSpan.FromSeconds(60), o.IdleTimeout);
         Assert.Equal(TimeSpan.FromSeconds(600), o.MaxConnectionDuration);
         Assert.Equal(250, o.MaxHeadersCount);
+        Assert.Equal(250, o.Http2.MaxHeaderFields);
         Assert.Equal(100, Load(Bootstrap()).Snapshot.Listeners[0].Options.MaxHeadersCount); // Envoy's default
         Assert.Equal(50, o.Http2.MaxConcurrentStreams);
         Assert.Equal(131072, o.Http2.InitialStreamWindowSize);

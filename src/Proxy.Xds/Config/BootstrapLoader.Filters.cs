@@ -30,6 +30,8 @@ public sealed partial class BootstrapLoader
         ConfigNode h2 = hcm["http2_protocol_options"];
         int bufferLimit = (int)Math.Clamp(Wrapped(listener["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2);
         var defaults = ListenerOptions.Envoy;
+        // max_headers_count: HTTP/1.1 heads (431) and HTTP/2 header blocks (a stream reset) alike, as in Envoy.
+        int maxHeaders = (int)Math.Clamp(Wrapped(common["max_headers_count"]) ?? defaults.MaxHeadersCount, 1, int.MaxValue);
         return new ListenerOptions
         {
             // Envoy requires stat_prefix; a configuration without one still gets its stats under "http".
@@ -40,8 +42,8 @@ public sealed partial class BootstrapLoader
             RequestTimeout = hcm["request_timeout"].Duration() ?? defaults.RequestTimeout,
             IdleTimeout = common["idle_timeout"].Duration() ?? hcm["idle_timeout"].Duration() ?? defaults.IdleTimeout,
             MaxConnectionDuration = common["max_connection_duration"].Duration() ?? defaults.MaxConnectionDuration,
-            MaxHeadersCount = (int)Math.Clamp(Wrapped(common["max_headers_count"]) ?? defaults.MaxHeadersCount, 1, int.MaxValue),
-            Http2 = h2.Exists ? ReadHttp2Options(h2) : defaults.Http2,
+            MaxHeadersCount = maxHeaders,
+            Http2 = h2.Exists || maxHeaders != defaults.MaxHeadersCount ? ReadHttp2Options(h2, maxHeaders) : defaults.Http2,
             HttpRbac = ReadHttpFilters(hcm),
             NetworkRbac = networkRbac,
             Headers = ReadConnectionManagerHeaders(hcm),
@@ -242,7 +244,7 @@ public sealed partial class BootstrapLoader
         return [.. logs];
     }
 
-    private static Http2ConnectionOptions ReadHttp2Options(ConfigNode h2)
+    private static Http2ConnectionOptions ReadHttp2Options(ConfigNode h2, int maxHeaders)
     {
         Http2ConnectionOptions d = ListenerOptions.Envoy.Http2;
         long streams = Wrapped(h2["max_concurrent_streams"]) ?? d.MaxConcurrentStreams;
@@ -261,6 +263,7 @@ public sealed partial class BootstrapLoader
             ConnectionWindowSize = (int)connectionWindow,
             MaxConsecutiveEmptyFrames = (int)Math.Min(empty, int.MaxValue),
             MaxPriorityFramesPerStream = (int)Math.Min(priority, int.MaxValue),
+            MaxHeaderFields = maxHeaders,
         };
     }
 
