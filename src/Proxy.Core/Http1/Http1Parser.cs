@@ -261,7 +261,8 @@ public static class Http1Parser
             }
             if (--maxFields < 0)
             {
-                // max_headers_count: also what bounds the work of removing the fields Connection names.
+                // max_headers_count, answered as Envoy does; with MaxConnectionOptions it also bounds the
+                // work of removing the fields a Connection header names.
                 return new Http1Error(431, "too many header fields");
             }
             if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 400, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
@@ -457,7 +458,8 @@ public static class Http1Parser
             }
             if (--maxFields < 0)
             {
-                // max_headers_count: also what bounds the work of removing the fields Connection names.
+                // max_headers_count, answered as Envoy does; with MaxConnectionOptions it also bounds the
+                // work of removing the fields a Connection header names.
                 return new Http1Error(502, "too many header fields");
             }
             if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 502, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
