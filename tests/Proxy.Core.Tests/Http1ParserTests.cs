@@ -268,6 +268,34 @@ public sealed class Http1ParserTests
     }
 
     [Theory]
+    [InlineData("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nConnection: CLOSE\r\n\r\n", false)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n", true)]
+    [InlineData("GET / HTTP/1.0\r\nConnection: keep-alive, x-a\r\nX-A: 1\r\n\r\n", true)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-a, close\r\n\r\n", false)]
+    public void ConnectionKeepAliveAndClose_SetKeepAlive(string text, bool keepAlive)
+    {
+        var (error, fields, head) = Request(text);
+        Assert.Null(error);
+        Assert.Equal(keepAlive, head.KeepAlive);
+        Assert.Equal(-1, fields.IndexOf("x-a"u8));
+        Assert.Equal(-1, fields.IndexOf("connection"u8));
+        foreach ((string response, bool responseKeepAlive) in new[]
+        {
+            ("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n", false),
+            ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", true),
+            ("HTTP/1.1 200 OK\r\nConnection: x-b, close\r\nX-B: 1\r\nContent-Length: 0\r\n\r\n", false),
+        })
+        {
+            var parsed = new Http1Parser.ResponseHead();
+            var responseFields = new HeaderList();
+            Assert.Null(Http1Parser.ParseResponse(Encoding.ASCII.GetBytes(response), responseFields, false, ref parsed));
+            Assert.Equal(responseKeepAlive, parsed.KeepAlive);
+            Assert.Equal(-1, responseFields.IndexOf("x-b"u8));
+        }
+    }
+
+    [Theory]
     [InlineData(64, null)]
     [InlineData(65, 400)]
     public void ConnectionOptions_AreBounded(int options, int? status)

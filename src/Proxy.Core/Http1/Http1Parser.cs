@@ -297,6 +297,11 @@ public static class Http1Parser
                 case 16 when lname.SequenceEqual("proxy-connection"u8):
                     continue; // hop-by-hop (RFC 9110 §7.6.1; h2c upgrade fields never go upstream, RFC 9113 §3.1)
                 case 10 when lname.SequenceEqual("connection"u8):
+                    if (IsOnlyKeepAliveOrClose(value, out bool keepAlive))
+                    {
+                        request.KeepAlive = keepAlive; // the usual value: it names no field to remove
+                        continue;
+                    }
                     if (connectionCount == connectionValues.Length || (connectionOptions += value.Count((byte)',') + 1) > MaxConnectionOptions)
                     {
                         return new Http1Error(400, "too many connection options");
@@ -474,6 +479,11 @@ public static class Http1Parser
                 case 16 when lname.SequenceEqual("proxy-connection"u8):
                     continue;
                 case 10 when lname.SequenceEqual("connection"u8):
+                    if (IsOnlyKeepAliveOrClose(value, out bool keepAlive))
+                    {
+                        response.KeepAlive = keepAlive; // the usual value: it names no field to remove
+                        continue;
+                    }
                     if (ContainsToken(value, "close"u8))
                     {
                         response.KeepAlive = false;
@@ -727,6 +737,13 @@ public static class Http1Parser
         ReadOnlySpan<byte> last = comma < 0 ? value : value.Slice(comma + 1);
         last = TrimOws(last);
         return last;
+    }
+
+    /// <summary>A Connection value that is just "keep-alive" or "close" (any case): <paramref name="keepAlive"/> says which.</summary>
+    private static bool IsOnlyKeepAliveOrClose(ReadOnlySpan<byte> value, out bool keepAlive)
+    {
+        keepAlive = value.Length == 10;
+        return (value.Length == 10 && Ascii.EqualsIgnoreCase(value, "keep-alive"u8)) || (value.Length == 5 && Ascii.EqualsIgnoreCase(value, "close"u8));
     }
 
     private static bool ContainsToken(ReadOnlySpan<byte> value, ReadOnlySpan<byte> token)
