@@ -25,6 +25,7 @@ internal struct HeaderBlockValidator
     private bool _regularSeen;
     private bool _isConnect;
     private bool _pathEmpty;
+    private int _fieldsLeft;
 
     public string? Error { get; private set; }
     /// <summary>The response's :status, or 0.</summary>
@@ -33,17 +34,17 @@ internal struct HeaderBlockValidator
     public long ContentLength { get; private set; }
     public bool IsHeadRequest { get; private set; }
 
-    public void Begin(Http2HeaderBlockKind kind)
+    /// <param name="maxFields">Fields the block may hold (a local limit: Envoy's max_headers_count).</param>
+    public void Begin(Http2HeaderBlockKind kind, int maxFields = int.MaxValue)
     {
         this = default;
         _kind = kind;
+        _fieldsLeft = maxFields;
         ContentLength = -1;
     }
 
     public bool IsMalformed => Error != null;
 
-    /// <summary>Marks the message malformed for a reason outside §8 (a local limit such as the field count).</summary>
-    public void Refuse(string reason) => Fail(reason);
 
     /// <summary>
     /// Checks one field; returns false (and sets <see cref="Error"/>) when it makes the message malformed.
@@ -52,6 +53,10 @@ internal struct HeaderBlockValidator
     /// </summary>
     public bool Check(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false)
     {
+        if (--_fieldsLeft < 0)
+        {
+            return Fail("more header fields than allowed (max_headers_count)");
+        }
         if ((uint)(staticIndex - 1) < HpackStaticTable.Count)
         {
             // The name is static entry staticIndex's (the decoder says so): known without comparing it.

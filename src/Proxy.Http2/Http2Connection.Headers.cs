@@ -217,28 +217,17 @@ public sealed partial class Http2Connection
     private sealed class HeaderSink(Http2Connection connection) : IHpackHeaderHandler
     {
         private Http2Stream? _stream;
-        private int _fieldsLeft;
         public HeaderBlockValidator Validator;
 
         public void Begin(Http2Stream? stream, Http2HeaderBlockKind kind)
         {
             _stream = stream;
-            _fieldsLeft = connection._options.MaxHeaderFields;
-            Validator.Begin(kind);
+            Validator.Begin(kind, connection._options.MaxHeaderFields);
         }
 
         public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags)
         {
-            if (_stream == null || Validator.IsMalformed)
-            {
-                return;
-            }
-            if (--_fieldsLeft < 0)
-            {
-                Validator.Refuse($"more than {connection._options.MaxHeaderFields} header fields");
-                return;
-            }
-            if (!Validator.Check(staticIndex, name, value, (flags & HpackFieldFlags.Checked) != 0))
+            if (_stream == null || Validator.IsMalformed || !Validator.Check(staticIndex, name, value, (flags & HpackFieldFlags.Checked) != 0))
             {
                 return;
             }
