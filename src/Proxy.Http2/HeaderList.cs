@@ -93,6 +93,7 @@ public sealed class HeaderList
     /// Adds a field as an HPACK decoder delivered it, keeping what the decoder knew (its static-table
     /// index, whether it was a whole static entry, never-indexed) so that re-encoding it skips the lookups.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Add(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, HpackFieldFlags flags) =>
         Add(name, value, (flags & HpackFieldFlags.NeverIndexed) != 0 ? HeaderIndexing.NeverIndexed : HeaderIndexing.Auto,
             (uint)staticIndex <= HpackStaticTable.Count ? (byte)staticIndex : (byte)0, (flags & HpackFieldFlags.StaticEntry) != 0 && staticIndex != 0);
