@@ -17,6 +17,7 @@ internal sealed class StreamMap
     /// <summary>The streams, in no particular order; the map must not change while they are enumerated.</summary>
     public StreamMap Values => this;
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public bool TryGetValue(int streamId, [NotNullWhen(true)] out Http2Stream? stream)
     {
         Http2Stream?[] slots = _slots;

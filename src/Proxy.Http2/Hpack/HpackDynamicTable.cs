@@ -251,6 +251,7 @@ public sealed class HpackDynamicTable
     /// holds that value, 0 when no entry has that name, and -1 when only <see cref="Find"/> can tell (an
     /// older entry of that name may hold it, or the table does not track static names).
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public int FindByStaticName(int staticName, ReadOnlySpan<byte> value, out bool fullMatch)
     {
         fullMatch = false;
