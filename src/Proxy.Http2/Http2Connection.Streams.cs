@@ -365,14 +365,19 @@ public sealed partial class Http2Connection
         _closedCount = _closedStreams.Count;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private void RecycleClosedStreams()
     {
         // Called before every frame: most frames close nothing, so the lock is taken only when a stream
         // closed. The count is read without it: a stale zero leaves the recycling to the next frame.
-        if (Volatile.Read(ref _closedCount) == 0)
+        if (Volatile.Read(ref _closedCount) != 0)
         {
-            return;
+            RecycleClosedStreamsLocked();
         }
+    }
+
+    private void RecycleClosedStreamsLocked()
+    {
         using (_sync.Enter())
         {
             if (_closedStreams.Count == 0)

@@ -73,6 +73,7 @@ public sealed class HpackDynamicTable
         Get(index, out name, out value, out octetsChecked, out _);
 
     /// <param name="staticName">The static-table index of the name given when the entry was added, or 0.</param>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Get(int index, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value, out bool octetsChecked, out int staticName)
     {
         ref Entry e = ref At(index);
