@@ -45,7 +45,6 @@ internal struct HeaderBlockValidator
 
     public bool IsMalformed => Error != null;
 
-
     /// <summary>
     /// Checks one field; returns false (and sets <see cref="Error"/>) when it makes the message malformed.
     /// <paramref name="octetsChecked"/>: the name's and value's octets are known to pass §8.2.1 (a table

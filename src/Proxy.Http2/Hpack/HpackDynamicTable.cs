@@ -32,7 +32,8 @@ public sealed class HpackDynamicTable
     // An encoder's table also knows, per static-table name, the insertion number (plus one; 0: never) of
     // the newest entry with that name: a field whose name the decoder found in the static table is then
     // matched against one entry, not looked up. See TrackStaticNames.
-    private int[]? _newestByStaticName;
+    private int[]? _newestByStaticName;   // allocated with the first such entry (an idle connection holds none)
+    private bool _tracksStaticNames;
 
     private readonly int _capacityLimit;
     private Entry[] _entries = [];
@@ -170,9 +171,9 @@ public sealed class HpackDynamicTable
             head = _inserted;
         }
         _entries[ring] = new Entry { Offset = _end, NameLength = name.Length, ValueLength = value.Length, OlderInBucket = older, Checked = octetsChecked, StaticName = (byte)staticName };
-        if (_newestByStaticName != null && (uint)staticName < (uint)_newestByStaticName.Length)
+        if (_tracksStaticNames && (uint)(staticName - 1) < HpackStaticTable.Count)
         {
-            _newestByStaticName[staticName] = _inserted + 1;
+            (_newestByStaticName ??= new int[HpackStaticTable.Count + 1])[staticName] = _inserted + 1;
         }
         _inserted++;
         name.CopyTo(_bytes.AsSpan(_end));
@@ -243,7 +244,7 @@ public sealed class HpackDynamicTable
         {
             throw new InvalidOperationException("static names are tracked from an empty table");
         }
-        _newestByStaticName ??= new int[HpackStaticTable.Count + 1];
+        _tracksStaticNames = true;
     }
 
     /// <summary>
@@ -256,12 +257,12 @@ public sealed class HpackDynamicTable
     public int FindByStaticName(int staticName, ReadOnlySpan<byte> value, out bool fullMatch)
     {
         fullMatch = false;
-        int[]? newest = _newestByStaticName;
-        if (newest == null || (uint)staticName >= (uint)newest.Length || staticName == 0)
+        if (!_tracksStaticNames || (uint)(staticName - 1) >= HpackStaticTable.Count)
         {
             return -1;
         }
-        if (newest[staticName] == 0)
+        int[]? newest = _newestByStaticName;
+        if (newest == null || newest[staticName] == 0)
         {
             return 0; // never inserted
         }
