@@ -241,33 +241,14 @@ public static class Http1Parser
         int pos = lineEnd + 2;
         while (true)
         {
-            if (pos == head.Length && !open)
+            FieldLineKind kind = NextFieldLine(head, ref lines, ref pos, open, ref maxFields, lower, 400, 431, out int nameLength, out ReadOnlySpan<byte> value, out Http1Error bad);
+            if (kind != FieldLineKind.Field)
             {
-                break; // a head given without its final empty line
-            }
-            int lineStart = pos;
-            LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
-            if (next == LineStatus.Incomplete)
-            {
-                return null;
-            }
-            if (next == LineStatus.BareLf)
-            {
-                return new Http1Error(400, "bare LF in the head");
-            }
-            if (fieldLine.IsEmpty)
-            {
-                break;
-            }
-            if (--maxFields < 0)
-            {
-                // max_headers_count, answered as Envoy does; with MaxConnectionOptions it also bounds the
-                // work of removing the fields a Connection header names.
-                return new Http1Error(431, "too many header fields");
-            }
-            if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 400, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
-            {
-                return bad;
+                if (kind == FieldLineKind.End)
+                {
+                    break;
+                }
+                return kind == FieldLineKind.Incomplete ? null : bad;
             }
             ReadOnlySpan<byte> lname = lower.Slice(0, nameLength);
             switch (lname.Length)
@@ -443,33 +424,14 @@ public static class Http1Parser
         int connectionOptions = 0;
         while (true)
         {
-            if (pos == head.Length && !open)
+            FieldLineKind kind = NextFieldLine(head, ref lines, ref pos, open, ref maxFields, lower, 502, 502, out int nameLength, out ReadOnlySpan<byte> value, out Http1Error bad);
+            if (kind != FieldLineKind.Field)
             {
-                break; // a head given without its final empty line
-            }
-            int lineStart = pos;
-            LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
-            if (next == LineStatus.Incomplete)
-            {
-                return null;
-            }
-            if (next == LineStatus.BareLf)
-            {
-                return new Http1Error(502, "bare LF in the head");
-            }
-            if (fieldLine.IsEmpty)
-            {
-                break;
-            }
-            if (--maxFields < 0)
-            {
-                // max_headers_count, answered as Envoy does; with MaxConnectionOptions it also bounds the
-                // work of removing the fields a Connection header names.
-                return new Http1Error(502, "too many header fields");
-            }
-            if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, 502, !lines.Clean, out int nameLength, out ReadOnlySpan<byte> value) is Http1Error bad)
-            {
-                return bad;
+                if (kind == FieldLineKind.End)
+                {
+                    break;
+                }
+                return kind == FieldLineKind.Incomplete ? null : bad;
             }
             ReadOnlySpan<byte> lname = lower.Slice(0, nameLength);
             switch (lname.Length)
@@ -650,6 +612,63 @@ public static class Http1Parser
         return MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref first, start), end - start); // 0 <= start <= end <= length
 
         static bool IsOws(byte b) => b == (byte)' ' || b == (byte)'\t';
+    }
+
+    private enum FieldLineKind : byte
+    {
+        Field,
+        /// <summary>The empty line that ends the head (or, for a head given whole, its end).</summary>
+        End,
+        /// <summary>No LF follows: the head is not all here yet.</summary>
+        Incomplete,
+        /// <summary>The line makes the head invalid: the error says how.</summary>
+        Error,
+    }
+
+    /// <summary>
+    /// The next field line of a head, parsed (<see cref="ParseFieldLine"/>), and <paramref name="pos"/> moved
+    /// past it. A bare LF is <paramref name="status"/>; more field lines than <paramref name="fieldsLeft"/>
+    /// allows is <paramref name="tooManyStatus"/> (max_headers_count, answered as Envoy does; with
+    /// <see cref="MaxConnectionOptions"/> it also bounds the work of removing the fields a Connection
+    /// header names).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static FieldLineKind NextFieldLine(ReadOnlySpan<byte> head, scoped ref LineFeedScanner lines, scoped ref int pos, bool open, scoped ref int fieldsLeft,
+        scoped Span<byte> lower, int status, int tooManyStatus, out int nameLength, out ReadOnlySpan<byte> value, out Http1Error error)
+    {
+        nameLength = 0;
+        value = default;
+        error = default;
+        if (pos == head.Length && !open)
+        {
+            return FieldLineKind.End; // a head given without its final empty line
+        }
+        int lineStart = pos;
+        LineStatus next = NextLine(head, ref lines, ref pos, open, out ReadOnlySpan<byte> fieldLine);
+        if (next == LineStatus.Incomplete)
+        {
+            return FieldLineKind.Incomplete;
+        }
+        if (next == LineStatus.BareLf)
+        {
+            error = new Http1Error(status, "bare LF in the head");
+            return FieldLineKind.Error;
+        }
+        if (fieldLine.IsEmpty)
+        {
+            return FieldLineKind.End;
+        }
+        if (--fieldsLeft < 0)
+        {
+            error = new Http1Error(tooManyStatus, "too many header fields");
+            return FieldLineKind.Error;
+        }
+        if (ParseFieldLine(head.Slice(lineStart), fieldLine.Length, lower, status, !lines.Clean, out nameLength, out value) is Http1Error bad)
+        {
+            error = bad;
+            return FieldLineKind.Error;
+        }
+        return FieldLineKind.Field;
     }
 
     private enum LineStatus : byte
