@@ -120,6 +120,7 @@ public sealed class ConnectionManagerTests
         Assert.Equal(250, o.MaxHeadersCount);
         Assert.Equal(250, o.Http2.MaxHeaderFields);
         Assert.Equal(100, Load(Bootstrap()).Snapshot.Listeners[0].Options.MaxHeadersCount); // Envoy's default
+        Assert.Contains("max_headers_count", Assert.Throws<ConfigException>(() => Load(Bootstrap(hcmExtra: "common_http_protocol_options: { max_headers_count: 0 }"))).Message);
         Assert.Equal(50, o.Http2.MaxConcurrentStreams);
         Assert.Equal(131072, o.Http2.InitialStreamWindowSize);
         Assert.Equal(3, o.Http2.MaxConsecutiveEmptyFrames);

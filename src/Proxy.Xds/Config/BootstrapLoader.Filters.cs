@@ -31,7 +31,11 @@ public sealed partial class BootstrapLoader
         int bufferLimit = (int)Math.Clamp(Wrapped(listener["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2);
         var defaults = ListenerOptions.Envoy;
         // max_headers_count: HTTP/1.1 heads (431) and HTTP/2 header blocks (a stream reset) alike, as in Envoy.
-        int maxHeaders = (int)Math.Clamp(Wrapped(common["max_headers_count"]) ?? defaults.MaxHeadersCount, 1, int.MaxValue);
+        long maxHeaders = Wrapped(common["max_headers_count"]) ?? defaults.MaxHeadersCount;
+        if (maxHeaders < 1 || maxHeaders > int.MaxValue)
+        {
+            throw new ConfigException($"{common.Path}.max_headers_count: must be at least 1 (Envoy's bound), not {maxHeaders}");
+        }
         return new ListenerOptions
         {
             // Envoy requires stat_prefix; a configuration without one still gets its stats under "http".
@@ -42,8 +46,8 @@ public sealed partial class BootstrapLoader
             RequestTimeout = hcm["request_timeout"].Duration() ?? defaults.RequestTimeout,
             IdleTimeout = common["idle_timeout"].Duration() ?? hcm["idle_timeout"].Duration() ?? defaults.IdleTimeout,
             MaxConnectionDuration = common["max_connection_duration"].Duration() ?? defaults.MaxConnectionDuration,
-            MaxHeadersCount = maxHeaders,
-            Http2 = h2.Exists || maxHeaders != defaults.MaxHeadersCount ? ReadHttp2Options(h2, maxHeaders) : defaults.Http2,
+            MaxHeadersCount = (int)maxHeaders,
+            Http2 = h2.Exists || maxHeaders != defaults.MaxHeadersCount ? ReadHttp2Options(h2, (int)maxHeaders) : defaults.Http2,
             HttpRbac = ReadHttpFilters(hcm),
             NetworkRbac = networkRbac,
             Headers = ReadConnectionManagerHeaders(hcm),
