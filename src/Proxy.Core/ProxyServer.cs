@@ -112,7 +112,8 @@ public sealed class ProxyServer : IAsyncDisposable
 
     /// <summary>
     /// The live per-cluster limits follow the published snapshot (not a configuration that was only
-    /// checked, and perhaps refused): circuit_breakers.max_connections of each cluster.
+    /// checked, and perhaps refused): circuit_breakers.max_connections, the buffer limit, max_headers_count
+    /// and the bind of each cluster.
     /// </summary>
     private static void ApplyClusterLimits(ProxySnapshot snapshot)
     {
@@ -120,6 +121,7 @@ public sealed class ProxyServer : IAsyncDisposable
         {
             cluster.State.MaxConnections = cluster.CircuitBreakers?.MaxConnections ?? long.MaxValue;
             cluster.State.BufferLimit = cluster.BufferLimit;
+            cluster.State.MaxHeadersCount = cluster.MaxHeadersCount;
             cluster.State.Bind = cluster.Bind;
         }
     }

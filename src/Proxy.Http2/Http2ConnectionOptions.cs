@@ -1,7 +1,7 @@
 namespace Proxy.Http2;
 
 /// <summary>Local limits of one connection; the advertised ones go out in the first SETTINGS frame.</summary>
-public sealed class Http2ConnectionOptions
+public sealed record Http2ConnectionOptions
 {
     /// <summary>SETTINGS_MAX_CONCURRENT_STREAMS we advertise (Envoy's default is 2147483647; 100 is the RFC's recommended floor and nghttp2's default).</summary>
     public int MaxConcurrentStreams { get; init; } = 100;

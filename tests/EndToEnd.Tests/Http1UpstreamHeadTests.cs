@@ -51,12 +51,28 @@ public sealed class Http1UpstreamHeadTests
     }
 
     /// <summary>
+    /// The cluster's max_headers_count bounds the field lines of a response head (Envoy's default 100), in
+    /// one read or many: one more than it allows is an upstream protocol error, exactly as many pass.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4096)]
+    public async Task ResponseHead_OverTheClustersMaxHeadersCount_IsRefused(int piece)
+    {
+        byte[] response = Response(10); // four field lines
+        (string answer, _) = await ExchangeAsync(response, piece, waitForClose: false, maxHeadersCount: 4);
+        Assert.StartsWith("HTTP/1.1 200 ", answer, StringComparison.Ordinal);
+        Assert.EndsWith("\r\n\r\nhello", answer, StringComparison.Ordinal);
+        await AssertRefusedAsync(response, piece, maxHeadersCount: 3);
+    }
+
+    /// <summary>
     /// The proxy gives up on the upstream at once (it closes the connection; the upstream would wait 10 s)
     /// and answers as Envoy does to an upstream that broke before its response: 503.
     /// </summary>
-    private static async Task AssertRefusedAsync(byte[] response, int piece)
+    private static async Task AssertRefusedAsync(byte[] response, int piece, int maxHeadersCount = 100)
     {
-        (string answer, bool closedByProxy) = await ExchangeAsync(response, piece, waitForClose: true);
+        (string answer, bool closedByProxy) = await ExchangeAsync(response, piece, waitForClose: true, maxHeadersCount);
         Assert.True(closedByProxy, "the proxy kept waiting on a head it should have refused");
         Assert.StartsWith("HTTP/1.1 503 ", answer, StringComparison.Ordinal);
         Assert.EndsWith("upstream reset before response\n", answer, StringComparison.Ordinal);
@@ -66,7 +82,7 @@ public sealed class Http1UpstreamHeadTests
     /// One GET through the proxy to an upstream that writes <paramref name="response"/> in pieces of
     /// <paramref name="piece"/> octets, then (if told to) waits up to 10 s for the proxy to close the connection.
     /// </summary>
-    private static async Task<(string Answer, bool ClosedByProxy)> ExchangeAsync(byte[] response, int piece, bool waitForClose)
+    private static async Task<(string Answer, bool ClosedByProxy)> ExchangeAsync(byte[] response, int piece, bool waitForClose, int maxHeadersCount = 100)
     {
         using var upstreamListener = new Socket(SocketType.Stream, ProtocolType.Tcp);
         upstreamListener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -117,7 +133,12 @@ public sealed class Http1UpstreamHeadTests
         });
 
         var pools = new UpstreamPools();
-        var cluster = new Cluster("c", UpstreamProtocol.Http1, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ((IPEndPoint)upstreamListener.LocalEndPoint!).Port), UpstreamProtocol.Http1)], TimeSpan.FromSeconds(5));
+        ClusterState state = pools.ClusterState("c");
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, ((IPEndPoint)upstreamListener.LocalEndPoint!).Port), UpstreamProtocol.Http1, cluster: state)], TimeSpan.FromSeconds(5))
+        {
+            MaxHeadersCount = maxHeadersCount,
+            State = state,
+        };
         var listener = new ListenerConfig("l", new IPEndPoint(IPAddress.Loopback, 0),
             new RouteConfiguration("r", [new VirtualHost("v", ["*"], [new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero)])]));
         await using var proxy = new ProxyServer(new ProxySnapshot([listener], [cluster], 1), pools);

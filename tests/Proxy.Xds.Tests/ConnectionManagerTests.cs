@@ -130,6 +130,30 @@ public sealed class ConnectionManagerTests
     }
 
     [Fact]
+    public void ClusterMaxHeadersCount_IsRead_FromTheProtocolOptionsExtensionOrTheCluster()
+    {
+        const string Extension = """
+                typed_extension_protocol_options:
+                  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                    common_http_protocol_options: { max_headers_count: 40 }
+                    explicit_http_config: { http2_protocol_options: {} }
+            """;
+        ProxySnapshot typed = Load(Bootstrap(rootExtra: Cluster("t", Extension))).Snapshot;
+        Assert.Equal(40, typed.Clusters["t"].MaxHeadersCount);
+        Assert.Equal(UpstreamProtocol.Http2, typed.Clusters["t"].Protocol);
+        Assert.Equal(100, typed.Clusters["c"].MaxHeadersCount); // Envoy's default
+        Assert.Equal(7, Load(Bootstrap(rootExtra: Cluster("d", "    common_http_protocol_options: { max_headers_count: 7 }"))).Snapshot.Clusters["d"].MaxHeadersCount);
+        ConfigException e = Assert.Throws<ConfigException>(() => Load(Bootstrap(rootExtra: Cluster("z", Extension.Replace("40", "0", StringComparison.Ordinal)))));
+        Assert.Contains("max_headers_count", e.Message);
+
+        static string Cluster(string name, string extra) => string.Join('\n',
+            "  - name: " + name,
+            extra,
+            "    load_assignment: { cluster_name: " + name + ", endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } } } ] } ] }");
+    }
+
+    [Fact]
     public void RuntimeKey_SetsTheConnectionCap()
     {
         var (_, loader) = Load(Bootstrap(rootExtra: """

@@ -206,6 +206,11 @@ public sealed class Cluster
     public CircuitBreakers? CircuitBreakers { get; init; }
     /// <summary>per_connection_buffer_limit_bytes (Envoy's default, 1 MiB).</summary>
     public int BufferLimit { get; init; } = Transport.SocketConnection.DefaultBufferLimit;
+    /// <summary>
+    /// common_http_protocol_options.max_headers_count (Envoy's default 100): a response head with more field
+    /// lines, or an HTTP/2 response header block with more fields, is an upstream protocol error (502).
+    /// </summary>
+    public int MaxHeadersCount { get; init; } = Http1.Http1Parser.DefaultMaxHeadersCount;
     /// <summary>Request and retry counts of this cluster name, shared by every snapshot.</summary>
     public ClusterState State { get; init; } = new();
 

@@ -60,6 +60,9 @@ public sealed class ClusterState
     /// <summary>per_connection_buffer_limit_bytes of the current snapshot: the watermark of each upstream connection.</summary>
     public int BufferLimit { get; set; } = Transport.SocketConnection.DefaultBufferLimit;
 
+    /// <summary>max_headers_count of the current snapshot: the most field lines a response head of this cluster may have.</summary>
+    public int MaxHeadersCount { get; set; } = Http1.Http1Parser.DefaultMaxHeadersCount;
+
     /// <summary>upstream_bind_config of the current snapshot (updated on every load).</summary>
     public Transport.UpstreamBind? Bind { get; set; }
 

@@ -44,6 +44,9 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     private long _unconsumed;
     private readonly BlockedExchange _blocked;
 
+    /// <summary>The cluster's max_headers_count, for response heads.</summary>
+    private int MaxHeadersCount => _pool.Cluster?.MaxHeadersCount ?? Http1Parser.DefaultMaxHeadersCount;
+
     public Http1Upstream(SocketConnection connection, Http1UpstreamPool pool)
     {
         _connection = connection;
@@ -231,7 +234,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                     if (_headScanned == 0)
                     {
                         // A head that came whole: found and parsed in one pass.
-                        error = Http1Parser.TryParseResponse(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, _requestWasHead, ref head, out end);
+                        error = Http1Parser.TryParseResponse(rest.Slice(0, Math.Min(rest.Length, Http1Parser.DefaultMaxHeadSize)), _fields, _requestWasHead, ref head, out end, MaxHeadersCount);
                     }
                     else
                     {
@@ -241,7 +244,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
                         if (end >= 0 && end + from <= Http1Parser.DefaultMaxHeadSize)
                         {
                             end += from;
-                            error = Http1Parser.ParseResponse(rest.Slice(0, end), _fields, _requestWasHead, ref head);
+                            error = Http1Parser.ParseResponse(rest.Slice(0, end), _fields, _requestWasHead, ref head, MaxHeadersCount);
                         }
                         else
                         {

@@ -126,7 +126,10 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             return;
         }
 
-        var upstream = new Http2Upstream(connection, this, options) { Slot = slot.Index };
+        // The cluster's max_headers_count (of the snapshot now live) holds for the connection's life.
+        Http2ConnectionOptions connectionOptions = Cluster is { MaxHeadersCount: int maxHeaders } && maxHeaders != options.MaxHeaderFields
+            ? options with { MaxHeaderFields = maxHeaders } : options;
+        var upstream = new Http2Upstream(connection, this, connectionOptions) { Slot = slot.Index };
         using (slot.Lock.Enter())
         {
             slot.Connecting--;

@@ -80,6 +80,7 @@ public sealed partial class BootstrapLoader
                 [.. m["match"].Keys.Select(k => (k, m["match"][k].String() ?? (m["match"][k].ToJson()?.ToJsonString() ?? "")))],
                 ReadUpstreamTls(m["transport_socket"])))],
             BufferLimit = (int)Math.Clamp(Wrapped(c["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2),
+            MaxHeadersCount = ReadMaxHeadersCount(c),
         };
         if (type != "EDS")
         {
@@ -155,6 +156,7 @@ public sealed partial class BootstrapLoader
             CircuitBreakers = settings.CircuitBreakers,
             OutlierDetection = settings.OutlierDetection,
             BufferLimit = settings.BufferLimit,
+            MaxHeadersCount = settings.MaxHeadersCount,
             State = state,
             UsesOriginalDestination = type == "ORIGINAL_DST",
             OriginalDestinationHeader = type == "ORIGINAL_DST" && c["original_dst_lb_config"]["use_http_header"].Boolean() == true
@@ -242,6 +244,28 @@ public sealed partial class BootstrapLoader
             MaxEjectionTime = od["max_ejection_time"].Duration() ?? TimeSpan.FromSeconds(300),
             MaxEjectionPercent = Math.Clamp(Wrapped(od["max_ejection_percent"]) ?? 10, 0, 100),
         };
+    }
+
+    /// <summary>
+    /// max_headers_count for responses of a cluster: from the HttpProtocolOptions extension's
+    /// common_http_protocol_options (v3), else the cluster's own (deprecated) common_http_protocol_options.
+    /// </summary>
+    private static int ReadMaxHeadersCount(ConfigNode c)
+    {
+        ConfigNode common = c["common_http_protocol_options"];
+        foreach (string key in c["typed_extension_protocol_options"].Keys)
+        {
+            if (c["typed_extension_protocol_options"][key]["common_http_protocol_options"] is { Exists: true } typed)
+            {
+                common = typed;
+            }
+        }
+        long maxHeaders = Wrapped(common["max_headers_count"]) ?? Proxy.Core.Http1.Http1Parser.DefaultMaxHeadersCount;
+        if (maxHeaders < 1 || maxHeaders > int.MaxValue)
+        {
+            throw new ConfigException($"{common.Path}.max_headers_count: must be at least 1 (Envoy's bound), not {maxHeaders}");
+        }
+        return (int)maxHeaders;
     }
 
     /// <summary>typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] naming HTTP/2.</summary>

@@ -430,6 +430,9 @@ public sealed record ClusterSettings(string Name, string Type, UpstreamProtocol 
     /// <summary>per_connection_buffer_limit_bytes (Envoy's default 1 MiB).</summary>
     public int BufferLimit { get; init; } = Proxy.Core.Transport.SocketConnection.DefaultBufferLimit;
 
+    /// <summary>common_http_protocol_options.max_headers_count (Envoy's default 100).</summary>
+    public int MaxHeadersCount { get; init; } = Proxy.Core.Http1.Http1Parser.DefaultMaxHeadersCount;
+
     /// <summary>transport_socket (or v2's tls_context): the TLS of endpoints no transport_socket_match picks; null: plaintext.</summary>
     public Proxy.Core.Transport.Tls.TlsClientContext? Tls { get; init; }
 
