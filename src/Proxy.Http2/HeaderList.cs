@@ -69,6 +69,33 @@ public sealed class HeaderList
         }
     }
 
+    /// <summary>Makes this list a copy of <paramref name="source"/> (two block copies; no allocation once grown).</summary>
+    public void CopyFrom(HeaderList source)
+    {
+        if (_arena.Length < source._used)
+        {
+            _arena = new byte[Math.Max(source._used, _arena.Length * 2)];
+        }
+        if (_fields.Length < source.Count)
+        {
+            _fields = new Field[Math.Max(source.Count, _fields.Length * 2)];
+        }
+        source._arena.AsSpan(0, source._used).CopyTo(_arena);
+        source._fields.AsSpan(0, source.Count).CopyTo(_fields);
+        _used = source._used;
+        Count = source.Count;
+        ListSize = source.ListSize;
+        _nameBits = source._nameBits;
+    }
+
+    /// <summary>What the decoder knew of field <paramref name="index"/>, as the flags it delivered it with.</summary>
+    public HpackFieldFlags DecodedFlags(int index)
+    {
+        ref Field f = ref FieldAt(index);
+        return (f.Indexing == HeaderIndexing.NeverIndexed ? HpackFieldFlags.NeverIndexed : HpackFieldFlags.None)
+            | (f.StaticEntry ? HpackFieldFlags.StaticEntry | HpackFieldFlags.Checked : HpackFieldFlags.None);
+    }
+
     public ReadOnlySpan<byte> Name(int index)
     {
         ref Field f = ref FieldAt(index);

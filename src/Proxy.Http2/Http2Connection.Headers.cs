@@ -166,7 +166,7 @@ public sealed partial class Http2Connection
             _handler.OnHeadersBegin(stream!, kind);
         }
         // The block is decoded even when its stream is refused: the dynamic table must stay in step (§4.3).
-        bool withinLimit = _decoder.Decode(block, _sink);
+        bool withinLimit = deliver && block.Length <= RepeatBlock.MaxOctets ? DecodeOrRepeat(stream!, kind, block) : _decoder.Decode(block, _sink);
 
         if (refuseWith == Http2ErrorCode.Cancel)
         {
@@ -213,11 +213,85 @@ public sealed partial class Http2Connection
         _handler.OnHeadersEnd(stream!, endStream);
     }
 
+    /// <summary>
+    /// Decodes a short block, or replays it: peers on a long-lived connection send the same block again and
+    /// again (a gRPC client's requests, once its fields are in the dynamic table, are the same few index
+    /// octets each time; so are a server's response heads and trailers). A block of the same octets decoded
+    /// at the same <see cref="HpackDecoder.Generation"/> gives the same fields and the same verdict, so the
+    /// third and later sightings are handed over from the copy kept at the second, without decoding or
+    /// validating anything. Only blocks that left the compression context as it was are kept.
+    /// </summary>
+    private bool DecodeOrRepeat(Http2Stream stream, Http2HeaderBlockKind kind, ReadOnlySpan<byte> block)
+    {
+        RepeatBlock repeat = _repeats[(int)kind] ??= new RepeatBlock();
+        ulong generation = _decoder.Generation;
+        bool same = repeat.Generation == generation && block.SequenceEqual(repeat.Octets.AsSpan(0, repeat.Length));
+        if (same && repeat.Recorded)
+        {
+            _sink.Validator = repeat.Validator;
+            _handler.OnHeaders(stream, repeat.Fields);
+            return true;
+        }
+        HeaderList? record = null;
+        if (same)
+        {
+            record = repeat.Fields;
+            record.Clear();
+        }
+        _sink.Record = record;
+        bool withinLimit;
+        try
+        {
+            withinLimit = _decoder.Decode(block, _sink);
+        }
+        finally
+        {
+            _sink.Record = null;
+        }
+        if (!withinLimit || _sink.Validator.IsMalformed || _decoder.Generation != generation)
+        {
+            repeat.Length = 0; // not a block to keep (it changed the table, or was refused)
+            repeat.Generation = ulong.MaxValue;
+            repeat.Recorded = false;
+        }
+        else if (same)
+        {
+            repeat.Validator = _sink.Validator;
+            repeat.Recorded = true;
+        }
+        else
+        {
+            block.CopyTo(repeat.Octets);
+            repeat.Length = block.Length;
+            repeat.Generation = generation;
+            repeat.Recorded = false;
+        }
+        return withinLimit;
+    }
+
+    /// <summary>The last short, context-neutral block of one kind (see <see cref="DecodeOrRepeat"/>).</summary>
+    private sealed class RepeatBlock
+    {
+        /// <summary>Longer blocks are not kept: a repeated head is a few index octets, a new one spells out literals.</summary>
+        public const int MaxOctets = 64;
+
+        public readonly byte[] Octets = new byte[MaxOctets];
+        public int Length;
+        public ulong Generation = ulong.MaxValue; // no decoder's: nothing kept yet
+        /// <summary><see cref="Fields"/> and <see cref="Validator"/> hold what the block decodes to.</summary>
+        public bool Recorded;
+        public readonly HeaderList Fields = new(256, 12);
+        /// <summary>The validator's state after the block's fields (before <see cref="HeaderBlockValidator.Finish"/>).</summary>
+        public HeaderBlockValidator Validator;
+    }
+
     /// <summary>Validates decoded fields and forwards them to the handler while the block is well-formed.</summary>
     private sealed class HeaderSink(Http2Connection connection) : IHpackHeaderHandler
     {
         private Http2Stream? _stream;
         public HeaderBlockValidator Validator;
+        /// <summary>Also keeps the delivered fields here (a block seen for the second time, see <see cref="DecodeOrRepeat"/>).</summary>
+        public HeaderList? Record;
 
         public void Begin(Http2Stream? stream, Http2HeaderBlockKind kind)
         {
@@ -232,6 +306,7 @@ public sealed partial class Http2Connection
                 return;
             }
             connection._handler.OnHeader(_stream, staticIndex, name, value, flags);
+            Record?.Add(staticIndex, name, value, flags);
         }
     }
 }

@@ -32,6 +32,7 @@ public sealed partial class Http2Connection
     private readonly HpackDecoder _decoder;
     private readonly HpackEncoder _encoder;
     private readonly HeaderSink _sink;
+    private readonly RepeatBlock?[] _repeats = new RepeatBlock?[3]; // by Http2HeaderBlockKind
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
     private readonly StreamMap _streams = new();
     private readonly Stack<Http2Stream> _freeStreams = new();

@@ -30,6 +30,19 @@ public interface IHttp2ConnectionHandler
     /// </summary>
     void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Hpack.HpackFieldFlags flags);
 
+    /// <summary>
+    /// Every field of a block at once, in place of one <see cref="OnHeader"/> per field: the connection
+    /// delivers so a block that repeats one it decoded before, octet for octet with the compression context
+    /// unchanged (a gRPC client's requests, a server's responses and trailers). The default delivers them one by one.
+    /// </summary>
+    void OnHeaders(Http2Stream stream, HeaderList fields)
+    {
+        for (int i = 0; i < fields.Count; i++)
+        {
+            OnHeader(stream, fields.StaticIndex(i), fields.Name(i), fields.Value(i), fields.DecodedFlags(i));
+        }
+    }
+
     /// <summary>The block was complete and well-formed. Not called when the block was malformed: <see cref="OnStreamReset"/> is, instead.</summary>
     void OnHeadersEnd(Http2Stream stream, bool endStream);
 

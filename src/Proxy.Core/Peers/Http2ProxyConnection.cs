@@ -164,6 +164,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
     public void OnHeader(Http2Stream stream, int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, Http2.Hpack.HpackFieldFlags flags) =>
         Scratch.Add(staticIndex, name, value, flags);
 
+    public void OnHeaders(Http2Stream stream, HeaderList fields) => Scratch.CopyFrom(fields);
+
     public abstract void OnHeadersEnd(Http2Stream stream, bool endStream);
 
     public abstract void OnData(Http2Stream stream, in ReadOnlySequence<byte> data, bool endStream);

@@ -31,7 +31,24 @@ public sealed class HpackDecoder
     }
 
     /// <summary>A block whose decoded size (RFC 9113 §6.5.2: name + value + 32 per field) exceeds this is reported as too large.</summary>
-    public int MaxHeaderListSize { get; set; }
+    public int MaxHeaderListSize
+    {
+        get => _maxHeaderListSize;
+        set
+        {
+            _maxHeaderListSize = value;
+            _settingsVersion++;
+        }
+    }
+
+    private int _maxHeaderListSize;
+    private uint _settingsVersion;
+
+    /// <summary>
+    /// Changes with anything that could make a block decode differently: the dynamic table's contents and
+    /// the limits. Two blocks of the same octets decoded at the same generation give the same fields.
+    /// </summary>
+    public ulong Generation => ((ulong)_settingsVersion << 32) | _table.Version;
 
     public HpackDynamicTable Table => _table;
 
@@ -50,6 +67,7 @@ public sealed class HpackDecoder
             _sizeUpdateRequired = true;
         }
         _maxTableSize = maxTableSize;
+        _settingsVersion++;
     }
 
     /// <summary>

@@ -55,6 +55,12 @@ public sealed class HpackDynamicTable
     public int Size { get; private set; }
     public int MaxSize { get; private set; }
 
+    /// <summary>
+    /// Counts the changes to the table (insertions, evictions, size changes, clears): while it stands still,
+    /// every index names the same entry as before.
+    /// </summary>
+    public uint Version { get; private set; }
+
     public ReadOnlySpan<byte> Name(int index)
     {
         ref Entry e = ref At(index);
@@ -121,6 +127,7 @@ public sealed class HpackDynamicTable
             throw new HpackException($"dynamic table size {maxSize} exceeds the limit {_capacityLimit}");
         }
         MaxSize = maxSize;
+        Version++;
         while (Size > MaxSize)
         {
             EvictOldest();
@@ -137,6 +144,7 @@ public sealed class HpackDynamicTable
     /// <paramref name="name"/>, which must be given whenever the name is in the static table.</param>
     public void Add(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool octetsChecked = false, int staticName = 0)
     {
+        Version++;
         int entrySize = name.Length + value.Length + EntryOverhead;
         if (entrySize > MaxSize)
         {
@@ -313,6 +321,7 @@ public sealed class HpackDynamicTable
 
     public void Clear()
     {
+        Version++;
         _count = 0;
         _oldest = 0;
         _end = 0;

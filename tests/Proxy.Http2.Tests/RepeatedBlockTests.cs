@@ -1,0 +1,152 @@
+namespace Proxy.Http2.Tests;
+
+/// <summary>
+/// A header block that repeats one decoded before (same octets, compression context unchanged) is handed
+/// over from a kept copy instead of being decoded again. What the application sees, and every verdict of
+/// RFC 9113 §8, must be exactly what decoding it would give, whatever happened to the table in between.
+/// </summary>
+public sealed class RepeatedBlockTests
+{
+    private static Http2TestPeer Server() => new Http2TestPeer().Handshake();
+
+    private static void SendBlock(Http2TestPeer peer, int streamId, bool endStream, byte[] block) =>
+        peer.SendFrame(w => Http2FrameWriter.WriteHeaders(w, streamId, block, endStream, 16384));
+
+    [Fact]
+    public void SameBlock_DeliversTheSameFields_EveryTime()
+    {
+        var peer = Server();
+        (string, string)[] request = [.. Http2TestPeer.Get("/echo.Echo/Echo"), ("content-type", "application/grpc"), ("te", "trailers")];
+        var blocks = new List<byte[]>();
+        for (int i = 0; i < 6; i++)
+        {
+            byte[] block = peer.EncodeHeaders(request);
+            blocks.Add(block);
+            SendBlock(peer, 1 + 2 * i, true, block);
+        }
+        // From the second request on, every field is in the peer's dynamic table: the same few octets.
+        Assert.All(blocks.Skip(2), b => Assert.Equal(blocks[1], b));
+        for (int i = 0; i < 6; i++)
+        {
+            Assert.Equal(request, peer.Handler.Headers[1 + 2 * i]);
+            Assert.Contains($"end {1 + 2 * i} True", peer.Handler.Events);
+        }
+    }
+
+    [Fact]
+    public void SameOctets_AfterTheTableChanged_AreDecodedAgainstTheNewTable()
+    {
+        var peer = Server();
+        // :method GET, :scheme http, :path /, then :authority as a literal added to the table (index 62).
+        byte[] indexed = [0x82, 0x86, 0x84, 0xBE]; // :authority from index 62: the newest entry
+        SendBlock(peer, 1, true, [0x82, 0x86, 0x84, 0x41, 11, .. "example.com"u8]);
+        for (int id = 3; id <= 9; id += 2)
+        {
+            SendBlock(peer, id, true, indexed);
+            Assert.Contains((":authority", "example.com"), peer.Handler.Headers[id]);
+        }
+        // Trailers of another request insert a new entry (x-a: other), which index 62 now names; the
+        // request blocks' kept copy was made when it named example.com.
+        SendBlock(peer, 11, false, indexed);
+        SendBlock(peer, 11, true, [0x40, 3, .. "x-a"u8, 5, .. "other"u8]);
+        Assert.Equal([("x-a", "other")], peer.Handler.Trailers[11]);
+        for (int id = 13; id <= 19; id += 2)
+        {
+            SendBlock(peer, id, true, indexed);
+            Assert.Contains(("x-a", "other"), peer.Handler.Headers[id]);
+            Assert.DoesNotContain((":authority", "example.com"), peer.Handler.Headers[id]);
+        }
+    }
+
+    [Fact]
+    public void SameBlock_KeepsItsContentLength_AndEndStreamIsCheckedEachTime()
+    {
+        var peer = Server();
+        (string, string)[] post = Http2TestPeer.Post("/upload", ("content-length", "5"));
+        for (int i = 0; i < 3; i++)
+        {
+            int id = 1 + 2 * i;
+            SendBlock(peer, id, false, peer.EncodeHeaders(post));
+            peer.SendData(id, "hello"u8.ToArray(), true);
+            Assert.Contains($"data {id} 5 True", peer.Handler.Events);
+        }
+        // The same head again, now with a body shorter than its content-length: malformed (§8.1.1).
+        SendBlock(peer, 7, false, peer.EncodeHeaders(post));
+        peer.TakeFrames();
+        peer.SendData(7, "hel"u8.ToArray(), true);
+        peer.ExpectRstStream(7, Http2ErrorCode.ProtocolError);
+        // And with END_STREAM on the head itself: content-length 5 with no body is malformed too.
+        SendBlock(peer, 9, true, peer.EncodeHeaders(post));
+        peer.ExpectRstStream(9, Http2ErrorCode.ProtocolError);
+        Assert.DoesNotContain("end 9 True", peer.Handler.Events);
+    }
+
+    [Fact]
+    public void SameMalformedBlock_IsRefusedEveryTime()
+    {
+        var peer = Server();
+        (string, string)[] bad = [.. Http2TestPeer.Get(), ("x-Upper", "1")];
+        for (int id = 1; id <= 9; id += 2)
+        {
+            SendBlock(peer, id, true, peer.EncodeHeaders(bad));
+            peer.ExpectRstStream(id, Http2ErrorCode.ProtocolError);
+            Assert.DoesNotContain($"end {id} True", peer.Handler.Events);
+        }
+        SendBlock(peer, 11, true, peer.EncodeHeaders(Http2TestPeer.Get("/fine")));
+        Assert.Contains((":path", "/fine"), peer.Handler.Headers[11]);
+    }
+
+    [Fact]
+    public void SameTrailers_AreDeliveredAsTrailers_EveryTime()
+    {
+        var peer = Server();
+        for (int i = 0; i < 4; i++)
+        {
+            int id = 1 + 2 * i;
+            SendBlock(peer, id, false, peer.EncodeHeaders(Http2TestPeer.Post("/p")));
+            SendBlock(peer, id, true, peer.EncodeHeaders(("grpc-status", "0"), ("x-checksum", "abc")));
+            Assert.Equal([("grpc-status", "0"), ("x-checksum", "abc")], peer.Handler.Trailers[id]);
+            Assert.DoesNotContain(("grpc-status", "0"), peer.Handler.Headers[id]);
+        }
+        // A trailer block may not carry pseudo-headers, repeated or not (§8.1).
+        for (int id = 9; id <= 13; id += 2)
+        {
+            SendBlock(peer, id, false, peer.EncodeHeaders(Http2TestPeer.Post("/p")));
+            SendBlock(peer, id, true, peer.EncodeHeaders((":path", "/p")));
+            peer.ExpectRstStream(id, Http2ErrorCode.ProtocolError);
+        }
+    }
+}
+
+public sealed class HeaderListCopyTests
+{
+    [Fact]
+    public void CopyFrom_MakesAnEqualIndependentList_GrowingWhenNeeded()
+    {
+        var source = new HeaderList(64, 2);
+        source.Add(2, ":method"u8, "GET"u8, Hpack.HpackFieldFlags.StaticEntry);
+        source.Add(0, "x-secret"u8, "s3cr3t"u8, Hpack.HpackFieldFlags.NeverIndexed);
+        for (int i = 0; i < 20; i++)
+        {
+            source.Add(System.Text.Encoding.ASCII.GetBytes($"x-{i}"), new string('v', 10 + i).Select(c => (byte)c).ToArray());
+        }
+        var copy = new HeaderList(16, 1);
+        copy.Add("stale"u8, "old"u8);
+        copy.CopyFrom(source);
+        Assert.Equal(source.Count, copy.Count);
+        Assert.Equal(source.ListSize, copy.ListSize);
+        for (int i = 0; i < source.Count; i++)
+        {
+            Assert.True(copy.Name(i).SequenceEqual(source.Name(i)));
+            Assert.True(copy.Value(i).SequenceEqual(source.Value(i)));
+            Assert.Equal(source.StaticIndex(i), copy.StaticIndex(i));
+            Assert.Equal(source.DecodedFlags(i), copy.DecodedFlags(i));
+        }
+        Assert.Equal(Hpack.HpackFieldFlags.StaticEntry | Hpack.HpackFieldFlags.Checked, copy.DecodedFlags(0));
+        Assert.Equal(Hpack.HpackFieldFlags.NeverIndexed, copy.DecodedFlags(1));
+        Assert.Equal(-1, copy.IndexOf("stale"u8));
+        Assert.Equal(5, copy.IndexOf("x-3"u8));
+        copy.SetValue(0, "POST"u8); // the copy is its own
+        Assert.True(source.Value(0).SequenceEqual("GET"u8));
+    }
+}
