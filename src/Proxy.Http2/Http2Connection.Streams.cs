@@ -241,8 +241,7 @@ public sealed partial class Http2Connection
             // The usual block fits one frame: encoded straight into the output behind its frame header.
             Span<byte> frame = _output.GetSpan(Http2FrameHeader.Size + bound);
             Span<byte> block = frame.Slice(Http2FrameHeader.Size);
-            int length = _encoder.BeginBlock(block);
-            length += headers.EncodeTo(_encoder, block.Slice(length));
+            int length = EncodeOrRepeat(headers, block);
             Http2FrameHeader.Write(frame, length, Http2FrameType.Headers, Http2FrameFlags.EndHeaders | (endStream ? Http2FrameFlags.EndStream : 0), streamId);
             _output.Advance(Http2FrameHeader.Size + length);
             return;
@@ -252,6 +251,52 @@ public sealed partial class Http2Connection
         Span<byte> span = _encodeBuffer.GetSpan(bound);
         _encodeBuffer.Advance(headers.EncodeTo(_encoder, span));
         Http2FrameWriter.WriteHeaders(_output, streamId, _encodeBuffer.WrittenSpan, endStream, _peerSettings.MaxFrameSize);
+    }
+
+    /// <summary>
+    /// Encodes a field list into <paramref name="block"/>, or copies the octets it encoded to before: a
+    /// proxy sends the same response head and trailers (and, upstream, the same request head) again and
+    /// again. The same fields at the same <see cref="HpackEncoder.Generation"/> encode to the same octets;
+    /// the last two lists that left the table as it was are kept (a response head and its trailers).
+    /// </summary>
+    private int EncodeOrRepeat(HeaderList headers, Span<byte> block)
+    {
+        ulong generation = _encoder.Generation;
+        foreach (SentBlock? kept in _sent)
+        {
+            if (kept != null && kept.Generation == generation && headers.SameAs(kept.Fields))
+            {
+                kept.Octets.AsSpan(0, kept.Length).CopyTo(block);
+                return kept.Length;
+            }
+        }
+        int length = _encoder.BeginBlock(block);
+        length += headers.EncodeTo(_encoder, block.Slice(length));
+        if (length <= SentBlock.MaxOctets && _encoder.Generation == generation)
+        {
+            SentBlock keep = _sent[_sentNext] ??= new SentBlock();
+            _sentNext ^= 1;
+            keep.Fields.CopyFrom(headers);
+            block.Slice(0, length).CopyTo(keep.Octets);
+            keep.Length = length;
+            keep.Generation = generation;
+        }
+        return length;
+    }
+
+    private readonly SentBlock?[] _sent = new SentBlock?[2];
+    private int _sentNext;
+
+    /// <summary>A field list and the octets it encoded to (see <see cref="EncodeOrRepeat"/>).</summary>
+    private sealed class SentBlock
+    {
+        /// <summary>Longer blocks are not kept: they spell out literals, which cost more to keep than to encode.</summary>
+        public const int MaxOctets = 128;
+
+        public readonly HeaderList Fields = new(256, 12);
+        public readonly byte[] Octets = new byte[MaxOctets];
+        public int Length;
+        public ulong Generation;
     }
 
     private bool TryGetSendable(int streamId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Http2Stream? stream)

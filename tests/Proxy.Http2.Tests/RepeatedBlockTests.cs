@@ -1,3 +1,5 @@
+using Proxy.Http2.Hpack;
+
 namespace Proxy.Http2.Tests;
 
 /// <summary>
@@ -124,8 +126,8 @@ public sealed class HeaderListCopyTests
     public void CopyFrom_MakesAnEqualIndependentList_GrowingWhenNeeded()
     {
         var source = new HeaderList(64, 2);
-        source.Add(2, ":method"u8, "GET"u8, Hpack.HpackFieldFlags.StaticEntry);
-        source.Add(0, "x-secret"u8, "s3cr3t"u8, Hpack.HpackFieldFlags.NeverIndexed);
+        source.Add(2, ":method"u8, "GET"u8, HpackFieldFlags.StaticEntry);
+        source.Add(0, "x-secret"u8, "s3cr3t"u8, HpackFieldFlags.NeverIndexed);
         for (int i = 0; i < 20; i++)
         {
             source.Add(System.Text.Encoding.ASCII.GetBytes($"x-{i}"), new string('v', 10 + i).Select(c => (byte)c).ToArray());
@@ -142,11 +144,122 @@ public sealed class HeaderListCopyTests
             Assert.Equal(source.StaticIndex(i), copy.StaticIndex(i));
             Assert.Equal(source.DecodedFlags(i), copy.DecodedFlags(i));
         }
-        Assert.Equal(Hpack.HpackFieldFlags.StaticEntry | Hpack.HpackFieldFlags.Checked, copy.DecodedFlags(0));
-        Assert.Equal(Hpack.HpackFieldFlags.NeverIndexed, copy.DecodedFlags(1));
+        Assert.Equal(HpackFieldFlags.StaticEntry | HpackFieldFlags.Checked, copy.DecodedFlags(0));
+        Assert.Equal(HpackFieldFlags.NeverIndexed, copy.DecodedFlags(1));
         Assert.Equal(-1, copy.IndexOf("stale"u8));
         Assert.Equal(5, copy.IndexOf("x-3"u8));
+        Assert.True(copy.SameAs(source));
         copy.SetValue(0, "POST"u8); // the copy is its own
         Assert.True(source.Value(0).SequenceEqual("GET"u8));
+        Assert.False(copy.SameAs(source));
+    }
+
+    [Fact]
+    public void SameAs_TellsFieldsApart_ByNameValueAndHowTheyAreIndexed()
+    {
+        static HeaderList Of(HeaderIndexing indexing, params string[] pairs)
+        {
+            var list = new HeaderList();
+            for (int i = 0; i < pairs.Length; i += 2)
+            {
+                list.Add(System.Text.Encoding.ASCII.GetBytes(pairs[i]), System.Text.Encoding.ASCII.GetBytes(pairs[i + 1]), indexing);
+            }
+            return list;
+        }
+        HeaderList a = Of(HeaderIndexing.Auto, "x-a", "1", "x-b", "2");
+        Assert.True(a.SameAs(Of(HeaderIndexing.Auto, "x-a", "1", "x-b", "2")));
+        Assert.False(a.SameAs(Of(HeaderIndexing.Auto, "x-a", "1", "x-b", "3")));
+        Assert.False(a.SameAs(Of(HeaderIndexing.Auto, "x-b", "2", "x-a", "1")));
+        Assert.False(a.SameAs(Of(HeaderIndexing.Auto, "x-a", "1")));
+        Assert.False(a.SameAs(Of(HeaderIndexing.NeverIndexed, "x-a", "1", "x-b", "2")));
+        Assert.False(a.SameAs(Of(HeaderIndexing.Auto, "x-a1", "", "x-b", "2"))); // same octets, other split
+    }
+}
+
+/// <summary>
+/// The connection copies the octets a field list encoded to before instead of encoding it again. What the
+/// peer decodes must always be the list sent, however the encoder's table moved in between.
+/// </summary>
+public sealed class RepeatedSendTests
+{
+    private static HeaderList List(params (string Name, string Value)[] fields)
+    {
+        var list = new HeaderList();
+        foreach (var (name, value) in fields)
+        {
+            list.Add(System.Text.Encoding.ASCII.GetBytes(name), System.Text.Encoding.ASCII.GetBytes(value));
+        }
+        return list;
+    }
+
+    /// <summary>Opens stream <paramref name="id"/> with a request and answers it with <paramref name="head"/> (and trailers); returns the blocks sent.</summary>
+    private static List<byte[]> Answer(Http2TestPeer peer, int id, HeaderList head, HeaderList? trailers = null)
+    {
+        peer.SendHeaders(id, true, Http2TestPeer.Get());
+        Assert.True(peer.Connection.SendHeaders(id, head, trailers == null));
+        if (trailers != null)
+        {
+            Assert.True(peer.Connection.SendHeaders(id, trailers, true));
+        }
+        return [.. peer.TakeFrames().Where(f => f.Type == Http2FrameType.Headers && f.StreamId == id).Select(f => f.Payload)];
+    }
+
+    [Fact]
+    public void SameHeadAndTrailers_AreDecodedAsSent_EveryTime()
+    {
+        var peer = new Http2TestPeer().Handshake();
+        (string, string)[] head = [(":status", "200"), ("content-type", "application/grpc"), ("x-a", "1")];
+        (string, string)[] trailers = [("grpc-status", "0"), ("grpc-message", "")];
+        var sent = new List<byte[]>();
+        for (int i = 0; i < 6; i++)
+        {
+            List<byte[]> blocks = Answer(peer, 1 + 2 * i, List(head), List(trailers));
+            Assert.Equal(2, blocks.Count);
+            Assert.Equal(head, peer.DecodeHeaders(blocks[0]));
+            Assert.Equal(trailers, peer.DecodeHeaders(blocks[1]));
+            sent.Add(blocks[0]);
+        }
+        Assert.All(sent.Skip(2), b => Assert.Equal(sent[1], b)); // all indexed from the second on
+    }
+
+    [Fact]
+    public void SameHead_AfterTheTableChanged_IsEncodedAgainstTheNewTable()
+    {
+        var peer = new Http2TestPeer().Handshake();
+        (string, string)[] a = [(":status", "200"), ("x-a", "1")];
+        (string, string)[] b = [(":status", "200"), ("x-b", "2")];
+        for (int id = 1; id <= 7; id += 2)
+        {
+            Assert.Equal(a, peer.DecodeHeaders(Answer(peer, id, List(a))[0]));
+        }
+        // x-b: 2 becomes the newest entry (index 62), x-a: 1 moves to 63: the octets kept for a are stale.
+        Assert.Equal(b, peer.DecodeHeaders(Answer(peer, 9, List(b))[0]));
+        for (int id = 11; id <= 17; id += 2)
+        {
+            Assert.Equal(a, peer.DecodeHeaders(Answer(peer, id, List(a))[0]));
+        }
+    }
+
+    [Fact]
+    public void SameHead_AfterThePeerShrankTheTable_StartsWithTheSizeUpdate()
+    {
+        var peer = new Http2TestPeer().Handshake();
+        (string, string)[] a = [(":status", "200"), ("x-a", "1")];
+        for (int id = 1; id <= 5; id += 2)
+        {
+            Assert.Equal(a, peer.DecodeHeaders(Answer(peer, id, List(a))[0]));
+        }
+        peer.SendFrame(w => Http2FrameWriter.WriteSettings(w, [(Http2SettingsParameter.HeaderTableSize, 0u)]));
+        peer.TakeFrames();
+        byte[] block = Answer(peer, 7, List(a))[0];
+        Assert.Equal(0x20, block[0]); // §4.2: a dynamic table size update to 0 comes first
+        Assert.Equal(a, peer.DecodeHeaders(block));
+        // The table is empty now: the field goes as a literal every time, and decodes as sent.
+        for (int id = 9; id <= 13; id += 2)
+        {
+            block = Answer(peer, id, List(a))[0];
+            Assert.NotEqual(0x20, block[0]);
+            Assert.Equal(a, peer.DecodeHeaders(block));
+        }
     }
 }

@@ -49,6 +49,14 @@ public sealed class HpackEncoder
 
     public HpackDynamicTable Table => _table;
 
+    private uint _settingsVersion;
+
+    /// <summary>
+    /// Changes with anything that could make the same fields encode differently: the dynamic table's
+    /// contents and a pending size update. The same fields encoded at the same generation give the same octets.
+    /// </summary>
+    public ulong Generation => ((ulong)_settingsVersion << 32) | _table.Version;
+
     /// <summary>Applies the peer's SETTINGS_HEADER_TABLE_SIZE; the change is signalled at the start of the next block.</summary>
     public void SetPeerMaxTableSize(uint peerSetting) => SetTableSize((int)Math.Min(peerSetting, (uint)_maxTableSizeLimit));
 
@@ -61,6 +69,7 @@ public sealed class HpackEncoder
         }
         _pendingMinSize = _pendingMinSize < 0 ? Math.Min(size, _table.MaxSize) : Math.Min(_pendingMinSize, size);
         _pendingSize = size;
+        _settingsVersion++;
     }
 
     /// <summary>The most octets <see cref="BeginBlock(Span{byte})"/> writes.</summary>
