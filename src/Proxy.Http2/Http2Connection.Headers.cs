@@ -280,7 +280,7 @@ public sealed partial class Http2Connection
         public ulong Generation = ulong.MaxValue; // no decoder's: nothing kept yet
         /// <summary><see cref="Fields"/> and <see cref="Validator"/> hold what the block decodes to.</summary>
         public bool Recorded;
-        public readonly HeaderList Fields = new(256, 12);
+        public readonly HeaderList Fields = new(128, 8);
         /// <summary>The validator's state after the block's fields (before <see cref="HeaderBlockValidator.Finish"/>).</summary>
         public HeaderBlockValidator Validator;
     }

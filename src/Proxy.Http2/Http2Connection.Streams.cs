@@ -293,7 +293,7 @@ public sealed partial class Http2Connection
         /// <summary>Longer blocks are not kept: they spell out literals, which cost more to keep than to encode.</summary>
         public const int MaxOctets = 128;
 
-        public readonly HeaderList Fields = new(256, 12);
+        public readonly HeaderList Fields = new(128, 8);
         public readonly byte[] Octets = new byte[MaxOctets];
         public int Length;
         public ulong Generation;
