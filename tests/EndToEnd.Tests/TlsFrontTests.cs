@@ -98,6 +98,39 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
         Assert.Equal(50, received);
     }
 
+    /// <summary>
+    /// The ClientHello is read whole before the handshake (its ALPN offer decides the protocol), into a
+    /// buffer that starts small and grows: one just over the first buffer and one several times its size
+    /// both complete, and ALPN still settles on h2 at the end of a long list.
+    /// </summary>
+    [Theory]
+    [InlineData(10)]   // about 2.5 KiB
+    [InlineData(50)]   // about 12 KiB
+    public async Task LargeClientHello_CompletesTheHandshake_WithAlpnH2(int paddingProtocols)
+    {
+        var (cert, key, _) = Files(null, "localhost");
+        await using AotProxy proxy = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", "--tls-cert", cert, "--tls-key", key);
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, proxy.Port);
+        await using var tls = new SslStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: false));
+        using var trusted = X509Certificate2.CreateFromPem(_pki.RootPem);
+        var protocols = Enumerable.Range(0, paddingProtocols).Select(i => new SslApplicationProtocol($"x-padding-{i:D3}-" + new string('p', 220))).ToList();
+        protocols.Add(SslApplicationProtocol.Http2);
+        await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            ApplicationProtocols = protocols,
+            CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { trusted }, RevocationMode = X509RevocationMode.NoCheck },
+        }).WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(SslApplicationProtocol.Http2, tls.NegotiatedApplicationProtocol);
+        // The connection serves HTTP/2 after it: the server's SETTINGS follow our preface.
+        await tls.WriteAsync("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray());
+        await tls.WriteAsync(new byte[] { 0, 0, 0, 4, 0, 0, 0, 0, 0 });
+        var head = new byte[9];
+        await tls.ReadExactlyAsync(head).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(4, head[3]); // SETTINGS
+    }
+
     [Fact]
     public async Task UpstreamTls_ToAnotherProxy_VerifiesTheCertificate_AndSaysWhyItRefuses()
     {

@@ -98,19 +98,30 @@ public sealed class TlsSession : IDisposable
         }
     }
 
+    private const int InitialHelloBuffer = 2048;
+
     /// <summary>Reads until the ClientHello is complete (or is no TLS): its ALPN offer; the octets stay for the engine.</summary>
     private async Task<string[]> ReadClientHelloAsync(CancellationToken cancel)
     {
         // A silent client holds no buffer: wait for its first octets with a zero-length read.
         int ready = await _transport.ReadAsync(Memory<byte>.Empty, cancel); // 0 when octets are there (or the peer closed: the next read says which)
         Debug.Assert(ready == 0);
-        byte[] hello = ArrayPool<byte>.Shared.Rent(ConnectionInspector.MaxInspected);
+        // Most ClientHellos fit the first buffer (one with a post-quantum key share is about 1.8 KiB): a
+        // burst of handshakes then holds 2 KiB each here, not the 16 KiB a ClientHello may reach.
+        byte[] hello = ArrayPool<byte>.Shared.Rent(InitialHelloBuffer);
         int n = 0;
         try
         {
             while (true)
             {
-                int got = await _transport.ReadAsync(hello.AsMemory(n, ConnectionInspector.MaxInspected - n), cancel);
+                if (n == hello.Length)
+                {
+                    byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(hello.Length * 4, ConnectionInspector.MaxInspected));
+                    hello.AsSpan(0, n).CopyTo(grown);
+                    ArrayPool<byte>.Shared.Return(hello);
+                    hello = grown;
+                }
+                int got = await _transport.ReadAsync(hello.AsMemory(n, Math.Min(hello.Length, ConnectionInspector.MaxInspected) - n), cancel);
                 if (got <= 0)
                 {
                     throw new IOException("the peer closed the connection before its ClientHello");
