@@ -146,6 +146,26 @@ public sealed partial class Http2Connection
     }
 
     /// <summary>
+    /// The application drops <paramref name="bytes"/> octets delivered by <see cref="IHttp2ConnectionHandler.OnData"/>
+    /// unread: the connection's window reopens (other streams go on), the stream's does not, so a body
+    /// nobody reads is bounded by the stream's window.
+    /// </summary>
+    public void DropData(int bytes)
+    {
+        if (bytes <= 0)
+        {
+            return;
+        }
+        using (_sync.Enter())
+        {
+            if (!_closed)
+            {
+                CreditConnection(bytes);
+            }
+        }
+    }
+
+    /// <summary>
     /// The application has consumed <paramref name="bytes"/> octets delivered by
     /// <see cref="IHttp2ConnectionHandler.OnData"/> on <paramref name="streamId"/> (also after the stream
     /// closed): the windows reopen, and WINDOW_UPDATE goes out once half a window has been consumed.

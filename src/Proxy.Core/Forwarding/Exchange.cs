@@ -471,13 +471,14 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         }
     }
 
-    public void OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
+    /// <summary>Request body from the client; false when this exchange no longer takes it (over, or another request's now).</summary>
+    public bool OnRequestData(int generation, in ReadOnlySequence<byte> data, bool endStream)
     {
         using (_lock.Enter())
         {
             if (generation != _generation || _finished)
             {
-                return;
+                return false;
             }
             if (endStream)
             {
@@ -498,7 +499,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                     _upstreamClosed = true;
                 }
                 Finish();
-                return;
+                return true;
             }
             Retain(data);
             if (_up == null || _requestPending.Count > 0 || _upstreamClosed)
@@ -506,17 +507,17 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 if (_upstreamClosed && !_retryScheduled)
                 {
                     CreditDownstream(length); // the upstream is gone: drain and drop
-                    return;
+                    return true;
                 }
                 _requestPending.Append(data);
                 _requestPending.EndStream |= endStream;
-                return;
+                return true;
             }
             int sent = _up.SendData(_upId, data, endStream);
             if (sent < 0)
             {
                 CreditDownstream(length);
-                return;
+                return true;
             }
             _up.ScheduleFlush();
             CreditDownstream(sent);
@@ -526,11 +527,12 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
                 {
                     _request = RequestPhase.Forwarded;
                 }
-                return;
+                return true;
             }
             _requestPending.Append(data.Slice(sent));
             _requestPending.EndStream = endStream;
             FlushRequest();
+            return true;
         }
     }
 
@@ -1005,9 +1007,9 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
     }
 
     /// <summary>
-    /// Ends the exchange once the response is complete (or a side reset): whatever is still open is reset —
-    /// a request body the client is still sending gets RST_STREAM(NO_ERROR) (RFC 9113 §8.1) — and the
-    /// exchange goes back to the pool.
+    /// Ends the exchange once the response is complete (or a side reset): whatever is still open upstream is
+    /// reset, a request the client is still sending is abandoned (RFC 9113 §8.1: see
+    /// <see cref="IExchangePeer.AbandonRequest"/>), and the exchange goes back to the pool.
     /// </summary>
     private void Finish()
     {
@@ -1026,7 +1028,7 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
         if (!_downstreamClosed && !RequestComplete)
         {
             IExchangePeer down = _down!;
-            down.Reset(_downId, Http2ErrorCode.NoError);
+            down.AbandonRequest(_downId);
             down.ScheduleFlush();
         }
         _shadow = null;

@@ -34,6 +34,10 @@ internal class Http2Downstream(SocketConnection connection, Func<ListenerConfig>
             _drainWhenSettled = false;
             DrainGracefully();
         }
+        if (_abandoned.Count > 0)
+        {
+            ResetAbandoned(now);
+        }
         long announced = Interlocked.Read(ref _announcedAt);
         if (announced != 0 && !_draining && now - announced >= 1000)
         {
@@ -133,13 +137,65 @@ internal class Http2Downstream(SocketConnection connection, Func<ListenerConfig>
 
     public override void OnData(Http2Stream stream, in ReadOnlySequence<byte> data, bool endStream)
     {
-        if (stream.UserState is Exchange exchange)
+        if (stream.UserState is Exchange exchange && exchange.OnRequestData(stream.UserTag, data, endStream))
         {
-            exchange.OnRequestData(stream.UserTag, data, endStream);
+            return;
+        }
+        if (stream.UserState != null)
+        {
+            // Body after its exchange ended (an abandoned request): dropped, and only the connection's
+            // window reopens, so no more than the stream's window comes before the stream is reset.
+            Protocol.DropData((int)data.Length);
         }
         else
         {
             Protocol.ConsumeData(stream.Id, (int)data.Length);
+        }
+        ScheduleFlush();
+    }
+
+    // Streams whose exchange ended before the client finished its request, and since when (see AbandonRequest).
+    private readonly List<(int StreamId, long Since)> _abandoned = [];
+    private readonly Lock _abandonedLock = new();
+    private const int AbandonGraceMilliseconds = 500;
+
+    /// <summary>
+    /// The stream stays half-closed (local) for a moment (half a second to a second, the sweep's) rather than
+    /// being reset at once: what the client sends meanwhile is still held to the protocol (trailers without
+    /// END_STREAM, frames after its own RST_STREAM are errors, not ignored as frames in flight after ours),
+    /// more body is dropped within the stream's window, and then the stream is reset with NO_ERROR (§8.1)
+    /// unless the client ended it first.
+    /// </summary>
+    public override void AbandonRequest(int streamId)
+    {
+        using (_abandonedLock.EnterScope())
+        {
+            _abandoned.Add((streamId, Environment.TickCount64));
+        }
+    }
+
+    private void ResetAbandoned(long now)
+    {
+        using (_abandonedLock.EnterScope())
+        {
+            int kept = 0;
+            for (int i = 0; i < _abandoned.Count; i++)
+            {
+                var (id, since) = _abandoned[i];
+                if (now - since >= AbandonGraceMilliseconds)
+                {
+                    Protocol.ResetStream(id, Http2ErrorCode.NoError); // nothing when it has closed meanwhile
+                }
+                else
+                {
+                    _abandoned[kept++] = (id, since);
+                }
+            }
+            if (kept != _abandoned.Count)
+            {
+                _abandoned.RemoveRange(kept, _abandoned.Count - kept);
+                Connection.Output.Flush();
+            }
         }
     }
 

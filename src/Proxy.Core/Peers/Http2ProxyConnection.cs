@@ -100,6 +100,8 @@ public abstract class Http2ProxyConnection : IConnectionProtocol, IHttp2Connecti
 
     public void Reset(int streamId, Http2ErrorCode errorCode) => Protocol.ResetStream(streamId, errorCode);
 
+    public virtual void AbandonRequest(int streamId) => Reset(streamId, Http2ErrorCode.NoError);
+
     public void Consume(int streamId, int bytes)
     {
         Protocol.ConsumeData(streamId, bytes);

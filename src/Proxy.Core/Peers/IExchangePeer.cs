@@ -17,6 +17,13 @@ public interface IExchangePeer
 
     void Reset(int streamId, Http2ErrorCode errorCode);
 
+    /// <summary>
+    /// The exchange is over (its response complete) while the client is still sending the request (RFC
+    /// 9113 §8.1 lets a complete response come first). By default the stream is reset with NO_ERROR: the
+    /// client stops sending without an error.
+    /// </summary>
+    void AbandonRequest(int streamId) => Reset(streamId, Http2ErrorCode.NoError);
+
     /// <summary>The exchange has passed on <paramref name="bytes"/> received octets: the sender may send more.</summary>
     void Consume(int streamId, int bytes);
 
