@@ -14,6 +14,9 @@ public sealed class CommandLine
     public string? Listen { get; private set; }
     public string? Upstream { get; private set; }
     public string UpstreamProtocol { get; private set; } = "h1";
+
+    /// <summary>--downstream-protocol: auto (HTTP/1.1 or h2c by the first octets), h1 or h2 only (Envoy's codec_type).</summary>
+    public string DownstreamProtocol { get; private set; } = "auto";
     public int Concurrency { get; private set; } = Environment.ProcessorCount;
     public string LogLevel { get; private set; } = "info";
     public string? ServiceCluster { get; private set; }
@@ -89,6 +92,11 @@ public sealed class CommandLine
                                         an h1 upstream)
               --upstream HOST:PORT      forward everything to this endpoint
               --upstream-protocol h1|h2 protocol towards the upstream (default: h1; grpc = h2)
+              --downstream-protocol auto|h1|h2
+                                        protocols --listen accepts (Envoy's codec_type): auto (default)
+                                        tells HTTP/1.1 and h2c apart by the first octets; h1 or h2 take
+                                        only that one (with h2 anything but the HTTP/2 preface is a
+                                        connection error)
               --tls-cert FILE           PEM certificate chain: serve TLS on --listen (h2 and http/1.1 by
                                         ALPN; TLS 1.2 and 1.3); needs --tls-key
               --tls-key FILE            PEM private key of --tls-cert
@@ -138,7 +146,7 @@ public sealed class CommandLine
 
     private static readonly HashSet<string> s_takesValue =
     [
-        "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--concurrency",
+        "-c", "--config-path", "--config-yaml", "--mode", "--listen", "--upstream", "--upstream-protocol", "--downstream-protocol", "--concurrency",
         "-l", "--log-level", "--service-cluster", "--service-node", "--drain-time-s", "--swap-snapshots-per-second",
         "--request-headers-timeout-s", "--preface-timeout-s", "--idle-timeout-s", "--buffer-limit-bytes", "--max-connections",
         "--runtime-api", "--runtime-api-max-message-bytes", "--service-zone", "--admin-address", "--drain-strategy", "--log-format",
@@ -272,6 +280,14 @@ public sealed class CommandLine
                     if (c.UpstreamProtocol is not ("h1" or "h2" or "grpc"))
                     {
                         error = $"--upstream-protocol must be h1 or h2 (grpc = h2), not '{c.UpstreamProtocol}'";
+                        return false;
+                    }
+                    break;
+                case "--downstream-protocol":
+                    c.DownstreamProtocol = value!;
+                    if (c.DownstreamProtocol is not ("auto" or "h1" or "h2"))
+                    {
+                        error = $"--downstream-protocol must be auto, h1 or h2, not '{c.DownstreamProtocol}'";
                         return false;
                     }
                     break;

@@ -92,6 +92,7 @@ public static class Standalone
         BufferLimit = c.BufferLimitBytes,
         Stats = Proxy.Core.Diagnostics.HttpConnectionManagerStats.For("ingress_http"),
         WebSocket = true,
+        Codec = c.DownstreamProtocol switch { "h1" => DownstreamCodec.Http1, "h2" => DownstreamCodec.Http2, _ => DownstreamCodec.Auto },
     };
 
     public static IPEndPoint ParseEndPoint(string text, string what)

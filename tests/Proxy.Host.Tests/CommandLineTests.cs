@@ -57,6 +57,7 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--max-obj-name-len" }, "--max-obj-name-len needs a value")]
     [InlineData(new[] { "--concurrency", "lots" }, "--concurrency takes a number")]
     [InlineData(new[] { "--upstream-protocol", "h3" }, "--upstream-protocol must be h1 or h2")]
+    [InlineData(new[] { "--downstream-protocol", "h2c" }, "--downstream-protocol must be auto, h1 or h2")]
     [InlineData(new[] { "--help=yes" }, "--help takes no value")]
     [InlineData(new[] { "--request-headers-timeout-s", "-1" }, "--request-headers-timeout-s takes a number of seconds")]
     [InlineData(new[] { "--idle-timeout-s", "soon" }, "--idle-timeout-s takes a number of seconds")]
@@ -84,6 +85,18 @@ public sealed class CommandLineTests
         Assert.True(CommandLine.TryParse(["--runtime-api", "[::1]:34904"], out c, out _));
         Assert.True(CommandLine.TryParse(["--runtime-api", "unix:/var/run/layotto.sock"], out c, out _));
         Assert.Equal("unix:/var/run/layotto.sock", c.RuntimeApi);
+    }
+
+    [Theory]
+    [InlineData(null, Proxy.Core.Routing.DownstreamCodec.Auto)]
+    [InlineData("auto", Proxy.Core.Routing.DownstreamCodec.Auto)]
+    [InlineData("h1", Proxy.Core.Routing.DownstreamCodec.Http1)]
+    [InlineData("h2", Proxy.Core.Routing.DownstreamCodec.Http2)]
+    public void DownstreamProtocol_IsTheStandaloneListenersCodec(string? value, Proxy.Core.Routing.DownstreamCodec expected)
+    {
+        string[] args = value == null ? ["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2"] : ["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2", "--downstream-protocol", value];
+        Assert.True(CommandLine.TryParse(args, out CommandLine? c, out _));
+        Assert.Equal(expected, Standalone.Options(c).Codec);
     }
 
     [Fact]

@@ -153,6 +153,28 @@ public sealed class ConnectionManagerTests
             "    load_assignment: { cluster_name: " + name + ", endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } } } ] } ] }");
     }
 
+    [Theory]
+    [InlineData("", DownstreamCodec.Auto)]
+    [InlineData("codec_type: AUTO", DownstreamCodec.Auto)]
+    [InlineData("codec_type: HTTP1", DownstreamCodec.Http1)]
+    [InlineData("codec_type: HTTP2", DownstreamCodec.Http2)]
+    [InlineData("codec_type: 2", DownstreamCodec.Http2)]
+    public void CodecType_IsRead(string hcmExtra, DownstreamCodec expected)
+    {
+        var (snapshot, loader) = Load(Bootstrap(hcmExtra: hcmExtra));
+        Assert.Equal(expected, snapshot.Listeners[0].Options.Codec);
+        Assert.Empty(loader.Warnings);
+    }
+
+    [Fact]
+    public void CodecType_Http3IsNamedAsNotServed_AndAnUnknownOneRefused()
+    {
+        var (snapshot, loader) = Load(Bootstrap(hcmExtra: "codec_type: HTTP3"));
+        Assert.Equal(DownstreamCodec.Auto, snapshot.Listeners[0].Options.Codec);
+        Assert.Contains(loader.Warnings, w => w.Contains("codec_type", StringComparison.Ordinal) && w.Contains("HTTP3", StringComparison.Ordinal));
+        Assert.Contains("codec_type", Assert.Throws<ConfigException>(() => Load(Bootstrap(hcmExtra: "codec_type: SPDY"))).Message);
+    }
+
     [Fact]
     public void RuntimeKey_SetsTheConnectionCap()
     {

@@ -598,22 +598,26 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 return _chosen.OnInput(ref buffer);
             }
-            ReadOnlySpan<byte> preface = Http2FrameWriter.ClientPreface;
-            int n = (int)Math.Min(buffer.Length, preface.Length);
-            Span<byte> head = stackalloc byte[preface.Length];
-            buffer.Slice(0, n).CopyTo(head);
-            int same = head.Slice(0, n).CommonPrefixLength(preface.Slice(0, n));
-            if (same == n && n < preface.Length)
+            bool h2 = options.Codec == DownstreamCodec.Http2;
+            if (options.Codec == DownstreamCodec.Auto)
             {
-                if (_firstByteAt == 0)
+                ReadOnlySpan<byte> preface = Http2FrameWriter.ClientPreface;
+                int n = (int)Math.Min(buffer.Length, preface.Length);
+                Span<byte> head = stackalloc byte[preface.Length];
+                buffer.Slice(0, n).CopyTo(head);
+                int same = head.Slice(0, n).CommonPrefixLength(preface.Slice(0, n));
+                if (same == n && n < preface.Length)
                 {
-                    _firstByteAt = Environment.TickCount64;
+                    if (_firstByteAt == 0)
+                    {
+                        _firstByteAt = Environment.TickCount64;
+                    }
+                    return InputStatus.Continue; // could still be the preface: wait for more
                 }
-                return InputStatus.Continue; // could still be the preface: wait for more
+                // "PRI * HTTP/2.0" is no HTTP/1.1 request (RFC 9113 §3.4: the preface is chosen so): a client that
+                // began it and then went wrong gets the HTTP/2 connection error for an invalid preface.
+                h2 = same == preface.Length || same >= "PRI * HTTP/2.0\r\n".Length;
             }
-            // "PRI * HTTP/2.0" is no HTTP/1.1 request (RFC 9113 §3.4: the preface is chosen so): a client that
-            // began it and then went wrong gets the HTTP/2 connection error for an invalid preface.
-            bool h2 = same == preface.Length || same >= "PRI * HTTP/2.0\r\n".Length;
             if (h2)
             {
                 Http2Downstream down = listener._http2?.Invoke(connection, source, options)

@@ -70,6 +70,17 @@ public sealed class ListenerConfig(string name, IPEndPoint address, RouteConfigu
 /// connection manager's timeouts (Envoy's names and defaults) and HTTP/2 protocol options, and the RBAC
 /// filters that guard it. Zero for a timeout means none.
 /// </summary>
+/// <summary>The connection manager's codec_type: which protocols a listener's connections may speak.</summary>
+public enum DownstreamCodec : byte
+{
+    /// <summary>HTTP/2 when a connection opens with the HTTP/2 preface, else HTTP/1.1 (Envoy's default).</summary>
+    Auto,
+    /// <summary>HTTP/1.1 only: an HTTP/2 preface is a bad request (400).</summary>
+    Http1,
+    /// <summary>HTTP/2 only (prior knowledge, or h2 by ALPN): anything but the preface is a connection error (GOAWAY PROTOCOL_ERROR).</summary>
+    Http2,
+}
+
 public sealed class ListenerOptions
 {
     // Before Envoy and Standalone: static initializers run in order.
@@ -97,6 +108,9 @@ public sealed class ListenerOptions
     /// Without it (Envoy's default) such a request is refused with 403. The quick --listen mode allows it.
     /// </summary>
     public bool WebSocket { get; init; }
+
+    /// <summary>codec_type (Envoy's default AUTO): HTTP/1.1, HTTP/2, or whichever the first octets say.</summary>
+    public DownstreamCodec Codec { get; init; }
 
     /// <summary>normalize_path: RFC 3986 normalization of the path before RBAC and routing (<see cref="PathNormalizer"/>; Envoy: off, Istio: on).</summary>
     public bool NormalizePath { get; init; }

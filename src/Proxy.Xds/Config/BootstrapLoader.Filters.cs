@@ -56,7 +56,28 @@ public sealed partial class BootstrapLoader
             NormalizePath = WrappedBool(hcm["normalize_path"]) ?? false,
             MergeSlashes = hcm["merge_slashes"].Boolean() ?? false,
             EscapedSlashes = ReadEscapedSlashes(hcm["path_with_escaped_slashes_action"]),
+            Codec = ReadCodec(hcm["codec_type"]),
         };
+    }
+
+    /// <summary>codec_type (by name or number): AUTO, HTTP1, HTTP2; HTTP3 needs a QUIC listener, which is not served.</summary>
+    private DownstreamCodec ReadCodec(ConfigNode codec)
+    {
+        string name = codec.String() ?? "AUTO";
+        switch (name)
+        {
+            case "AUTO" or "0":
+                return DownstreamCodec.Auto;
+            case "HTTP1" or "1":
+                return DownstreamCodec.Http1;
+            case "HTTP2" or "2":
+                return DownstreamCodec.Http2;
+            case "HTTP3" or "3":
+                Warn(codec, "HTTP3 (QUIC) is not served: the listener speaks HTTP/1.1 and HTTP/2 over TCP (AUTO)");
+                return DownstreamCodec.Auto;
+            default:
+                throw new ConfigException($"{codec.Path}: '{name}' is not a codec_type (AUTO, HTTP1, HTTP2, HTTP3)");
+        }
     }
 
     /// <summary>path_with_escaped_slashes_action (by name or number; UNESCAPE_AND_REDIRECT is served as UNESCAPE_AND_FORWARD).</summary>
