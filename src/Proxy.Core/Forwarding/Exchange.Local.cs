@@ -196,11 +196,25 @@ public sealed partial class Exchange
         SendResponseHeaders(headers, endStream: !hasBody);
         if (hasBody)
         {
-            _down!.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
+            SendLocalBody(body);
+            return;
         }
         _down!.ScheduleFlush();
         _response = ResponsePhase.Complete;
         Finish();
+    }
+
+    /// <summary>
+    /// Sends a body the proxy made and ends the response. It is held to flow control like a proxied one: a
+    /// client may open with a window smaller than the body (even 0), so what the stream's window does not
+    /// take now waits for WINDOW_UPDATE; the exchange finishes once END_STREAM is out.
+    /// </summary>
+    private void SendLocalBody(byte[] body)
+    {
+        _responsePending.Append(new ReadOnlySequence<byte>(body));
+        _responsePending.EndStream = true;
+        FlushResponse();
+        _down?.ScheduleFlush();
     }
 
     private ReadOnlySpan<byte> RequestAuthority() => _authorityIndex >= 0 ? RequestHeaders.Value(_authorityIndex) : default;
@@ -305,8 +319,8 @@ public sealed partial class Exchange
             SendResponseHeaders(headers, endStream: bodyless);
             if (!bodyless)
             {
-                // A few octets: they fit any window a peer may open with (RFC 9113's initial 65535).
-                _down!.SendData(_downId, new ReadOnlySequence<byte>(body), endStream: true);
+                SendLocalBody(body);
+                return;
             }
         }
         _down!.ScheduleFlush();
