@@ -131,6 +131,46 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
         Assert.Equal(4, head[3]); // SETTINGS
     }
 
+    /// <summary>ALPN settles the protocol: after h2, anything but the HTTP/2 preface is a connection error (h2spec's §3.5 over TLS); after http/1.1, HTTP/1.1 only.</summary>
+    [Theory]
+    [InlineData("h2", "INVALID CONNECTION PREFACE\r\n\r\n")]
+    [InlineData("http/1.1", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")]
+    public async Task AlpnChoice_IsTheOnlyProtocolTheConnectionSpeaks(string alpn, string send)
+    {
+        var (cert, key, _) = Files(null, "localhost");
+        await using AotProxy proxy = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", "--tls-cert", cert, "--tls-key", key);
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, proxy.Port);
+        await using var tls = new SslStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: false));
+        using var trusted = X509Certificate2.CreateFromPem(_pki.RootPem);
+        await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            ApplicationProtocols = [new SslApplicationProtocol(alpn)],
+            CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, CustomTrustStore = { trusted }, RevocationMode = X509RevocationMode.NoCheck },
+        }).WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(alpn, tls.NegotiatedApplicationProtocol.ToString());
+        await tls.WriteAsync(System.Text.Encoding.ASCII.GetBytes(send));
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        int n;
+        while ((n = await tls.ReadAsync(buffer, cts.Token)) > 0) // the proxy closes the connection
+        {
+            received.Write(buffer, 0, n);
+        }
+        byte[] answer = received.ToArray();
+        if (alpn == "h2")
+        {
+            Assert.DoesNotContain("HTTP/1.1", System.Text.Encoding.ASCII.GetString(answer), StringComparison.Ordinal);
+            Assert.Contains("invalid connection preface", System.Text.Encoding.ASCII.GetString(answer), StringComparison.Ordinal); // GOAWAY's debug data
+        }
+        else
+        {
+            Assert.StartsWith("HTTP/1.1 505 ", System.Text.Encoding.ASCII.GetString(answer), StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public async Task UpstreamTls_ToAnotherProxy_VerifiesTheCertificate_AndSaysWhyItRefuses()
     {

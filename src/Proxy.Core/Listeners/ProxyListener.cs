@@ -417,6 +417,17 @@ public sealed class ProxyListener : IAsyncDisposable
             sniffer.OnClosed();
             return;
         }
+        if (options.Codec == DownstreamCodec.Auto)
+        {
+            // ALPN settled the protocol (as Envoy's AUTO codec takes it): h2 is HTTP/2 only, so a bad
+            // preface is a connection error and not an HTTP/1.1 request; http/1.1 is HTTP/1.1 only.
+            sniffer.Codec = connection.Tls?.NegotiatedProtocol switch
+            {
+                "h2" => DownstreamCodec.Http2,
+                "http/1.1" => DownstreamCodec.Http1,
+                _ => DownstreamCodec.Auto,
+            };
+        }
         await connection.RunAsync(sniffer);
     }
 
@@ -587,6 +598,9 @@ public sealed class ProxyListener : IAsyncDisposable
     {
         public IPEndPoint? OriginalDestination { get; init; }
 
+        /// <summary>Which protocols the connection may speak: the listener's codec_type, or what ALPN chose.</summary>
+        public DownstreamCodec Codec { get; set; } = options.Codec;
+
         private IDownstreamProtocol? _chosen;
         private readonly long _acceptedAt = Environment.TickCount64;
         private long _firstByteAt;
@@ -598,8 +612,8 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 return _chosen.OnInput(ref buffer);
             }
-            bool h2 = options.Codec == DownstreamCodec.Http2;
-            if (options.Codec == DownstreamCodec.Auto)
+            bool h2 = Codec == DownstreamCodec.Http2;
+            if (Codec == DownstreamCodec.Auto)
             {
                 ReadOnlySpan<byte> preface = Http2FrameWriter.ClientPreface;
                 int n = (int)Math.Min(buffer.Length, preface.Length);
