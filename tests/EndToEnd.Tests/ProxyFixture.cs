@@ -171,7 +171,10 @@ public sealed class ProxyFixture : IAsyncLifetime
             new Route("http", PathMatchKind.Prefix, "/", http, TimeSpan.Zero),
         ]);
         var noRouteHost = new VirtualHost("other", ["no-route.example"], []);
-        var listener = new ListenerConfig("main", new IPEndPoint(IPAddress.Loopback, 0), new RouteConfiguration("routes", [noRouteHost, host]));
+        var listener = new ListenerConfig("main", new IPEndPoint(IPAddress.Loopback, 0), new RouteConfiguration("routes", [noRouteHost, host]))
+        {
+            Options = new ListenerOptions { AcceptHttp10 = true },
+        };
         _proxy = new ProxyServer(new ProxySnapshot([listener], [grpc, http, dead, mixed, limited], 1), pools);
         _proxy.Start();
         ProxyPort = _proxy.Listeners[0].LocalEndPoint.Port;

@@ -176,6 +176,29 @@ public sealed class ConnectionManagerTests
     }
 
     [Fact]
+    public void HttpProtocolOptions_AcceptHttp10_AndItsDefaultHost_AreRead()
+    {
+        ListenerOptions defaults = Load(Bootstrap()).Snapshot.Listeners[0].Options;
+        Assert.False(defaults.AcceptHttp10); // Envoy's default: 426
+        Assert.Null(defaults.DefaultHostForHttp10);
+        var (snapshot, loader) = Load(Bootstrap(hcmExtra: "http_protocol_options: { accept_http_10: true, default_host_for_http_10: \"svc.local:8080\" }"));
+        ListenerOptions o = snapshot.Listeners[0].Options;
+        Assert.True(o.AcceptHttp10);
+        Assert.Equal("svc.local:8080"u8.ToArray(), o.DefaultHostForHttp10);
+        Assert.Empty(loader.Warnings);
+    }
+
+    [Theory]
+    [InlineData("a b")]
+    [InlineData("user@host")]
+    [InlineData("héte")]
+    public void HttpProtocolOptions_ABadDefaultHost_IsRefused(string host)
+    {
+        var e = Assert.Throws<ConfigException>(() => Load(Bootstrap(hcmExtra: "http_protocol_options: { accept_http_10: true, default_host_for_http_10: \"" + host + "\" }")));
+        Assert.Contains("default_host_for_http_10", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void RuntimeKey_SetsTheConnectionCap()
     {
         var (_, loader) = Load(Bootstrap(rootExtra: """

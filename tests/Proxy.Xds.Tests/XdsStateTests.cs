@@ -97,6 +97,26 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public void ConnectionManager_HttpProtocolOptions_ComeThroughTheProto()
+    {
+        // Field 8 of the HttpConnectionManager (Envoy's http_protocol_options): accept_http_10 (2) and
+        // default_host_for_http_10 (3) as a control plane sends them.
+        XdsState state = NewState();
+        Api.Listener.Listener listener = MeshResources.HttpListener("l", 15001, "a");
+        Api.Listener.Filter filter = listener.FilterChains[0].Filters.Single(f => f.Name == "envoy.filters.network.http_connection_manager");
+        var hcm = filter.TypedConfig.Unpack<Api.Hcm.HttpConnectionManager>();
+        hcm.HttpProtocolOptions = new Api.Core.Http1ProtocolOptions { AcceptHttp10 = true, DefaultHostForHttp10 = "server" };
+        filter.TypedConfig = Any.Pack(hcm);
+        Apply(state, XdsResourceType.Cluster, MeshResources.EdsCluster(V1));
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001));
+        Apply(state, XdsResourceType.Listener, listener);
+        Apply(state, XdsResourceType.Route, MeshResources.AllTo("a", "v1"));
+        ListenerOptions options = Assert.Single(state.Build()!.Listeners).Options;
+        Assert.True(options.AcceptHttp10);
+        Assert.Equal("server"u8.ToArray(), options.DefaultHostForHttp10);
+    }
+
+    [Fact]
     public void Listener_IsNotServedBeforeItsRoutes_AndAnUpdatedOneKeepsServingWhileItWarms()
     {
         XdsState state = NewState();

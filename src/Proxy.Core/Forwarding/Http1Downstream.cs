@@ -195,6 +195,17 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
 
     private InputStatus? StartExchange(ref Http1Parser.RequestHead head)
     {
+        if (head.Http10)
+        {
+            if (!_options.AcceptHttp10)
+            {
+                return Reject(426, "HTTP/1.0 is not accepted here (http_protocol_options.accept_http_10)"); // Envoy's default
+            }
+            if (_options.DefaultHostForHttp10 is { } host && _fields.IndexOf(":authority"u8) is int at and >= 0 && _fields.Value(at).IsEmpty)
+            {
+                _fields.SetValue(at, host); // default_host_for_http_10: for a request without Host
+            }
+        }
         if (head.WebSocket && !_options.WebSocket)
         {
             return Reject(403, "upgrade not allowed"); // Envoy: an upgrade its upgrade_configs do not name
@@ -336,9 +347,8 @@ internal sealed class Http1Downstream : IDownstreamProtocol, IExchangePeer
             {
                 byte[] body = Encoding.ASCII.GetBytes(reason + "\n");
                 SocketOutput output = _connection.Output;
-                Http1Writer.Write(output, "HTTP/1.1 "u8);
-                Http1Writer.WriteNumber(output, status);
-                Http1Writer.Write(output, " \r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: "u8);
+                Http1Writer.WriteStatusLine(output, status);
+                Http1Writer.Write(output, "content-type: text/plain\r\nconnection: close\r\ncontent-length: "u8);
                 Http1Writer.WriteNumber(output, body.Length);
                 Http1Writer.Write(output, "\r\n\r\n"u8);
                 Http1Writer.Write(output, body);

@@ -53,6 +53,9 @@ public static class Http1Parser
     // RFC 3986 authority without userinfo: reg-name (unreserved, pct-encoded, sub-delims), IP-literal, port.
     private static readonly SearchValues<byte> s_authorityChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"u8);
 
+    /// <summary>Whether <paramref name="authority"/> is a non-empty uri-host [ ":" port ] of the characters RFC 3986 allows there.</summary>
+    public static bool IsValidAuthority(ReadOnlySpan<byte> authority) => !authority.IsEmpty && !authority.ContainsAnyExcept(s_authorityChars);
+
     private static byte[] BuildLowerToken()
     {
         var map = new byte[256];

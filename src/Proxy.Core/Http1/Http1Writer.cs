@@ -22,6 +22,14 @@ internal static class Http1Writer
         output.Advance(written);
     }
 
+    /// <summary>"HTTP/1.1 {status} {reason}\r\n" for a status of our own.</summary>
+    public static void WriteStatusLine(IBufferWriter<byte> output, int status)
+    {
+        Span<byte> digits = stackalloc byte[3];
+        Utf8Formatter.TryFormat(status, digits, out int n);
+        WriteStatusLine(output, digits.Slice(0, n));
+    }
+
     public static void WriteStatusLine(IBufferWriter<byte> output, ReadOnlySpan<byte> status)
     {
         Write(output, "HTTP/1.1 "u8);
@@ -121,8 +129,10 @@ internal static class Http1Writer
         403 => "Forbidden"u8,
         404 => "Not Found"u8,
         405 => "Method Not Allowed"u8,
+        408 => "Request Timeout"u8,
         413 => "Content Too Large"u8,
         417 => "Expectation Failed"u8,
+        426 => "Upgrade Required"u8,
         429 => "Too Many Requests"u8,
         431 => "Request Header Fields Too Large"u8,
         500 => "Internal Server Error"u8,

@@ -100,7 +100,21 @@ public sealed class ListenerOptions
         PrefaceTimeout = TimeSpan.FromSeconds(10),
         IdleTimeout = TimeSpan.FromMinutes(5),
         WebSocket = true,
+        AcceptHttp10 = true,
     };
+
+    /// <summary>
+    /// http_protocol_options.accept_http_10: whether an HTTP/1.0 request is served. Envoy's default (and
+    /// so a bootstrap's or xDS's, and Istio's unless the pod asks for HTTP10) is no: 426 Upgrade Required
+    /// and the connection closes. The quick --listen mode serves it (load tools such as ab speak HTTP/1.0).
+    /// </summary>
+    public bool AcceptHttp10 { get; init; }
+
+    /// <summary>
+    /// http_protocol_options.default_host_for_http_10: the authority of an HTTP/1.0 request that names none
+    /// (no Host, no absolute-form target), for routing and for the Host sent upstream; null: left empty.
+    /// </summary>
+    public byte[]? DefaultHostForHttp10 { get; init; }
 
     /// <summary>
     /// upgrade_configs with upgrade_type websocket: an HTTP/1.1 request with Upgrade: websocket goes to an

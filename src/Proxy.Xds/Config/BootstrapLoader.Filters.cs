@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text;
 using Proxy.Core.Config;
 using Proxy.Core.Routing;
 using Proxy.Core.Transport.Tls;
@@ -28,6 +29,7 @@ public sealed partial class BootstrapLoader
     {
         ConfigNode common = hcm["common_http_protocol_options"];
         ConfigNode h2 = hcm["http2_protocol_options"];
+        ConfigNode http1 = hcm["http_protocol_options"];
         int bufferLimit = (int)Math.Clamp(Wrapped(listener["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2);
         var defaults = ListenerOptions.Envoy;
         // max_headers_count: HTTP/1.1 heads (431) and HTTP/2 header blocks (a stream reset) alike, as in Envoy.
@@ -57,7 +59,23 @@ public sealed partial class BootstrapLoader
             MergeSlashes = hcm["merge_slashes"].Boolean() ?? false,
             EscapedSlashes = ReadEscapedSlashes(hcm["path_with_escaped_slashes_action"]),
             Codec = ReadCodec(hcm["codec_type"]),
+            AcceptHttp10 = http1["accept_http_10"].Boolean() ?? false,
+            DefaultHostForHttp10 = ReadDefaultHost(http1["default_host_for_http_10"]),
         };
+    }
+
+    /// <summary>http_protocol_options.default_host_for_http_10: an authority (host, host:port), else a config error.</summary>
+    private static byte[]? ReadDefaultHost(ConfigNode node)
+    {
+        if (node.String() is not { Length: > 0 } host)
+        {
+            return null;
+        }
+        if (host.Any(c => c > 127) || !Proxy.Core.Http1.Http1Parser.IsValidAuthority(Encoding.ASCII.GetBytes(host)))
+        {
+            throw new ConfigException($"{node.Path}: '{host}' is not a host[:port]");
+        }
+        return Encoding.ASCII.GetBytes(host);
     }
 
     /// <summary>codec_type (by name or number): AUTO, HTTP1, HTTP2; HTTP3 needs a QUIC listener, which is not served.</summary>
