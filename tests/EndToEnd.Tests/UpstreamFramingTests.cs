@@ -22,6 +22,7 @@ public sealed class UpstreamFramingTests : IAsyncDisposable
         ["/until-close"] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
         ["/hints"] = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         ["/hints-then-close"] = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n",
+        ["/no-content"] = "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: 3\r\n\r\n",
         ["/hop"] = "HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nok",
     };
 
@@ -93,6 +94,22 @@ public sealed class UpstreamFramingTests : IAsyncDisposable
         Assert.False(hop.Headers.Contains("x-secret"), "a field the Connection header names went downstream");
         Assert.Equal("2", hop.Headers.GetValues("x-kept").Single());
         Assert.DoesNotContain("Exception", proxy.Log, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A204WithContentLength_LosesIt_ForHttp11AndHttp2Clients()
+    {
+        // RFC 9110 §8.6: no Content-Length on a 204, whatever the upstream sent; curl over HTTP/2 refuses
+        // a 204 that announces 5 octets and ends with none.
+        await using AotProxy proxy = await AotProxy.StartAsync(Port, "h1");
+        foreach (string protocol in new[] { "--http1.1", "--http2-prior-knowledge" })
+        {
+            var (exit, stdout, stderr) = await Processes.RunAsync("curl", ["-sS", "-i", protocol, "--max-time", "10", $"http://127.0.0.1:{proxy.Port}/no-content"]);
+            Assert.True(exit == 0, $"{protocol}: curl exit {exit}: {stderr}");
+            Assert.Matches("^HTTP/[12.]+ 204", stdout);
+            Assert.Contains("x-kept: 3", stdout, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain("content-length", stdout, StringComparison.OrdinalIgnoreCase);
+        }
     }
 
     public async ValueTask DisposeAsync()

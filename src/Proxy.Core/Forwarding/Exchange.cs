@@ -678,6 +678,10 @@ public sealed partial class Exchange : ExchangeEvents, IDeferred
             }
             (ResponseHeaders, headers) = (headers, ResponseHeaders);
             int status = ResponseStatus();
+            if (status is < 200 or 204 && ResponseHeaders.IndexOf("content-length"u8) is int contentLength and >= 0)
+            {
+                ResponseHeaders.RemoveAt(contentLength); // RFC 9110 §8.6: never on a 1xx or 204, whatever the upstream sent
+            }
             if (status is >= 100 and < 200 && !(status == 101 && _isWebSocket) && !endStream)
             {
                 // An interim response (103 Early Hints, ...) passes on as it is; the response has not
