@@ -220,6 +220,45 @@ public sealed class HeaderList
         return -1;
     }
 
+    /// <summary>
+    /// Folds every later field named <paramref name="name"/> into the first one, at <paramref name="first"/>,
+    /// their values joined by <paramref name="separator"/> in order; returns how many fields were folded in.
+    /// RFC 9113 §8.2.3: cookie crumbs are joined with "; " before they leave HTTP/2.
+    /// </summary>
+    public int FoldInto(int first, ReadOnlySpan<byte> name, ReadOnlySpan<byte> separator)
+    {
+        int folded = 0;
+        for (int i = first + 1; i < Count; i++)
+        {
+            Field crumb = _fields[i];
+            if (crumb.NameLength != name.Length || !ShortCopy.Equal(_arena.AsSpan(crumb.NameOffset, crumb.NameLength), name))
+            {
+                continue;
+            }
+            // The joined value goes at the arena's end: the first field's value, the separator, this one's.
+            ref Field head = ref FieldAt(first);
+            int length = head.ValueLength + separator.Length + crumb.ValueLength;
+            int needed = _used + length;
+            if (needed > _arena.Length)
+            {
+                Array.Resize(ref _arena, Math.Max(needed, _arena.Length * 2));
+            }
+            Span<byte> joined = _arena.AsSpan(_used, length);
+            _arena.AsSpan(head.ValueOffset, head.ValueLength).CopyTo(joined);
+            separator.CopyTo(joined.Slice(head.ValueLength));
+            _arena.AsSpan(crumb.ValueOffset, crumb.ValueLength).CopyTo(joined.Slice(head.ValueLength + separator.Length));
+            ListSize += separator.Length + crumb.ValueLength; // the crumb's own entry goes with RemoveAt
+            head.ValueOffset = _used;
+            head.ValueLength = length;
+            head.StaticEntry = false;
+            _used = needed;
+            RemoveAt(i);
+            i--;
+            folded++;
+        }
+        return folded;
+    }
+
     /// <summary>The most octets <see cref="EncodeTo"/> can write.</summary>
     internal int EncodedLengthBound() =>
         // The sum of MaxFieldOctets over the fields, from the running list size (octets plus 32 per field).

@@ -68,7 +68,15 @@ public sealed class UpstreamFramingTests : IAsyncDisposable
                 }
                 length += n;
             }
-            string path = Encoding.ASCII.GetString(buffer, 0, length).Split(' ')[1];
+            string request = Encoding.ASCII.GetString(buffer, 0, length);
+            string path = request.Split(' ')[1];
+            if (path == "/echo-head")
+            {
+                // The request head as it arrived, as the body.
+                string head = request[..(request.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)];
+                await client.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {head.Length}\r\n\r\n{head}"));
+                return;
+            }
             await client.SendAsync(Encoding.ASCII.GetBytes(s_answers.GetValueOrDefault(path, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")));
         }
     }
@@ -110,6 +118,20 @@ public sealed class UpstreamFramingTests : IAsyncDisposable
             Assert.Contains("x-kept: 3", stdout, StringComparison.OrdinalIgnoreCase);
             Assert.DoesNotContain("content-length", stdout, StringComparison.OrdinalIgnoreCase);
         }
+    }
+
+    [Fact]
+    public async Task CookieCrumbsFromHttp2_ReachAnHttp11Upstream_AsOneField()
+    {
+        // RFC 9113 §8.2.3: an HTTP/2 client may split Cookie into one field per pair; before the request
+        // leaves HTTP/2 they are joined with "; ", in order (an HTTP/1.1 server reads one Cookie line).
+        await using AotProxy proxy = await AotProxy.StartAsync(Port, "h1");
+        var (exit, stdout, stderr) = await Processes.RunAsync("nghttp", ["-H", "cookie: a=1", "-H", "x-between: 1", "-H", "cookie: b=2", "-H", "cookie: c=3",
+            $"http://127.0.0.1:{proxy.Port}/echo-head"]);
+        Assert.True(exit == 0, $"nghttp exit {exit}: {stderr}");
+        Assert.Contains("\r\ncookie: a=1; b=2; c=3\r\n", stdout, StringComparison.Ordinal);
+        Assert.Single(stdout.Split("\r\n"), l => l.StartsWith("cookie:", StringComparison.OrdinalIgnoreCase));
+        Assert.Contains("x-between: 1", stdout, StringComparison.Ordinal);
     }
 
     public async ValueTask DisposeAsync()

@@ -155,6 +155,33 @@ public sealed class HeaderListCopyTests
     }
 
     [Fact]
+    public void FoldInto_JoinsLaterFieldsOfTheName_InOrder_AndKeepsTheListSizeTrue()
+    {
+        var list = new HeaderList(16, 2); // small: the joined values make the arena grow
+        list.Add(":method"u8, "GET"u8);
+        list.Add(32, "cookie"u8, "a=1"u8, HpackFieldFlags.None);
+        list.Add("x-other"u8, "o"u8);
+        list.Add(32, "cookie"u8, "b=2"u8, HpackFieldFlags.None);
+        list.Add("cookies"u8, "not-me"u8);
+        list.Add(32, "cookie"u8, "c=3"u8, HpackFieldFlags.None);
+        Assert.Equal(2, list.FoldInto(1, "cookie"u8, "; "u8));
+        var expected = new HeaderList();
+        expected.Add(":method"u8, "GET"u8);
+        expected.Add("cookie"u8, "a=1; b=2; c=3"u8);
+        expected.Add("x-other"u8, "o"u8);
+        expected.Add("cookies"u8, "not-me"u8);
+        Assert.Equal(expected.Count, list.Count);
+        for (int i = 0; i < list.Count; i++)
+        {
+            Assert.Equal(System.Text.Encoding.ASCII.GetString(expected.Name(i)), System.Text.Encoding.ASCII.GetString(list.Name(i)));
+            Assert.Equal(System.Text.Encoding.ASCII.GetString(expected.Value(i)), System.Text.Encoding.ASCII.GetString(list.Value(i)));
+        }
+        Assert.Equal(expected.ListSize, list.ListSize);
+        Assert.Equal(32, list.StaticIndex(1)); // still known as cookie for the encoder
+        Assert.Equal(0, list.FoldInto(1, "cookie"u8, "; "u8));
+    }
+
+    [Fact]
     public void SameAs_TellsFieldsApart_ByNameValueAndHowTheyAreIndexed()
     {
         static HeaderList Of(HeaderIndexing indexing, params string[] pairs)

@@ -79,6 +79,10 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             _chunked.Reset();
 
             SocketOutput output = _connection.Output;
+            if (headers.IndexOf("cookie"u8) is int cookie and >= 0)
+            {
+                headers.FoldInto(cookie, "cookie"u8, "; "u8); // RFC 9113 §8.2.3: HTTP/2's cookie crumbs become one field
+            }
             int method = headers.IndexOf(":method"u8);
             int path = headers.IndexOf(":path"u8);
             int authority = headers.IndexOf(":authority"u8);
