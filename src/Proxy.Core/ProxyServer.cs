@@ -122,6 +122,8 @@ public sealed class ProxyServer : IAsyncDisposable
             cluster.State.MaxConnections = cluster.CircuitBreakers?.MaxConnections ?? long.MaxValue;
             cluster.State.BufferLimit = cluster.BufferLimit;
             cluster.State.MaxHeadersCount = cluster.MaxHeadersCount;
+            cluster.State.IdleTimeoutMs = (long)cluster.IdleTimeout.TotalMilliseconds;
+            cluster.State.MaxRequestsPerConnection = cluster.MaxRequestsPerConnection;
             cluster.State.Bind = cluster.Bind;
         }
     }

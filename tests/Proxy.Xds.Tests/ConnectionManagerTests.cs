@@ -130,6 +130,33 @@ public sealed class ConnectionManagerTests
     }
 
     [Fact]
+    public void ClusterIdleTimeout_AndMaxRequestsPerConnection_AreRead()
+    {
+        const string Extension = """
+                typed_extension_protocol_options:
+                  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                    common_http_protocol_options: { idle_timeout: 30s, max_requests_per_connection: 5 }
+                    explicit_http_config: { http_protocol_options: {} }
+            """;
+        ProxySnapshot typed = Load(Bootstrap(rootExtra: Cluster("t", Extension))).Snapshot;
+        Assert.Equal(TimeSpan.FromSeconds(30), typed.Clusters["t"].IdleTimeout);
+        Assert.Equal(5, typed.Clusters["t"].MaxRequestsPerConnection);
+        // Envoy's defaults: an hour, no limit.
+        Assert.Equal(TimeSpan.FromHours(1), typed.Clusters["c"].IdleTimeout);
+        Assert.Equal(0, typed.Clusters["c"].MaxRequestsPerConnection);
+        // The cluster's own (deprecated) fields; idle_timeout 0s turns the timeout off.
+        Cluster own = Load(Bootstrap(rootExtra: Cluster("d", "    max_requests_per_connection: 1\n    common_http_protocol_options: { idle_timeout: 0s }"))).Snapshot.Clusters["d"];
+        Assert.Equal(1, own.MaxRequestsPerConnection);
+        Assert.Equal(TimeSpan.Zero, own.IdleTimeout);
+
+        static string Cluster(string name, string extra) => string.Join('\n',
+            "  - name: " + name,
+            extra,
+            "    load_assignment: { cluster_name: " + name + ", endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } } } ] } ] }");
+    }
+
+    [Fact]
     public void ClusterMaxHeadersCount_IsRead_FromTheProtocolOptionsExtensionOrTheCluster()
     {
         const string Extension = """

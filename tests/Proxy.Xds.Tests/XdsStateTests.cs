@@ -97,6 +97,27 @@ public sealed class XdsStateTests
     }
 
     [Fact]
+    public void ClusterCommonHttpProtocolOptions_ComeThroughTheProto()
+    {
+        // The HttpProtocolOptions extension's common_http_protocol_options as a control plane sends them
+        // (Istio's DestinationRule connectionPool.http: idleTimeout, maxRequestsPerConnection).
+        XdsState state = NewState();
+        Api.Cluster.Cluster cluster = MeshResources.EdsCluster(V1);
+        var options = new Api.UpstreamHttp.HttpProtocolOptions
+        {
+            CommonHttpProtocolOptions = new Api.Core.HttpProtocolOptions { IdleTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(7)), MaxRequestsPerConnection = 3, MaxHeadersCount = 60 },
+            ExplicitHttpConfig = new Api.UpstreamHttp.HttpProtocolOptions.Types.ExplicitHttpConfig { Http2ProtocolOptions = new Api.Core.Http2ProtocolOptions() },
+        };
+        cluster.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] = Any.Pack(options);
+        Apply(state, XdsResourceType.Cluster, cluster);
+        Apply(state, XdsResourceType.Endpoint, MeshResources.Endpoints(V1, 9001));
+        Cluster built = state.Build()!.Clusters[V1];
+        Assert.Equal(TimeSpan.FromSeconds(7), built.IdleTimeout);
+        Assert.Equal(3, built.MaxRequestsPerConnection);
+        Assert.Equal(60, built.MaxHeadersCount);
+    }
+
+    [Fact]
     public void ConnectionManager_HttpProtocolOptions_ComeThroughTheProto()
     {
         // Field 8 of the HttpConnectionManager (Envoy's http_protocol_options): accept_http_10 (2) and

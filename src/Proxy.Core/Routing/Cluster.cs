@@ -211,6 +211,22 @@ public sealed class Cluster
     /// lines, or an HTTP/2 response header block with more fields, is an upstream protocol error (502).
     /// </summary>
     public int MaxHeadersCount { get; init; } = Http1.Http1Parser.DefaultMaxHeadersCount;
+
+    /// <summary>Envoy's default idle_timeout of upstream connections.</summary>
+    public static readonly TimeSpan DefaultIdleTimeout = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// common_http_protocol_options.idle_timeout (Envoy's default 1 h): an upstream connection with no
+    /// request in flight for this long is closed (HTTP/2: GOAWAY first); zero: never.
+    /// </summary>
+    public TimeSpan IdleTimeout { get; init; } = DefaultIdleTimeout;
+
+    /// <summary>
+    /// max_requests_per_connection: an upstream connection carries at most this many requests, then closes
+    /// (HTTP/1.1) or takes no new stream and goes away when its last ends (HTTP/2); 0: no limit. 1 turns keep-alive off.
+    /// </summary>
+    public int MaxRequestsPerConnection { get; init; }
+
     /// <summary>Request and retry counts of this cluster name, shared by every snapshot.</summary>
     public ClusterState State { get; init; } = new();
 

@@ -63,6 +63,15 @@ public sealed class ClusterState
     /// <summary>max_headers_count of the current snapshot: the most field lines a response head of this cluster may have.</summary>
     public int MaxHeadersCount { get; set; } = Http1.Http1Parser.DefaultMaxHeadersCount;
 
+    /// <summary>idle_timeout of the current snapshot's cluster, in milliseconds (0: none).</summary>
+    public long IdleTimeoutMs { get; set; } = (long)Cluster.DefaultIdleTimeout.TotalMilliseconds;
+
+    /// <summary>max_requests_per_connection of the current snapshot's cluster (0: no limit).</summary>
+    public int MaxRequestsPerConnection { get; set; }
+
+    /// <summary>Whether a connection that has carried <paramref name="requests"/> requests may take no more.</summary>
+    public bool Exhausted(int requests) => MaxRequestsPerConnection > 0 && requests >= MaxRequestsPerConnection;
+
     /// <summary>upstream_bind_config of the current snapshot (updated on every load).</summary>
     public Transport.UpstreamBind? Bind { get; set; }
 

@@ -58,6 +58,12 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
 
     public bool IsClosed => _connection.IsClosed;
 
+    /// <summary>When it last went back to its pool (Environment.TickCount64), for the cluster's idle_timeout.</summary>
+    internal long IdleSince;
+
+    /// <summary>Requests it has carried, for the cluster's max_requests_per_connection.</summary>
+    private int _requests;
+
     /// <summary>Closes a connection that is between requests (its pool was retired).</summary>
     internal void CloseIdle() => _connection.Close();
 
@@ -71,6 +77,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             }
             _exchange = exchange;
             _generation = generation;
+            _requests++;
             _response = ResponseState.Head;
             _headScanned = 0;
             _requestDone = endStream;
@@ -399,7 +406,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         {
             return;
         }
-        if (!_requestDone || !_keepAlive)
+        if (!_requestDone || !_keepAlive || (_pool.Cluster?.Exhausted(_requests) ?? false))
         {
             _exchange = null;
             _response = ResponseState.Idle;

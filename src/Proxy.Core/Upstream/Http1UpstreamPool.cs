@@ -17,7 +17,18 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     private sealed class Slot(int index) : Stack<Http1Upstream>
     {
         public readonly OwnedLock Lock = EventLoop.NewSlotLock(index);
+        /// <summary>Closes connections idle past the cluster's idle_timeout; armed while any connection idles here.</summary>
+        public SweepTimer? Sweep;
+        public bool SweepArmed;
     }
+
+    private sealed class SweepTimer(Http1UpstreamPool pool, Slot slot) : WheelTimer
+    {
+        protected internal override void OnExpired(int tag) => pool.SweepIdle(slot, this);
+    }
+
+    /// <summary>The cluster's idle_timeout in milliseconds; 0: none.</summary>
+    private long IdleTimeoutMs => Cluster?.IdleTimeoutMs ?? 0;
 
     private readonly Slot[] _idle = NewSlots();
     private int _open;
@@ -61,16 +72,32 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         int slotIndex = Math.Min(EventLoop.CurrentSlot, _idle.Length - 1);
         Slot slot = _idle[slotIndex];
         Http1Upstream? idle = null;
-        using (slot.Lock.Enter())
+        long idleTimeoutMs = IdleTimeoutMs;
+        while (true)
         {
-            while (slot.Count > 0 && idle == null)
+            Http1Upstream? stale = null;
+            using (slot.Lock.Enter())
             {
-                Http1Upstream candidate = slot.Pop();
-                if (!candidate.IsClosed)
+                while (slot.Count > 0 && idle == null)
                 {
+                    Http1Upstream candidate = slot.Pop();
+                    if (candidate.IsClosed)
+                    {
+                        continue;
+                    }
+                    if (idleTimeoutMs > 0 && Environment.TickCount64 - candidate.IdleSince >= idleTimeoutMs)
+                    {
+                        stale = candidate; // idle past idle_timeout (the sweep has not come yet): not reused
+                        break;
+                    }
                     idle = candidate;
                 }
             }
+            if (stale == null)
+            {
+                break;
+            }
+            stale.CloseIdle();
         }
         if (idle == null)
         {
@@ -118,15 +145,75 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     internal void Return(Http1Upstream connection)
     {
         Slot slot = _idle[connection.Slot];
+        long idleTimeoutMs = IdleTimeoutMs;
+        bool arm = false, pushed = false;
         using (slot.Lock.Enter())
         {
             if (!IsRetired)
             {
+                pushed = true;
+                connection.IdleSince = Environment.TickCount64;
                 slot.Push(connection);
-                return;
+                if (idleTimeoutMs > 0 && !slot.SweepArmed)
+                {
+                    slot.SweepArmed = arm = true;
+                }
             }
         }
-        connection.CloseIdle();
+        if (arm)
+        {
+            TimerWheel.ForCurrentThread.Add(slot.Sweep ??= new SweepTimer(this, slot), connection.IdleSince + idleTimeoutMs, 0);
+        }
+        else if (!pushed)
+        {
+            connection.CloseIdle();
+        }
+    }
+
+    /// <summary>
+    /// The sweep of one slot: connections idle past idle_timeout close (Envoy's upstream idle timer); the
+    /// sweep comes again when the oldest of the others would expire, and stops when none idles here.
+    /// </summary>
+    private void SweepIdle(Slot slot, SweepTimer timer)
+    {
+        long idleTimeoutMs = IdleTimeoutMs;
+        long now = Environment.TickCount64;
+        long oldest = long.MaxValue;
+        List<Http1Upstream>? expired = null;
+        using (slot.Lock.Enter())
+        {
+            Http1Upstream[] idle = slot.ToArray(); // newest first
+            slot.Clear();
+            for (int i = idle.Length - 1; i >= 0; i--)
+            {
+                Http1Upstream connection = idle[i];
+                if (connection.IsClosed)
+                {
+                    continue;
+                }
+                if (idleTimeoutMs <= 0 || now - connection.IdleSince < idleTimeoutMs)
+                {
+                    slot.Push(connection);
+                    oldest = Math.Min(oldest, connection.IdleSince);
+                }
+                else
+                {
+                    (expired ??= []).Add(connection);
+                }
+            }
+            slot.SweepArmed = idleTimeoutMs > 0 && slot.Count > 0 && !IsRetired;
+        }
+        if (expired != null)
+        {
+            foreach (Http1Upstream connection in expired)
+            {
+                connection.CloseIdle();
+            }
+        }
+        if (slot.SweepArmed)
+        {
+            TimerWheel.ForCurrentThread.Add(timer, oldest + idleTimeoutMs, 0);
+        }
     }
 
     public override void Retire()
@@ -139,7 +226,9 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
             {
                 idle.AddRange(slot);
                 slot.Clear();
+                slot.SweepArmed = false;
             }
+            slot.Sweep?.Cancel(); // the wheel lets the pool go
         }
         foreach (Http1Upstream connection in idle)
         {

@@ -27,6 +27,12 @@ public sealed class Http2Upstream : Http2ProxyConnection, IUpstreamConnection
 
     public bool CanOpenStream => !Connection.IsClosed && Protocol.CanOpenStream;
 
+    // Under its pool slot's lock: requests handed to it (max_requests_per_connection), since when it has had
+    // no stream (0: busy, or handed a request since; for idle_timeout), and whether it takes no more.
+    internal int Handed;
+    internal long IdleSince;
+    internal bool Retiring;
+
     public int OpenStream(HeaderList headers, bool endStream, ExchangeEvents exchange, int generation) =>
         Protocol.OpenStream(headers, endStream, exchange, generation);
 

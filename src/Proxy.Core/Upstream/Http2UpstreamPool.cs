@@ -25,6 +25,26 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         public int Connecting;
         public int Waiting; // Waiters.Count, readable without the lock
         public int Open;    // Connections.Count, readable without the lock (diagnostics from other threads)
+        /// <summary>Closes connections idle past the cluster's idle_timeout; armed while one may be.</summary>
+        public SweepTimer? Sweep;
+        public bool SweepArmed;
+    }
+
+    private sealed class SweepTimer(Http2UpstreamPool pool, Slot slot) : WheelTimer
+    {
+        protected internal override void OnExpired(int tag) => pool.SweepIdle(slot, this);
+    }
+
+    /// <summary>Under the slot's lock: whether <paramref name="connection"/> may take one more request.</summary>
+    private bool Usable(Http2Upstream connection) =>
+        connection.CanOpenStream && !connection.Retiring && !(Cluster?.Exhausted(connection.Handed) ?? false);
+
+    /// <summary>Under the slot's lock: <paramref name="connection"/> is given a request.</summary>
+    private static Http2Upstream Hand(Http2Upstream connection)
+    {
+        connection.Handed++;
+        connection.IdleSince = 0;
+        return connection;
     }
 
     private readonly Slot[] _slots = NewSlots();
@@ -66,9 +86,9 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         {
             foreach (Http2Upstream connection in slot.Connections)
             {
-                if (connection.CanOpenStream)
+                if (Usable(connection))
                 {
-                    ready = connection;
+                    ready = Hand(connection);
                     break;
                 }
             }
@@ -140,7 +160,8 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         try
         {
             upstream.Start();
-            ServeWaiters(slot);
+            ServeWaiters(this, slot);
+            OnStreamCapacity(upstream, serve: false); // no request took it: its idle time starts now
         }
         finally
         {
@@ -150,24 +171,121 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
     }
 
     /// <summary>A stream of <paramref name="connection"/> ended or the peer raised its limit: requests waiting in its slot may fit now.</summary>
-    internal void OnStreamCapacity(Http2Upstream connection)
+    internal void OnStreamCapacity(Http2Upstream connection) => OnStreamCapacity(connection, serve: true);
+
+    private void OnStreamCapacity(Http2Upstream connection, bool serve)
     {
         if (IsRetired)
         {
             CloseIdleConnections();
         }
         Slot slot = _slots[connection.Slot];
-        if (Volatile.Read(ref slot.Waiting) == 0)
+        if (serve && Volatile.Read(ref slot.Waiting) > 0)
         {
-            return;
+            ServeWaiters(this, slot);
         }
-        ServeWaiters(slot);
+        if (connection.Protocol.ActiveStreamCount == 0)
+        {
+            OnIdle(slot, connection);
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="connection"/> has no stream: one that carried max_requests_per_connection goes away
+    /// now; another starts its idle time (the slot's sweep closes it after idle_timeout unless a request takes it).
+    /// </summary>
+    private void OnIdle(Slot slot, Http2Upstream connection)
+    {
+        long idleTimeoutMs = Cluster?.IdleTimeoutMs ?? 0;
+        bool exhausted = false, arm = false;
+        using (slot.Lock.Enter())
+        {
+            if (connection.Retiring || connection.Protocol.ActiveStreamCount != 0)
+            {
+                return;
+            }
+            if (Cluster?.Exhausted(connection.Handed) ?? false)
+            {
+                connection.Retiring = exhausted = true;
+            }
+            else if (idleTimeoutMs > 0)
+            {
+                connection.IdleSince = Environment.TickCount64;
+                if (!slot.SweepArmed)
+                {
+                    slot.SweepArmed = arm = true;
+                }
+            }
+        }
+        if (exhausted)
+        {
+            GoAway(connection, "max_requests_per_connection reached");
+        }
+        else if (arm)
+        {
+            TimerWheel.ForCurrentThread.Add(slot.Sweep ??= new SweepTimer(this, slot), connection.IdleSince + idleTimeoutMs, 0);
+        }
+    }
+
+    /// <summary>Closes the slot's connections idle past idle_timeout; comes again while others idle.</summary>
+    private void SweepIdle(Slot slot, SweepTimer timer)
+    {
+        long idleTimeoutMs = Cluster?.IdleTimeoutMs ?? 0;
+        long now = Environment.TickCount64;
+        long next = long.MaxValue;
+        List<Http2Upstream>? expired = null;
+        using (slot.Lock.Enter())
+        {
+            foreach (Http2Upstream connection in slot.Connections)
+            {
+                if (connection.Protocol.ActiveStreamCount != 0)
+                {
+                    connection.IdleSince = 0; // busy: its idle time starts again when its last stream ends
+                    continue;
+                }
+                if (connection.Retiring || connection.IdleSince == 0)
+                {
+                    continue;
+                }
+                if (idleTimeoutMs > 0 && now - connection.IdleSince >= idleTimeoutMs)
+                {
+                    connection.Retiring = true;
+                    (expired ??= []).Add(connection);
+                }
+                else if (idleTimeoutMs > 0)
+                {
+                    next = Math.Min(next, connection.IdleSince + idleTimeoutMs);
+                }
+            }
+            slot.SweepArmed = next != long.MaxValue && !IsRetired;
+        }
+        if (expired != null)
+        {
+            foreach (Http2Upstream connection in expired)
+            {
+                GoAway(connection, "idle timeout");
+            }
+        }
+        if (slot.SweepArmed)
+        {
+            TimerWheel.ForCurrentThread.Add(timer, next, 0);
+        }
+    }
+
+    private static void GoAway(Http2Upstream connection, string reason)
+    {
+        connection.Protocol.GoAway(Http2ErrorCode.NoError, reason);
+        connection.Connection.CloseAfterFlush();
     }
 
     public override void Retire()
     {
         MarkRetired();
         CloseIdleConnections();
+        foreach (Slot slot in _slots)
+        {
+            slot.Sweep?.Cancel(); // the wheel lets the pool go
+        }
     }
 
     private void CloseIdleConnections()
@@ -185,13 +303,12 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
             }
             foreach (Http2Upstream connection in idle)
             {
-                connection.Protocol.GoAway(Http2ErrorCode.NoError, "cluster removed");
-                connection.Connection.CloseAfterFlush();
+                GoAway(connection, "cluster removed");
             }
         }
     }
 
-    private static void ServeWaiters(Slot slot)
+    private static void ServeWaiters(Http2UpstreamPool pool, Slot slot)
     {
         while (true)
         {
@@ -205,9 +322,9 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
                 }
                 foreach (Http2Upstream connection in slot.Connections)
                 {
-                    if (connection.CanOpenStream)
+                    if (pool.Usable(connection))
                     {
-                        ready = connection;
+                        ready = Hand(connection);
                         break;
                     }
                 }

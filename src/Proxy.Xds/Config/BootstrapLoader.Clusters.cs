@@ -81,6 +81,8 @@ public sealed partial class BootstrapLoader
                 ReadUpstreamTls(m["transport_socket"])))],
             BufferLimit = (int)Math.Clamp(Wrapped(c["per_connection_buffer_limit_bytes"]) ?? Proxy.Core.Transport.SocketConnection.DefaultBufferLimit, 16 * 1024, int.MaxValue / 2),
             MaxHeadersCount = ReadMaxHeadersCount(c),
+            IdleTimeout = CommonHttpOptions(c)["idle_timeout"].Duration() ?? Cluster.DefaultIdleTimeout,
+            MaxRequestsPerConnection = ReadMaxRequestsPerConnection(c),
         };
         if (type != "EDS")
         {
@@ -157,6 +159,8 @@ public sealed partial class BootstrapLoader
             OutlierDetection = settings.OutlierDetection,
             BufferLimit = settings.BufferLimit,
             MaxHeadersCount = settings.MaxHeadersCount,
+            IdleTimeout = settings.IdleTimeout,
+            MaxRequestsPerConnection = settings.MaxRequestsPerConnection,
             State = state,
             UsesOriginalDestination = type == "ORIGINAL_DST",
             OriginalDestinationHeader = type == "ORIGINAL_DST" && c["original_dst_lb_config"]["use_http_header"].Boolean() == true
@@ -252,6 +256,21 @@ public sealed partial class BootstrapLoader
     /// </summary>
     private static int ReadMaxHeadersCount(ConfigNode c)
     {
+        ConfigNode common = CommonHttpOptions(c);
+        long maxHeaders = Wrapped(common["max_headers_count"]) ?? Proxy.Core.Http1.Http1Parser.DefaultMaxHeadersCount;
+        if (maxHeaders < 1 || maxHeaders > int.MaxValue)
+        {
+            throw new ConfigException($"{common.Path}.max_headers_count: must be at least 1 (Envoy's bound), not {maxHeaders}");
+        }
+        return (int)maxHeaders;
+    }
+
+    /// <summary>
+    /// A cluster's common HTTP protocol options: the HttpProtocolOptions extension's (v3), else the cluster's
+    /// own (deprecated) common_http_protocol_options.
+    /// </summary>
+    private static ConfigNode CommonHttpOptions(ConfigNode c)
+    {
         ConfigNode common = c["common_http_protocol_options"];
         foreach (string key in c["typed_extension_protocol_options"].Keys)
         {
@@ -260,12 +279,14 @@ public sealed partial class BootstrapLoader
                 common = typed;
             }
         }
-        long maxHeaders = Wrapped(common["max_headers_count"]) ?? Proxy.Core.Http1.Http1Parser.DefaultMaxHeadersCount;
-        if (maxHeaders < 1 || maxHeaders > int.MaxValue)
-        {
-            throw new ConfigException($"{common.Path}.max_headers_count: must be at least 1 (Envoy's bound), not {maxHeaders}");
-        }
-        return (int)maxHeaders;
+        return common;
+    }
+
+    /// <summary>max_requests_per_connection: the common options', else the cluster's own (deprecated) field; 0 or absent: no limit.</summary>
+    private static int ReadMaxRequestsPerConnection(ConfigNode c)
+    {
+        long max = Wrapped(CommonHttpOptions(c)["max_requests_per_connection"]) ?? Wrapped(c["max_requests_per_connection"]) ?? 0;
+        return (int)Math.Clamp(max, 0, int.MaxValue);
     }
 
     /// <summary>typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] naming HTTP/2.</summary>

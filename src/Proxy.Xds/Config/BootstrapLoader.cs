@@ -433,6 +433,12 @@ public sealed record ClusterSettings(string Name, string Type, UpstreamProtocol 
     /// <summary>common_http_protocol_options.max_headers_count (Envoy's default 100).</summary>
     public int MaxHeadersCount { get; init; } = Proxy.Core.Http1.Http1Parser.DefaultMaxHeadersCount;
 
+    /// <summary>common_http_protocol_options.idle_timeout of the upstream connections (Envoy's default 1 h; zero: none).</summary>
+    public TimeSpan IdleTimeout { get; init; } = Cluster.DefaultIdleTimeout;
+
+    /// <summary>max_requests_per_connection (common_http_protocol_options', else the cluster's own); 0: no limit.</summary>
+    public int MaxRequestsPerConnection { get; init; }
+
     /// <summary>transport_socket (or v2's tls_context): the TLS of endpoints no transport_socket_match picks; null: plaintext.</summary>
     public Proxy.Core.Transport.Tls.TlsClientContext? Tls { get; init; }
 
