@@ -41,7 +41,7 @@ public sealed class IstioTranslatorTests
           host: productpage
           trafficPolicy:
             loadBalancer: { simple: ROUND_ROBIN }
-            connectionPool: { tcp: { maxConnections: 100, connectTimeout: 2s }, http: { http1MaxPendingRequests: 10, http2MaxRequests: 50, maxRetries: 3 } }
+            connectionPool: { tcp: { maxConnections: 100, connectTimeout: 2s }, http: { http1MaxPendingRequests: 10, http2MaxRequests: 50, maxRetries: 3, maxRequestsPerConnection: 4, idleTimeout: 90s } }
             outlierDetection: { consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50 }
           subsets:
           - { name: v1, labels: { version: v1 } }
@@ -82,6 +82,10 @@ public sealed class IstioTranslatorTests
         Assert.Equal(100u, v1.CircuitBreakers.Thresholds[0].MaxConnections);
         Assert.Equal(10u, v1.CircuitBreakers.Thresholds[0].MaxPendingRequests);
         Assert.Equal(50u, v1.CircuitBreakers.Thresholds[0].MaxRequests);
+        var protocol = v1.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack<Api.UpstreamHttp.HttpProtocolOptions>();
+        Assert.Equal(4u, protocol.CommonHttpProtocolOptions.MaxRequestsPerConnection);
+        Assert.Equal(TimeSpan.FromSeconds(90), protocol.CommonHttpProtocolOptions.IdleTimeout.ToTimeSpan());
+        Assert.NotNull(protocol.ExplicitHttpConfig.HttpProtocolOptions); // an HTTP/1.1 port stays HTTP/1.1
         Assert.Equal(5u, v1.OutlierDetection.Consecutive5Xx);
         Assert.Equal(50u, v1.OutlierDetection.MaxEjectionPercent);
         Assert.Equal(Cluster.Types.LbPolicy.Random, Get<Cluster>(resources, "outbound|9080|v2|productpage.default.svc.cluster.local").LbPolicy);

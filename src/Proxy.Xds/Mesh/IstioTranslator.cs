@@ -546,6 +546,26 @@ public sealed class IstioTranslator
             {
                 cluster.ConnectTimeout = Duration.FromTimeSpan(t);
             }
+            long? maxRequests = pool["http"]["maxRequestsPerConnection"].Integer();
+            TimeSpan? idle = Dur(pool["http"]["idleTimeout"]);
+            if (maxRequests != null || idle != null)
+            {
+                // As istiod does: the HttpProtocolOptions extension's common options (kept with its HTTP/2 choice).
+                const string Key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+                HttpProtocolOptions options = cluster.TypedExtensionProtocolOptions.TryGetValue(Key, out Any? packed)
+                    ? packed.Unpack<HttpProtocolOptions>()
+                    : new HttpProtocolOptions { ExplicitHttpConfig = new HttpProtocolOptions.Types.ExplicitHttpConfig { HttpProtocolOptions = new Http1ProtocolOptions() } };
+                options.CommonHttpProtocolOptions ??= new Proxy.Xds.Api.Core.HttpProtocolOptions();
+                if (maxRequests is long max and > 0)
+                {
+                    options.CommonHttpProtocolOptions.MaxRequestsPerConnection = (uint)Math.Min(max, uint.MaxValue);
+                }
+                if (idle is TimeSpan timeout)
+                {
+                    options.CommonHttpProtocolOptions.IdleTimeout = Duration.FromTimeSpan(timeout);
+                }
+                cluster.TypedExtensionProtocolOptions[Key] = Any.Pack(options);
+            }
         }
         ConfigNode outlier = policy["outlierDetection"];
         if (outlier.Exists)
