@@ -51,6 +51,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     {
         _connection = connection;
         _pool = pool;
+        _requestsLeft = pool.Cluster is { MaxRequestsPerConnection: > 0 and int max } ? max : int.MaxValue;
         _lock = connection.Output.SyncRoot;
         _blocked = new BlockedExchange(_lock);
         connection.Drained = _blocked.Wake;
@@ -61,8 +62,8 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
     /// <summary>When it last went back to its pool (Environment.TickCount64), for the cluster's idle_timeout.</summary>
     internal long IdleSince;
 
-    /// <summary>Requests it has carried, for the cluster's max_requests_per_connection.</summary>
-    private int _requests;
+    /// <summary>Requests it may still carry: the cluster's max_requests_per_connection when it opened (else unbounded).</summary>
+    private int _requestsLeft;
 
     /// <summary>Closes a connection that is between requests (its pool was retired).</summary>
     internal void CloseIdle() => _connection.Close();
@@ -77,7 +78,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
             }
             _exchange = exchange;
             _generation = generation;
-            _requests++;
+            _requestsLeft--;
             _response = ResponseState.Head;
             _headScanned = 0;
             _requestDone = endStream;
@@ -406,7 +407,7 @@ public sealed class Http1Upstream : IConnectionProtocol, IUpstreamConnection
         {
             return;
         }
-        if (!_requestDone || !_keepAlive || (_pool.Cluster?.Exhausted(_requests) ?? false))
+        if (!_requestDone || !_keepAlive || _requestsLeft <= 0)
         {
             _exchange = null;
             _response = ResponseState.Idle;

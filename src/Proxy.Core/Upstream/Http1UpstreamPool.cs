@@ -72,32 +72,17 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         int slotIndex = Math.Min(EventLoop.CurrentSlot, _idle.Length - 1);
         Slot slot = _idle[slotIndex];
         Http1Upstream? idle = null;
-        long idleTimeoutMs = IdleTimeoutMs;
-        while (true)
+        // Connections idle past idle_timeout are closed by the slot's sweep, within a tick of expiring.
+        using (slot.Lock.Enter())
         {
-            Http1Upstream? stale = null;
-            using (slot.Lock.Enter())
+            while (slot.Count > 0 && idle == null)
             {
-                while (slot.Count > 0 && idle == null)
+                Http1Upstream candidate = slot.Pop();
+                if (!candidate.IsClosed)
                 {
-                    Http1Upstream candidate = slot.Pop();
-                    if (candidate.IsClosed)
-                    {
-                        continue;
-                    }
-                    if (idleTimeoutMs > 0 && Environment.TickCount64 - candidate.IdleSince >= idleTimeoutMs)
-                    {
-                        stale = candidate; // idle past idle_timeout (the sweep has not come yet): not reused
-                        break;
-                    }
                     idle = candidate;
                 }
             }
-            if (stale == null)
-            {
-                break;
-            }
-            stale.CloseIdle();
         }
         if (idle == null)
         {
