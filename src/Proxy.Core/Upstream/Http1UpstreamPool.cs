@@ -18,13 +18,8 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     {
         public readonly OwnedLock Lock = EventLoop.NewSlotLock(index);
         /// <summary>Closes connections idle past the cluster's idle_timeout; armed while any connection idles here.</summary>
-        public SweepTimer? Sweep;
+        public IdleSweep? Sweep;
         public bool SweepArmed;
-    }
-
-    private sealed class SweepTimer(Http1UpstreamPool pool, Slot slot) : WheelTimer
-    {
-        protected internal override void OnExpired(int tag) => pool.SweepIdle(slot, this);
     }
 
     /// <summary>The cluster's idle_timeout in milliseconds; 0: none.</summary>
@@ -147,7 +142,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         }
         if (arm)
         {
-            TimerWheel.ForCurrentThread.Add(slot.Sweep ??= new SweepTimer(this, slot), connection.IdleSince + idleTimeoutMs, 0);
+            (slot.Sweep ??= new IdleSweep(() => SweepIdle(slot))).Arm(connection.IdleSince + idleTimeoutMs);
         }
         else if (!pushed)
         {
@@ -159,7 +154,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     /// The sweep of one slot: connections idle past idle_timeout close (Envoy's upstream idle timer); the
     /// sweep comes again when the oldest of the others would expire, and stops when none idles here.
     /// </summary>
-    private void SweepIdle(Slot slot, SweepTimer timer)
+    private void SweepIdle(Slot slot)
     {
         long idleTimeoutMs = IdleTimeoutMs;
         long now = Environment.TickCount64;
@@ -197,7 +192,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         }
         if (slot.SweepArmed)
         {
-            TimerWheel.ForCurrentThread.Add(timer, oldest + idleTimeoutMs, 0);
+            slot.Sweep!.Arm(oldest + idleTimeoutMs);
         }
     }
 
@@ -213,7 +208,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
                 slot.Clear();
                 slot.SweepArmed = false;
             }
-            slot.Sweep?.Cancel(); // the wheel lets the pool go
+            slot.Sweep?.Dispose(); // the timer lets the pool go
         }
         foreach (Http1Upstream connection in idle)
         {

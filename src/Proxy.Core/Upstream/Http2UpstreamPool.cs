@@ -26,13 +26,8 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         public int Waiting; // Waiters.Count, readable without the lock
         public int Open;    // Connections.Count, readable without the lock (diagnostics from other threads)
         /// <summary>Closes connections idle past the cluster's idle_timeout; armed while one may be.</summary>
-        public SweepTimer? Sweep;
+        public IdleSweep? Sweep;
         public bool SweepArmed;
-    }
-
-    private sealed class SweepTimer(Http2UpstreamPool pool, Slot slot) : WheelTimer
-    {
-        protected internal override void OnExpired(int tag) => pool.SweepIdle(slot, this);
     }
 
     /// <summary>Under the slot's lock: whether <paramref name="connection"/> may take one more request.</summary>
@@ -223,12 +218,12 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
         else if (arm)
         {
-            TimerWheel.ForCurrentThread.Add(slot.Sweep ??= new SweepTimer(this, slot), connection.IdleSince + idleTimeoutMs, 0);
+            (slot.Sweep ??= new IdleSweep(() => SweepIdle(slot))).Arm(connection.IdleSince + idleTimeoutMs);
         }
     }
 
     /// <summary>Closes the slot's connections idle past idle_timeout; comes again while others idle.</summary>
-    private void SweepIdle(Slot slot, SweepTimer timer)
+    private void SweepIdle(Slot slot)
     {
         long idleTimeoutMs = Cluster?.IdleTimeoutMs ?? 0;
         long now = Environment.TickCount64;
@@ -268,7 +263,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
         if (slot.SweepArmed)
         {
-            TimerWheel.ForCurrentThread.Add(timer, next, 0);
+            slot.Sweep!.Arm(next);
         }
     }
 
@@ -284,7 +279,7 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         CloseIdleConnections();
         foreach (Slot slot in _slots)
         {
-            slot.Sweep?.Cancel(); // the wheel lets the pool go
+            slot.Sweep?.Dispose(); // the timer lets the pool go
         }
     }
 
