@@ -10,6 +10,7 @@ using Microsoft.Extensions.Logging;
 using Proxy.Core;
 using Proxy.Core.Routing;
 using Proxy.Core.Upstream;
+using EndToEnd.Tests.Abuse;
 
 namespace EndToEnd.Tests;
 
@@ -142,5 +143,48 @@ public sealed class UpstreamConnectionLifetimeTests : IAsyncLifetime
         // Requests closer together than the timeout share the connection.
         string[] close = await ConnectionIdsAsync(proxy, path, 4, TimeSpan.FromMilliseconds(50));
         Assert.Single(close.Distinct());
+    }
+
+    [Theory]
+    [InlineData("h1")]
+    [InlineData("h2")]
+    public async Task AnIdleProxy_WithAPooledConnection_SleepsInsteadOfTicking(string protocol)
+    {
+        // The published binary holds a pooled upstream connection with Envoy's hour-long idle_timeout:
+        // its sweep must not keep the event loop waking every wheel tick (10 ms) while nothing happens.
+        await using AotProxy proxy = await AotProxy.StartAsync(protocol == "h1" ? _h1Port : _h2Port, protocol);
+        using (var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) })
+        {
+            Assert.NotEmpty(await http.GetStringAsync($"http://127.0.0.1:{proxy.Port}/any"));
+        }
+        await Task.Delay(500);
+        long before = ContextSwitches(proxy.ProcessId);
+        await Task.Delay(2000);
+        long switches = ContextSwitches(proxy.ProcessId) - before;
+        Assert.True(switches < 60, $"{switches} context switches in 2 s of idleness (a 10 ms tick makes 200 or more)");
+    }
+
+    /// <summary>Context switches of every thread of process <paramref name="pid"/> so far.</summary>
+    private static long ContextSwitches(int pid)
+    {
+        long total = 0;
+        foreach (string task in Directory.GetDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                foreach (string line in File.ReadLines(Path.Combine(task, "status")))
+                {
+                    if (line.StartsWith("voluntary_ctxt_switches:", StringComparison.Ordinal) || line.StartsWith("nonvoluntary_ctxt_switches:", StringComparison.Ordinal))
+                    {
+                        total += long.Parse(line[(line.IndexOf(':') + 1)..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+                    }
+                }
+            }
+            catch (IOException)
+            {
+                // a thread that ended meanwhile
+            }
+        }
+        return total;
     }
 }
