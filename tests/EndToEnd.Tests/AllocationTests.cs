@@ -146,7 +146,9 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
         var (upstreamListener, upstreamPort) = StartRawUpstream();
 
         var pools = new UpstreamPools();
-        var cluster = new Cluster("c", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, upstreamPort), UpstreamProtocol.Http2)], TimeSpan.FromSeconds(5));
+        // With the cluster's live state, as every configured cluster has: its idle_timeout (Envoy's hour) is armed.
+        ClusterState state = pools.ClusterState("c");
+        var cluster = new Cluster("c", UpstreamProtocol.Http2, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, upstreamPort), UpstreamProtocol.Http2, cluster: state)], TimeSpan.FromSeconds(5)) { State = state };
         var listener = new ListenerConfig("l", new IPEndPoint(IPAddress.Loopback, 0),
             new RouteConfiguration("r", [new VirtualHost("v", ["*"], [new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero)])]));
         await using var proxy = new ProxyServer(new ProxySnapshot([listener], [cluster], 1), pools);
@@ -285,6 +287,82 @@ public sealed class AllocationTests(Xunit.Abstractions.ITestOutputHelper output)
             Assert.Fail($"{best} bytes over {Requests} requests = {perRequest:F2} B/request; sampled: " +
                 string.Join(", ", diag.Types.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}={kv.Value}")));
         }
+    }
+
+    [Fact]
+    public async Task SteadyStateH1ToH1_AllocatesNothingPerRequest()
+    {
+        // A keep-alive HTTP/1.1 upstream answering each GET with a fixed response.
+        var upstreamListener = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        upstreamListener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        upstreamListener.Listen();
+        int upstreamPort = ((IPEndPoint)upstreamListener.LocalEndPoint!).Port;
+        var upstreamThread = new Thread(() =>
+        {
+            try
+            {
+                using Socket s = upstreamListener.Accept();
+                s.NoDelay = true;
+                byte[] answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"u8.ToArray();
+                var buffer = new byte[4096];
+                int held = 0;
+                while (true)
+                {
+                    int n = s.Receive(buffer, held, buffer.Length - held, SocketFlags.None);
+                    if (n == 0)
+                    {
+                        return;
+                    }
+                    held += n;
+                    int end;
+                    while ((end = buffer.AsSpan(0, held).IndexOf("\r\n\r\n"u8)) >= 0)
+                    {
+                        s.Send(answer);
+                        held -= end + 4;
+                        buffer.AsSpan(end + 4, held).CopyTo(buffer);
+                    }
+                }
+            }
+            catch (SocketException)
+            {
+            }
+        }) { IsBackground = true };
+        upstreamThread.Start();
+
+        var pools = new UpstreamPools();
+        ClusterState state = pools.ClusterState("c");
+        var cluster = new Cluster("c", UpstreamProtocol.Http1, [pools.Endpoint(new IPEndPoint(IPAddress.Loopback, upstreamPort), UpstreamProtocol.Http1, cluster: state)], TimeSpan.FromSeconds(5)) { State = state };
+        var listener = new ListenerConfig("l", new IPEndPoint(IPAddress.Loopback, 0),
+            new RouteConfiguration("r", [new VirtualHost("v", ["*"], [new Route("all", PathMatchKind.Prefix, "/", cluster, TimeSpan.Zero)])]));
+        await using var proxy = new ProxyServer(new ProxySnapshot([listener], [cluster], 1), pools);
+        proxy.Start();
+
+        using var client = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        client.Connect(IPAddress.Loopback, proxy.Listeners[0].LocalEndPoint.Port);
+        byte[] request = "GET /x HTTP/1.1\r\nhost: a\r\ncookie: a=1\r\n\r\n"u8.ToArray();
+        var response = new byte[4096];
+
+        void OneRequest()
+        {
+            client.Send(request);
+            int got = 0;
+            while (true)
+            {
+                int n = client.Receive(response, got, response.Length - got, SocketFlags.None);
+                if (n == 0)
+                {
+                    throw new IOException("the proxy closed the connection");
+                }
+                got += n;
+                if (got >= 4 && response.AsSpan(0, got).EndsWith("\r\n\r\nok"u8))
+                {
+                    return;
+                }
+            }
+        }
+
+        AssertNoAllocationPerRequest(OneRequest);
+        upstreamListener.Close();
     }
 
     private static (Socket Listener, int Port) StartRawUpstream()

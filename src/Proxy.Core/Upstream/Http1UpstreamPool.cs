@@ -142,7 +142,7 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
         }
         if (arm)
         {
-            (slot.Sweep ??= new IdleSweep(() => SweepIdle(slot))).Arm(connection.IdleSince + idleTimeoutMs);
+            (slot.Sweep ??= NewSweep(slot)).Arm(connection.IdleSince + idleTimeoutMs);
         }
         else if (!pushed)
         {
@@ -154,6 +154,9 @@ public sealed class Http1UpstreamPool(EndPoint address, int maxConnections = 102
     /// The sweep of one slot: connections idle past idle_timeout close (Envoy's upstream idle timer); the
     /// sweep comes again when the oldest of the others would expire, and stops when none idles here.
     /// </summary>
+    // Its own method: a lambda capturing the slot in the caller would allocate its closure on every call.
+    private IdleSweep NewSweep(Slot slot) => new(() => SweepIdle(slot));
+
     private void SweepIdle(Slot slot)
     {
         long idleTimeoutMs = IdleTimeoutMs;

@@ -218,11 +218,14 @@ public sealed class Http2UpstreamPool(EndPoint address, Http2ConnectionOptions o
         }
         else if (arm)
         {
-            (slot.Sweep ??= new IdleSweep(() => SweepIdle(slot))).Arm(connection.IdleSince + idleTimeoutMs);
+            (slot.Sweep ??= NewSweep(slot)).Arm(connection.IdleSince + idleTimeoutMs);
         }
     }
 
     /// <summary>Closes the slot's connections idle past idle_timeout; comes again while others idle.</summary>
+    // Its own method: a lambda capturing the slot in the caller would allocate its closure on every call.
+    private IdleSweep NewSweep(Slot slot) => new(() => SweepIdle(slot));
+
     private void SweepIdle(Slot slot)
     {
         long idleTimeoutMs = Cluster?.IdleTimeoutMs ?? 0;
