@@ -98,8 +98,113 @@ public sealed class ProxyListener : IAsyncDisposable
     public void Start()
     {
         _socket.Listen(4096);
-        _acceptLoop = AcceptLoopAsync();
+        IReadOnlyList<EventLoop> loops = EventLoop.All;
+        if (loops.Count > 0)
+        {
+            // Accepted on the loops, not on the platform's socket engine (one thread less woken per
+            // connection): a pending connection wakes one loop, which takes one connection per wake-up (the
+            // rest wait in the kernel's backlog, as nginx's default has it) and deals it to a loop.
+            _socket.Blocking = false;
+            _acceptors = new LoopAcceptor[loops.Count];
+            for (int i = 0; i < loops.Count; i++)
+            {
+                _acceptors[i] = new LoopAcceptor(this, loops[i]);
+                _acceptors[i].Arm();
+            }
+        }
+        else
+        {
+            _acceptLoop = AcceptLoopAsync();
+        }
         _sweep.Change(SweepMilliseconds, SweepMilliseconds);
+    }
+
+    private LoopAcceptor[]? _acceptors;
+
+    private void StopAcceptors()
+    {
+        if (_acceptors is { } acceptors)
+        {
+            foreach (LoopAcceptor acceptor in acceptors)
+            {
+                acceptor.Disarm();
+            }
+        }
+    }
+
+    /// <summary>The listening socket as one loop's epoll sees it: a wake-up accepts one connection on that loop.</summary>
+    private sealed class LoopAcceptor(ProxyListener listener, EventLoop loop) : ILoopSocket
+    {
+        private int _backoff;
+        private bool _warned;
+        private bool _stopped;
+
+        public ulong LoopToken { get; set; }
+
+        public void Arm()
+        {
+            lock (this)
+            {
+                if (!_stopped && LoopToken == 0)
+                {
+                    loop.RegisterListener((int)listener._socket.SafeHandle.DangerousGetHandle(), this);
+                }
+            }
+        }
+
+        public void Disarm()
+        {
+            lock (this)
+            {
+                _stopped = true;
+                Pause();
+            }
+        }
+
+        private void Pause()
+        {
+            if (LoopToken != 0)
+            {
+                loop.Unregister(LoopToken, (int)listener._socket.SafeHandle.DangerousGetHandle());
+                LoopToken = 0;
+            }
+        }
+
+        public void OnEvents(uint events)
+        {
+            Socket accepted;
+            try
+            {
+                accepted = listener._socket.Accept();
+                _backoff = 0;
+            }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
+            {
+                // EMFILE/ENFILE: the connection stays queued, and a level-triggered registration would
+                // report it again at once: this loop stops listening for a while.
+                if (!_warned)
+                {
+                    ProxyLog.Write(LogLevel.Error, $"listener {listener.BoundEndPoint}: cannot accept: {e.SocketErrorCode} (out of file descriptors?); backing off");
+                    _warned = true;
+                }
+                _backoff = Math.Min(Math.Max(_backoff * 2, 10), 1000);
+                lock (this)
+                {
+                    Pause();
+                }
+                _ = Task.Delay(_backoff).ContinueWith(static (_, state) => ((LoopAcceptor)state!).Arm(), this, TaskScheduler.Default);
+                return;
+            }
+            catch (SocketException)
+            {
+                return; // another loop took it (EAGAIN), or it was reset before it was accepted
+            }
+            catch (ObjectDisposedException)
+            {
+                return; // the listener closed
+            }
+            listener.OnAccepted(accepted);
+        }
     }
 
     /// <summary>The listener's configuration now (a listener being drained keeps its last one).</summary>
@@ -162,45 +267,51 @@ public sealed class ProxyListener : IAsyncDisposable
             {
                 return;
             }
-            if (!DownstreamLimits.TryOpen())
-            {
-                _stats?.DownstreamCxOverflow.Inc();
-                // Over the process-wide cap: close at once (the client sees a reset), counted.
-                accepted.LingerState = new LingerOption(true, 0);
-                accepted.Dispose();
-                continue;
-            }
-            ListenerConfig config = Config;
-            Func<ListenerConfig> source = _configSource;
-            IPEndPoint? destination = config.UseOriginalDst || config.RestoresOriginalDestination ? OriginalDestination.Get(accepted) : null;
-            if (destination != null && destination.Equals(accepted.LocalEndPoint))
-            {
-                destination = null; // not redirected (a connection made to this port itself): never passed through back to us
-            }
-            if (destination != null && config.UseOriginalDst && Dispatch?.Invoke(destination) is { } target)
-            {
-                // Istio's virtualOutbound: the connection belongs to the listener of its original
-                // destination (0.0.0.0_9090 for 10.96.0.10:9090), and follows that listener's updates.
-                string name = target.Name;
-                Func<string, ListenerConfig?> find = FindUnbound!;
-                source = () => find(name) ?? target;
-                config = target;
-            }
-            if (config.HasFilterChains)
-            {
-                if (config.Inspects)
-                {
-                    // tls_inspector / http_inspector: the chain is chosen once the first octets are seen.
-                    _ = InspectThenServeAsync(accepted, config, source, destination);
-                    continue;
-                }
-                if (!ChooseChain(accepted, ref config, ref source, destination, new ConnectionInspector.Verdict(true, "raw_buffer", null, [])))
-                {
-                    continue;
-                }
-            }
-            Serve(accepted, config, source, destination, null);
+            OnAccepted(accepted);
         }
+    }
+
+    /// <summary>Takes an accepted connection: the connection cap, the original destination, the filter chain, then serving.</summary>
+    private void OnAccepted(Socket accepted)
+    {
+        if (!DownstreamLimits.TryOpen())
+        {
+            _stats?.DownstreamCxOverflow.Inc();
+            // Over the process-wide cap: close at once (the client sees a reset), counted.
+            accepted.LingerState = new LingerOption(true, 0);
+            accepted.Dispose();
+            return;
+        }
+        ListenerConfig config = Config;
+        Func<ListenerConfig> source = _configSource;
+        IPEndPoint? destination = config.UseOriginalDst || config.RestoresOriginalDestination ? OriginalDestination.Get(accepted) : null;
+        if (destination != null && destination.Equals(accepted.LocalEndPoint))
+        {
+            destination = null; // not redirected (a connection made to this port itself): never passed through back to us
+        }
+        if (destination != null && config.UseOriginalDst && Dispatch?.Invoke(destination) is { } target)
+        {
+            // Istio's virtualOutbound: the connection belongs to the listener of its original
+            // destination (0.0.0.0_9090 for 10.96.0.10:9090), and follows that listener's updates.
+            string name = target.Name;
+            Func<string, ListenerConfig?> find = FindUnbound!;
+            source = () => find(name) ?? target;
+            config = target;
+        }
+        if (config.HasFilterChains)
+        {
+            if (config.Inspects)
+            {
+                // tls_inspector / http_inspector: the chain is chosen once the first octets are seen.
+                _ = InspectThenServeAsync(accepted, config, source, destination);
+                return;
+            }
+            if (!ChooseChain(accepted, ref config, ref source, destination, new ConnectionInspector.Verdict(true, "raw_buffer", null, [])))
+            {
+                return;
+            }
+        }
+        Serve(accepted, config, source, destination, null);
     }
 
     private async Task InspectThenServeAsync(Socket accepted, ListenerConfig config, Func<ListenerConfig> source, IPEndPoint? destination)
@@ -377,7 +488,8 @@ public sealed class ProxyListener : IAsyncDisposable
 
     private void ServeHttp(Socket accepted, ListenerOptions options, Func<ListenerConfig> source, IPEndPoint? destination, Transport.Tls.TlsServerContext? tls, string[]? offeredAlpn)
     {
-        // On one of our event loops; with TLS, SslStream reads and writes through the loop's edges.
+        // On one of our event loops, round robin (whichever loop accepted it: a burst of connections wakes
+        // one loop); with TLS, SslStream reads and writes through the loop's edges.
         var connection = new SocketConnection(accepted, loop: EventLoop.Next(), tlsOnLoop: tls != null) { BufferLimit = options.BufferLimit };
         var sniffer = new Sniffer(this, connection, options, source) { OriginalDestination = destination };
         Opened(options);
@@ -570,6 +682,7 @@ public sealed class ProxyListener : IAsyncDisposable
     public async Task StopAcceptingAndDrainAsync()
     {
         await _stop.CancelAsync();
+        StopAcceptors();
         _socket.Dispose();
         foreach (Sniffer sniffer in _connections.Keys)
         {
@@ -580,6 +693,7 @@ public sealed class ProxyListener : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync();
+        StopAcceptors();
         _socket.Dispose();
         if (_acceptLoop != null)
         {

@@ -30,6 +30,7 @@ public sealed unsafe partial class EventLoop
     public const uint EPOLLHUP = 0x010;
     public const uint EPOLLRDHUP = 0x2000;
     private const uint EPOLLET = 0x80000000;
+    private const uint EPOLLEXCLUSIVE = 1u << 28;
     private const int EPOLL_CTL_ADD = 1;
     private const int EPOLL_CTL_DEL = 2;
     private const int EFD_NONBLOCK = 0x800;
@@ -176,7 +177,18 @@ public sealed unsafe partial class EventLoop
     public TimerWheel Timers { get; }
 
     /// <summary>Adds an edge-triggered registration for read, write and peer-close readiness; the token to unregister with.</summary>
-    public ulong Register(int fd, ILoopSocket socket)
+    public ulong Register(int fd, ILoopSocket socket) => Register(fd, socket, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+
+    /// <summary>
+    /// Adds a listening socket: level-triggered, so a connection the loop leaves in the backlog is reported
+    /// again at its next wait, and exclusive, so a connection wakes one sleeping loop, not all of them.
+    /// </summary>
+    public ulong RegisterListener(int fd, ILoopSocket socket) => Register(fd, socket, EPOLLIN | EPOLLEXCLUSIVE);
+
+    /// <summary>Every loop (started now if they were not yet); none when the loops are disabled.</summary>
+    public static IReadOnlyList<EventLoop> All => Enabled ? s_loops ?? Start() : [];
+
+    private ulong Register(int fd, ILoopSocket socket, uint events)
     {
         ulong token;
         lock (_slotsLock)
@@ -202,7 +214,7 @@ public sealed unsafe partial class EventLoop
             token = (ulong)generation << 32 | (uint)slot;
             socket.LoopToken = token; // before the first event can arrive
         }
-        EpollEvent ev = new() { Events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, Data = token };
+        EpollEvent ev = new() { Events = events, Data = token };
         if (epoll_ctl(_epoll, EPOLL_CTL_ADD, fd, &ev) != 0)
         {
             int errno = Marshal.GetLastPInvokeError();

@@ -319,6 +319,72 @@ public sealed class AbuseTests
     }
 
     [Fact]
+    public async Task OutOfFileDescriptors_TheListenerBacksOffWithoutSpinning_AndRecovers()
+    {
+        await using CountingUpstream upstream = await CountingUpstream.StartAsync();
+        await using AotProxy proxy = await AotProxy.StartAsync(upstream.Port, "h1");
+        using (var client = new HttpClient())
+        {
+            Assert.Equal("200 hello", await GetAsync(client, proxy.Port)); // its upstream connection is open
+        }
+        await Task.Delay(300);
+        // Room for four more descriptors: the fifth connection cannot be accepted (EMFILE) and stays in
+        // the backlog, readable; a listener that retried at once would spin its loop.
+        int open = Directory.GetFiles($"/proc/{proxy.ProcessId}/fd").Length;
+        int limit = open + 4;
+        var (exit, _, err) = await Processes.RunAsync("prlimit", ["--pid", proxy.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), $"--nofile={limit}:{limit}"]);
+        Assert.True(exit == 0, $"prlimit failed: {err}");
+        var held = new List<Socket>();
+        try
+        {
+            for (int i = 0; i < 12; i++)
+            {
+                var s = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                await s.ConnectAsync(IPAddress.Loopback, proxy.Port); // completed by the kernel, accepted or not
+                held.Add(s);
+            }
+            await Task.Delay(500);
+            double before = CpuSeconds(proxy.ProcessId);
+            await Task.Delay(1500);
+            double busy = CpuSeconds(proxy.ProcessId) - before;
+            Assert.True(busy < 0.5, $"{busy:F2} s of CPU in 1.5 s while out of descriptors: the accept loop spins\n{proxy.Log}");
+            Assert.Contains("backing off", proxy.Log, StringComparison.Ordinal);
+
+            // Descriptors come back: the connections waiting in the backlog are taken and served.
+            held.ForEach(s => s.Dispose());
+            held.Clear();
+            await Processes.RunAsync("prlimit", ["--pid", proxy.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), "--nofile=4096:4096"]);
+            using var again = new HttpClient();
+            string answer = "";
+            for (int attempt = 0; attempt < 50 && answer != "200 hello"; attempt++)
+            {
+                try
+                {
+                    answer = await GetAsync(again, proxy.Port);
+                }
+                catch (HttpRequestException e)
+                {
+                    answer = e.Message;
+                    await Task.Delay(100);
+                }
+            }
+            Assert.Equal("200 hello", answer);
+        }
+        finally
+        {
+            held.ForEach(s => s.Dispose());
+        }
+    }
+
+    /// <summary>User and system CPU of process <paramref name="pid"/> so far, in seconds.</summary>
+    private static double CpuSeconds(int pid)
+    {
+        string stat = File.ReadAllText($"/proc/{pid}/stat");
+        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return (long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture)) / 100.0;
+    }
+
+    [Fact]
     public async Task InvalidHttp2Preface_GetsGoAwayProtocolError()
     {
         await using CountingUpstream upstream = await CountingUpstream.StartAsync();
