@@ -268,10 +268,14 @@ public sealed unsafe partial class EventLoop
         }
     }
 
+    /// <summary>This loop's io_uring for batched sends (null: unavailable, or LAYOTTO_IO_URING=0).</summary>
+    internal IoUring? Ring { get; private set; }
+
     private void Run()
     {
         t_current = this;
         OwnedLock.BecomeOwner(ThreadId);
+        Ring = IoUring.TryCreate(MaxEvents);
         EpollEvent* events = stackalloc EpollEvent[MaxEvents];
         while (true)
         {
@@ -287,38 +291,52 @@ public sealed unsafe partial class EventLoop
                 Thread.Sleep(10);
                 continue;
             }
-            for (int i = 0; i < n; i++)
+            // Everything the iteration writes is sent at its end, together (see FlushBatch).
+            FlushBatch.Begin();
+            try
             {
-                ulong token = events[i].Data;
-                if (token == WakeToken)
-                {
-                    ulong value;
-                    _ = read(_wake, &value, 8);
-                    Volatile.Write(ref _wakePending, 0);
-                    continue;
-                }
-                ILoopSocket? socket = Volatile.Read(ref _slots)[(int)(uint)token];
-                if (socket == null || socket.LoopToken != token)
-                {
-                    continue; // closed while its event was on the way
-                }
-                Dispatch(socket, events[i].Events);
+                RunBatch(events, n);
             }
-            while (_posted.TryDequeue(out Action? action))
+            finally
             {
-                try
-                {
-                    action();
-                }
-                catch (Exception e)
-                {
-                    Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"event loop: {e}");
-                }
+                FlushBatch.End();
             }
-            if (!Timers.IsEmpty)
+        }
+    }
+
+    private void RunBatch(EpollEvent* events, int n)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            ulong token = events[i].Data;
+            if (token == WakeToken)
             {
-                Timers.TickIfDue();
+                ulong value;
+                _ = read(_wake, &value, 8);
+                Volatile.Write(ref _wakePending, 0);
+                continue;
             }
+            ILoopSocket? socket = Volatile.Read(ref _slots)[(int)(uint)token];
+            if (socket == null || socket.LoopToken != token)
+            {
+                continue; // closed while its event was on the way
+            }
+            Dispatch(socket, events[i].Events);
+        }
+        while (_posted.TryDequeue(out Action? action))
+        {
+            try
+            {
+                action();
+            }
+            catch (Exception e)
+            {
+                Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"event loop: {e}");
+            }
+        }
+        if (!Timers.IsEmpty)
+        {
+            Timers.TickIfDue();
         }
     }
 

@@ -3,7 +3,8 @@ namespace Proxy.Core.Transport;
 /// <summary>
 /// Coalesces socket sends: frames written while handling one batch of input (to any connection) are
 /// flushed once at the end of that batch, so a response's HEADERS, DATA and trailers that arrive
-/// together leave in one send. One list per thread: each event loop thread flushes its own.
+/// together leave in one send. One list per thread: each event loop thread flushes its own, and an event
+/// loop's batch is its whole iteration, whose sends leave together through its io_uring.
 /// </summary>
 public static class FlushBatch
 {
@@ -81,12 +82,90 @@ public static class FlushBatch
         {
             return;
         }
-        for (int i = 0; i < dirty.Count; i++)
+        if (dirty.Count > 1 && EventLoop.Current?.Ring is { } ring)
         {
-            dirty[i].Flush();
+            FlushTogether(dirty, ring);
+        }
+        else
+        {
+            for (int i = 0; i < dirty.Count; i++)
+            {
+                dirty[i].Flush();
+            }
         }
         dirty.Clear();
     }
+
+    [ThreadStatic]
+    private static (SocketOutput Output, byte[] Buffer, int Count, bool Held, System.Runtime.InteropServices.GCHandle Pin)[]? t_batch;
+
+    /// <summary>
+    /// The first segment of every dirty output goes to the kernel in one submission (one system call for all
+    /// of them); each output then goes on as after its own send: the rest of its queue, a wait for the
+    /// writable edge, or a close.
+    /// </summary>
+    private static unsafe void FlushTogether(List<SocketOutput> dirty, IoUring ring)
+    {
+        var batch = t_batch ??= new (SocketOutput, byte[], int, bool, System.Runtime.InteropServices.GCHandle)[ring.Capacity];
+        int n = 0;
+        for (int i = 0; i < dirty.Count; i++)
+        {
+            SocketOutput output = dirty[i];
+            if (n < batch.Length && output.TryBeginBatchedSend(out byte[] buffer, out int count))
+            {
+                batch[n++] = (output, buffer, count, false, default);
+            }
+            else
+            {
+                output.Flush(); // TLS, nothing to send, a turn already running, or no room left in the ring
+            }
+        }
+        if (n == 0)
+        {
+            return;
+        }
+        // Held handles: a close elsewhere cannot hand a descriptor number to another socket meanwhile.
+        for (int i = 0; i < n; i++)
+        {
+            ref var entry = ref batch[i];
+            try
+            {
+                entry.Output.Handle.DangerousAddRef(ref entry.Held);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+            if (entry.Held)
+            {
+                // Pinned until the kernel has taken the octets (a collection on another thread could move it).
+                entry.Pin = System.Runtime.InteropServices.GCHandle.Alloc(entry.Buffer, System.Runtime.InteropServices.GCHandleType.Pinned);
+                ring.PrepareSend((int)entry.Output.Handle.DangerousGetHandle(), (byte*)entry.Pin.AddrOfPinnedObject(), entry.Count, (ulong)i);
+            }
+        }
+        Span<int> results = stackalloc int[n];
+        results.Fill(int.MinValue);
+        bool ok = ring.Submit();
+        while (ring.TryReap(out ulong index, out int result))
+        {
+            results[(int)index] = result;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            ref var entry = ref batch[i];
+            if (entry.Held)
+            {
+                entry.Pin.Free();
+                entry.Output.Handle.DangerousRelease();
+            }
+            int result = !entry.Held ? -9 /* EBADF: closed */ : results[i] != int.MinValue ? results[i] : ok ? -5 /* EIO */ : Send(entry.Output, entry.Buffer, entry.Count);
+            (SocketOutput output, byte[] buffer, int count, _, _) = entry;
+            entry = default;
+            output.CompleteBatchedSend(buffer, count, result);
+        }
+    }
+
+    /// <summary>One send the ring did not take (the submission was refused).</summary>
+    private static int Send(SocketOutput output, byte[] buffer, int count) => EventLoop.Send(output.Handle, buffer.AsSpan(0, count));
 }
 
 /// <summary>Work deferred to the end of the current input batch (<see cref="FlushBatch.Defer"/>).</summary>

@@ -90,12 +90,46 @@ public sealed class SocketOutput : IBufferWriter<byte>
             }
             else if (_current != null)
             {
-                ArrayPool<byte>.Shared.Return(_current);
+                ReturnSegment(_current);
             }
-            _current = ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, SegmentSize));
+            _current = RentSegment(sizeHint);
             _currentCount = 0;
         }
         return _current.AsMemory(_currentCount);
+    }
+
+    // Segments kept by each loop's thread for its outputs: the loop sends what an iteration wrote together
+    // at its end (FlushBatch), so it may hold a segment for each of dozens of connections at once, more
+    // than the shared pool keeps per core (past that it would allocate, and the collector would run).
+    [ThreadStatic]
+    private static byte[][]? t_segments;
+    [ThreadStatic]
+    private static int t_segmentCount;
+    private const int SegmentsKeptPerLoop = 128; // 2 MiB at most per loop
+
+    private static byte[] RentSegment(int sizeHint)
+    {
+        if (sizeHint <= SegmentSize && t_segmentCount > 0)
+        {
+            byte[] segment = t_segments![--t_segmentCount];
+            t_segments[t_segmentCount] = null!;
+            return segment;
+        }
+        return ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, SegmentSize));
+    }
+
+    private static void ReturnSegment(byte[] segment)
+    {
+        if (segment.Length == SegmentSize && EventLoop.Current != null)
+        {
+            byte[][] kept = t_segments ??= new byte[SegmentsKeptPerLoop][];
+            if (t_segmentCount < kept.Length)
+            {
+                kept[t_segmentCount++] = segment;
+                return;
+            }
+        }
+        ArrayPool<byte>.Shared.Return(segment);
     }
 
     /// <summary>Hands what was written to the socket. Safe from any thread, with or without the lock held.</summary>
@@ -172,7 +206,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
                 }
                 if (error != SocketError.Success || sent <= 0)
                 {
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    ReturnSegment(buffer);
                     Close();
                     return;
                 }
@@ -232,7 +266,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             if (error != SocketError.Success || sent <= 0)
             {
                 _blocked = default;
-                ArrayPool<byte>.Shared.Return(buffer);
+                ReturnSegment(buffer);
                 Close();
                 return;
             }
@@ -250,7 +284,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             int sent = await (_args ??= new()).SendAsync(_socket, buffer.AsMemory(offset, count - offset));
             if (sent <= 0)
             {
-                ArrayPool<byte>.Shared.Return(buffer);
+                ReturnSegment(buffer);
                 Close();
                 return;
             }
@@ -296,6 +330,60 @@ public sealed class SocketOutput : IBufferWriter<byte>
         SendSynchronously();
     }
 
+    /// <summary>
+    /// Starts a sending turn whose first send goes out in the loop's batch (<see cref="FlushBatch"/>): the
+    /// segment to send, or false when this output is not for a batch (TLS, no loop) or has nothing to send.
+    /// </summary>
+    internal bool TryBeginBatchedSend(out byte[] buffer, out int count)
+    {
+        buffer = null!;
+        count = 0;
+        if (_tls != null || _loop == null)
+        {
+            return false;
+        }
+        using (_lock.Enter())
+        {
+            if (_sending || _closed || (_currentCount == 0 && _filled.Count == 0))
+            {
+                return false;
+            }
+            _sending = true;
+        }
+        return TryTakeSegment(out buffer, out count);
+    }
+
+    /// <summary>The socket's handle (for a batched send).</summary>
+    internal System.Runtime.InteropServices.SafeHandle Handle => _socket.SafeHandle;
+
+    /// <summary>
+    /// Goes on with the turn <see cref="TryBeginBatchedSend"/> started, given what the batched send of its
+    /// segment did (octets taken, or -errno), exactly as <see cref="SendSynchronously"/> would have.
+    /// </summary>
+    internal void CompleteBatchedSend(byte[] buffer, int count, int result)
+    {
+        if (result == count)
+        {
+            Sent(buffer, count);
+            SendSynchronously();
+            return;
+        }
+        if (result == -EventLoop.EAGAIN)
+        {
+            _blocked = (buffer, 0, count);
+            _loop!.Post(_continueBlocked ??= ContinueBlockedSend);
+            return;
+        }
+        if (result <= 0)
+        {
+            ReturnSegment(buffer);
+            Close();
+            return;
+        }
+        _blocked = (buffer, result, count); // part of it: the rest goes now, or waits for the writable edge
+        ContinueBlockedSend();
+    }
+
     /// <summary>Takes the next segment to send, or ends the sending turn when there is none.</summary>
     private bool TryTakeSegment(out byte[] buffer, out int count)
     {
@@ -323,7 +411,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
 
     private void Sent(byte[] buffer, int count)
     {
-        ArrayPool<byte>.Shared.Return(buffer);
+        ReturnSegment(buffer);
         Interlocked.Add(ref _pending, -count);
     }
 
@@ -337,7 +425,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             _sending = false;
             while (_filled.Count > 0)
             {
-                ArrayPool<byte>.Shared.Return(_filled.Dequeue().Buffer);
+                ReturnSegment(_filled.Dequeue().Buffer);
             }
             Volatile.Write(ref _pending, 0);
             if (!wasSending)
@@ -346,7 +434,7 @@ public sealed class SocketOutput : IBufferWriter<byte>
             }
             if (_current != null)
             {
-                ArrayPool<byte>.Shared.Return(_current);
+                ReturnSegment(_current);
                 _current = null;
                 _currentCount = 0;
             }
