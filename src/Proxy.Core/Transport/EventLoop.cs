@@ -276,6 +276,12 @@ public sealed unsafe partial class EventLoop
         t_current = this;
         OwnedLock.BecomeOwner(ThreadId);
         Ring = IoUring.TryCreate(MaxEvents);
+        if (Index == 0)
+        {
+            Diagnostics.ProxyLog.Write(Diagnostics.LogLevel.Debug, Ring != null
+                ? "event loops: each iteration's sends go out together through io_uring"
+                : "event loops: io_uring unavailable (kernel, seccomp or LAYOTTO_IO_URING=0): one send per connection");
+        }
         EpollEvent* events = stackalloc EpollEvent[MaxEvents];
         while (true)
         {
