@@ -135,6 +135,7 @@ public sealed class ProxyListener : IAsyncDisposable
     /// <summary>The listening socket as one loop's epoll sees it: a wake-up accepts one connection on that loop.</summary>
     private sealed class LoopAcceptor(ProxyListener listener, EventLoop loop) : ILoopSocket
     {
+        private readonly Lock _gate = new(); // Arm (a timer's thread), Disarm (the listener's) and the loop's pause
         private int _backoff;
         private bool _warned;
         private bool _stopped;
@@ -143,7 +144,7 @@ public sealed class ProxyListener : IAsyncDisposable
 
         public void Arm()
         {
-            lock (this)
+            lock (_gate)
             {
                 if (!_stopped && LoopToken == 0)
                 {
@@ -154,7 +155,7 @@ public sealed class ProxyListener : IAsyncDisposable
 
         public void Disarm()
         {
-            lock (this)
+            lock (_gate)
             {
                 _stopped = true;
                 Pause();
@@ -188,7 +189,7 @@ public sealed class ProxyListener : IAsyncDisposable
                     _warned = true;
                 }
                 _backoff = Math.Min(Math.Max(_backoff * 2, 10), 1000);
-                lock (this)
+                lock (_gate)
                 {
                     Pause();
                 }

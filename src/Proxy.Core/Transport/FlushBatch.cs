@@ -69,7 +69,14 @@ public static class FlushBatch
             {
                 var (work, token) = t_deferred![i];
                 t_deferred[i] = default;
-                work.RunDeferred(token);
+                try
+                {
+                    work.RunDeferred(token);
+                }
+                catch (Exception e)
+                {
+                    Report(e); // one failure must not leave the batch open (nothing would be flushed again)
+                }
             }
             t_deferredCount = 0;
         }
@@ -90,11 +97,25 @@ public static class FlushBatch
         {
             for (int i = 0; i < dirty.Count; i++)
             {
-                dirty[i].Flush();
+                Flush(dirty[i]);
             }
         }
         dirty.Clear();
     }
+
+    private static void Flush(SocketOutput output)
+    {
+        try
+        {
+            output.Flush();
+        }
+        catch (Exception e)
+        {
+            Report(e); // the other outputs of the batch are still sent
+        }
+    }
+
+    private static void Report(Exception e) => Diagnostics.ProxyLog.Peer(Diagnostics.LogLevel.Error, $"send batch: {e}");
 
     [ThreadStatic]
     private static (SocketOutput Output, byte[] Buffer, int Count, bool Held, System.Runtime.InteropServices.GCHandle Pin)[]? t_batch;
@@ -117,17 +138,20 @@ public static class FlushBatch
             }
             else
             {
-                output.Flush(); // TLS, nothing to send, a turn already running, or no room left in the ring
+                Flush(output); // TLS, nothing to send, a turn already running, or no room left in the ring
             }
         }
         if (n == 0)
         {
             return;
         }
-        // Held handles: a close elsewhere cannot hand a descriptor number to another socket meanwhile.
+        // Held handles: a close elsewhere cannot hand a descriptor number to another socket meanwhile. An
+        // output whose socket is already closed goes on (to its close) at once and leaves the batch.
+        int held = 0;
         for (int i = 0; i < n; i++)
         {
-            ref var entry = ref batch[i];
+            var entry = batch[i];
+            batch[i] = default;
             try
             {
                 entry.Output.Handle.DangerousAddRef(ref entry.Held);
@@ -135,32 +159,54 @@ public static class FlushBatch
             catch (ObjectDisposedException)
             {
             }
-            if (entry.Held)
+            if (!entry.Held)
             {
-                // Pinned until the kernel has taken the octets (a collection on another thread could move it).
-                entry.Pin = System.Runtime.InteropServices.GCHandle.Alloc(entry.Buffer, System.Runtime.InteropServices.GCHandleType.Pinned);
-                ring.PrepareSend((int)entry.Output.Handle.DangerousGetHandle(), (byte*)entry.Pin.AddrOfPinnedObject(), entry.Count, (ulong)i);
+                Complete(entry.Output, entry.Buffer, entry.Count, -9); // EBADF
+                continue;
             }
+            // Pinned until the kernel has taken the octets (a collection on another thread could move it).
+            entry.Pin = System.Runtime.InteropServices.GCHandle.Alloc(entry.Buffer, System.Runtime.InteropServices.GCHandleType.Pinned);
+            ring.PrepareSend((int)entry.Output.Handle.DangerousGetHandle(), (byte*)entry.Pin.AddrOfPinnedObject(), entry.Count, (ulong)held);
+            batch[held++] = entry;
         }
-        Span<int> results = stackalloc int[n];
-        results.Fill(int.MinValue);
-        bool ok = ring.Submit();
+        int taken = ring.Submit();
+        Span<int> results = stackalloc int[held];
+        results.Fill(-5); // EIO: taken by the kernel with no completion seen (never expected): the connection closes
         while (ring.TryReap(out ulong index, out int result))
         {
-            results[(int)index] = result;
+            if (index < (ulong)held)
+            {
+                results[(int)index] = result;
+            }
         }
-        for (int i = 0; i < n; i++)
+        // Handles and pins are let go before any output goes on (which may run other code).
+        for (int i = 0; i < held; i++)
         {
             ref var entry = ref batch[i];
-            if (entry.Held)
+            entry.Pin.Free();
+            entry.Output.Handle.DangerousRelease();
+            if (i >= taken)
             {
-                entry.Pin.Free();
-                entry.Output.Handle.DangerousRelease();
+                results[i] = Send(entry.Output, entry.Buffer, entry.Count); // the kernel refused the submission
             }
-            int result = !entry.Held ? -9 /* EBADF: closed */ : results[i] != int.MinValue ? results[i] : ok ? -5 /* EIO */ : Send(entry.Output, entry.Buffer, entry.Count);
-            (SocketOutput output, byte[] buffer, int count, _, _) = entry;
-            entry = default;
+        }
+        for (int i = 0; i < held; i++)
+        {
+            (SocketOutput output, byte[] buffer, int count, _, _) = batch[i];
+            batch[i] = default;
+            Complete(output, buffer, count, results[i]);
+        }
+    }
+
+    private static void Complete(SocketOutput output, byte[] buffer, int count, int result)
+    {
+        try
+        {
             output.CompleteBatchedSend(buffer, count, result);
+        }
+        catch (Exception e)
+        {
+            Report(e);
         }
     }
 

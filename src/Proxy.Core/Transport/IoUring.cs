@@ -27,6 +27,7 @@ internal sealed unsafe partial class IoUring
     private static readonly bool s_disabled = Environment.GetEnvironmentVariable("LAYOTTO_IO_URING") == "0";
 
     private readonly int _fd;
+    private readonly uint* _sqHead;
     private readonly uint* _sqTail;
     private readonly uint _sqMask;
     private readonly uint* _sqArray;
@@ -43,6 +44,7 @@ internal sealed unsafe partial class IoUring
     private IoUring(int fd, in Params p, byte* sq, byte* cq, Sqe* sqes)
     {
         _fd = fd;
+        _sqHead = (uint*)(sq + p.SqOff.Head);
         _sqTail = (uint*)(sq + p.SqOff.Tail);
         _sqMask = *(uint*)(sq + p.SqOff.RingMask);
         _sqArray = (uint*)(sq + p.SqOff.Array);
@@ -98,39 +100,38 @@ internal sealed unsafe partial class IoUring
     }
 
     /// <summary>
-    /// Submits what was prepared and waits for all of it (immediate: every send is non-blocking); false when
-    /// the kernel refused the submission (nothing was sent: the caller sends one by one).
+    /// Submits what was prepared and waits for the completions (at once: every send is non-blocking). Returns
+    /// how many of the prepared sends the kernel took, in order; the rest (only when it refused the
+    /// submission) are withdrawn, never sent later, and are the caller's to send.
     /// </summary>
-    public bool Submit()
+    public int Submit()
     {
         uint count = _prepared;
         _prepared = 0;
         if (count == 0)
         {
-            return true;
+            return 0;
         }
-        Volatile.Write(ref *_sqTail, *_sqTail + count);
+        uint start = *_sqTail;
+        Volatile.Write(ref *_sqTail, start + count);
         uint done = 0;
         while (done < count)
         {
             long n = syscall(SysIoUringEnter, _fd, count - done, count - done, EnterGetEvents, null, 0);
-            if (n < 0)
+            if (n >= 0)
             {
-                if (Marshal.GetLastPInvokeError() == EINTR)
-                {
-                    continue;
-                }
-                if (done == 0)
-                {
-                    // Nothing consumed: take the entries back so they are not sent later.
-                    Volatile.Write(ref *_sqTail, *_sqTail - count);
-                    return false;
-                }
+                done += (uint)n;
+            }
+            else if (Marshal.GetLastPInvokeError() != EINTR)
+            {
+                // Refused (ENOMEM, EBUSY…): what the kernel did not consume is taken back, so that a
+                // later submission cannot send octets whose buffer has been reused meanwhile.
+                done = Volatile.Read(ref *_sqHead) - start;
+                Volatile.Write(ref *_sqTail, start + done);
                 break;
             }
-            done += (uint)n;
         }
-        return true;
+        return (int)done;
     }
 
     /// <summary>The next completion: its user data and result (octets sent, or -errno).</summary>
