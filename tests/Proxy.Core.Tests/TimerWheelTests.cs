@@ -52,14 +52,23 @@ public sealed class TimerWheelTests
         EventLoop loop = Loop();
         var cancelled = new Probe();
         var witness = new Probe();
+        long deadline = 0;
         await OnLoop(loop, () =>
         {
-            loop.Timers.Add(cancelled, Environment.TickCount64 + 20, tag: 1);
-            loop.Timers.Add(witness, Environment.TickCount64 + 60, tag: 2);
+            deadline = Environment.TickCount64 + 1_000;
+            loop.Timers.Add(cancelled, deadline, tag: 1);
         });
+        // A loaded machine can keep this thread off a core past any deadline; only a cancel that
+        // really came before its deadline says anything.
+        bool cancelledInTime = Environment.TickCount64 < deadline - 100;
         cancelled.Cancel(); // from another thread, as an exchange finished elsewhere would
+        await OnLoop(loop, () => loop.Timers.Add(witness, deadline + 200, tag: 2));
         await witness.Fired.Task.WaitAsync(TimeSpan.FromSeconds(10));
-        Assert.Equal(0, Volatile.Read(ref cancelled.Count));
+        if (cancelledInTime)
+        {
+            Assert.Equal(0, Volatile.Read(ref cancelled.Count));
+        }
+        Assert.True(cancelledInTime || Volatile.Read(ref cancelled.Count) <= 1);
     }
 
     [Fact]
