@@ -7,9 +7,10 @@ using Proxy.Core.Transport;
 namespace Proxy.Core.Tests;
 
 /// <summary>
-/// The event loop's io_uring (batched non-blocking sends) over real loopback sockets, and the loop's
-/// end-of-iteration flush that uses it: every octet arrives in order, a full socket answers -EAGAIN and
-/// waits for its writable edge, and the results match one send per socket.
+/// The event loop's io_uring (batched non-blocking sends and receives) over real loopback sockets, and the
+/// loop's batched receives and end-of-iteration flush that use it: every octet arrives in order, a full
+/// socket answers -EAGAIN and waits for its writable edge, an empty one -EAGAIN, a closed one 0, and the
+/// results match one send or receive per socket.
 /// </summary>
 public sealed class IoUringTests
 {
@@ -121,6 +122,159 @@ public sealed class IoUringTests
             Assert.Equal(7UL, user);
             Assert.Equal(-EventLoop.EAGAIN, result);
             Assert.False(ring.TryReap(out _, out _));
+        }
+    }
+
+    [Fact]
+    public async Task ABatchOfReceives_EachSocketGetsItsOwnOctets_AnEmptyOneEagain_AClosedOneTheEnd()
+    {
+        if (Ring() is not { } ring)
+        {
+            return;
+        }
+        var pairs = new List<(Socket Client, Socket Server)>();
+        for (int i = 0; i < 6; i++)
+        {
+            pairs.Add(await PairAsync());
+        }
+        try
+        {
+            var sent = new byte[4][];
+            for (int i = 0; i < 4; i++)
+            {
+                sent[i] = new byte[200 + i * 911];
+                Random.Shared.NextBytes(sent[i]);
+                await pairs[i].Client.SendAsync(sent[i]);
+            }
+            pairs[5].Client.Shutdown(SocketShutdown.Send); // pair 4 sends nothing; pair 5 only its FIN
+            await Task.Delay(50); // loopback delivers at once; this is margin
+            var buffers = new byte[6][];
+            var pins = new GCHandle[6];
+            for (int i = 0; i < 6; i++)
+            {
+                buffers[i] = new byte[8192];
+                pins[i] = GCHandle.Alloc(buffers[i], GCHandleType.Pinned);
+                unsafe
+                {
+                    ring.PrepareReceive((int)pairs[i].Server.Handle, (byte*)pins[i].AddrOfPinnedObject(), buffers[i].Length, (ulong)(500 + i));
+                }
+            }
+            Assert.Equal(6, ring.Prepared);
+            Assert.Equal(6, ring.Submit());
+            var results = new Dictionary<ulong, int>();
+            while (ring.TryReap(out ulong user, out int result))
+            {
+                results[user] = result;
+            }
+            foreach (GCHandle pin in pins)
+            {
+                pin.Free();
+            }
+            Assert.Equal(6, results.Count);
+            for (int i = 0; i < 4; i++)
+            {
+                Assert.Equal(sent[i].Length, results[(ulong)(500 + i)]);
+                Assert.Equal(sent[i], buffers[i].AsSpan(0, sent[i].Length).ToArray());
+            }
+            Assert.Equal(-EventLoop.EAGAIN, results[504]); // returns at once: the receive does not wait
+            Assert.Equal(0, results[505]);
+        }
+        finally
+        {
+            pairs.ForEach(p => { p.Client.Dispose(); p.Server.Dispose(); });
+        }
+    }
+
+    [Fact]
+    public async Task DiscardedPreparations_NeverReachTheKernel()
+    {
+        if (Ring() is not { } ring)
+        {
+            return;
+        }
+        var (client, server) = await PairAsync();
+        using (client)
+        using (server)
+        {
+            byte[] data = "discarded"u8.ToArray();
+            GCHandle pin = GCHandle.Alloc(data, GCHandleType.Pinned);
+            Prepare(ring, server, pin, data.Length, 1);
+            ring.Discard();
+            Assert.Equal(0, ring.Prepared);
+            Assert.Equal(0, ring.Submit());
+            pin.Free();
+            byte[] kept = "kept"u8.ToArray();
+            pin = GCHandle.Alloc(kept, GCHandleType.Pinned);
+            Prepare(ring, server, pin, kept.Length, 2);
+            Assert.Equal(1, ring.Submit());
+            Assert.True(ring.TryReap(out ulong user, out _));
+            pin.Free();
+            Assert.Equal(2UL, user);
+            Assert.Equal(kept, await ReadExactlyAsync(client, kept.Length));
+            server.Shutdown(SocketShutdown.Send);
+            Assert.Equal(0, await client.ReceiveAsync(new byte[16])); // nothing else came before the end
+        }
+    }
+
+    [Fact]
+    public async Task ReceivesOfOneWait_GoTogether_AndEachConnectionGetsAllItsInputInOrder()
+    {
+        // The loop is held busy while every client writes, so its next wait reports them all readable at
+        // once: small inputs, one larger than a receive buffer (read on after a full receive), and one that
+        // ends with the client's FIN on the same edge (delivered, then the connection closes).
+        const int Clients = 10;
+        EventLoop loop = EventLoop.Next() ?? throw new InvalidOperationException("event loops are off");
+        using Socket listener = Listen();
+        var clients = new List<Socket>();
+        var runs = new List<Task>();
+        try
+        {
+            for (int i = 0; i < Clients; i++)
+            {
+                var (client, accepted) = await ConnectAsync(listener);
+                var server = new SocketConnection(accepted, loop: loop);
+                runs.Add(server.RunAsync(new BatchedEcho(server)));
+                clients.Add(client);
+            }
+            for (int round = 0; round < 5; round++)
+            {
+                long batchedBefore = loop.ReceivesBatched;
+                var payloads = new byte[Clients][];
+                var held = new ManualResetEventSlim();
+                var busy = new TaskCompletionSource();
+                loop.Post(() =>
+                {
+                    busy.SetResult();
+                    held.Wait(TimeSpan.FromSeconds(10));
+                });
+                await busy.Task.WaitAsync(TimeSpan.FromSeconds(10));
+                for (int i = 0; i < Clients; i++)
+                {
+                    payloads[i] = new byte[i == 3 ? 40_000 + round : 10 + i * 97 + round];
+                    Random.Shared.NextBytes(payloads[i]);
+                    await clients[i].SendAsync(payloads[i]);
+                }
+                if (round == 4)
+                {
+                    clients[7].Shutdown(SocketShutdown.Send);
+                }
+                await Task.Delay(20);
+                held.Set();
+                for (int i = 0; i < Clients; i++)
+                {
+                    Assert.Equal(payloads[i], await ReadExactlyAsync(clients[i], payloads[i].Length));
+                }
+                if (loop.Ring != null)
+                {
+                    Assert.True(loop.ReceivesBatched >= batchedBefore + 2, $"receives batched: {loop.ReceivesBatched - batchedBefore}");
+                }
+            }
+            Assert.Equal(0, await clients[7].ReceiveAsync(new byte[16], SocketFlags.None).WaitAsync(TimeSpan.FromSeconds(10)));
+        }
+        finally
+        {
+            clients.ForEach(c => c.Dispose());
+            await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(10));
         }
     }
 
@@ -255,7 +409,7 @@ public sealed class IoUringTests
         return buffer;
     }
 
-    /// <summary>Echoes what it reads through the loop's batch (FlushBatch.Add), pausing while its output holds 256 KiB or more.</summary>
+    /// <summary>Echoes what it reads through the loop's batch (FlushBatch.Add), pausing while its output holds 256 KiB or more; closes after its echo at the client's FIN.</summary>
     private sealed class BatchedEcho(SocketConnection connection) : IConnectionProtocol
     {
         public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)
@@ -276,6 +430,13 @@ public sealed class IoUringTests
             buffer = buffer.Slice(buffer.End);
             FlushBatch.Add(connection.Output);
             return InputStatus.Continue;
+        }
+
+        /// <summary>The client's FIN: what was echoed goes out, then the connection closes.</summary>
+        public bool OnInputEnded()
+        {
+            connection.CloseAfterFlush();
+            return true;
         }
 
         public void OnClosed()

@@ -3,11 +3,12 @@ using System.Runtime.InteropServices;
 namespace Proxy.Core.Transport;
 
 /// <summary>
-/// A minimal io_uring of one event loop, used for one thing: the sends an iteration of the loop produced
-/// go to the kernel in one <c>io_uring_enter</c> instead of one <c>send</c> each. Every send is
-/// non-blocking (MSG_DONTWAIT: the kernel completes it at once, with the octets taken or -EAGAIN), so the
+/// A minimal io_uring of one event loop, used for two things: the receives of the sockets one
+/// <c>epoll_wait</c> reported readable, and the sends an iteration of the loop produced, each go to the
+/// kernel in one <c>io_uring_enter</c> instead of one <c>recv</c> or <c>send</c> each. Every operation is
+/// non-blocking (MSG_DONTWAIT: the kernel completes it at once, with octets moved or -EAGAIN), so the
 /// call returns with every completion posted and no buffer outlives it. Where a system call is dear (a
-/// virtual machine's guest kernel pays 1–1.5 µs for each here) this halves what a send costs.
+/// virtual machine's guest kernel pays 1–1.5 µs for each here) this halves what a send or receive costs.
 /// <c>LAYOTTO_IO_URING=0</c> turns it off.
 /// </summary>
 internal sealed unsafe partial class IoUring
@@ -16,6 +17,7 @@ internal sealed unsafe partial class IoUring
     private const int SysIoUringEnter = 426;
     private const uint EnterGetEvents = 1;
     private const byte OpSend = 26;
+    private const byte OpRecv = 27;
     private const uint MsgDontWait = 0x40;
     private const uint MsgNoSignal = 0x4000;
     private const long OffSqRing = 0;
@@ -38,7 +40,7 @@ internal sealed unsafe partial class IoUring
     private readonly Cqe* _cqes;
     private uint _prepared;
 
-    /// <summary>How many sends one submission may hold.</summary>
+    /// <summary>How many operations one submission may hold.</summary>
     public int Capacity { get; }
 
     private IoUring(int fd, in Params p, byte* sq, byte* cq, Sqe* sqes)
@@ -56,7 +58,7 @@ internal sealed unsafe partial class IoUring
         Capacity = (int)p.SqEntries;
     }
 
-    /// <summary>A ring of <paramref name="entries"/> sends, or null where io_uring is unavailable or turned off.</summary>
+    /// <summary>A ring of <paramref name="entries"/> operations, or null where io_uring is unavailable or turned off.</summary>
     public static IoUring? TryCreate(uint entries)
     {
         if (s_disabled || !OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
@@ -67,7 +69,7 @@ internal sealed unsafe partial class IoUring
         int fd = (int)syscall(SysIoUringSetup, entries, &p);
         if (fd < 0)
         {
-            return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), ENOMEM: sends go one by one
+            return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), ENOMEM: sends and receives go one by one
         }
         nuint sqSize = p.SqOff.Array + p.SqEntries * 4;
         nuint cqSize = p.CqOff.Cqes + p.CqEntries * (uint)sizeof(Cqe);
@@ -83,26 +85,39 @@ internal sealed unsafe partial class IoUring
     }
 
     /// <summary>Adds a non-blocking send of <paramref name="length"/> octets at <paramref name="data"/> (kept valid until <see cref="Submit"/> returns).</summary>
-    public void PrepareSend(int socket, byte* data, int length, ulong userData)
+    public void PrepareSend(int socket, byte* data, int length, ulong userData) =>
+        Prepare(OpSend, socket, data, length, MsgDontWait | MsgNoSignal, userData);
+
+    /// <summary>Adds a non-blocking receive of up to <paramref name="length"/> octets into <paramref name="data"/> (kept valid until <see cref="Submit"/> returns).</summary>
+    public void PrepareReceive(int socket, byte* data, int length, ulong userData) =>
+        Prepare(OpRecv, socket, data, length, MsgDontWait, userData);
+
+    /// <summary>How many operations are prepared and not yet submitted.</summary>
+    public int Prepared => (int)_prepared;
+
+    /// <summary>Forgets what was prepared (nothing reaches the kernel; the caller does it another way).</summary>
+    public void Discard() => _prepared = 0;
+
+    private void Prepare(byte opcode, int socket, byte* data, int length, uint flags, ulong userData)
     {
         uint tail = *_sqTail + _prepared;
         uint index = tail & _sqMask;
         Sqe* sqe = _sqes + index;
         *sqe = default;
-        sqe->Opcode = OpSend;
+        sqe->Opcode = opcode;
         sqe->Fd = socket;
         sqe->Addr = (ulong)data;
         sqe->Len = (uint)length;
-        sqe->MsgFlags = MsgDontWait | MsgNoSignal;
+        sqe->MsgFlags = flags;
         sqe->UserData = userData;
         _sqArray[index] = index;
         _prepared++;
     }
 
     /// <summary>
-    /// Submits what was prepared and waits for the completions (at once: every send is non-blocking). Returns
-    /// how many of the prepared sends the kernel took, in order; the rest (only when it refused the
-    /// submission) are withdrawn, never sent later, and are the caller's to send.
+    /// Submits what was prepared and waits for the completions (at once: every operation is non-blocking).
+    /// Returns how many of the prepared operations the kernel took, in order; the rest (only when it refused
+    /// the submission) are withdrawn, never run later, and are the caller's to do.
     /// </summary>
     public int Submit()
     {
@@ -134,7 +149,7 @@ internal sealed unsafe partial class IoUring
         return (int)done;
     }
 
-    /// <summary>The next completion: its user data and result (octets sent, or -errno).</summary>
+    /// <summary>The next completion: its user data and result (octets moved, 0 for a receive at the end of the stream, or -errno).</summary>
     public bool TryReap(out ulong userData, out int result)
     {
         uint head = *_cqHead;

@@ -258,54 +258,189 @@ public sealed class SocketConnection : ILoopSocket
     /// <summary>On the loop's thread: reads until the socket is drained (a short read), handing each read to the protocol.</summary>
     private void ReadReady()
     {
-        if (_inRead || _protocol == null)
+        if (!BeginRead())
         {
             return;
+        }
+        try
+        {
+            ReadOn();
+        }
+        catch (Exception e)
+        {
+            Failed(e);
+        }
+        finally
+        {
+            EndRead();
+        }
+    }
+
+    /// <summary>Whether a read may start now (none is running, the connection is open and not paused); marks it running.</summary>
+    private bool BeginRead()
+    {
+        if (_inRead || _protocol == null)
+        {
+            return false;
         }
         if (IsClosed)
         {
             ReleaseBuffer();
-            return;
+            return false;
         }
         if (_paused || _inputEnded)
         {
-            return;
+            return false;
         }
         _inRead = true;
+        return true;
+    }
+
+    private void EndRead()
+    {
+        _inRead = false;
+        if (IsClosed || _start == _end)
+        {
+            ReleaseBuffer(); // an idle connection holds no buffer
+        }
+    }
+
+    /// <summary>Receives and delivers until the socket is drained, input pauses or the connection closes.</summary>
+    private void ReadOn()
+    {
+        while (true)
+        {
+            if (!MakeRoom())
+            {
+                Close(); // the protocol could not make progress within its limit
+                return;
+            }
+            int space = _buffer.Length - _end;
+            if (!Took(EventLoop.Receive(_socket.SafeHandle, _buffer.AsSpan(_end)), space))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Handles one receive's result (octets, 0 at the end of the stream, or -errno); true when the socket may hold more.</summary>
+    private bool Took(int received, int space)
+    {
+        if (received < 0)
+        {
+            if (received != -EventLoop.EAGAIN)
+            {
+                Close();
+            }
+            return false;
+        }
+        if (received == 0)
+        {
+            if (_protocol!.OnInputEnded())
+            {
+                _inputEnded = true; // nothing more to read; the protocol closes when its answer is out
+                return false;
+            }
+            Close(); // the peer closed its side
+            return false;
+        }
+        _end += received;
+        // Paused or closed, or drained (a short read): the next edge says when there is more. A FIN that came
+        // on the same edge as the last octets raises no other: read on until recv says so.
+        return Deliver() && (received == space || _peerClosed);
+    }
+
+    // ---- Receives batched by the loop (see EventLoop): readiness is handled, the receive goes into the ----
+    // ---- loop's io_uring with those of the other ready sockets, and the result comes back here.        ----
+
+    private int _preparedSpace;
+
+    /// <summary>
+    /// On the loop's thread, for the events of one <c>epoll_wait</c>: handles all but the read, and when a read
+    /// is due, prepares it on <paramref name="ring"/> (true: the loop submits it and calls
+    /// <see cref="ReleasePreparedReceive"/>, then <see cref="CompleteReceive"/>). Otherwise the read, if any,
+    /// has been done here.
+    /// </summary>
+    internal unsafe bool OnEventsPreparingReceive(uint events, IoUring ring, ulong userData)
+    {
+        if (_tlsOnLoop || (events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) == 0)
+        {
+            ((ILoopSocket)this).OnEvents(events);
+            return false;
+        }
+        if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+        {
+            Output.OnWritable();
+        }
+        if ((events & (EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
+        {
+            _peerClosed = true;
+        }
+        if (!BeginRead())
+        {
+            return false;
+        }
+        bool prepared = false;
         try
         {
-            while (true)
+            if (!MakeRoom())
             {
-                if (!MakeRoom())
-                {
-                    Close(); // the protocol could not make progress within its limit
-                    break;
-                }
-                int space = _buffer.Length - _end;
-                int received = EventLoop.Receive(_socket.SafeHandle, _buffer.AsSpan(_end));
-                if (received < 0)
-                {
-                    if (received != -EventLoop.EAGAIN)
-                    {
-                        Close();
-                    }
-                    break;
-                }
-                if (received == 0)
-                {
-                    if (_protocol.OnInputEnded())
-                    {
-                        _inputEnded = true; // nothing more to read; the protocol closes when its answer is out
-                        break;
-                    }
-                    Close(); // the peer closed its side
-                    break;
-                }
-                _end += received;
-                if (!Deliver() || (received < space && !_peerClosed))
-                {
-                    break; // paused or closed, or drained: the next edge says when there is more
-                }
+                Close();
+                return false;
+            }
+            if (!_bufferPinned)
+            {
+                ReadOn(); // a grown buffer (pooled, movable): read it here
+                return false;
+            }
+            // Held until the kernel is done: a close elsewhere cannot hand the descriptor number to another socket.
+            bool held = false;
+            try
+            {
+                _socket.SafeHandle.DangerousAddRef(ref held);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+            if (!held)
+            {
+                Close();
+                return false;
+            }
+            _preparedSpace = _buffer.Length - _end;
+            byte* at = (byte*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_buffer)) + _end;
+            ring.PrepareReceive((int)_socket.SafeHandle.DangerousGetHandle(), at, _preparedSpace, userData);
+            prepared = true;
+            return true;
+        }
+        catch (Exception e)
+        {
+            Failed(e);
+            return false;
+        }
+        finally
+        {
+            if (!prepared)
+            {
+                EndRead();
+            }
+        }
+    }
+
+    /// <summary>Lets go of the handle a prepared receive held (the kernel is done with it).</summary>
+    internal void ReleasePreparedReceive() => _socket.SafeHandle.DangerousRelease();
+
+    /// <summary>The prepared receive the kernel did not take (a refused submission): done here, one by one.</summary>
+    internal int ReceiveNow() => EventLoop.Receive(_socket.SafeHandle, _buffer.AsSpan(_end, _preparedSpace));
+
+    /// <summary>Goes on with a prepared receive's result as <see cref="ReadReady"/> would with its own.</summary>
+    internal void CompleteReceive(int result)
+    {
+        try
+        {
+            if (!IsClosed && Took(result, _preparedSpace))
+            {
+                ReadOn();
             }
         }
         catch (Exception e)
@@ -314,11 +449,7 @@ public sealed class SocketConnection : ILoopSocket
         }
         finally
         {
-            _inRead = false;
-            if (IsClosed || _start == _end)
-            {
-                ReleaseBuffer(); // an idle connection holds no buffer
-            }
+            EndRead();
         }
     }
 
@@ -350,18 +481,63 @@ public sealed class SocketConnection : ILoopSocket
     {
         if (_buffer.Length == 0)
         {
-            _buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+            _buffer = RentPinned();
+            _bufferPinned = true;
             _start = _end = 0;
             return true;
         }
-        return _end < _buffer.Length || MakeRoom(ref _buffer, ref _start, ref _end, MaxBufferSize);
+        if (_end < _buffer.Length)
+        {
+            return true;
+        }
+        byte[] before = _buffer;
+        if (!MakeRoom(ref _buffer, ref _start, ref _end, MaxBufferSize, returnOld: !_bufferPinned))
+        {
+            return false;
+        }
+        if (_bufferPinned && !ReferenceEquals(before, _buffer))
+        {
+            ReturnPinned(before); // grown into a pooled one
+            _bufferPinned = false;
+        }
+        return true;
+    }
+
+    // Receive buffers kept by each loop's thread, allocated pinned, so that a receive batched through the
+    // loop's io_uring needs no pin of its own. A loop connection gives its buffer back whenever it has
+    // consumed all it read, so a loop needs about one per connection with a read in flight in an iteration.
+    [ThreadStatic]
+    private static byte[][]? t_pinned;
+    [ThreadStatic]
+    private static int t_pinnedCount;
+    private const int PinnedKeptPerLoop = 256; // 2 MiB at most per loop
+    private bool _bufferPinned;
+
+    private static byte[] RentPinned()
+    {
+        if (t_pinnedCount > 0)
+        {
+            byte[] buffer = t_pinned![--t_pinnedCount];
+            t_pinned[t_pinnedCount] = null!;
+            return buffer;
+        }
+        return GC.AllocateUninitializedArray<byte>(InitialBufferSize, pinned: true);
+    }
+
+    private static void ReturnPinned(byte[] buffer)
+    {
+        byte[][] kept = t_pinned ??= new byte[PinnedKeptPerLoop][];
+        if (t_pinnedCount < kept.Length)
+        {
+            kept[t_pinnedCount++] = buffer;
+        }
     }
 
     /// <summary>
     /// A full buffer: moves the unconsumed octets to the front when they take less than half, else grows
     /// it (pooled, within <paramref name="maxBufferSize"/>); false when it is at the limit already.
     /// </summary>
-    private static bool MakeRoom(ref byte[] buffer, ref int start, ref int end, int maxBufferSize)
+    private static bool MakeRoom(ref byte[] buffer, ref int start, ref int end, int maxBufferSize, bool returnOld = true)
     {
         int used = end - start;
         if (start > 0 && used < buffer.Length / 2)
@@ -376,7 +552,10 @@ public sealed class SocketConnection : ILoopSocket
             }
             byte[] grown = ArrayPool<byte>.Shared.Rent(Math.Min(Math.Max(buffer.Length * 2, ActiveBufferSize), maxBufferSize));
             Buffer.BlockCopy(buffer, start, grown, 0, used);
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (returnOld)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
             buffer = grown;
         }
         start = 0;
@@ -388,7 +567,15 @@ public sealed class SocketConnection : ILoopSocket
     {
         if (_buffer.Length > 0)
         {
-            ArrayPool<byte>.Shared.Return(_buffer);
+            if (_bufferPinned)
+            {
+                ReturnPinned(_buffer); // on the loop's thread, the only one that reads a loop connection
+                _bufferPinned = false;
+            }
+            else
+            {
+                ArrayPool<byte>.Shared.Return(_buffer);
+            }
             _buffer = [];
         }
         _start = _end = 0;
