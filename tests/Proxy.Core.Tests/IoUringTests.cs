@@ -217,6 +217,36 @@ public sealed class IoUringTests
     }
 
     [Fact]
+    public async Task PreparingMoreThanTheRingHolds_IsRefused_NotWrappedOverEarlierEntries()
+    {
+        if (Ring() is not { } ring)
+        {
+            return;
+        }
+        var (client, server) = await PairAsync();
+        using (client)
+        using (server)
+        {
+            byte[] data = new byte[1];
+            GCHandle pin = GCHandle.Alloc(data, GCHandleType.Pinned);
+            try
+            {
+                for (int i = 0; i < ring.Capacity; i++)
+                {
+                    Prepare(ring, server, pin, 1, (ulong)i);
+                }
+                Assert.Throws<InvalidOperationException>(() => Prepare(ring, server, pin, 1, 999));
+                Assert.Equal(ring.Capacity, ring.Prepared);
+            }
+            finally
+            {
+                ring.Discard();
+                pin.Free();
+            }
+        }
+    }
+
+    [Fact]
     public async Task ReceivesOfOneWait_GoTogether_AndEachConnectionGetsAllItsInputInOrder()
     {
         // The loop is held busy while every client writes, so its next wait reports them all readable at

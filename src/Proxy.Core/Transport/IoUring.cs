@@ -100,6 +100,10 @@ internal sealed unsafe partial class IoUring
 
     private void Prepare(byte opcode, int socket, byte* data, int length, uint flags, ulong userData)
     {
+        if (_prepared >= (uint)Capacity)
+        {
+            throw new InvalidOperationException("io_uring: more operations prepared than the ring holds");
+        }
         uint tail = *_sqTail + _prepared;
         uint index = tail & _sqMask;
         Sqe* sqe = _sqes + index;

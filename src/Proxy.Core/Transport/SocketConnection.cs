@@ -381,6 +381,7 @@ public sealed class SocketConnection : ILoopSocket
             return false;
         }
         bool prepared = false;
+        bool held = false;
         try
         {
             if (!MakeRoom())
@@ -394,7 +395,6 @@ public sealed class SocketConnection : ILoopSocket
                 return false;
             }
             // Held until the kernel is done: a close elsewhere cannot hand the descriptor number to another socket.
-            bool held = false;
             try
             {
                 _socket.SafeHandle.DangerousAddRef(ref held);
@@ -415,6 +415,10 @@ public sealed class SocketConnection : ILoopSocket
         }
         catch (Exception e)
         {
+            if (held && !prepared)
+            {
+                _socket.SafeHandle.DangerousRelease();
+            }
             Failed(e);
             return false;
         }
