@@ -104,6 +104,31 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
     /// both complete, and ALPN still settles on h2 at the end of a long list.
     /// </summary>
     [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task LargeUploadsOverTls_PauseAtTheUpstreamsPace_AndResume(bool oneByOne)
+    {
+        // Eight streams of 1.5 MB each on one TLS connection outrun the upstream: the proxy stops reading the
+        // client (back-pressure) and must read on once the upstream has taken its share. A resume that did
+        // not reach the TLS reader left the connection stalled after the first round of streams. With
+        // LAYOTTO_IO_URING=0 sends and receives go one by one, as on a kernel without io_uring.
+        var (cert, key, _) = Files(null, "localhost");
+        var environment = oneByOne ? new Dictionary<string, string> { ["LAYOTTO_IO_URING"] = "0" } : new Dictionary<string, string>();
+        await using AotProxy proxy = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", environment, "--tls-cert", cert, "--tls-key", key);
+        byte[] message = new EchoRequest { Message = "upload", Payload = ByteString.CopyFrom(new byte[1_500_000]) }.ToByteArray();
+        byte[] frame = new byte[5 + message.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), message.Length);
+        message.CopyTo(frame, 5);
+        string body = Path.Combine(_dir, "large-message.grpc");
+        File.WriteAllBytes(body, frame);
+        var (exit, output, error) = await Processes.RunAsync("h2load", ["-n", "48", "-c", "1", "-m", "8", "-N", "20", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
+            $"https://127.0.0.1:{proxy.Port}/layotto.test.Echo/Unary"], TimeSpan.FromSeconds(90));
+        Assert.True(exit == 0, error);
+        Assert.True(output.Contains("48 succeeded, 0 failed", StringComparison.Ordinal), output + proxy.Log);
+        Assert.Contains("status codes: 48 2xx", output, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData(10)]   // about 2.5 KiB
     [InlineData(50)]   // about 12 KiB
     public async Task LargeClientHello_CompletesTheHandshake_WithAlpnH2(int paddingProtocols)

@@ -47,7 +47,9 @@ public sealed class SocketConnection : ILoopSocket
     // Only for reads on the platform's engine (event args carry a finalizer: a loop connection makes none).
     private SocketAwaitableEventArgs? _receiveArgs;
     private SocketAwaitableEventArgs ReceiveArgs => _receiveArgs ??= new();
-    private readonly AsyncSignal _resume = new();
+    // A paused awaited reader (TLS, or the platform's engine) waits here. On a loop (TLS on the loop) it
+    // resumes inline on the loop's thread, where ResumeInput posts the signal; elsewhere on the thread pool.
+    private readonly AsyncSignal _resume;
     private IConnectionProtocol? _protocol;
     private int _closed;
 
@@ -56,6 +58,7 @@ public sealed class SocketConnection : ILoopSocket
     public SocketConnection(Socket socket, int maxBufferSize = 1024 * 1024, EventLoop? loop = null, bool tlsOnLoop = false)
     {
         _socket = socket;
+        _resume = new AsyncSignal(inline: loop != null);
         if (socket.ProtocolType == ProtocolType.Tcp)
         {
             socket.NoDelay = true; // not an option of unix sockets
@@ -764,13 +767,21 @@ public sealed class SocketConnection : ILoopSocket
     /// <summary>Lets a paused receive loop go on.</summary>
     public void ResumeInput()
     {
-        if (_loop != null)
+        if (_loop == null)
         {
-            _loop.Post(_resumeOnLoop ??= ResumeOnLoop);
-            return;
+            _resume.Set();
         }
-        _resume.Set();
+        else if (_tls == null)
+        {
+            _loop.Post(_resumeOnLoop ??= ResumeOnLoop); // the loop's own reads (see ReadReady)
+        }
+        else
+        {
+            _loop.Post(_resumeAwaited ??= _resume.Set); // TLS on the loop: its awaited reader goes on, on the loop
+        }
     }
+
+    private Action? _resumeAwaited;
 
     /// <summary>Closes both directions once; the protocol's <see cref="IConnectionProtocol.OnClosed"/> runs once.</summary>
     public void Close()
