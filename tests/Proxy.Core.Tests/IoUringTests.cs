@@ -409,6 +409,92 @@ public sealed class IoUringTests
         await Task.WhenAll(runA, runB).WaitAsync(TimeSpan.FromSeconds(10));
     }
 
+    [Fact]
+    public async Task ABatchOpenedAndEndedByASendsCompletion_KeepsItsOwnOutputs_AndTheOuterBatchCompletesEverySend()
+    {
+        // A drain callback that runs while the loop's batch completes its sends opens and ends a batch of its
+        // own (as an HTTP/2 connection does to wake streams blocked on its queue): that inner batch must not
+        // flush, or clear, the outer one's outputs or take its batch of sends from under it.
+        EventLoop loop = EventLoop.Next() ?? throw new InvalidOperationException("event loops are off");
+        using Socket listener = Listen();
+        var pairs = new List<(Socket Client, SocketConnection Server)>();
+        for (int i = 0; i < 4; i++)
+        {
+            var (client, accepted) = await ConnectAsync(listener);
+            pairs.Add((client, new SocketConnection(accepted, loop: loop)));
+        }
+        var runs = pairs.Select(p => p.Server.RunAsync(new Silent())).ToList();
+        try
+        {
+            SocketConnection a = pairs[0].Server, b = pairs[1].Server, c = pairs[2].Server, d = pairs[3].Server;
+            int nested = 0;
+            a.Drained = () =>
+            {
+                if (Interlocked.Exchange(ref nested, 1) != 0)
+                {
+                    return;
+                }
+                FlushBatch.Begin();
+                Write(c, "inner to c");
+                FlushBatch.Add(c.Output);
+                Write(d, "inner to d");
+                FlushBatch.Add(d.Output);
+                Write(b, " and more to b");
+                FlushBatch.Add(b.Output);
+                FlushBatch.End();
+            };
+            var done = new TaskCompletionSource();
+            loop.Post(() =>
+            {
+                FlushBatch.Begin();
+                Write(a, "outer to a");
+                FlushBatch.Add(a.Output);
+                Write(b, "outer to b");
+                FlushBatch.Add(b.Output);
+                FlushBatch.End();
+                done.SetResult();
+            });
+            await done.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal("outer to a"u8.ToArray(), await ReadExactlyAsync(pairs[0].Client, 10));
+            Assert.Equal("outer to b and more to b"u8.ToArray(), await ReadExactlyAsync(pairs[1].Client, 24));
+            Assert.Equal("inner to c"u8.ToArray(), await ReadExactlyAsync(pairs[2].Client, 10));
+            Assert.Equal("inner to d"u8.ToArray(), await ReadExactlyAsync(pairs[3].Client, 10));
+            // Every sending turn ended: a later batch sends again on each.
+            var again = new TaskCompletionSource();
+            loop.Post(() =>
+            {
+                FlushBatch.Begin();
+                foreach (SocketConnection connection in new[] { a, b, c, d })
+                {
+                    Write(connection, "again");
+                    FlushBatch.Add(connection.Output);
+                }
+                FlushBatch.End();
+                again.SetResult();
+            });
+            await again.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            foreach (var (client, _) in pairs)
+            {
+                Assert.Equal("again"u8.ToArray(), await ReadExactlyAsync(client, 5));
+            }
+        }
+        finally
+        {
+            pairs.ForEach(p => { p.Server.Close(); p.Client.Dispose(); });
+            await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(10));
+        }
+
+        static void Write(SocketConnection connection, string text)
+        {
+            byte[] data = System.Text.Encoding.ASCII.GetBytes(text);
+            using (connection.Output.SyncRoot.Enter())
+            {
+                data.CopyTo(connection.Output.GetSpan(data.Length));
+                connection.Output.Advance(data.Length);
+            }
+        }
+    }
+
     private sealed class Silent : IConnectionProtocol
     {
         public InputStatus OnInput(ref ReadOnlySequence<byte> buffer)

@@ -85,10 +85,14 @@ public static class FlushBatch
             return;
         }
         List<SocketOutput>? dirty = t_dirty;
-        if (dirty == null)
+        if (dirty == null || dirty.Count == 0)
         {
             return;
         }
+        // Sending runs other code (completions, drain callbacks) that may open and end a batch of its own:
+        // what that one marks goes to another list, flushed by its own end, never into this one meanwhile.
+        t_dirty = t_spare ?? new List<SocketOutput>(8);
+        t_spare = null;
         if (dirty.Count > 1 && EventLoop.Current?.Ring is { } ring)
         {
             FlushTogether(dirty, ring);
@@ -101,7 +105,11 @@ public static class FlushBatch
             }
         }
         dirty.Clear();
+        t_spare ??= dirty;
     }
+
+    [ThreadStatic]
+    private static List<SocketOutput>? t_spare;
 
     private static void Flush(SocketOutput output)
     {
@@ -127,7 +135,9 @@ public static class FlushBatch
     /// </summary>
     private static unsafe void FlushTogether(List<SocketOutput> dirty, IoUring ring)
     {
-        var batch = t_batch ??= new (SocketOutput, byte[], int, bool, System.Runtime.InteropServices.GCHandle)[ring.Capacity];
+        // Taken while in use: a batch that a completion below opens and ends uses one of its own.
+        var batch = t_batch ?? new (SocketOutput, byte[], int, bool, System.Runtime.InteropServices.GCHandle)[ring.Capacity];
+        t_batch = null;
         int n = 0;
         for (int i = 0; i < dirty.Count; i++)
         {
@@ -143,6 +153,7 @@ public static class FlushBatch
         }
         if (n == 0)
         {
+            t_batch = batch;
             return;
         }
         // Held handles: a close elsewhere cannot hand a descriptor number to another socket meanwhile. An
@@ -196,6 +207,7 @@ public static class FlushBatch
             batch[i] = default;
             Complete(output, buffer, count, results[i]);
         }
+        t_batch ??= batch;
     }
 
     private static void Complete(SocketOutput output, byte[] buffer, int count, int result)
