@@ -232,6 +232,28 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
     }
 
     [Fact]
+    public async Task LargeMessagesBothWays_ThroughATlsHopBetweenTwoProxies_AllComplete()
+    {
+        // h2c in, TLS between the two binaries (as between two sidecars), 1.5 MB each way per call, eight calls
+        // at a time on each of two connections: flow control blocks streams and wakes them as queues drain.
+        var (cert, key, _) = Files(null, "front.internal");
+        await using AotProxy front = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", "--tls-cert", cert, "--tls-key", key);
+        await using AotProxy edge = await AotProxy.StartAsync(front.Port, "h2", "--upstream-tls");
+        byte[] message = new EchoRequest { Message = "both ways", Payload = ByteString.CopyFrom(new byte[1_500_000]), ReplySize = 1_500_000 }.ToByteArray();
+        byte[] frame = new byte[5 + message.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), message.Length);
+        message.CopyTo(frame, 5);
+        string body = Path.Combine(_dir, "both-ways.grpc");
+        File.WriteAllBytes(body, frame);
+        var (exit, output, error) = await Processes.RunAsync("h2load", ["-n", "64", "-c", "2", "-m", "8", "-N", "20", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
+            $"http://127.0.0.1:{edge.Port}/layotto.test.Echo/Unary"], TimeSpan.FromSeconds(90));
+        Assert.True(exit == 0, error);
+        Assert.True(output.Contains("64 succeeded, 0 failed", StringComparison.Ordinal), output + edge.Log + front.Log);
+        Assert.Contains("status codes: 64 2xx", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled", edge.Log + front.Log, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task SilentOrStalledTlsClients_AreLetGoWhenTheHandshakeTimeoutPasses()
     {
         var (cert, key, _) = Files(null, "localhost");
