@@ -32,6 +32,18 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
         return (Write("cert.pem", cert), Write("key.pem", key), Write("root.pem", _pki.RootPem));
     }
 
+    /// <summary>A file holding <paramref name="request"/> as one uncompressed gRPC message (for h2load -d).</summary>
+    private string GrpcMessageFile(EchoRequest request)
+    {
+        byte[] message = request.ToByteArray();
+        byte[] frame = new byte[5 + message.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), message.Length);
+        message.CopyTo(frame, 5);
+        string path = Path.Combine(_dir, $"{Guid.NewGuid():N}.grpc");
+        File.WriteAllBytes(path, frame);
+        return path;
+    }
+
     public void Dispose()
     {
         _pki.Dispose();
@@ -115,12 +127,7 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
         var (cert, key, _) = Files(null, "localhost");
         var environment = oneByOne ? new Dictionary<string, string> { ["LAYOTTO_IO_URING"] = "0" } : new Dictionary<string, string>();
         await using AotProxy proxy = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", environment, "--tls-cert", cert, "--tls-key", key);
-        byte[] message = new EchoRequest { Message = "upload", Payload = ByteString.CopyFrom(new byte[1_500_000]) }.ToByteArray();
-        byte[] frame = new byte[5 + message.Length];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), message.Length);
-        message.CopyTo(frame, 5);
-        string body = Path.Combine(_dir, "large-message.grpc");
-        File.WriteAllBytes(body, frame);
+        string body = GrpcMessageFile(new EchoRequest { Message = "upload", Payload = ByteString.CopyFrom(new byte[1_500_000]) });
         var (exit, output, error) = await Processes.RunAsync("h2load", ["-n", "48", "-c", "1", "-m", "8", "-N", "20", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
             $"https://127.0.0.1:{proxy.Port}/layotto.test.Echo/Unary"], TimeSpan.FromSeconds(90));
         Assert.True(exit == 0, error);
@@ -239,12 +246,7 @@ public sealed class TlsFrontTests(ProxyFixture fixture) : IClassFixture<ProxyFix
         var (cert, key, _) = Files(null, "front.internal");
         await using AotProxy front = await AotProxy.StartAsync(fixture.GrpcUpstreamPort, "h2", "--tls-cert", cert, "--tls-key", key);
         await using AotProxy edge = await AotProxy.StartAsync(front.Port, "h2", "--upstream-tls");
-        byte[] message = new EchoRequest { Message = "both ways", Payload = ByteString.CopyFrom(new byte[1_500_000]), ReplySize = 1_500_000 }.ToByteArray();
-        byte[] frame = new byte[5 + message.Length];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), message.Length);
-        message.CopyTo(frame, 5);
-        string body = Path.Combine(_dir, "both-ways.grpc");
-        File.WriteAllBytes(body, frame);
+        string body = GrpcMessageFile(new EchoRequest { Message = "both ways", Payload = ByteString.CopyFrom(new byte[1_500_000]), ReplySize = 1_500_000 });
         var (exit, output, error) = await Processes.RunAsync("h2load", ["-n", "64", "-c", "2", "-m", "8", "-N", "20", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
             $"http://127.0.0.1:{edge.Port}/layotto.test.Echo/Unary"], TimeSpan.FromSeconds(90));
         Assert.True(exit == 0, error);

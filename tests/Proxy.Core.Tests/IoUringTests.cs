@@ -255,17 +255,9 @@ public sealed class IoUringTests
         const int Clients = 10;
         EventLoop loop = EventLoop.Next() ?? throw new InvalidOperationException("event loops are off");
         using Socket listener = Listen();
-        var clients = new List<Socket>();
-        var runs = new List<Task>();
+        var (clients, runs) = await StartEchoesAsync(listener, loop, Clients);
         try
         {
-            for (int i = 0; i < Clients; i++)
-            {
-                var (client, accepted) = await ConnectAsync(listener);
-                var server = new SocketConnection(accepted, loop: loop);
-                runs.Add(server.RunAsync(new BatchedEcho(server)));
-                clients.Add(client);
-            }
             for (int round = 0; round < 5; round++)
             {
                 long batchedBefore = loop.ReceivesBatched;
@@ -316,17 +308,9 @@ public sealed class IoUringTests
         const int Clients = 12;
         EventLoop loop = EventLoop.Next() ?? throw new InvalidOperationException("event loops are off");
         using Socket listener = Listen();
-        var clients = new List<Socket>();
-        var runs = new List<Task>();
+        var (clients, runs) = await StartEchoesAsync(listener, loop, Clients);
         try
         {
-            for (int i = 0; i < Clients; i++)
-            {
-                var (client, accepted) = await ConnectAsync(listener);
-                var server = new SocketConnection(accepted, loop: loop);
-                runs.Add(server.RunAsync(new BatchedEcho(server)));
-                clients.Add(client);
-            }
             // The slow one: 4 MiB echoed back while it reads nothing.
             byte[] big = new byte[4 << 20];
             Random.Shared.NextBytes(big);
@@ -493,6 +477,21 @@ public sealed class IoUringTests
                 connection.Output.Advance(data.Length);
             }
         }
+    }
+
+    /// <summary><paramref name="count"/> clients, each echoed by a <see cref="BatchedEcho"/> connection on <paramref name="loop"/>.</summary>
+    private static async Task<(List<Socket> Clients, List<Task> Runs)> StartEchoesAsync(Socket listener, EventLoop loop, int count)
+    {
+        var clients = new List<Socket>();
+        var runs = new List<Task>();
+        for (int i = 0; i < count; i++)
+        {
+            var (client, accepted) = await ConnectAsync(listener);
+            var server = new SocketConnection(accepted, loop: loop);
+            runs.Add(server.RunAsync(new BatchedEcho(server)));
+            clients.Add(client);
+        }
+        return (clients, runs);
     }
 
     private sealed class Silent : IConnectionProtocol

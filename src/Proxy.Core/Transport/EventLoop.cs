@@ -268,7 +268,7 @@ public sealed unsafe partial class EventLoop
         }
     }
 
-    /// <summary>This loop's io_uring for batched sends (null: unavailable, or LAYOTTO_IO_URING=0).</summary>
+    /// <summary>This loop's io_uring for batched receives and sends (null: unavailable, or LAYOTTO_IO_URING=0).</summary>
     internal IoUring? Ring { get; private set; }
 
     private void Run()
@@ -279,8 +279,8 @@ public sealed unsafe partial class EventLoop
         if (Index == 0)
         {
             Diagnostics.ProxyLog.Write(Diagnostics.LogLevel.Debug, Ring != null
-                ? "event loops: each iteration's sends go out together through io_uring"
-                : "event loops: io_uring unavailable (kernel, seccomp or LAYOTTO_IO_URING=0): one send per connection");
+                ? "event loops: the receives of each wait, and each iteration's sends, go to the kernel together through io_uring"
+                : "event loops: io_uring unavailable (kernel, seccomp or LAYOTTO_IO_URING=0): one receive and one send per connection");
         }
         EpollEvent* events = stackalloc EpollEvent[MaxEvents];
         while (true)
@@ -357,7 +357,7 @@ public sealed unsafe partial class EventLoop
         }
     }
 
-    /// <summary>How many receives went to the kernel in a batch of two or more (read by tests and diagnostics; written by the loop alone).</summary>
+    /// <summary>How many receives went to the kernel in a batch of two or more (read by tests; written by the loop alone).</summary>
     internal long ReceivesBatched { get; private set; }
 
     // The connections whose receives the current iteration prepared on the ring, by user data.

@@ -226,6 +226,15 @@ public sealed class SocketConnection : ILoopSocket
 
     void ILoopSocket.OnEvents(uint events)
     {
+        if (OnEventsButRead(events))
+        {
+            ReadReady();
+        }
+    }
+
+    /// <summary>Handles the readiness bits but the loop's own read; true when that read is due.</summary>
+    private bool OnEventsButRead(uint events)
+    {
         if (_tlsOnLoop)
         {
             // TLS reads and writes await the edges (the engine's state machines run on, on this thread).
@@ -237,7 +246,7 @@ public sealed class SocketConnection : ILoopSocket
             {
                 TlsReadable!.Set();
             }
-            return;
+            return false;
         }
         if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
         {
@@ -249,10 +258,7 @@ public sealed class SocketConnection : ILoopSocket
             // go on past a short one until recv says so, or no edge would ever tell.
             _peerClosed = true;
         }
-        if ((events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
-        {
-            ReadReady();
-        }
+        return (events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0;
     }
 
     private bool _peerClosed;
@@ -366,20 +372,7 @@ public sealed class SocketConnection : ILoopSocket
     /// </summary>
     internal unsafe bool OnEventsPreparingReceive(uint events, IoUring ring, ulong userData)
     {
-        if (_tlsOnLoop || (events & (EventLoop.EPOLLIN | EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) == 0)
-        {
-            ((ILoopSocket)this).OnEvents(events);
-            return false;
-        }
-        if ((events & (EventLoop.EPOLLOUT | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
-        {
-            Output.OnWritable();
-        }
-        if ((events & (EventLoop.EPOLLRDHUP | EventLoop.EPOLLERR | EventLoop.EPOLLHUP)) != 0)
-        {
-            _peerClosed = true;
-        }
-        if (!BeginRead())
+        if (!OnEventsButRead(events) || !BeginRead())
         {
             return false;
         }
@@ -514,31 +507,15 @@ public sealed class SocketConnection : ILoopSocket
     // loop's io_uring needs no pin of its own. A loop connection gives its buffer back whenever it has
     // consumed all it read, so a loop needs about one per connection with a read in flight in an iteration.
     [ThreadStatic]
-    private static byte[][]? t_pinned;
-    [ThreadStatic]
-    private static int t_pinnedCount;
+    private static KeptBuffers? t_pinned;
     private const int PinnedKeptPerLoop = 256; // 2 MiB at most per loop
     private bool _bufferPinned;
 
-    private static byte[] RentPinned()
-    {
-        if (t_pinnedCount > 0)
-        {
-            byte[] buffer = t_pinned![--t_pinnedCount];
-            t_pinned[t_pinnedCount] = null!;
-            return buffer;
-        }
-        return GC.AllocateUninitializedArray<byte>(InitialBufferSize, pinned: true);
-    }
+    private static byte[] RentPinned() =>
+        t_pinned != null && t_pinned.TryTake(out byte[]? buffer) ? buffer : GC.AllocateUninitializedArray<byte>(InitialBufferSize, pinned: true);
 
-    private static void ReturnPinned(byte[] buffer)
-    {
-        byte[][] kept = t_pinned ??= new byte[PinnedKeptPerLoop][];
-        if (t_pinnedCount < kept.Length)
-        {
-            kept[t_pinnedCount++] = buffer;
-        }
-    }
+    // Past what the loop keeps, a buffer is left to the collector (not to the shared pool: it is pinned).
+    private static void ReturnPinned(byte[] buffer) => (t_pinned ??= new KeptBuffers(PinnedKeptPerLoop)).TryKeep(buffer);
 
     /// <summary>
     /// A full buffer: moves the unconsumed octets to the front when they take less than half, else grows

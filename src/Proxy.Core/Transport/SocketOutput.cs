@@ -102,34 +102,20 @@ public sealed class SocketOutput : IBufferWriter<byte>
     // at its end (FlushBatch), so it may hold a segment for each of dozens of connections at once, more
     // than the shared pool keeps per core (past that it would allocate, and the collector would run).
     [ThreadStatic]
-    private static byte[][]? t_segments;
-    [ThreadStatic]
-    private static int t_segmentCount;
+    private static KeptBuffers? t_segments;
     private const int SegmentsKeptPerLoop = 128; // 2 MiB at most per loop
 
-    private static byte[] RentSegment(int sizeHint)
-    {
-        if (sizeHint <= SegmentSize && t_segmentCount > 0)
-        {
-            byte[] segment = t_segments![--t_segmentCount];
-            t_segments[t_segmentCount] = null!;
-            return segment;
-        }
-        return ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, SegmentSize));
-    }
+    private static byte[] RentSegment(int sizeHint) =>
+        sizeHint <= SegmentSize && t_segments != null && t_segments.TryTake(out byte[]? segment)
+            ? segment
+            : ArrayPool<byte>.Shared.Rent(Math.Max(sizeHint, SegmentSize));
 
     private static void ReturnSegment(byte[] segment)
     {
-        if (segment.Length == SegmentSize && EventLoop.Current != null)
+        if (segment.Length != SegmentSize || EventLoop.Current == null || !(t_segments ??= new KeptBuffers(SegmentsKeptPerLoop)).TryKeep(segment))
         {
-            byte[][] kept = t_segments ??= new byte[SegmentsKeptPerLoop][];
-            if (t_segmentCount < kept.Length)
-            {
-                kept[t_segmentCount++] = segment;
-                return;
-            }
+            ArrayPool<byte>.Shared.Return(segment);
         }
-        ArrayPool<byte>.Shared.Return(segment);
     }
 
     /// <summary>Hands what was written to the socket. Safe from any thread, with or without the lock held.</summary>
